@@ -1,0 +1,141 @@
+//! ECDSA over P-256 with SHA-256. Keys travel as SubjectPublicKeyInfo DER, signatures as DER
+//! `ECDSA-Sig-Value`, the forms OpenSSL and every X.509 stack read. Signing is deterministic
+//! (RFC 6979), so signing the same digest twice with the same key gives the same bytes.
+
+use crate::{CryptoError, Digest};
+use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// A P-256 public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Parses SubjectPublicKeyInfo DER.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, CryptoError> {
+        VerifyingKey::from_public_key_der(der)
+            .map(Self)
+            .map_err(|_| CryptoError::BadPublicKey)
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        self.0
+            .to_public_key_der()
+            .expect("a valid P-256 key always encodes")
+            .into_vec()
+    }
+
+    /// Uncompressed SEC1 point (65 bytes).
+    pub fn to_sec1(&self) -> Vec<u8> {
+        self.0.to_encoded_point(false).as_bytes().to_vec()
+    }
+
+    /// Verifies a DER signature over a SHA-256 digest.
+    pub fn verify_digest(&self, digest: &Digest, signature_der: &[u8]) -> Result<(), CryptoError> {
+        let sig = Signature::from_der(signature_der).map_err(|_| CryptoError::MalformedSignature)?;
+        self.0
+            .verify_prehash(digest, &sig)
+            .map_err(|_| CryptoError::BadSignature)
+    }
+
+    /// Verifies a DER signature over `message` (hashed with SHA-256).
+    pub fn verify_message(&self, message: &[u8], signature_der: &[u8]) -> Result<(), CryptoError> {
+        self.verify_digest(&crate::sha256(message), signature_der)
+    }
+
+    pub(crate) fn inner(&self) -> &VerifyingKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(&crate::sha256(&self.to_spki_der())[..8]))
+    }
+}
+
+/// A P-256 private key. Zeroized on drop; its `Debug` never shows the scalar.
+#[derive(Clone)]
+pub struct PrivateKey(SigningKey);
+
+impl PrivateKey {
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        Self(SigningKey::random(&mut rand_core::OsRng))
+    }
+
+    /// Restores a key from its 32-byte scalar.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != 32 {
+            return Err(CryptoError::Malformed("a P-256 private key is 32 bytes"));
+        }
+        SigningKey::from_slice(bytes)
+            .map(Self)
+            .map_err(|_| CryptoError::Malformed("not a valid P-256 private key"))
+    }
+
+    /// The 32-byte scalar, in a buffer that is wiped when dropped.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.to_bytes().to_vec())
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(*self.0.verifying_key())
+    }
+
+    /// Signs a SHA-256 digest; returns a DER signature (low-S, deterministic).
+    pub fn sign_digest(&self, digest: &Digest) -> Vec<u8> {
+        let sig: Signature = self
+            .0
+            .sign_prehash(digest)
+            .expect("signing a 32-byte digest cannot fail");
+        let der: DerSignature = sig.normalize_s().unwrap_or(sig).to_der();
+        der.as_bytes().to_vec()
+    }
+
+    /// Signs `message` (hashed with SHA-256); returns a DER signature.
+    pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        self.sign_digest(&crate::sha256(message))
+    }
+
+    pub(crate) fn inner(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_roundtrip() {
+        let key = PrivateKey::generate();
+        let public = PublicKey::from_spki_der(&key.public_key().to_spki_der()).unwrap();
+        let sig = key.sign_message(b"pay 5 EUR");
+        public.verify_message(b"pay 5 EUR", &sig).unwrap();
+        assert_eq!(public.verify_message(b"pay 6 EUR", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(public.verify_message(b"x", b"junk"), Err(CryptoError::MalformedSignature));
+        assert_eq!(key.sign_message(b"pay 5 EUR"), sig, "RFC 6979 signatures are deterministic");
+    }
+
+    #[test]
+    fn secret_roundtrip_and_redaction() {
+        let key = PrivateKey::generate();
+        let again = PrivateKey::from_secret_bytes(&key.to_secret_bytes()).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        assert_eq!(format!("{key:?}"), "PrivateKey(<redacted>)");
+        assert!(PrivateKey::from_secret_bytes(&[0u8; 32]).is_err());
+        assert!(PublicKey::from_spki_der(b"nope").is_err());
+    }
+}

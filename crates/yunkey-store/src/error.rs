@@ -1,0 +1,24 @@
+use thiserror::Error;
+
+/// A storage failure. Corrupt or unreadable state is an error, never silently `None`.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The engine failed (IO error, corruption, lock held by another process).
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// A stored value could not be decoded.
+    #[error("stored value under {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Printable form of the key.
+        key: String,
+        /// What failed to decode.
+        reason: String,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}

@@ -1,0 +1,205 @@
+//! yunkey's storage seam: named, ordered key-value trees with atomic batches and an explicit
+//! durability point.
+//!
+//! The coordinator's Raft log and state machine and the soft chip's sealed keys are written
+//! through [`Db`] and [`Tree`] only, never through an engine's own API, so an engine can be
+//! replaced without touching them. Two engines ship: [`Db::open_sled`] (on disk) and
+//! [`Db::memory`] (tests). Both pass the same [`conformance`] suite.
+//!
+//! Durability: nothing written is durable until [`Db::flush`] returns. Callers flush before
+//! they acknowledge (see the comments at each flush in the Raft store and the chip).
+//!
+//! This crate depends on storage engines only; it knows nothing of Raft, chips or users.
+
+mod error;
+mod memory;
+mod sled_engine;
+
+pub mod conformance;
+
+pub use error::StoreError;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Result of a storage operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A key-value pair read from a tree.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A set of writes to one tree, applied all together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub(crate) fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.ops
+    }
+}
+
+/// What an engine offers for a database. Private to engines; callers use [`Db`].
+pub(crate) trait DbEngine: Send + Sync {
+    fn open_tree(&self, name: &str) -> Result<Arc<dyn TreeEngine>>;
+    fn flush(&self) -> Result<()>;
+    fn size_on_disk(&self) -> Result<u64>;
+}
+
+/// What an engine offers for one tree. Private to engines; callers use [`Tree`].
+pub(crate) trait TreeEngine: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn apply(&self, batch: Batch) -> Result<()>;
+    fn range(&self, from: &[u8], to: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<Entry>> + Send>;
+    fn last(&self) -> Result<Option<Entry>>;
+    fn first(&self) -> Result<Option<Entry>>;
+    fn len(&self) -> usize;
+    fn clear(&self) -> Result<()>;
+}
+
+/// A database: a set of named trees with one durability point.
+#[derive(Clone)]
+pub struct Db(Arc<dyn DbEngine>);
+
+impl Db {
+    /// Opens (or creates) a sled database in `path`.
+    pub fn open_sled(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self(Arc::new(sled_engine::SledDb::open(path.as_ref())?)))
+    }
+
+    /// A fresh in-memory database (tests; nothing survives the process).
+    pub fn memory() -> Self {
+        Self(Arc::new(memory::MemDb::default()))
+    }
+
+    /// Opens (or creates) a tree.
+    pub fn tree(&self, name: &str) -> Result<Tree> {
+        Ok(Tree(self.0.open_tree(name)?))
+    }
+
+    /// Makes every write so far durable. Blocking: call it from a blocking thread.
+    pub fn flush(&self) -> Result<()> {
+        self.0.flush()
+    }
+
+    /// Bytes the database takes on disk (0 for memory).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.0.size_on_disk()
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+/// An ordered map of byte keys to byte values.
+#[derive(Clone)]
+pub struct Tree(Arc<dyn TreeEngine>);
+
+impl Tree {
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+
+    /// Sets one key (a batch of one).
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.insert(key, value);
+        self.0.apply(b)
+    }
+
+    /// Removes one key (a batch of one).
+    pub fn remove(&self, key: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.remove(key);
+        self.0.apply(b)
+    }
+
+    /// Applies every write of `batch` atomically.
+    pub fn apply(&self, batch: Batch) -> Result<()> {
+        self.0.apply(batch)
+    }
+
+    /// Entries with `from <= key < to` (or to the end), in key order.
+    pub fn range(&self, from: &[u8], to: Option<&[u8]>) -> impl Iterator<Item = Result<Entry>> + Send {
+        self.0.range(from, to)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Entry>> + Send {
+        let end = prefix_end(prefix);
+        self.0.range(prefix, end.as_deref())
+    }
+
+    /// The entry with the greatest key.
+    pub fn last(&self) -> Result<Option<Entry>> {
+        self.0.last()
+    }
+
+    /// The entry with the smallest key.
+    pub fn first(&self) -> Result<Option<Entry>> {
+        self.0.first()
+    }
+
+    /// Number of entries (may walk the tree).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.first().map(|f| f.is_none()).unwrap_or(true)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<()> {
+        self.0.clear()
+    }
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tree")
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
