@@ -13,6 +13,7 @@ pub mod authz;
 pub mod ecdsa;
 pub mod envelope;
 mod error;
+pub mod names;
 pub mod seal;
 pub mod tx;
 pub mod validate;

@@ -27,6 +27,9 @@ pub const MIN_NONCE: usize = 16;
 pub const MAX_NONCE: usize = 64;
 /// Longest payer, payee or transaction id, in bytes.
 pub const MAX_FIELD: usize = 128;
+/// How far ahead of the checking clock an authorization may expire, in seconds. Coordinator
+/// and chip both enforce it.
+pub const MAX_AUTHORIZATION_LIFETIME_SECS: i64 = 600;
 
 /// Checks every field of a transaction (not its expiry against a clock: see [`check_expiry`]).
 pub fn validate(tx: &Transaction) -> Result<(), InvalidField> {

@@ -1,1 +1,33 @@
-//! placeholder
+//! yunkey's transport layer: everything about who talks to whom, over what.
+//!
+//! - [`tls`]: loading TLS identities and building tonic server and client TLS configs
+//!   (rustls with the ring provider, installed once by [`install_crypto_provider`]).
+//! - [`pki`]: the development PKI that `yunkey dev` generates: a TLS CA, a node identity and a
+//!   business-client identity, with the peer's role carried in the certificate.
+//! - [`role`]: reading the caller's role from its verified client certificate, so each service
+//!   admits only the roles it serves (nodes for internal RPCs, clients for the business API).
+//! - [`pool`]: one multiplexed gRPC channel per endpoint, reused by every call.
+//!
+//! It sits under every server and client of yunkey. It may depend on tonic, rustls and X.509
+//! crates only: no yunkey crate, no business logic.
+
+mod error;
+pub mod pki;
+pub mod pool;
+pub mod role;
+pub mod tls;
+
+pub use error::NetError;
+pub use pool::ChannelPool;
+pub use role::Role;
+pub use tls::TlsFiles;
+
+/// Installs rustls' ring crypto provider as the process default. Call once at start-up;
+/// later calls do nothing. (Without exactly one provider the first TLS config panics.)
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Largest gRPC message a yunkey server accepts or a client sends, in bytes. Every yunkey
+/// request is small; a larger one is refused before it is decoded.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;

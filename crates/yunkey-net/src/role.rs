@@ -1,0 +1,100 @@
+//! Peer roles. A yunkey certificate names its holder's role with a URI subject alternative
+//! name `urn:yunkey:role:<role>`; the TLS layer has already verified the chain, so the role
+//! read here is trustworthy.
+
+use der::Decode;
+use std::fmt;
+use tonic::{Request, Status};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
+
+/// URI prefix of a role SAN.
+pub const ROLE_URI_PREFIX: &str = "urn:yunkey:role:";
+
+/// Who a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A coordinator or chip process of the cluster.
+    Node,
+    /// A business backend or operator.
+    Client,
+}
+
+impl Role {
+    /// The role's name in certificates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+        }
+    }
+
+    /// The SAN URI that grants this role.
+    pub fn uri(self) -> String {
+        format!("{ROLE_URI_PREFIX}{}", self.as_str())
+    }
+
+    fn from_uri(uri: &str) -> Option<Self> {
+        match uri.strip_prefix(ROLE_URI_PREFIX)? {
+            "node" => Some(Role::Node),
+            "client" => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The role in a DER certificate, if it names one.
+pub fn role_of_certificate(der: &[u8]) -> Option<Role> {
+    let cert = Certificate::from_der(der).ok()?;
+    let exts = cert.tbs_certificate.extensions?;
+    let oid = der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME;
+    exts.iter()
+        .filter(|e| e.extn_id == oid)
+        .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+        .flat_map(|san| san.0.into_iter())
+        .find_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Role::from_uri(uri.as_str()),
+            _ => None,
+        })
+}
+
+/// The verified role of the caller of `req`, if it presented a certificate naming one.
+pub fn peer_role<T>(req: &Request<T>) -> Option<Role> {
+    let certs = req.peer_certs()?;
+    role_of_certificate(certs.first()?.as_ref())
+}
+
+/// Admits the caller only if its certificate grants one of `allowed`.
+pub fn require<T>(req: &Request<T>, allowed: &[Role]) -> Result<Role, Status> {
+    let names = || {
+        allowed
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let Some(certs) = req.peer_certs() else {
+        return Err(Status::unauthenticated(format!(
+            "this service requires a client certificate with role {}; none was presented",
+            names()
+        )));
+    };
+    match certs.first().and_then(|c| role_of_certificate(c.as_ref())) {
+        Some(role) if allowed.contains(&role) => Ok(role),
+        Some(role) => Err(Status::permission_denied(format!(
+            "client certificate has role {role}; this service requires role {}",
+            names()
+        ))),
+        None => Err(Status::permission_denied(format!(
+            "client certificate names no yunkey role; this service requires role {}",
+            names()
+        ))),
+    }
+}
