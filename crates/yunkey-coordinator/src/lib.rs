@@ -1,1 +1,39 @@
-//! placeholder
+//! The yunkey coordinator.
+//!
+//! Coordinators keep the cluster's replicated state on Raft (users, devices, certificates,
+//! the chip registry, placements, and the ledger of consumed authorizations), place users'
+//! keys on chips, route every signature to a healthy chip that holds the key, and serve the
+//! public gRPC API (`KeyService`, `TerminalService`, `ClusterService`) plus the internal Raft
+//! service, all on one TLS port.
+//!
+//! In the sign path it is the middle: the terminal's authorization arrives here, is checked
+//! (device, expiry, signature), consumed through Raft (replay defence, audit), and forwarded
+//! to a chip that checks it again and signs.
+//!
+//! Layout: [`state`] (records, commands, apply), [`raft`] (type config and handle),
+//! [`placement`] (pure placement), [`chips`] (connections, health), [`ca`] (certificates
+//! signed inside chips), the operations [`enroll`], [`devices`], [`signing`], [`admin`], and
+//! the gRPC adapters in [`service`]. [`node`] assembles a running coordinator.
+//!
+//! It depends on the proto, crypto, store, net and raft crates; never on a chip
+//! implementation (chips are reached only over gRPC).
+
+pub mod admin;
+pub mod ca;
+pub mod chips;
+pub mod clock;
+pub mod convert;
+pub mod core;
+pub mod devices;
+pub mod enroll;
+pub mod error;
+pub mod node;
+pub mod placement;
+pub mod raft;
+pub mod service;
+pub mod signing;
+pub mod state;
+
+pub use crate::core::{Core, CoordinatorConfig};
+pub use error::CoordError;
+pub use node::{Node, NodeOptions};

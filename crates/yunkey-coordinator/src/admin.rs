@@ -1,0 +1,206 @@
+//! Cluster administration done by coordinators: admitting chips to the security domain and
+//! creating the user CA inside chips.
+
+use crate::chips::chip_err;
+use crate::core::Core;
+use crate::error::{CoordError, Result};
+use crate::placement::{self, Candidate};
+use crate::state::{CaRecord, ChipRecord, HolderRecord, Op};
+use std::time::Duration;
+use yunkey_crypto::validate;
+use yunkey_proto::v1::{
+    Algorithm, ExportDomainRequest, GenerateKeyRequest, GetInfoRequest, ImportDomainRequest, InitDomainRequest,
+    KeyPurpose, SetTrustAnchorRequest, UnwrapKeyRequest,
+};
+
+/// Admits the chip at `endpoint`: joins it to the cluster's security domain (creating the
+/// domain on the first chip), gives it the user CA as trust anchor, and registers it.
+pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<ChipRecord> {
+    let mut client = core.chips.client(endpoint)?;
+    let info = client
+        .get_info(core.chips.request(GetInfoRequest {}))
+        .await
+        .map_err(|s| CoordError::Unavailable(format!("cannot reach a chip at {endpoint}: {}", s.message())))?
+        .into_inner();
+    validate::identifier("chip_id", &info.chip_id)?;
+    let chip_err = chip_err(&info.chip_id);
+
+    let domain_id = match (core.view.domain()?, info.domain_id.is_empty()) {
+        (None, true) => client
+            .init_domain(core.chips.request(InitDomainRequest {}))
+            .await
+            .map_err(chip_err)?
+            .into_inner()
+            .domain_id,
+        (None, false) => info.domain_id.clone(),
+        (Some(cluster), false) if cluster == info.domain_id => cluster,
+        (Some(cluster), false) => {
+            return Err(CoordError::Unavailable(format!(
+                "chip {} belongs to security domain {}, the cluster's is {cluster}; wipe the chip or use the right cluster",
+                info.chip_id, info.domain_id
+            )))
+        }
+        (Some(cluster), true) => {
+            let envelope = export_from_member(core, &info.transport_public_key).await?;
+            let joined = client
+                .import_domain(core.chips.request(ImportDomainRequest { envelope }))
+                .await
+                .map_err(chip_err)?
+                .into_inner();
+            if joined.domain_id != cluster {
+                return Err(CoordError::Internal("imported domain id does not match the cluster's".into()));
+            }
+            cluster
+        }
+    };
+    if let Some(ca) = core.view.ca()? {
+        client
+            .set_trust_anchor(core.chips.request(SetTrustAnchorRequest {
+                certificate: ca.certificate,
+            }))
+            .await
+            .map_err(chip_err_owned(&info.chip_id))?;
+    }
+    let record = ChipRecord {
+        chip_id: info.chip_id.clone(),
+        endpoint: endpoint.to_owned(),
+        zone: info.zone.clone(),
+        capacity: info.capacity,
+        placed: 0,
+        transport_key: info.transport_public_key.clone(),
+        admitted_at: crate::clock::now(),
+    };
+    core.propose(
+        "",
+        actor,
+        Op::AdmitChip {
+            chip: record.clone(),
+            domain_id,
+        },
+    )
+    .await?;
+    core.chips.learn(&record);
+    tracing::info!(target: "yunkey::audit", chip = %record.chip_id, endpoint, actor, "chip admitted");
+    Ok(core.view.chip(&record.chip_id)?.unwrap_or(record))
+}
+
+fn chip_err_owned(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError {
+    let id = chip_id.to_owned();
+    move |status| CoordError::Chip { chip_id: id, status }
+}
+
+/// Asks a healthy member chip to encrypt the domain to a new chip's transport key.
+async fn export_from_member(core: &Core, transport_key: &[u8]) -> Result<Vec<u8>> {
+    let mut last = CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
+    for member in core.view.chips()? {
+        let exported = async {
+            core.chips
+                .client_for(&member)?
+                .export_domain(core.chips.request(ExportDomainRequest {
+                    recipient_transport_key: transport_key.to_vec(),
+                }))
+                .await
+                .map_err(chip_err(&member.chip_id))
+        }
+        .await;
+        match exported {
+            Ok(resp) => return Ok(resp.into_inner().envelope),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Creates the user CA if the cluster has none: a CA key generated in a chip, copied to
+/// the other replicas, a self-signed certificate, one Raft entry, then every chip gets the
+/// certificate as its trust anchor.
+pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
+    if let Some(ca) = core.view.ca()? {
+        return Ok(ca);
+    }
+    let registry = core.view.chips()?;
+    for chip in &registry {
+        core.chips.wait_up(&chip.chip_id, Duration::from_secs(5)).await;
+    }
+    let candidates: Vec<_> = registry
+        .iter()
+        .map(|chip| Candidate {
+            chip,
+            routable: core.chips.routable(&chip.chip_id),
+        })
+        .collect();
+    let chosen = placement::place(&candidates, core.config.replicas.max(2));
+    let first = chosen
+        .first()
+        .ok_or_else(|| CoordError::Unavailable("the user CA needs at least one healthy chip".into()))?;
+    let generated = core
+        .chips
+        .client_for(first)?
+        .generate_key(core.chips.request(GenerateKeyRequest {
+            algorithm: Algorithm::EcdsaP256 as i32,
+            purpose: KeyPurpose::Ca as i32,
+            user_id: String::new(),
+        }))
+        .await
+        .map_err(chip_err(&first.chip_id))?
+        .into_inner();
+    let mut holders = vec![HolderRecord {
+        chip_id: first.chip_id.clone(),
+        key_handle: generated.key_handle.clone(),
+    }];
+    for replica in &chosen[1..] {
+        let copied = async {
+            core.chips
+                .client_for(replica)?
+                .unwrap_key(core.chips.request(UnwrapKeyRequest {
+                    wrapped_key: generated.wrapped_key.clone(),
+                    purpose: KeyPurpose::Ca as i32,
+                    user_id: String::new(),
+                }))
+                .await
+                .map_err(chip_err(&replica.chip_id))
+        }
+        .await;
+        match copied {
+            Ok(r) => holders.push(HolderRecord {
+                chip_id: replica.chip_id.clone(),
+                key_handle: r.into_inner().key_handle,
+            }),
+            Err(e) => tracing::warn!(error = %e, "CA key replica failed"),
+        }
+    }
+    let certificate = core
+        .issuer
+        .self_signed_ca(generated.public_key.clone(), holders.clone(), "yunkey user CA")
+        .await?;
+    let record = CaRecord {
+        certificate,
+        wrapped_key: generated.wrapped_key,
+        holders,
+    };
+    match core.propose("", actor, Op::InitCa(record.clone())).await {
+        Ok(_) | Err(CoordError::Internal(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let ca = core
+        .view
+        .ca()?
+        .ok_or_else(|| CoordError::Internal("CA committed but not applied here".into()))?;
+    for chip in core.view.chips()? {
+        let set = async {
+            core.chips
+                .client_for(&chip)?
+                .set_trust_anchor(core.chips.request(SetTrustAnchorRequest {
+                    certificate: ca.certificate.clone(),
+                }))
+                .await
+                .map_err(chip_err(&chip.chip_id))
+        }
+        .await;
+        if let Err(e) = set {
+            tracing::warn!(chip = %chip.chip_id, error = %e, "could not set the trust anchor");
+        }
+    }
+    tracing::info!(target: "yunkey::audit", actor, "user CA created");
+    Ok(ca)
+}

@@ -1,0 +1,91 @@
+//! The coordinator's shared core: the Raft handle, the local view of the state, the chips,
+//! and the CA issuer. Operations (`enroll`, `devices`, `signing`, `admin`) are functions
+//! over it; gRPC services are thin adapters over those.
+
+use crate::ca::CertIssuer;
+use crate::chips::Chips;
+use crate::error::{CoordError, Result};
+use crate::raft::RaftHandle;
+use crate::state::{CaRecord, Command, CommandResult, Op, StateView};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Tunables of a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// How many chips hold each user key (R).
+    pub replicas: usize,
+    /// How long an activation code stays valid, in seconds.
+    pub activation_ttl_secs: i64,
+    /// How long a write may wait for a leader and commit.
+    pub write_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 2,
+            activation_ttl_secs: 7 * 24 * 3600,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything an operation needs.
+#[derive(Debug)]
+pub struct Core {
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// Raft.
+    pub raft: RaftHandle,
+    /// Applied state on this node.
+    pub view: StateView,
+    /// Chip connections and health.
+    pub chips: Chips,
+    /// Certificate issuance.
+    pub issuer: CertIssuer,
+    /// Tunables.
+    pub config: CoordinatorConfig,
+    ca: OnceLock<(Arc<CaRecord>, Vec<u8>)>,
+}
+
+impl Core {
+    /// Assembles a core.
+    pub fn new(node_id: u64, raft: RaftHandle, view: StateView, chips: Chips, config: CoordinatorConfig) -> Self {
+        Self {
+            node_id,
+            raft,
+            view,
+            issuer: CertIssuer::new(chips.clone()),
+            chips,
+            config,
+            ca: OnceLock::new(),
+        }
+    }
+
+    /// Commits `op` through Raft and returns its result; a rejection becomes an error.
+    pub async fn propose(&self, request_id: &str, actor: &str, op: Op) -> Result<CommandResult> {
+        let cmd = Command {
+            request_id: request_id.to_owned(),
+            actor: actor.to_owned(),
+            now: crate::clock::now(),
+            op,
+        };
+        match self.raft.write(cmd).await? {
+            CommandResult::Rejected(r) => Err(r.into()),
+            other => Ok(other),
+        }
+    }
+
+    /// The user CA and its public key (SPKI DER). Write-once, so cached after first read.
+    pub fn ca(&self) -> Result<(Arc<CaRecord>, Vec<u8>)> {
+        if let Some(ca) = self.ca.get() {
+            return Ok(ca.clone());
+        }
+        let record = self.view.ca()?.ok_or_else(|| {
+            CoordError::Unavailable("the user CA is not initialized yet; the cluster is still starting".into())
+        })?;
+        let spki = crate::ca::certificate_spki(&record.certificate)?;
+        Ok(self.ca.get_or_init(|| (Arc::new(record), spki)).clone())
+    }
+}

@@ -1,0 +1,237 @@
+//! Enrolment: a key generated inside a chip chosen by placement, copied (wrapped) to the
+//! other replicas, a certificate from the user CA, and one Raft entry that commits it all.
+
+use crate::chips::chip_err;
+use crate::core::Core;
+use crate::error::{CoordError, Result};
+use crate::placement::{self, Candidate};
+use crate::state::{Activation, CommandResult, HolderRecord, Op, UserRecord, UserState};
+use yunkey_crypto::validate::{self, InvalidField};
+use yunkey_proto::v1::{
+    Algorithm, EnrollUserRequest, EnrollUserResponse, GenerateKeyRequest, KeyHandleRequest,
+    KeyPurpose, UnwrapKeyRequest,
+};
+
+/// Checks the algorithm field: unset means ECDSA P-256; SM2 is reserved.
+pub fn algorithm(value: i32) -> Result<Algorithm> {
+    match Algorithm::try_from(value) {
+        Ok(Algorithm::Unspecified) | Ok(Algorithm::EcdsaP256) => Ok(Algorithm::EcdsaP256),
+        Ok(Algorithm::Sm2) => Err(CoordError::Unimplemented(
+            "algorithm SM2 is reserved and not served yet; use ECDSA_P256".into(),
+        )),
+        Err(_) => Err(InvalidField::new("algorithm", format!("{value} is not a known Algorithm")).into()),
+    }
+}
+
+/// A request id: the caller's (validated) or a fresh random one.
+pub fn request_id(given: &str, default: impl FnOnce() -> String) -> Result<String> {
+    if given.is_empty() {
+        Ok(default())
+    } else {
+        validate::identifier("request_id", given)?;
+        Ok(given.to_owned())
+    }
+}
+
+/// A one-time activation code: 12 characters from an alphabet without look-alikes, shown
+/// as `XXXX-XXXX-XXXX` (about 59 bits).
+pub fn new_activation_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ23456789";
+    let bytes: [u8; 12] = yunkey_crypto::random_bytes();
+    let chars: Vec<u8> = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()]).collect();
+    let s = String::from_utf8(chars).expect("ASCII");
+    format!("{}-{}-{}", &s[0..4], &s[4..8], &s[8..12])
+}
+
+/// Enrols a user.
+pub async fn enroll(core: &Core, actor: &str, req: EnrollUserRequest) -> Result<EnrollUserResponse> {
+    validate::identifier("user_id", &req.user_id)?;
+    let algorithm = algorithm(req.algorithm)?;
+    validate::text("display_name", &req.display_name, 128, true)?;
+    let request_id = request_id(&req.request_id, || format!("enroll-{}", hex::encode(yunkey_crypto::random_bytes::<12>())))?;
+
+    // A retry of an applied request gets the first result, without touching any chip.
+    if let Some((kind, result)) = core.view.request(&request_id)? {
+        return retried(core, &kind, result);
+    }
+    if core.view.user(&req.user_id)?.is_some() {
+        return Err(CoordError::UserExists(req.user_id));
+    }
+    let (ca, ca_spki) = core.ca()?;
+
+    let registry = core.view.chips()?;
+    let candidates: Vec<_> = registry
+        .iter()
+        .map(|chip| Candidate {
+            chip,
+            routable: core.chips.routable(&chip.chip_id),
+        })
+        .collect();
+    let chosen = placement::place(&candidates, core.config.replicas);
+    let Some(first) = chosen.first() else {
+        return Err(CoordError::NoCapacity(
+            "no healthy chip has free capacity; add chips or wait for one to recover".into(),
+        ));
+    };
+
+    let mut client = core.chips.client_for(first)?;
+    let generated = client
+        .generate_key(core.chips.request(GenerateKeyRequest {
+            algorithm: algorithm as i32,
+            purpose: KeyPurpose::User as i32,
+            user_id: req.user_id.clone(),
+        }))
+        .await
+        .map_err(chip_err(&first.chip_id))?
+        .into_inner();
+    let mut holders = vec![HolderRecord {
+        chip_id: first.chip_id.clone(),
+        key_handle: generated.key_handle.clone(),
+    }];
+    for replica in &chosen[1..] {
+        let copied = async {
+            core.chips
+                .client_for(replica)?
+                .unwrap_key(core.chips.request(UnwrapKeyRequest {
+                    wrapped_key: generated.wrapped_key.clone(),
+                    purpose: KeyPurpose::User as i32,
+                    user_id: req.user_id.clone(),
+                }))
+                .await
+                .map_err(chip_err(&replica.chip_id))
+        }
+        .await;
+        match copied {
+            Ok(resp) => holders.push(HolderRecord {
+                chip_id: replica.chip_id.clone(),
+                key_handle: resp.into_inner().key_handle,
+            }),
+            // Fewer holders than R is repaired later; one holder plus the wrapped key in
+            // Raft state is enough to acknowledge.
+            Err(e) => tracing::warn!(chip = %replica.chip_id, error = %e, "replica copy failed at enrolment"),
+        }
+    }
+
+    let outcome = async {
+        let certificate = core
+            .issuer
+            .user_certificate(&ca, ca_spki.clone(), &req.user_id, &req.display_name, &generated.public_key)
+            .await?;
+        let code = new_activation_code();
+        let now = crate::clock::now();
+        let user = UserRecord {
+            user_id: req.user_id.clone(),
+            algorithm: algorithm as i32,
+            public_key: generated.public_key.clone(),
+            wrapped_key: generated.wrapped_key.clone(),
+            certificate,
+            state: UserState::Active,
+            holders: holders.clone(),
+            devices: vec![],
+            activation: Some(Activation {
+                code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+                expires_at: now + core.config.activation_ttl_secs,
+                enroll_request_id: request_id.clone(),
+            }),
+            created_at: now,
+            revoked_reason: None,
+        };
+        let result = core
+            .propose(
+                &request_id,
+                actor,
+                Op::EnrollUser {
+                    user: user.clone(),
+                    activation_code: code.clone(),
+                },
+            )
+            .await?;
+        Ok::<_, CoordError>((result, code))
+    }
+    .await;
+
+    match outcome {
+        Ok((CommandResult::Enrolled { activation_code, .. }, code)) if activation_code == code => {
+            response(core, &req.user_id, activation_code)
+        }
+        Ok((result, _)) => {
+            // Another attempt with this request id committed first: ours is surplus.
+            delete_keys(core, &holders).await;
+            retried(core, "enroll", result)
+        }
+        Err(e) => {
+            delete_keys(core, &holders).await;
+            Err(match e {
+                CoordError::UserExists(_) => CoordError::UserExists(req.user_id),
+                other => other,
+            })
+        }
+    }
+}
+
+fn retried(core: &Core, kind: &str, result: CommandResult) -> Result<EnrollUserResponse> {
+    match result {
+        CommandResult::Enrolled {
+            user_id,
+            activation_code,
+        } => response(core, &user_id, activation_code),
+        _ => Err(CoordError::RequestIdReused {
+            first_kind: kind.to_owned(),
+        }),
+    }
+}
+
+fn response(core: &Core, user_id: &str, activation_code: String) -> Result<EnrollUserResponse> {
+    let user = core
+        .view
+        .user(user_id)?
+        .ok_or_else(|| CoordError::Internal(format!("user {user_id} committed but not applied here")))?;
+    let (ca, _) = core.ca()?;
+    Ok(EnrollUserResponse {
+        certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
+        user: Some(crate::convert::user(&user)),
+        activation_code,
+    })
+}
+
+/// Best-effort removal of keys that were generated but not committed.
+async fn delete_keys(core: &Core, holders: &[HolderRecord]) {
+    for h in holders {
+        let Some(endpoint) = core.chips.endpoint_of(&h.chip_id) else {
+            continue;
+        };
+        let deleted = async {
+            core.chips
+                .client(&endpoint)?
+                .delete_key(core.chips.request(KeyHandleRequest {
+                    key_handle: h.key_handle.clone(),
+                }))
+                .await
+                .map_err(chip_err(&h.chip_id))
+        }
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(chip = %h.chip_id, error = %e, "could not delete an uncommitted key");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_codes_look_right() {
+        let a = new_activation_code();
+        assert_eq!(a.len(), 14);
+        assert_eq!(a.matches('-').count(), 2);
+        assert_ne!(a, new_activation_code());
+    }
+
+    #[test]
+    fn algorithms() {
+        assert_eq!(algorithm(0).unwrap(), Algorithm::EcdsaP256);
+        assert!(matches!(algorithm(2), Err(CoordError::Unimplemented(_))));
+        assert!(matches!(algorithm(99), Err(CoordError::InvalidArgument(_))));
+    }
+}

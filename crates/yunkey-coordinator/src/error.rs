@@ -1,0 +1,138 @@
+//! The coordinator's errors and their one mapping to gRPC statuses. Every message says what
+//! the caller should do; none carries key material or activation codes.
+
+use thiserror::Error;
+use tonic::{Code, Status};
+use yunkey_crypto::tx::ExpiryError;
+use yunkey_crypto::validate::InvalidField;
+
+/// Why a coordinator request failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CoordError {
+    /// A request field is malformed.
+    #[error("{0}")]
+    InvalidArgument(#[from] InvalidField),
+    /// No user with this id.
+    #[error("user {0:?} is not enrolled")]
+    UserNotFound(String),
+    /// A user with this id exists.
+    #[error("user {0:?} is already enrolled; use another user_id or GetUser")]
+    UserExists(String),
+    /// The user is revoked.
+    #[error("user {0:?} is revoked; nothing is signed with their key")]
+    UserRevoked(String),
+    /// The device is not registered to the user.
+    #[error("device {device_id:?} is not registered to user {user_id:?}")]
+    UnknownDevice {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// The device's authorization does not cover this request.
+    #[error("authorization refused: {0}")]
+    BadAuthorization(String),
+    /// The authorization expired or reaches too far ahead.
+    #[error("{0}")]
+    Expired(#[from] ExpiryError),
+    /// The authorization was used before.
+    #[error("this authorization was already used (at Unix time {consumed_at}); approve a new transaction on the device")]
+    AuthorizationUsed {
+        /// When it was consumed.
+        consumed_at: i64,
+    },
+    /// The activation code is wrong, used or expired.
+    #[error("activation code is wrong, already used or expired; ask the business to re-enrol the user")]
+    ActivationInvalid,
+    /// The request id was used for another kind of request.
+    #[error("request_id was already used for a {first_kind:?} request; use a fresh request_id")]
+    RequestIdReused {
+        /// The first use's kind.
+        first_kind: String,
+    },
+    /// The algorithm is not served.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The cluster cannot serve this yet (no CA, no chips, no leader).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Every chip is full.
+    #[error("{0}")]
+    NoCapacity(String),
+    /// A chip refused or failed.
+    #[error("chip {chip_id}: {status}")]
+    Chip {
+        /// The chip.
+        chip_id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// Raft could not commit.
+    #[error("{0}")]
+    Raft(String),
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] yunkey_store::StoreError),
+    /// An internal invariant failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoordError {
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            CoordError::InvalidArgument(_) | CoordError::RequestIdReused { .. } => Code::InvalidArgument,
+            CoordError::UserNotFound(_) => Code::NotFound,
+            CoordError::UserExists(_) | CoordError::AuthorizationUsed { .. } => Code::AlreadyExists,
+            CoordError::UserRevoked(_)
+            | CoordError::UnknownDevice { .. }
+            | CoordError::BadAuthorization(_)
+            | CoordError::ActivationInvalid => Code::PermissionDenied,
+            CoordError::Expired(_) => Code::FailedPrecondition,
+            CoordError::Unimplemented(_) => Code::Unimplemented,
+            CoordError::Unavailable(_) | CoordError::Raft(_) => Code::Unavailable,
+            CoordError::NoCapacity(_) => Code::ResourceExhausted,
+            CoordError::Chip { status, .. } => match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded => Code::Unavailable,
+                Code::PermissionDenied => Code::PermissionDenied,
+                Code::FailedPrecondition => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<CoordError> for Status {
+    fn from(e: CoordError) -> Status {
+        let message = match &e {
+            CoordError::Chip { chip_id, status } => format!("chip {chip_id}: {}", status.message()),
+            other => other.to_string(),
+        };
+        Status::new(e.code(), message)
+    }
+}
+
+impl From<crate::state::Rejection> for CoordError {
+    fn from(r: crate::state::Rejection) -> Self {
+        use crate::state::Rejection as R;
+        match r {
+            R::RequestIdReused { first_kind } => CoordError::RequestIdReused { first_kind },
+            R::UserExists => CoordError::UserExists(String::new()),
+            R::UnknownUser => CoordError::UserNotFound(String::new()),
+            R::UserRevoked => CoordError::UserRevoked(String::new()),
+            R::ActivationInvalid => CoordError::ActivationInvalid,
+            R::AuthorizationUsed { consumed_at } => CoordError::AuthorizationUsed { consumed_at },
+            R::UnknownDevice => CoordError::BadAuthorization("device is not registered to this user".into()),
+            R::CaExists => CoordError::Internal("the user CA already exists".into()),
+            R::WrongDomain { cluster } => CoordError::Unavailable(format!(
+                "chip belongs to another security domain than the cluster's ({cluster})"
+            )),
+        }
+    }
+}
+
+/// Result of a coordinator operation.
+pub type Result<T, E = CoordError> = std::result::Result<T, E>;

@@ -1,0 +1,118 @@
+//! Starting a coordinator: its store, Raft, chip heartbeats, and the gRPC server that serves
+//! the public API, the internal Raft service, health and reflection on one TLS port.
+
+use crate::chips::{Chips, ChipsConfig};
+use crate::core::{Core, CoordinatorConfig};
+use crate::error::{CoordError, Result};
+use crate::service::{ClusterApi, KeyApi, TerminalApi};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use yunkey_net::role::{self, Role};
+use yunkey_net::tls::TlsMaterial;
+use yunkey_net::{ChannelPool, MAX_MESSAGE_BYTES};
+use yunkey_proto::v1::cluster_service_server::ClusterServiceServer;
+use yunkey_proto::v1::key_service_server::KeyServiceServer;
+use yunkey_proto::v1::raft_service_server::RaftServiceServer;
+use yunkey_proto::v1::terminal_service_server::TerminalServiceServer;
+use yunkey_store::Db;
+
+/// How to run one coordinator.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Raft node id; never reused for another node.
+    pub node_id: u64,
+    /// Where its store lives.
+    pub data_dir: PathBuf,
+    /// `https://host:port` other nodes and clients reach it at.
+    pub advertise: String,
+    /// TLS with the node identity.
+    pub tls: TlsMaterial,
+    /// Tunables.
+    pub config: CoordinatorConfig,
+    /// Chip health thresholds.
+    pub chips: ChipsConfig,
+    /// Raft timing.
+    pub raft: openraft::Config,
+}
+
+/// A running coordinator.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its core, for in-process bootstrap steps.
+    pub core: Arc<Core>,
+}
+
+impl Node {
+    /// Opens the store and Raft, starts chip heartbeats, and serves gRPC on `listener` until
+    /// `shutdown` resolves. Returns the node and the server task.
+    pub async fn start(
+        opts: NodeOptions,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(Node, tokio::task::JoinHandle<Result<()>>)> {
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(|e| CoordError::Internal(format!("cannot create {}: {e}", opts.data_dir.display())))?;
+        let db = Db::open_sled(opts.data_dir.join("raft"))?;
+        let pool = ChannelPool::new(opts.tls.clone(), None);
+        let raft_pool = pool.clone();
+        let connect: yunkey_raft::Connector =
+            Arc::new(move |node: &openraft::BasicNode| raft_pool.get(&node.addr).map_err(|e| e.to_string()));
+        let opened = crate::raft::open(opts.node_id, db, connect, opts.raft.clone(), opts.config.write_timeout).await?;
+        let chips = Chips::new(pool, opts.chips.clone());
+        let core = Arc::new(Core::new(
+            opts.node_id,
+            opened.handle,
+            opened.view.clone(),
+            chips.clone(),
+            opts.config.clone(),
+        ));
+        tokio::spawn(chips.heartbeat_loop(opened.view));
+
+        let tls = opts.tls.server().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        health.set_serving::<TerminalServiceServer<TerminalApi>>().await;
+        health.set_serving::<ClusterServiceServer<ClusterApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(yunkey_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| CoordError::Internal(format!("reflection: {e}")))?;
+        let raft_service = RaftServiceServer::with_interceptor(opened.server, |req: tonic::Request<()>| {
+            role::require(&req, &[Role::Node])?;
+            Ok(req)
+        })
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+
+        let router = Server::builder()
+            .tls_config(tls)
+            .map_err(|e| CoordError::Internal(format!("TLS: {e}")))?
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                KeyServiceServer::new(KeyApi::new(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                TerminalServiceServer::new(TerminalApi::new(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                ClusterServiceServer::new(ClusterApi::new(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(raft_service);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(|e| CoordError::Internal(format!("gRPC server: {e}")))
+        });
+        Ok((Node { core }, task))
+    }
+}

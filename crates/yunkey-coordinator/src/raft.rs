@@ -1,0 +1,196 @@
+//! The coordinator's Raft: type configuration, opening the node on the store, and the handle
+//! the operations use to write and to read safely.
+
+use crate::error::{CoordError, Result};
+use crate::state::{App, Command, CommandResult, StateView};
+use openraft::{BasicNode, Raft, ServerState};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use yunkey_proto::v1::{NodeStatus, StatusResponse};
+use yunkey_store::{Batch, Db, StoreError, Tree};
+
+openraft::declare_raft_types!(
+    /// The coordinator's Raft types: commands in, results out, u64 node ids.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+impl yunkey_raft::Apply<TypeConfig> for App {
+    fn apply(&self, state: &Tree, batch: &mut Batch, command: &Command) -> Result<CommandResult, StoreError> {
+        self.apply_command(state, batch, command)
+    }
+}
+
+/// Timing of the coordinators' Raft: heartbeats well under the election timeout, which in
+/// turn stays well above disk latency.
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "yunkey".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+}
+
+/// What the operations need from Raft.
+#[derive(Clone)]
+pub struct RaftHandle {
+    raft: Raft<TypeConfig>,
+    net: yunkey_raft::GrpcNetworkFactory<TypeConfig>,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle").finish_non_exhaustive()
+    }
+}
+
+/// A Raft node opened on a store.
+pub struct OpenedRaft {
+    /// The handle for operations.
+    pub handle: RaftHandle,
+    /// The applied state.
+    pub view: StateView,
+    /// The internal Raft gRPC service (serve it behind a node-role check).
+    pub server: yunkey_raft::RaftGrpcServer<TypeConfig>,
+}
+
+/// Opens this node's Raft on `db`. `connect` gives a channel to a peer (TLS, node identity).
+pub async fn open(
+    node_id: u64,
+    db: Db,
+    connect: yunkey_raft::Connector,
+    config: openraft::Config,
+    write_timeout: Duration,
+) -> Result<OpenedRaft> {
+    let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone())?;
+    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, App)?;
+    let view = StateView::new(sm.state());
+    let net = yunkey_raft::GrpcNetworkFactory::<TypeConfig>::new(node_id, connect);
+    let config = Arc::new(config.validate().map_err(|e| CoordError::Internal(e.to_string()))?);
+    let raft = Raft::new(node_id, config, net.clone(), log, sm)
+        .await
+        .map_err(|e| CoordError::Internal(format!("raft start: {e}")))?;
+    let server = yunkey_raft::RaftGrpcServer::new(raft.clone());
+    Ok(OpenedRaft {
+        handle: RaftHandle {
+            raft,
+            net,
+            write_timeout,
+        },
+        view,
+        server,
+    })
+}
+
+impl RaftHandle {
+    /// The openraft node.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Makes this node a one-member cluster, if it is not initialized yet.
+    pub async fn initialize_single(&self, node_id: u64, advertise: &str) -> Result<()> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| CoordError::Internal(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(node_id, BasicNode::new(advertise))]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| CoordError::Internal(format!("raft initialize: {e}")))
+    }
+
+    /// Waits until some node leads, up to `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<u64> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .map_err(|e| CoordError::Unavailable(format!("no Raft leader: {e}")))?;
+        Ok(m.current_leader.unwrap_or_default())
+    }
+
+    /// Commits a command (forwarding to the leader when needed) and returns its result.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
+        let kind = cmd.op.kind();
+        let started = std::time::Instant::now();
+        let result = yunkey_raft::write(&self.raft, &self.net, cmd, self.write_timeout).await;
+        metrics::histogram!("yunkey_raft_write_seconds", "op" => kind).record(started.elapsed().as_secs_f64());
+        result.map_err(|e| CoordError::Raft(format!("could not commit: {e}; retry with the same request_id")))
+    }
+
+    /// Returns once this node's state reflects every write acknowledged before the call.
+    pub async fn ensure_linearizable(&self) -> Result<()> {
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
+            CoordError::Unavailable(format!(
+                "linearizable read not possible here ({e}); retry, or ask with consistency STALE"
+            ))
+        })
+    }
+
+    /// After a write: waits until it is applied on this node too.
+    pub async fn ensure_applied_here(&self) -> Result<()> {
+        self.ensure_linearizable().await
+    }
+
+    /// Raft figures for `ClusterService.Status` (counts filled by the caller).
+    pub fn status(&self) -> StatusResponse {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.unwrap_or_default();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let nodes = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index)
+                    .unwrap_or(if *id == m.id { m.last_log_index.unwrap_or(0) } else { 0 });
+                NodeStatus {
+                    node_id: *id,
+                    address: node.addr.clone(),
+                    role: if *id == leader {
+                        "leader"
+                    } else if !voters.contains(id) {
+                        "learner"
+                    } else if *id == m.id {
+                        match m.state {
+                            ServerState::Candidate => "candidate",
+                            _ => "follower",
+                        }
+                    } else {
+                        "follower"
+                    }
+                    .to_owned(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                }
+            })
+            .collect();
+        StatusResponse {
+            node_id: m.id,
+            leader_id: leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            nodes,
+            ..Default::default()
+        }
+    }
+}

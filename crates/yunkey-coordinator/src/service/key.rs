@@ -1,0 +1,106 @@
+//! `KeyService`: the business backends' API (role `client`).
+
+use super::observe;
+use crate::core::Core;
+use crate::error::CoordError;
+use crate::state::Op;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use yunkey_crypto::validate;
+use yunkey_net::role::{self, Role};
+use yunkey_proto::v1::key_service_server::KeyService;
+use yunkey_proto::v1::{
+    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeUserRequest, SignRequest,
+    SignResponse, User, VerifyRequest, VerifyResponse,
+};
+
+/// The `KeyService` implementation.
+#[derive(Debug, Clone)]
+pub struct KeyApi {
+    core: Arc<Core>,
+}
+
+impl KeyApi {
+    /// A service over `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn admit<T>(req: &Request<T>) -> Result<String, Status> {
+    role::require(req, &[Role::Client])?;
+    Ok(role::peer_name(req))
+}
+
+/// Reads a user, linearizably unless the caller accepts stale state.
+pub(crate) async fn get_user(core: &Core, req: GetUserRequest) -> Result<User, CoordError> {
+    validate::identifier("user_id", &req.user_id)?;
+    if req.consistency() != ReadConsistency::Stale {
+        core.raft.ensure_linearizable().await?;
+    }
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    Ok(crate::convert::user(&user))
+}
+
+async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User, CoordError> {
+    validate::identifier("user_id", &req.user_id)?;
+    validate::text("reason", &req.reason, 256, true)?;
+    let request_id = crate::enroll::request_id(&req.request_id, || format!("revoke-{}", req.user_id))?;
+    core.propose(
+        &request_id,
+        actor,
+        Op::RevokeUser {
+            user_id: req.user_id.clone(),
+            reason: req.reason.clone(),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        CoordError::UserNotFound(_) => CoordError::UserNotFound(req.user_id.clone()),
+        other => other,
+    })?;
+    core.raft.ensure_applied_here().await?;
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    tracing::info!(target: "yunkey::audit", actor, user = %req.user_id, "user revoked");
+    Ok(crate::convert::user(&user))
+}
+
+#[tonic::async_trait]
+impl KeyService for KeyApi {
+    async fn enroll_user(&self, req: Request<EnrollUserRequest>) -> Result<Response<EnrollUserResponse>, Status> {
+        let actor = admit(&req)?;
+        let req = req.into_inner();
+        let user = req.user_id.clone();
+        let r = observe("EnrollUser", &actor, crate::enroll::enroll(&self.core, &actor, req)).await;
+        if r.is_ok() {
+            tracing::info!(target: "yunkey::audit", actor, user = %user, "user enrolled");
+        }
+        r
+    }
+
+    async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let actor = admit(&req)?;
+        observe("GetUser", &actor, get_user(&self.core, req.into_inner())).await
+    }
+
+    async fn revoke_user(&self, req: Request<RevokeUserRequest>) -> Result<Response<User>, Status> {
+        let actor = admit(&req)?;
+        observe("RevokeUser", &actor, revoke(&self.core, &actor, req.into_inner())).await
+    }
+
+    async fn sign(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let actor = admit(&req)?;
+        observe("Sign", &actor, crate::signing::sign(&self.core, &actor, req.into_inner())).await
+    }
+
+    async fn verify(&self, req: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
+        let actor = admit(&req)?;
+        observe("Verify", &actor, async { crate::signing::verify(&self.core, req.into_inner()) }).await
+    }
+}

@@ -1,0 +1,154 @@
+//! The sign path. In order: fields, user and device (local state), expiry, the device's
+//! signature (checked here), the authorization consumed through Raft (replay defence and
+//! audit), then a healthy chip holding the key re-checks everything itself and signs the
+//! hash it computes from the canonical bytes.
+
+use crate::chips::chip_err;
+use crate::core::Core;
+use crate::error::{CoordError, Result};
+use crate::state::{Op, UserState};
+use tonic::Code;
+use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::tx::{self, MAX_AUTHORIZATION_LIFETIME_SECS};
+use yunkey_crypto::validate::{self, InvalidField};
+use yunkey_crypto::authz;
+use yunkey_proto::v1::{SignAuthorizedRequest, SignRequest, SignResponse, VerifyRequest, VerifyResponse};
+
+/// Longest DER ECDSA P-256 signature.
+const MAX_SIGNATURE_LEN: usize = 72;
+
+fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
+    if sig.is_empty() || sig.len() > MAX_SIGNATURE_LEN {
+        return Err(InvalidField::new(
+            field,
+            format!("is {} bytes; a DER ECDSA P-256 signature is 8 to {MAX_SIGNATURE_LEN} bytes", sig.len()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Signs a transaction the user's device authorized.
+pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResponse> {
+    validate::identifier("user_id", &req.user_id)?;
+    let tx = req
+        .transaction
+        .ok_or_else(|| InvalidField::new("transaction", "is required"))?;
+    let authorization = req
+        .authorization
+        .ok_or_else(|| InvalidField::new("authorization", "is required"))?;
+    validate::identifier("authorization.device_id", &authorization.device_id)?;
+    check_signature_field("authorization.signature", &authorization.signature)?;
+    let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
+    // Without a request id, the transaction itself is the idempotency key: a blind retry of
+    // the same authorization gets the same signature instead of a replay error.
+    let request_id = crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
+
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    if user.state != UserState::Active {
+        return Err(CoordError::UserRevoked(req.user_id));
+    }
+    let device = user
+        .devices
+        .iter()
+        .find(|d| d.device_id == authorization.device_id)
+        .ok_or_else(|| CoordError::UnknownDevice {
+            user_id: req.user_id.clone(),
+            device_id: authorization.device_id.clone(),
+        })?;
+    tx::check_expiry(tx.expires_at, crate::clock::now(), MAX_AUTHORIZATION_LIFETIME_SECS)?;
+    let message = authz::authorization_message(&req.user_id, &device.device_id, &tx_hash);
+    PublicKey::from_spki_der(&device.public_key)
+        .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?
+        .verify_message(&message, &authorization.signature)
+        .map_err(|_| {
+            CoordError::BadAuthorization(
+                "the device's signature does not cover this transaction: it differs from what the device \
+                 approved, or another key signed"
+                    .into(),
+            )
+        })?;
+
+    core.propose(
+        &request_id,
+        actor,
+        Op::ConsumeAuthorization {
+            user_id: req.user_id.clone(),
+            device_id: device.device_id.clone(),
+            tx_hash,
+            expires_at: tx.expires_at,
+        },
+    )
+    .await?;
+
+    let (ca, _) = core.ca()?;
+    let mut last = CoordError::Unavailable(format!("no chip holding user {:?}'s key is reachable", req.user_id));
+    for holder in core.chips.order_holders(&user.holders) {
+        let Some(endpoint) = core.chips.endpoint_of(&holder.chip_id) else {
+            continue;
+        };
+        let mut client = core.chips.client(&endpoint)?;
+        let started = std::time::Instant::now();
+        let result = client
+            .sign_authorized(core.chips.request(SignAuthorizedRequest {
+                key_handle: holder.key_handle.clone(),
+                user_id: req.user_id.clone(),
+                canonical_transaction: canonical.clone(),
+                device_certificate: device.certificate.clone(),
+                authorization: Some(authorization.clone()),
+            }))
+            .await;
+        match result {
+            Ok(resp) => {
+                metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign").record(started.elapsed().as_secs_f64());
+                return Ok(SignResponse {
+                    tx_hash: tx_hash.to_vec(),
+                    signature: resp.into_inner().signature,
+                    certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
+                    chip_id: holder.chip_id.clone(),
+                });
+            }
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown) => {
+                // Route around it at once; the heartbeat decides when it is back.
+                core.chips.mark_missed(&holder.chip_id);
+                last = chip_err(&holder.chip_id)(status);
+            }
+            Err(status) => return Err(chip_err(&holder.chip_id)(status)),
+        }
+    }
+    Err(last)
+}
+
+/// Checks a signature against a user's key.
+pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
+    validate::identifier("user_id", &req.user_id)?;
+    let digest = match (&req.transaction, req.tx_hash.is_empty()) {
+        (Some(tx), true) => tx::encode_and_hash(tx)?.1,
+        (None, false) => <[u8; 32]>::try_from(req.tx_hash.as_slice())
+            .map_err(|_| InvalidField::new("tx_hash", format!("is {} bytes; a SHA-256 is 32", req.tx_hash.len())))?,
+        (Some(_), false) => {
+            return Err(InvalidField::new("tx_hash", "give either transaction or tx_hash, not both").into())
+        }
+        (None, true) => return Err(InvalidField::new("transaction", "give the transaction or its tx_hash").into()),
+    };
+    if req.signature.is_empty() {
+        return Err(InvalidField::new("signature", "is required").into());
+    }
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    let key = PublicKey::from_spki_der(&user.public_key).map_err(|e| CoordError::Internal(e.to_string()))?;
+    let (valid, reason) = match key.verify_digest(&digest, &req.signature) {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e.to_string()),
+    };
+    Ok(VerifyResponse {
+        valid,
+        reason,
+        tx_hash: digest.to_vec(),
+    })
+}

@@ -1,0 +1,212 @@
+//! Applying commands. Deterministic: the same state and command give the same writes on
+//! every node. Reads see the state before this entry; all writes go into one batch that the
+//! Raft store applies atomically together with the applied index.
+
+use super::codec::{decode, encode};
+use super::command::{Command, CommandResult, Op, Rejection};
+use super::keys;
+use super::model::{AuditRecord, LedgerEntry, UserState};
+use super::view::StateView;
+use yunkey_store::{Batch, StoreError, Tree};
+
+/// The coordinator's state machine.
+#[derive(Debug, Default, Clone)]
+pub struct App;
+
+impl App {
+    /// Applies one command; see the module doc.
+    pub fn apply_command(&self, tree: &Tree, batch: &mut Batch, cmd: &Command) -> Result<CommandResult, StoreError> {
+        let view = StateView::new(tree.clone());
+        let kind = cmd.op.kind();
+        if !cmd.request_id.is_empty() {
+            if let Some((first_kind, result)) = view.request(&cmd.request_id)? {
+                if first_kind != kind {
+                    return Ok(CommandResult::Rejected(Rejection::RequestIdReused { first_kind }));
+                }
+                return Ok(result);
+            }
+        }
+        let mut w = Writer { tree, batch };
+        let result = apply_op(&view, &mut w, cmd)?;
+        let outcome = match &result {
+            CommandResult::Rejected(r) => format!("rejected: {r:?}"),
+            _ => "ok".to_owned(),
+        };
+        // Only successes are remembered: a rejection changed nothing, so a retry may
+        // legitimately be evaluated again.
+        if !cmd.request_id.is_empty() && !matches!(result, CommandResult::Rejected(_)) {
+            w.put(&keys::request(&cmd.request_id), &(kind.to_owned(), result.clone()));
+        }
+        let seq = w.bump(keys::AUDIT_SEQ)? - 1;
+        w.put(
+            &keys::audit(seq),
+            &AuditRecord {
+                at: cmd.now,
+                actor: cmd.actor.clone(),
+                action: format!("{:?}", cmd.op),
+                outcome,
+            },
+        );
+        Ok(result)
+    }
+}
+
+struct Writer<'a> {
+    tree: &'a Tree,
+    batch: &'a mut Batch,
+}
+
+impl Writer<'_> {
+    fn put<T: serde::Serialize>(&mut self, key: &[u8], value: &T) {
+        self.batch.insert(key, encode(value));
+    }
+
+    /// Increments a counter and returns its new value.
+    fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
+        let current = match self.tree.get(key)? {
+            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "counter is not 8 bytes".into(),
+            })?),
+            None => 0,
+        };
+        self.batch.insert(key, (current + 1).to_be_bytes().to_vec());
+        Ok(current + 1)
+    }
+}
+
+fn reject(r: Rejection) -> Result<CommandResult, StoreError> {
+    Ok(CommandResult::Rejected(r))
+}
+
+fn apply_op(view: &StateView, w: &mut Writer<'_>, cmd: &Command) -> Result<CommandResult, StoreError> {
+    match &cmd.op {
+        Op::AdmitChip { chip, domain_id } => {
+            match view.domain()? {
+                Some(cluster) if &cluster != domain_id => {
+                    return reject(Rejection::WrongDomain { cluster });
+                }
+                Some(_) => {}
+                None => w.put(keys::DOMAIN, domain_id),
+            }
+            let mut record = chip.clone();
+            if let Some(existing) = view.chip(&chip.chip_id)? {
+                record.placed = existing.placed;
+                record.admitted_at = existing.admitted_at;
+            }
+            w.put(&keys::chip(&chip.chip_id), &record);
+            Ok(CommandResult::ChipAdmitted)
+        }
+        Op::InitCa(ca) => {
+            if view.ca()?.is_some() {
+                return reject(Rejection::CaExists);
+            }
+            w.put(keys::CA, ca);
+            Ok(CommandResult::CaInitialized)
+        }
+        Op::EnrollUser {
+            user,
+            activation_code,
+        } => {
+            if view.user(&user.user_id)?.is_some() {
+                return reject(Rejection::UserExists);
+            }
+            for holder in &user.holders {
+                if let Some(mut chip) = view.chip(&holder.chip_id)? {
+                    chip.placed += 1;
+                    w.put(&keys::chip(&chip.chip_id), &chip);
+                }
+            }
+            w.put(&keys::user(&user.user_id), user);
+            w.bump(keys::COUNT_USERS)?;
+            Ok(CommandResult::Enrolled {
+                user_id: user.user_id.clone(),
+                activation_code: activation_code.clone(),
+            })
+        }
+        Op::RegisterDevice {
+            user_id,
+            code_sha256,
+            device,
+        } => {
+            let Some(mut user) = view.user(user_id)? else {
+                return reject(Rejection::UnknownUser);
+            };
+            if user.state != UserState::Active {
+                return reject(Rejection::UserRevoked);
+            }
+            let Some(activation) = user.activation.take() else {
+                return reject(Rejection::ActivationInvalid);
+            };
+            if !yunkey_crypto::ct_eq(&activation.code_sha256, code_sha256) || activation.expires_at <= cmd.now {
+                return reject(Rejection::ActivationInvalid);
+            }
+            // The code is used up: forget it in the enrolment's stored result too.
+            let enroll_key = keys::request(&activation.enroll_request_id);
+            if let Some(raw) = w.tree.get(&enroll_key)? {
+                let (kind, _): (String, CommandResult) = decode(&enroll_key, &raw)?;
+                w.put(
+                    &enroll_key,
+                    &(
+                        kind,
+                        CommandResult::Enrolled {
+                            user_id: user_id.clone(),
+                            activation_code: String::new(),
+                        },
+                    ),
+                );
+            }
+            user.devices.push(device.clone());
+            w.put(&keys::user(user_id), &user);
+            w.put(&keys::device(&device.device_id), user_id);
+            w.bump(keys::COUNT_DEVICES)?;
+            Ok(CommandResult::DeviceRegistered {
+                user_id: user_id.clone(),
+                device_id: device.device_id.clone(),
+            })
+        }
+        Op::RevokeUser { user_id, reason } => {
+            let Some(mut user) = view.user(user_id)? else {
+                return reject(Rejection::UnknownUser);
+            };
+            user.state = UserState::Revoked;
+            user.revoked_reason = Some(reason.clone());
+            user.activation = None;
+            w.put(&keys::user(user_id), &user);
+            Ok(CommandResult::Revoked)
+        }
+        Op::ConsumeAuthorization {
+            user_id,
+            device_id,
+            tx_hash,
+            expires_at,
+        } => {
+            let Some(user) = view.user(user_id)? else {
+                return reject(Rejection::UnknownUser);
+            };
+            if user.state != UserState::Active {
+                return reject(Rejection::UserRevoked);
+            }
+            if !user.devices.iter().any(|d| &d.device_id == device_id) {
+                return reject(Rejection::UnknownDevice);
+            }
+            if let Some(entry) = view.ledger(tx_hash)? {
+                return reject(Rejection::AuthorizationUsed {
+                    consumed_at: entry.consumed_at,
+                });
+            }
+            w.put(
+                &keys::ledger(tx_hash),
+                &LedgerEntry {
+                    user_id: user_id.clone(),
+                    device_id: device_id.clone(),
+                    request_id: cmd.request_id.clone(),
+                    expires_at: *expires_at,
+                    consumed_at: cmd.now,
+                },
+            );
+            w.bump(keys::COUNT_SIGNATURES)?;
+            Ok(CommandResult::Consumed)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Stored values: a format version byte, then bincode. A value that does not decode is an
+//! error that names the key, never a silent `None`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use yunkey_store::StoreError;
+
+/// Version of the stored record format. Bump and add a migration when a record changes shape.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serialize_into(&mut out, value).expect("in-memory serialization cannot fail");
+    out
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => bincode::deserialize(rest).map_err(|e| corrupt(e.to_string())),
+        Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}

@@ -1,0 +1,181 @@
+//! Commands: the only way the replicated state changes. The proposing node fills in `now`
+//! and everything random (keys, codes, ids) before proposing, so applying is deterministic.
+
+use super::model::{CaRecord, ChipRecord, DeviceRecord, UserRecord};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One state change, with the request id that makes it idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Command {
+    /// Idempotency key. A command whose id was already applied returns the first result
+    /// and changes nothing. Empty: not deduplicated.
+    pub request_id: String,
+    /// Who asked, for the audit trail.
+    pub actor: String,
+    /// The proposer's clock, Unix seconds.
+    pub now: i64,
+    /// The change.
+    pub op: Op,
+}
+
+/// The state changes.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum Op {
+    /// Admit a chip to the security domain (or update its endpoint).
+    AdmitChip {
+        /// The chip.
+        chip: ChipRecord,
+        /// The domain it joined; the first admission sets the cluster's domain.
+        domain_id: String,
+    },
+    /// Record the user CA (once).
+    InitCa(CaRecord),
+    /// Create a user.
+    EnrollUser {
+        /// The new user.
+        user: UserRecord,
+        /// The one-time code, kept only in this request's stored result for retries.
+        activation_code: String,
+    },
+    /// Register the first device of a user, consuming the activation code.
+    RegisterDevice {
+        /// The user.
+        user_id: String,
+        /// SHA-256 of the code the device presented.
+        code_sha256: [u8; 32],
+        /// The device.
+        device: DeviceRecord,
+    },
+    /// Revoke a user.
+    RevokeUser {
+        /// The user.
+        user_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Consume a device authorization before its transaction is signed.
+    ConsumeAuthorization {
+        /// Whose key.
+        user_id: String,
+        /// Which device.
+        device_id: String,
+        /// SHA-256 of the canonical transaction.
+        tx_hash: [u8; 32],
+        /// The transaction's expiry.
+        expires_at: i64,
+    },
+}
+
+impl Op {
+    /// Short name for logs, metrics and the audit trail.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::AdmitChip { .. } => "admit_chip",
+            Op::InitCa(_) => "init_ca",
+            Op::EnrollUser { .. } => "enroll",
+            Op::RegisterDevice { .. } => "register_device",
+            Op::RevokeUser { .. } => "revoke",
+            Op::ConsumeAuthorization { .. } => "sign",
+        }
+    }
+}
+
+// Hand-written so that activation codes never reach a log.
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::AdmitChip { chip, .. } => write!(f, "AdmitChip({})", chip.chip_id),
+            Op::InitCa(_) => f.write_str("InitCa"),
+            Op::EnrollUser { user, .. } => write!(f, "EnrollUser({})", user.user_id),
+            Op::RegisterDevice { user_id, device, .. } => {
+                write!(f, "RegisterDevice({user_id}, {})", device.device_id)
+            }
+            Op::RevokeUser { user_id, .. } => write!(f, "RevokeUser({user_id})"),
+            Op::ConsumeAuthorization { user_id, tx_hash, .. } => {
+                write!(f, "ConsumeAuthorization({user_id}, {})", hex::encode(tx_hash))
+            }
+        }
+    }
+}
+
+/// What applying a command did. `Empty` is the result of Raft's own entries.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CommandResult {
+    /// A blank or membership entry.
+    #[default]
+    Empty,
+    /// The chip is in the registry.
+    ChipAdmitted,
+    /// The CA is recorded.
+    CaInitialized,
+    /// The user exists; `activation_code` is empty once it has been used.
+    Enrolled {
+        /// The user.
+        user_id: String,
+        /// The one-time code.
+        activation_code: String,
+    },
+    /// The device is registered.
+    DeviceRegistered {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// The user is revoked.
+    Revoked,
+    /// The authorization is consumed: the transaction may be signed.
+    Consumed,
+    /// Nothing changed, because of this.
+    Rejected(Rejection),
+}
+
+impl fmt::Debug for CommandResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandResult::Enrolled { user_id, .. } => write!(f, "Enrolled({user_id})"),
+            CommandResult::Empty => f.write_str("Empty"),
+            CommandResult::ChipAdmitted => f.write_str("ChipAdmitted"),
+            CommandResult::CaInitialized => f.write_str("CaInitialized"),
+            CommandResult::DeviceRegistered { device_id, .. } => {
+                write!(f, "DeviceRegistered({device_id})")
+            }
+            CommandResult::Revoked => f.write_str("Revoked"),
+            CommandResult::Consumed => f.write_str("Consumed"),
+            CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
+        }
+    }
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Rejection {
+    /// The request id was used before for a different kind of request.
+    RequestIdReused {
+        /// The kind it was first used for.
+        first_kind: String,
+    },
+    /// A user with this id exists.
+    UserExists,
+    /// No such user.
+    UnknownUser,
+    /// The user is revoked.
+    UserRevoked,
+    /// The activation code is wrong, used or expired.
+    ActivationInvalid,
+    /// The authorization was consumed before.
+    AuthorizationUsed {
+        /// When.
+        consumed_at: i64,
+    },
+    /// The device is not registered to the user.
+    UnknownDevice,
+    /// The CA already exists.
+    CaExists,
+    /// The chip belongs to another security domain than the cluster's.
+    WrongDomain {
+        /// The cluster's domain.
+        cluster: String,
+    },
+}

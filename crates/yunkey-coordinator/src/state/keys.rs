@@ -1,0 +1,49 @@
+//! Key layout of the state tree. Every key starts with a one-letter table prefix and `/`.
+//! (Keys starting with byte 0x00 belong to the Raft store.)
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `u/` | user id | [`UserRecord`](super::UserRecord) |
+//! | `d/` | device id | user id (index) |
+//! | `l/` | tx hash (32 bytes) | [`LedgerEntry`](super::LedgerEntry) |
+//! | `r/` | request id | stored first result of that request |
+//! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
+//! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
+//! | `m/ca` | | [`CaRecord`](super::CaRecord) |
+//! | `m/domain` | | domain id |
+//! | `m/audit_seq` | | next audit sequence (u64 BE) |
+//! | `m/count/*` | | counters (u64 BE) |
+
+pub(crate) fn user(id: &str) -> Vec<u8> {
+    [b"u/", id.as_bytes()].concat()
+}
+pub(crate) const USER_PREFIX: &[u8] = b"u/";
+
+pub(crate) fn device(id: &str) -> Vec<u8> {
+    [b"d/", id.as_bytes()].concat()
+}
+
+pub(crate) fn ledger(tx_hash: &[u8; 32]) -> Vec<u8> {
+    [&b"l/"[..], tx_hash].concat()
+}
+
+pub(crate) fn request(id: &str) -> Vec<u8> {
+    [b"r/", id.as_bytes()].concat()
+}
+
+pub(crate) fn chip(id: &str) -> Vec<u8> {
+    [b"c/", id.as_bytes()].concat()
+}
+pub(crate) const CHIP_PREFIX: &[u8] = b"c/";
+
+pub(crate) fn audit(seq: u64) -> Vec<u8> {
+    [&b"a/"[..], &seq.to_be_bytes()].concat()
+}
+pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
+
+pub(crate) const CA: &[u8] = b"m/ca";
+pub(crate) const DOMAIN: &[u8] = b"m/domain";
+pub(crate) const AUDIT_SEQ: &[u8] = b"m/audit_seq";
+pub(crate) const COUNT_USERS: &[u8] = b"m/count/users";
+pub(crate) const COUNT_DEVICES: &[u8] = b"m/count/devices";
+pub(crate) const COUNT_SIGNATURES: &[u8] = b"m/count/signatures";

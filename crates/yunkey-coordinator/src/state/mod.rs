@@ -1,0 +1,21 @@
+//! The replicated state: what it holds, the commands that change it, and how they apply.
+//!
+//! Every change goes through a [`Command`] committed by Raft and applied by [`App`]
+//! deterministically on every node; reads go through [`StateView`]. The state lives in one
+//! tree of the store (see `keys` for the layout), so one entry's writes and the applied index
+//! land in one atomic batch.
+
+mod apply;
+mod codec;
+mod command;
+mod keys;
+mod model;
+mod view;
+
+pub use apply::App;
+pub use command::{Command, CommandResult, Op, Rejection};
+pub use model::{
+    Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, LedgerEntry,
+    UserRecord, UserState,
+};
+pub use view::StateView;

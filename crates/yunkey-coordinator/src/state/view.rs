@@ -1,0 +1,105 @@
+//! Typed reads of the replicated state on this node.
+
+use super::codec::decode;
+use super::command::CommandResult;
+use super::keys;
+use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, UserRecord};
+use serde::de::DeserializeOwned;
+use yunkey_store::{StoreError, Tree};
+
+/// Read access to the state as applied on this node.
+#[derive(Clone, Debug)]
+pub struct StateView {
+    tree: Tree,
+}
+
+impl StateView {
+    /// A view of the state tree.
+    pub fn new(tree: Tree) -> Self {
+        Self { tree }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.tree
+            .get(key)?
+            .map(|v| decode(key, &v))
+            .transpose()
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .tree
+            .get(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// A user.
+    pub fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.get(&keys::user(user_id))
+    }
+
+    /// The user CA.
+    pub fn ca(&self) -> Result<Option<CaRecord>, StoreError> {
+        self.get(keys::CA)
+    }
+
+    /// The cluster's security domain id, once the first chip is admitted.
+    pub fn domain(&self) -> Result<Option<String>, StoreError> {
+        self.get(keys::DOMAIN)
+    }
+
+    /// A chip.
+    pub fn chip(&self, chip_id: &str) -> Result<Option<ChipRecord>, StoreError> {
+        self.get(&keys::chip(chip_id))
+    }
+
+    /// Every chip, by id.
+    pub fn chips(&self) -> Result<Vec<ChipRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::CHIP_PREFIX)
+            .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
+            .collect()
+    }
+
+    /// The ledger entry of a consumed authorization.
+    pub fn ledger(&self, tx_hash: &[u8; 32]) -> Result<Option<LedgerEntry>, StoreError> {
+        self.get(&keys::ledger(tx_hash))
+    }
+
+    /// The stored result of an applied request: its kind and result.
+    pub fn request(&self, request_id: &str) -> Result<Option<(String, CommandResult)>, StoreError> {
+        self.get(&keys::request(request_id))
+    }
+
+    /// The last `limit` audit records, oldest first.
+    pub fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let next = self.counter(keys::AUDIT_SEQ)?;
+        let from = next.saturating_sub(limit as u64);
+        self.tree
+            .range(&keys::audit(from), Some(&keys::audit(next)))
+            .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
+            .collect()
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        self.counter(keys::COUNT_USERS)
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> Result<u64, StoreError> {
+        self.counter(keys::COUNT_DEVICES)
+    }
+
+    /// Number of consumed authorizations.
+    pub fn signature_count(&self) -> Result<u64, StoreError> {
+        self.counter(keys::COUNT_SIGNATURES)
+    }
+
+    /// Whether `prefix` has any user (cheap emptiness check for tests and status).
+    pub fn has_users(&self) -> bool {
+        self.tree.scan_prefix(keys::USER_PREFIX).next().is_some()
+    }
+}
