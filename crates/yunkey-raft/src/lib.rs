@@ -52,11 +52,13 @@ pub use error::WriteError;
 pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
+pub use server::RaftGrpcServer;
 
 
 
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state_machine::StateMachineStore;
+pub use writer::write;
 
 
 /// The openraft type configs this crate supports: see the crate documentation.
