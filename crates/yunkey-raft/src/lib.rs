@@ -1,1 +1,94 @@
-//! placeholder
+//! Raft plumbing for yunkey's coordinators, on top of [openraft] 0.9.
+//!
+//! What this crate is for:
+//!
+//! - **Log storage**: [`LogStore`] keeps the Raft log, the vote, the committed log id and the
+//!   last purged log id in a [`yunkey_store::Db`], flushing at every point Raft requires
+//!   durability.
+//! - **State-machine storage**: [`StateMachineStore`] runs the application's deterministic
+//!   [`Apply`] implementation and stores its state in the `sm` tree of the same database, with the
+//!   last applied log id written in the same atomic batch as each entry's writes. It builds,
+//!   persists and installs versioned snapshots.
+//! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
+//!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
+//! - **Write forwarding**: [`write`] submits a command locally and forwards it to the leader when
+//!   this node is not the leader, retrying until a deadline.
+//!
+//! What it must not depend on: no chip, no coordinator business logic, and no TLS configuration.
+//! The caller supplies gRPC channels through a [`Connector`] (and wraps [`RaftGrpcServer`] with its
+//! own authentication), so this crate never sees a certificate.
+//!
+//! Where it sits: under the coordinator. The coordinator declares its openraft type config, its
+//! command type and its [`Apply`] implementation, and uses this crate for everything Raft needs
+//! from storage and the network.
+//!
+//! # The type-config bound
+//!
+//! Everything here is generic over one bound, [`TypeConfig`], documented in one place: node ids
+//! are `u64`, nodes are [`openraft::BasicNode`] (its `addr` is what the [`Connector`] dials),
+//! entries, snapshot data (`Cursor<Vec<u8>>`), responder and runtime (tokio) are openraft's
+//! defaults, the command type `D` is `Clone` (writes may be retried), and the response type `R` is
+//! `Default` (returned for blank and membership entries). `D` and `R` are serde types because
+//! openraft's `serde` feature is on.
+
+mod apply;
+mod codec;
+mod error;
+mod log_store;
+mod network;
+mod network_client;
+mod server;
+mod snapshot;
+mod state_machine;
+mod writer;
+
+use std::io::Cursor;
+
+use openraft::impls::OneshotResponder;
+use openraft::{BasicNode, Entry, RaftTypeConfig, TokioRuntime};
+
+pub use apply::Apply;
+pub use error::WriteError;
+pub use log_store::LogStore;
+pub use network::{Connector, GrpcNetworkFactory};
+pub use network_client::GrpcNetwork;
+pub use server::RaftGrpcServer;
+
+
+
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use state_machine::StateMachineStore;
+pub use writer::write;
+
+
+/// The openraft type configs this crate supports: see the crate documentation.
+///
+/// Implemented automatically for every matching [`RaftTypeConfig`]; declare yours with
+/// `openraft::declare_raft_types!` and only set `D` and `R` (the defaults fill in the rest).
+pub trait TypeConfig:
+    RaftTypeConfig<
+    NodeId = u64,
+    Node = BasicNode,
+    Entry = Entry<Self>,
+    SnapshotData = Cursor<Vec<u8>>,
+    AsyncRuntime = TokioRuntime,
+    Responder = OneshotResponder<Self>,
+    D: Clone,
+    R: Default,
+>
+{
+}
+
+impl<T> TypeConfig for T where
+    T: RaftTypeConfig<
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = Entry<T>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = TokioRuntime,
+        Responder = OneshotResponder<T>,
+        D: Clone,
+        R: Default,
+    >
+{
+}

@@ -1,0 +1,90 @@
+//! [`RaftGrpcServer`]: the server side of `yunkey.v1.RaftService`, dispatching to a local Raft.
+
+use std::fmt::Debug;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{BasicNode, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+use yunkey_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+use yunkey_proto::v1::RaftPayload;
+
+use crate::codec::{decode, encode};
+use crate::TypeConfig;
+
+/// What the `ClientWrite` RPC returns, bincode-encoded: the application's response, or Raft's
+/// error (with a `ForwardToLeader` hint when this node is not the leader).
+pub(crate) type ClientWriteReply<C> =
+    Result<<C as openraft::RaftTypeConfig>::R, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// Serves `yunkey.v1.RaftService` for one local [`Raft`] node.
+///
+/// Every reply is bincode of `Result<Response, RaftError<..>>`, decoded by
+/// [`crate::GrpcNetwork`] and [`crate::write`]. It does no authentication: the caller wraps it
+/// (for example with an mTLS role check).
+pub struct RaftGrpcServer<C: TypeConfig> {
+    raft: Raft<C>,
+}
+
+impl<C: TypeConfig> Debug for RaftGrpcServer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaftGrpcServer")
+    }
+}
+
+impl<C: TypeConfig> RaftGrpcServer<C> {
+    /// A server for `raft`.
+    pub fn new(raft: Raft<C>) -> Self {
+        Self { raft }
+    }
+
+    /// The tonic service, ready to add to a `tonic::transport::Server`.
+    pub fn into_service(self) -> RaftServiceServer<Self> {
+        RaftServiceServer::new(self)
+    }
+}
+
+fn parse<T: DeserializeOwned>(req: Request<RaftPayload>, what: &str) -> Result<T, Status> {
+    decode(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("malformed {what} payload: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<C> = parse(request, "AppendEntries")?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<u64> = parse(request, "Vote")?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<C> = parse(request, "InstallSnapshot")?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn client_write(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let cmd: C::D = parse(request, "ClientWrite")?;
+        let res: ClientWriteReply<C> = self.raft.client_write(cmd).await.map(|r| r.data);
+        reply(&res)
+    }
+}

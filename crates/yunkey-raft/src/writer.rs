@@ -1,0 +1,135 @@
+//! [`write`]: submit a command to the cluster, forwarding it to the leader when needed.
+
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::{BasicNode, Raft};
+use tokio::time::Instant;
+use tonic::Code;
+use yunkey_proto::v1::raft_service_client::RaftServiceClient;
+use yunkey_proto::v1::RaftPayload;
+
+use crate::codec::{decode, encode};
+use crate::error::WriteError;
+use crate::network::GrpcNetworkFactory;
+use crate::server::ClientWriteReply;
+use crate::TypeConfig;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+
+/// What one forwarding attempt tells the retry loop.
+enum Attempt<R> {
+    Done(R),
+    Retry(String),
+}
+
+/// Writes `cmd` through Raft and returns the application's response once it is applied.
+///
+/// Tries `raft.client_write` locally; when this node is not the leader and a leader is known,
+/// sends the command to the leader's `ClientWrite` RPC over `net`'s cached channels. With no
+/// known leader, or on transient errors (leader unreachable, leadership moving, remote node
+/// shutting down), retries with a small backoff until `deadline` has passed.
+///
+/// A write that fails with [`WriteError::Unavailable`] may still commit later (it may have reached
+/// a leader before the deadline): the application must deduplicate commands, for example by a
+/// request id carried in the command.
+pub async fn write<C: TypeConfig>(
+    raft: &Raft<C>,
+    net: &GrpcNetworkFactory<C>,
+    cmd: C::D,
+    deadline: Duration,
+) -> Result<C::R, WriteError> {
+    let end = Instant::now() + deadline;
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::from("no attempt made");
+    loop {
+        let remaining = end.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(WriteError::Unavailable(last));
+        }
+        let local = match tokio::time::timeout(remaining, raft.client_write(cmd.clone())).await {
+            Err(_) => {
+                return Err(WriteError::Unavailable(
+                    "local write not applied before the deadline (it may still commit)".into(),
+                ))
+            }
+            Ok(r) => r,
+        };
+        let attempt = match local {
+            Ok(resp) => return Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                Some(node) if f.leader_id != Some(net.id()) => {
+                    forward(net, &node, &cmd, end).await?
+                }
+                _ => Attempt::Retry("no known leader".into()),
+            },
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                return Err(WriteError::Remote(e.to_string()))
+            }
+            Err(RaftError::Fatal(Fatal::StorageError(e))) => {
+                return Err(WriteError::Storage(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => return Err(WriteError::Fatal(e.to_string())),
+        };
+        match attempt {
+            Attempt::Done(r) => return Ok(r),
+            Attempt::Retry(why) => last = why,
+        }
+        let remaining = end.saturating_duration_since(Instant::now());
+        tokio::time::sleep(backoff.min(remaining)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends `cmd` to `leader`'s `ClientWrite` RPC, waiting at most until `end`.
+async fn forward<C: TypeConfig>(
+    net: &GrpcNetworkFactory<C>,
+    leader: &BasicNode,
+    cmd: &C::D,
+    end: Instant,
+) -> Result<Attempt<C::R>, WriteError> {
+    let data = encode(cmd).map_err(|e| WriteError::Codec(e.to_string()))?;
+    let channel = match net.channel(leader) {
+        Ok(ch) => ch,
+        Err(e) => return Ok(Attempt::Retry(format!("cannot connect to leader {}: {e}", leader.addr))),
+    };
+    let remaining = end.saturating_duration_since(Instant::now());
+    let mut client = RaftServiceClient::new(channel);
+    let mut request = tonic::Request::new(RaftPayload { data });
+    request.set_timeout(remaining);
+    let reply = match tokio::time::timeout(remaining, client.client_write(request)).await {
+        Err(_) => {
+            return Err(WriteError::Unavailable(format!(
+                "leader {} did not answer before the deadline (the write may still commit)",
+                leader.addr
+            )))
+        }
+        Ok(Err(status)) => match status.code() {
+            Code::Unavailable | Code::Cancelled | Code::Aborted => {
+                return Ok(Attempt::Retry(format!("leader {} unreachable: {status}", leader.addr)))
+            }
+            Code::DeadlineExceeded => {
+                return Err(WriteError::Unavailable(format!(
+                    "leader {} timed out (the write may still commit): {status}",
+                    leader.addr
+                )))
+            }
+            _ => return Err(WriteError::Remote(format!("leader {}: {status}", leader.addr))),
+        },
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    let result: ClientWriteReply<C> = decode(&reply.data)
+        .map_err(|e| WriteError::Remote(format!("undecodable ClientWrite reply: {e}")))?;
+    match result {
+        Ok(r) => Ok(Attempt::Done(r)),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            Ok(Attempt::Retry(format!("{} is no longer the leader", leader.addr)))
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(WriteError::Remote(e.to_string()))
+        }
+        // The leader is shutting down or failed: another leader will be elected.
+        Err(RaftError::Fatal(e)) => Ok(Attempt::Retry(format!("leader {} failed: {e}", leader.addr))),
+    }
+}
