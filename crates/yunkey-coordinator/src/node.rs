@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use yunkey_net::role::{self, Role};
 use yunkey_net::tls::TlsMaterial;
@@ -81,12 +82,16 @@ impl Node {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| CoordError::Internal(format!("reflection: {e}")))?;
-        let raft_service = RaftServiceServer::with_interceptor(opened.server, |req: tonic::Request<()>| {
-            role::require(&req, &[Role::Node])?;
-            Ok(req)
-        })
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024);
+        // Internal Raft traffic: only peers holding a node certificate.
+        let raft_service = InterceptedService::new(
+            RaftServiceServer::new(opened.server)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+            |req: tonic::Request<()>| {
+                role::require(&req, &[Role::Node])?;
+                Ok(req)
+            },
+        );
 
         let router = Server::builder()
             .tls_config(tls)

@@ -5,6 +5,7 @@ use crate::error::{CoordError, Result};
 use crate::state::{App, Command, CommandResult, StateView};
 use openraft::{BasicNode, Raft, ServerState};
 use std::collections::BTreeMap;
+use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 use yunkey_proto::v1::{NodeStatus, StatusResponse};
@@ -69,8 +70,9 @@ pub async fn open(
     config: openraft::Config,
     write_timeout: Duration,
 ) -> Result<OpenedRaft> {
-    let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone())?;
-    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, App)?;
+    let storage = |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
+    let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone()).map_err(storage)?;
+    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, App).map_err(storage)?;
     let view = StateView::new(sm.state());
     let net = yunkey_raft::GrpcNetworkFactory::<TypeConfig>::new(node_id, connect);
     let config = Arc::new(config.validate().map_err(|e| CoordError::Internal(e.to_string()))?);

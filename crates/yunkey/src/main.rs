@@ -1,1 +1,64 @@
-fn main() {}
+//! `yunkey`: one binary for every process and command of a yunkey cluster.
+//!
+//! - `yunkey dev`: a whole cluster in one process (one coordinator, three soft chips).
+//! - `yunkey user ...`, `yunkey verify`, `yunkey status`: the business backend's and the
+//!   operator's commands.
+//! - `yunkey terminal ...`: plays the phone: registers a device, authorizes payments.
+//! - `yunkey bench`: the signing benchmark against a running cluster.
+//!
+//! This crate wires the library crates together; it holds no business logic of its own.
+
+mod bench;
+mod cli;
+mod connect;
+mod dev;
+mod output;
+mod pin;
+mod terminal;
+mod user;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli);
+    yunkey_net::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.global.json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(json, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &cli::Cli) {
+    let default = if matches!(cli.command, cli::Command::Dev(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("YUNKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        cli::Command::Dev(args) => dev::run(g, args).await,
+        cli::Command::User(cmd) => user::run(g, cmd).await,
+        cli::Command::Terminal(cmd) => terminal::run(g, cmd).await,
+        cli::Command::Verify(args) => user::verify(g, args).await,
+        cli::Command::Status => user::status(g).await,
+        cli::Command::Bench(args) => bench::run(g, args).await,
+    }
+}

@@ -39,7 +39,6 @@ pub(crate) const CHIP_PREFIX: &[u8] = b"c/";
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
     [&b"a/"[..], &seq.to_be_bytes()].concat()
 }
-pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
 
 pub(crate) const CA: &[u8] = b"m/ca";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";

@@ -1,0 +1,138 @@
+//! Channels to a cluster and the retry policy.
+
+use crate::ClientError;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::Code;
+use yunkey_net::tls::TlsMaterial;
+use yunkey_net::MAX_MESSAGE_BYTES;
+use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
+use yunkey_proto::v1::key_service_client::KeyServiceClient;
+use yunkey_proto::v1::terminal_service_client::TerminalServiceClient;
+
+/// How to reach a cluster.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// `https://host:port` of one or more coordinators.
+    pub endpoints: Vec<String>,
+    /// Trust root and, for business clients, the client identity.
+    pub tls: TlsMaterial,
+    /// Server name to check in certificates (default: each endpoint's host).
+    pub domain: Option<String>,
+    /// How long [`Connection::call`] keeps retrying.
+    pub deadline: Duration,
+}
+
+/// Channels to every endpoint, created once and reused.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    channels: Arc<Vec<(String, Channel)>>,
+    next: Arc<AtomicUsize>,
+    deadline: Duration,
+}
+
+impl Connection {
+    /// Channels to every endpoint (connected lazily).
+    pub fn new(opts: &ConnectionOptions) -> Result<Self, ClientError> {
+        if opts.endpoints.is_empty() {
+            return Err(ClientError::Invalid("no endpoint given".into()));
+        }
+        let channels = opts
+            .endpoints
+            .iter()
+            .map(|e| Ok((e.clone(), yunkey_net::pool::connect_lazy(e, &opts.tls, opts.domain.as_deref())?)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Self {
+            channels: Arc::new(channels),
+            next: Arc::default(),
+            deadline: opts.deadline,
+        })
+    }
+
+    fn channel(&self, attempt: usize) -> &(String, Channel) {
+        let base = self.next.load(Ordering::Relaxed);
+        &self.channels[(base + attempt) % self.channels.len()]
+    }
+
+    /// A `KeyService` client on the current endpoint.
+    pub fn key(&self) -> KeyServiceClient<Channel> {
+        key_client(self.channel(0).1.clone())
+    }
+
+    /// A `TerminalService` client on the current endpoint.
+    pub fn terminal(&self) -> TerminalServiceClient<Channel> {
+        terminal_client(self.channel(0).1.clone())
+    }
+
+    /// A `ClusterService` client on the current endpoint.
+    pub fn cluster(&self) -> ClusterServiceClient<Channel> {
+        cluster_client(self.channel(0).1.clone())
+    }
+
+    /// Runs `call` on a channel, retrying UNAVAILABLE (and connection failures) with
+    /// exponential backoff on the next endpoint until the deadline. The request itself,
+    /// including its `request_id`, must be the same on every attempt.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let end = Instant::now() + self.deadline;
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            let (endpoint, channel) = self.channel(attempt).clone();
+            match call(channel).await {
+                Ok(resp) => {
+                    if attempt > 0 {
+                        self.next.fetch_add(attempt, Ordering::Relaxed);
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Err(status) if retryable(&status) && Instant::now() + backoff < end => {
+                    tracing::debug!(%endpoint, code = ?status.code(), "retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+}
+
+fn retryable(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable
+}
+
+/// A `KeyService` client with yunkey's message limits.
+pub fn key_client(ch: Channel) -> KeyServiceClient<Channel> {
+    KeyServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A `TerminalService` client with yunkey's message limits.
+pub fn terminal_client(ch: Channel) -> TerminalServiceClient<Channel> {
+    TerminalServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A `ClusterService` client with yunkey's message limits.
+pub fn cluster_client(ch: Channel) -> ClusterServiceClient<Channel> {
+    ClusterServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+impl Connection {
+    /// The current endpoint's channel, for callers that manage their own retries (the
+    /// benchmark).
+    pub fn current_channel(&self) -> Channel {
+        self.channel(0).1.clone()
+    }
+}

@@ -1,0 +1,239 @@
+//! `yunkey bench`: authorized signatures per second and latency through a running cluster,
+//! printed beside the raw rate of the same cryptographic work measured in the same run.
+//!
+//! Each signature costs: the device's ECDSA signature over the authorization (done here, as
+//! a phone would), the coordinator's verification of it, the chip's verification of it, and
+//! the chip's ECDSA signature. The crypto ceiling is that work done back to back on every
+//! core of this machine, with no network, Raft or TLS.
+
+use crate::cli::{BenchArgs, Global};
+use crate::connect;
+use crate::output::print;
+use anyhow::{bail, Context};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use yunkey_client::{key_client, terminal_client, Connection};
+use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::{authz, tx};
+use yunkey_proto::v1::{Authorization, EnrollUserRequest, RegisterDeviceRequest, SignRequest, Transaction};
+
+struct BenchUser {
+    user_id: String,
+    device_id: String,
+    key: PrivateKey,
+}
+
+fn transaction(user: &str, seq: u64) -> Transaction {
+    Transaction {
+        payer: user.to_owned(),
+        payee: "bench-shop".to_owned(),
+        amount: "9.99".to_owned(),
+        currency: "EUR".to_owned(),
+        transaction_id: format!("bench-{seq}"),
+        nonce: yunkey_crypto::random_bytes::<16>().to_vec(),
+        expires_at: yunkey_coordinator::clock::now() + 300,
+    }
+}
+
+fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
+    let tx = transaction(&u.user_id, seq);
+    let (_, hash) = tx::encode_and_hash(&tx).expect("bench transactions are valid");
+    let signature = u
+        .key
+        .sign_message(&authz::authorization_message(&u.user_id, &u.device_id, &hash));
+    SignRequest {
+        request_id: String::new(),
+        user_id: u.user_id.clone(),
+        transaction: Some(tx),
+        authorization: Some(Authorization {
+            device_id: u.device_id.clone(),
+            signature,
+        }),
+    }
+}
+
+async fn setup_users(business: &Connection, device: &Connection, n: usize) -> anyhow::Result<(Vec<BenchUser>, f64)> {
+    let run = hex::encode(yunkey_crypto::random_bytes::<4>());
+    let started = Instant::now();
+    let enrolled = futures::future::try_join_all((0..n).map(|i| {
+        let business = business.clone();
+        let user_id = format!("bench-{run}-{i}");
+        async move {
+            let resp = business
+                .call(|ch| {
+                    let req = EnrollUserRequest {
+                        request_id: format!("enroll-{user_id}"),
+                        user_id: user_id.clone(),
+                        algorithm: 0,
+                        display_name: String::new(),
+                    };
+                    async move { key_client(ch).enroll_user(req).await }
+                })
+                .await?;
+            Ok::<_, anyhow::Error>((user_id, resp.activation_code))
+        }
+    }))
+    .await?;
+    let enroll_rate = n as f64 / started.elapsed().as_secs_f64();
+    let mut users = Vec::with_capacity(n);
+    for (user_id, code) in enrolled {
+        let key = PrivateKey::generate();
+        let spki = key.public_key().to_spki_der();
+        let proof = key.sign_message(&authz::registration_message(&user_id, &code, &spki));
+        let req = RegisterDeviceRequest {
+            request_id: String::new(),
+            user_id: user_id.clone(),
+            activation_code: code,
+            device_public_key: spki,
+            proof,
+            device_name: "bench".into(),
+        };
+        let resp = device
+            .call(|ch| {
+                let req = req.clone();
+                async move { terminal_client(ch).register_device(req).await }
+            })
+            .await?;
+        let device_id = resp.device.context("no device in reply")?.device_id;
+        users.push(BenchUser { user_id, device_id, key });
+    }
+    Ok((users, enroll_rate))
+}
+
+/// The same crypto work as one authorized signature, on one core, per second.
+fn crypto_rate_per_core(window: Duration) -> f64 {
+    let device = PrivateKey::generate();
+    let device_pub = device.public_key();
+    let user_key = PrivateKey::generate();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < window {
+        let tx = transaction("u", n);
+        let (_, hash) = tx::encode_and_hash(&tx).expect("valid");
+        let msg = authz::authorization_message("u", "d", &hash);
+        let auth = device.sign_message(&msg);
+        device_pub.verify_message(&msg, &auth).expect("verifies"); // coordinator
+        device_pub.verify_message(&msg, &auth).expect("verifies"); // chip
+        std::hint::black_box(user_key.sign_digest(&hash)); // chip
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Level {
+    concurrency: usize,
+    ok: u64,
+    errors: u64,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn run_level(conn: &Connection, users: &Arc<Vec<BenchUser>>, concurrency: usize, window: Duration) -> anyhow::Result<Level> {
+    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (conn, users, hist, stop, ok, errors, seq) =
+                (conn.clone(), users.clone(), hist.clone(), stop.clone(), ok.clone(), errors.clone(), seq.clone());
+            tokio::spawn(async move {
+                let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
+                let mut client = key_client(conn.current_channel());
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = &users[i % users.len()];
+                    i += concurrency;
+                    let req = sign_request(user, seq.fetch_add(1, Ordering::Relaxed));
+                    let t = Instant::now();
+                    match client.sign(req).await {
+                        Ok(_) => {
+                            local.record(t.elapsed().as_micros() as u64).ok();
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("bench: first error: {:?}: {}", e.code(), e.message());
+                            }
+                        }
+                    }
+                }
+                hist.lock().expect("poisoned").add(&local).ok();
+            })
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hist = hist.lock().expect("poisoned");
+    let ok = ok.load(Ordering::Relaxed);
+    Ok(Level {
+        concurrency,
+        ok,
+        errors: errors.load(Ordering::Relaxed),
+        rate: ok as f64 / elapsed,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+/// `yunkey bench`.
+pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.users == 0 || args.concurrency.is_empty() {
+        bail!("--users and --concurrency must be positive");
+    }
+    let business = connect::business(g)?;
+    let device = connect::device(g)?;
+    let (users, enroll_rate) = setup_users(&business, &device, args.users).await?;
+    let users = Arc::new(users);
+    let window = Duration::from_secs(args.seconds);
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per_core = tokio::task::spawn_blocking(|| crypto_rate_per_core(Duration::from_secs(2))).await?;
+    let ceiling = per_core * cores as f64;
+
+    let mut levels = Vec::new();
+    for &c in &args.concurrency {
+        levels.push(run_level(&business, &users, c.max(1), window).await?);
+    }
+    let best = levels.iter().map(|l| l.rate).fold(0.0, f64::max);
+    print(
+        g.json,
+        json!({
+            "users": args.users,
+            "enrollments_per_second": enroll_rate,
+            "crypto_ceiling_per_second": ceiling,
+            "crypto_per_core_per_second": per_core,
+            "cores": cores,
+            "levels": levels.iter().map(|l| json!({
+                "concurrency": l.concurrency, "ok": l.ok, "errors": l.errors,
+                "signatures_per_second": l.rate, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
+            })).collect::<Vec<_>>(),
+            "best_signatures_per_second": best,
+            "best_fraction_of_ceiling": best / ceiling,
+        }),
+        || {
+            let mut out = format!(
+                "enrolment: {enroll_rate:.0} users/s ({} users)\ncrypto ceiling: {ceiling:.0} signatures/s ({per_core:.0}/s per core x {cores} cores)\n\nconcurrency  signatures/s  p50 ms  p99 ms  errors\n",
+                args.users
+            );
+            for l in &levels {
+                out.push_str(&format!(
+                    "{:>11}  {:>12.0}  {:>6.2}  {:>6.2}  {:>6}\n",
+                    l.concurrency, l.rate, l.p50_ms, l.p99_ms, l.errors
+                ));
+            }
+            out.push_str(&format!("\nbest: {best:.0}/s = {:.0}% of the crypto ceiling", 100.0 * best / ceiling));
+            out
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// yunkey: a cloud key service. Users' keys live in a cluster of crypto chips; a user's own
+/// device approves each exact transaction before a chip signs it.
+#[derive(Debug, Parser)]
+#[command(name = "yunkey", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Data directory of a dev cluster: its TLS files and `endpoint` are used to connect.
+    #[arg(long, global = true, env = "YUNKEY_DATA", default_value = "yunkey-data")]
+    pub data: PathBuf,
+    /// Coordinator endpoint(s), `https://host:port`, comma-separated (default: the dev
+    /// cluster's, from `--data`).
+    #[arg(long, global = true, env = "YUNKEY_ENDPOINT", value_delimiter = ',')]
+    pub endpoint: Vec<String>,
+    /// TLS trust root (PEM) [default: DATA/ca.pem].
+    #[arg(long, global = true, env = "YUNKEY_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) [default: DATA/client.pem].
+    #[arg(long, global = true, env = "YUNKEY_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) [default: DATA/client-key.pem].
+    #[arg(long, global = true, env = "YUNKEY_KEY")]
+    pub key: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to keep retrying an unavailable cluster, in seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole cluster in one process: one coordinator and three soft chips.
+    Dev(DevArgs),
+    /// Manage users (business backend).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Play the user's phone: register a device, approve payments.
+    #[command(subcommand)]
+    Terminal(TerminalCommand),
+    /// Check a signature against a user's certificate.
+    Verify(VerifyArgs),
+    /// Show the cluster's status.
+    Status,
+    /// Benchmark authorized signatures against a running cluster.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address the coordinator listens on.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics: String,
+    /// Number of soft chips.
+    #[arg(long, default_value_t = 3)]
+    pub chips: usize,
+    /// Keys each soft chip can hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub chip_capacity: u64,
+    /// Chips holding each user key.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Enrol a user: a key in a chip, a certificate, and an activation code for their phone.
+    Enroll {
+        user_id: String,
+        /// Name for the certificate's subject.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Idempotency key; retrying with the same id returns the first result.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Show a user.
+    Show {
+        user_id: String,
+        /// Accept this node's possibly slightly stale state.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Revoke a user: nothing is signed with their key any more.
+    Revoke {
+        user_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TerminalOpts {
+    /// Directory of the device keystore [default: ~/.yunkey/keystore].
+    #[arg(long, env = "YUNKEY_KEYSTORE")]
+    pub keystore: Option<PathBuf>,
+    /// File holding the PIN (else YUNKEY_PIN, else a prompt when on a terminal).
+    #[arg(long)]
+    pub pin_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TerminalCommand {
+    /// Register this device for a user with their activation code.
+    Register {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        activation_code: String,
+        /// Label for the device.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        opts: TerminalOpts,
+    },
+    /// Approve a payment on this device and get it signed by the user's key.
+    Pay {
+        #[arg(long)]
+        user: String,
+        /// Defaults to the user id.
+        #[arg(long)]
+        payer: Option<String>,
+        #[arg(long)]
+        payee: String,
+        /// Decimal amount, for example 12.50.
+        #[arg(long)]
+        amount: String,
+        /// Currency code, for example EUR.
+        #[arg(long)]
+        currency: String,
+        /// Seconds the approval stays valid (at most 600).
+        #[arg(long, default_value_t = 120)]
+        ttl: i64,
+        #[command(flatten)]
+        opts: TerminalOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The user whose key signed (the cluster checks against its certificate).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Check locally against this certificate (PEM or DER) instead of asking the cluster.
+    #[arg(long)]
+    pub certificate: Option<PathBuf>,
+    /// SHA-256 of the canonical transaction, hex.
+    #[arg(long)]
+    pub tx_hash: String,
+    /// DER signature, hex.
+    #[arg(long)]
+    pub signature: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Users to enrol for the run.
+    #[arg(long, default_value_t = 64)]
+    pub users: usize,
+    /// Concurrency levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    pub concurrency: Vec<usize>,
+    /// Seconds per level.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}

@@ -1,0 +1,59 @@
+//! Finding the cluster: `--endpoint`/`--ca`/`--cert`/`--key` (or their environment
+//! variables), else the dev cluster's files in `--data`.
+
+use crate::cli::Global;
+use anyhow::{anyhow, Context};
+use std::path::PathBuf;
+use std::time::Duration;
+use yunkey_client::{Connection, ConnectionOptions};
+use yunkey_net::{pki::files, TlsFiles};
+
+/// Name of the file in which `yunkey dev` writes its endpoint.
+pub const ENDPOINT_FILE: &str = "endpoint";
+/// Name of the file in which `yunkey dev` writes the user CA certificate.
+pub const USER_CA_FILE: &str = "user-ca.pem";
+
+fn endpoints(g: &Global) -> anyhow::Result<Vec<String>> {
+    if !g.endpoint.is_empty() {
+        return Ok(g.endpoint.clone());
+    }
+    let path = g.data.join(ENDPOINT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow!(
+            "no cluster endpoint: {} does not exist. Start `yunkey dev` (or pass --data DIR of a running one), \
+             or give --endpoint https://HOST:PORT with --ca",
+            path.display()
+        )
+    })?;
+    Ok(vec![text.trim().to_owned()])
+}
+
+/// Connection as a business client (with the client identity).
+pub fn business(g: &Global) -> anyhow::Result<Connection> {
+    let cert = g.cert.clone().unwrap_or_else(|| g.data.join(files::CLIENT));
+    let key = g.key.clone().unwrap_or_else(|| g.data.join(files::CLIENT_KEY));
+    connect(g, Some((cert, key)))
+}
+
+/// Connection as a device (server-authenticated TLS only).
+pub fn device(g: &Global) -> anyhow::Result<Connection> {
+    connect(g, None)
+}
+
+fn connect(g: &Global, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Connection> {
+    let endpoints = endpoints(g)?;
+    let ca = g.ca.clone().unwrap_or_else(|| g.data.join(files::CA));
+    let (cert, key) = match identity {
+        Some((c, k)) => (Some(c), Some(k)),
+        None => (None, None),
+    };
+    let tls = TlsFiles { ca, cert, key }
+        .load()
+        .context("loading TLS files (pass --ca/--cert/--key, or --data of a dev cluster)")?;
+    Ok(Connection::new(&ConnectionOptions {
+        endpoints,
+        tls,
+        domain: None,
+        deadline: Duration::from_secs(g.timeout),
+    })?)
+}

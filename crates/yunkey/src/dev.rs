@@ -1,0 +1,146 @@
+//! `yunkey dev`: a whole cluster in one process. Every part is the real one, talking over
+//! real TLS sockets: three soft chips serving ChipService on loopback ports, and one
+//! coordinator (Raft on sled) serving the public API. Data lives in `--data`; starting again
+//! on the same directory keeps every user.
+
+use crate::cli::{DevArgs, Global};
+use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
+use crate::output::cert_pem;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use yunkey_chip::{ChipGrpc, SoftChip, SoftChipConfig};
+use yunkey_coordinator::chips::ChipsConfig;
+use yunkey_coordinator::{admin, CoordinatorConfig, Node, NodeOptions};
+use yunkey_net::pki::DevPki;
+use yunkey_net::tls::TlsMaterial;
+use yunkey_net::Role;
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Serves one soft chip on a loopback port; returns its endpoint.
+async fn start_chip(dir: &Path, config: SoftChipConfig, tls: &TlsMaterial, stop: watch::Receiver<bool>) -> anyhow::Result<String> {
+    let id = config.chip_id.clone();
+    let chip = SoftChip::open(dir, config).with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let router = Server::builder()
+        .tls_config(tls.server()?)?
+        .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped(stop)).await {
+            tracing::error!(chip = %id, error = %e, "chip server failed");
+        }
+    });
+    Ok(format!("https://127.0.0.1:{port}"))
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr.parse().with_context(|| format!("--metrics {addr:?} is not HOST:PORT or off"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    Ok(Some(addr))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `yunkey dev`.
+pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
+    let data = &g.data;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let _ = std::fs::remove_file(data.join(ENDPOINT_FILE));
+    let pki = DevPki::ensure(data)?;
+    let tls = pki.tls_files(Role::Node).load()?;
+    let metrics = install_metrics(&args.metrics)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut chip_endpoints = Vec::new();
+    for i in 1..=args.chips {
+        let config = SoftChipConfig {
+            chip_id: format!("chip-{i}"),
+            capacity: args.chip_capacity,
+            zone: format!("zone-{}", (i - 1) % 3 + 1),
+        };
+        let dir = data.join("chips").join(&config.chip_id);
+        chip_endpoints.push(start_chip(&dir, config, &tls, stop_rx.clone()).await?);
+    }
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (choose another with --listen)", args.listen))?;
+    let local = listener.local_addr()?;
+    let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
+    let advertise = format!("https://{host}:{}", local.port());
+    let opts = NodeOptions {
+        node_id: 1,
+        data_dir: data.join("coordinator"),
+        advertise: advertise.clone(),
+        tls,
+        config: CoordinatorConfig {
+            replicas: args.replicas,
+            ..Default::default()
+        },
+        chips: ChipsConfig::default(),
+        raft: yunkey_coordinator::raft::raft_config(),
+    };
+    let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
+    let core = node.core.clone();
+    core.raft.initialize_single(1, &advertise).await?;
+    core.raft.wait_leader(Duration::from_secs(15)).await?;
+    for endpoint in &chip_endpoints {
+        admin::admit_chip(&core, "dev", endpoint).await?;
+    }
+    let ca = admin::ensure_ca(&core, "dev").await?;
+    write_file(&data.join(USER_CA_FILE), cert_pem(&ca.certificate).as_bytes())?;
+    write_file(&data.join(ENDPOINT_FILE), format!("{advertise}\n").as_bytes())?;
+
+    let users = core.view.user_count()?;
+    println!("yunkey dev: 1 coordinator, {} chips, {users} users, data in {}", args.chips, data.display());
+    if let Some(m) = metrics {
+        println!("metrics: http://{m}/metrics");
+    }
+    println!("endpoint: {advertise}");
+
+    shutdown_signal().await;
+    eprintln!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = core.raft.raft().shutdown().await;
+    let _ = std::fs::remove_file(data.join(ENDPOINT_FILE));
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Printing results: human text by default, one JSON object with `--json`.
+
+use yunkey_client::ClientError;
+
+/// Prints a result.
+pub fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+    } else {
+        println!("{}", human());
+    }
+}
+
+/// Prints a failure: the server's status code and message when there is one.
+pub fn error(json: bool, err: &anyhow::Error) {
+    let (code, message) = match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Status { code, message }) => (status_name(*code), message.clone()),
+        _ => ("ERROR".to_owned(), format!("{err:#}")),
+    };
+    if json {
+        println!("{}", serde_json::json!({ "error": { "code": code, "message": message } }));
+    }
+    eprintln!("error: {code}: {message}");
+}
+
+fn status_name(code: tonic::Code) -> String {
+    // tonic's Debug is CamelCase (`PermissionDenied`); print the canonical gRPC name.
+    let camel = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// PEM of a DER certificate.
+pub fn cert_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_names() {
+        assert_eq!(super::status_name(tonic::Code::PermissionDenied), "PERMISSION_DENIED");
+        assert_eq!(super::status_name(tonic::Code::NotFound), "NOT_FOUND");
+    }
+}

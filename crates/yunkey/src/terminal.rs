@@ -1,0 +1,89 @@
+//! `yunkey terminal ...`: the CLI plays the user's phone.
+
+use crate::cli::{Global, TerminalCommand, TerminalOpts};
+use crate::connect;
+use crate::output::{cert_pem, print};
+use anyhow::Context;
+use serde_json::json;
+use std::path::PathBuf;
+use yunkey_client::keystore::FileKeystore;
+use yunkey_client::terminal;
+
+fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
+    let dir = match &opts.keystore {
+        Some(d) => d.clone(),
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set; pass --keystore DIR")?;
+            PathBuf::from(home).join(".yunkey").join("keystore")
+        }
+    };
+    Ok(FileKeystore::open(&dir)?)
+}
+
+/// `yunkey terminal ...`.
+pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
+    let conn = connect::device(g)?;
+    match cmd {
+        TerminalCommand::Register {
+            user,
+            activation_code,
+            name,
+            opts,
+        } => {
+            let ks = keystore(opts)?;
+            let pin = crate::pin::read(opts.pin_file.as_deref())?;
+            let resp = terminal::register(&conn, &ks, user, activation_code.trim(), &pin, name).await?;
+            let device = resp.device.context("server returned no device")?;
+            print(
+                g.json,
+                json!({
+                    "user_id": user,
+                    "device_id": device.device_id,
+                    "device_certificate": cert_pem(&device.certificate),
+                }),
+                || format!("registered device {} for {user}", device.device_id),
+            );
+        }
+        TerminalCommand::Pay {
+            user,
+            payer,
+            payee,
+            amount,
+            currency,
+            ttl,
+            opts,
+        } => {
+            let ks = keystore(opts)?;
+            let pin = crate::pin::read(opts.pin_file.as_deref())?;
+            let now = terminal::server_time(&conn).await?;
+            let tx = terminal::new_transaction(payer.as_deref().unwrap_or(user), payee, amount, currency, now, *ttl)?;
+            let canonical = yunkey_crypto::tx::encode(&tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
+            let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
+            print(
+                g.json,
+                json!({
+                    "user_id": user,
+                    "transaction_id": tx.transaction_id,
+                    "canonical_transaction": String::from_utf8_lossy(&canonical),
+                    "tx_hash": hex::encode(&resp.tx_hash),
+                    "signature": hex::encode(&resp.signature),
+                    "certificate_chain": chain,
+                    "chip_id": resp.chip_id,
+                }),
+                || {
+                    format!(
+                        "paid {} {} to {payee} ({})\ntx_hash:   {}\nsignature: {}\nsigned by chip {}",
+                        tx.amount,
+                        tx.currency,
+                        tx.transaction_id,
+                        hex::encode(&resp.tx_hash),
+                        hex::encode(&resp.signature),
+                        resp.chip_id
+                    )
+                },
+            );
+        }
+    }
+    Ok(())
+}

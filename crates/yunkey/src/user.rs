@@ -1,0 +1,239 @@
+//! Business-backend and operator commands: users, verification, status.
+
+use crate::cli::{Global, UserCommand, VerifyArgs};
+use crate::connect;
+use crate::output::{cert_pem, print};
+use anyhow::{bail, Context};
+use serde_json::json;
+use yunkey_client::ClientError;
+use yunkey_proto::v1::{
+    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeUserRequest, StatusRequest, User, UserStatus,
+    VerifyRequest,
+};
+
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "user_id": u.user_id,
+        "status": UserStatus::try_from(u.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "public_key": hex::encode(&u.public_key),
+        "certificate": cert_pem(&u.certificate),
+        "created_at": u.created_at,
+        "activation_pending": u.activation_pending,
+        "devices": u.devices.iter().map(|d| json!({
+            "device_id": d.device_id, "name": d.name, "registered_at": d.registered_at,
+        })).collect::<Vec<_>>(),
+        "holders": u.holders.iter().map(|h| h.chip_id.clone()).collect::<Vec<_>>(),
+    })
+}
+
+fn user_text(u: &User) -> String {
+    format!(
+        "user:        {}\nstatus:      {}\ndevices:     {}\nchips:       {}\nactivation:  {}",
+        u.user_id,
+        UserStatus::try_from(u.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        if u.devices.is_empty() {
+            "none".to_owned()
+        } else {
+            u.devices.iter().map(|d| d.device_id.clone()).collect::<Vec<_>>().join(", ")
+        },
+        u.holders.iter().map(|h| h.chip_id.clone()).collect::<Vec<_>>().join(", "),
+        if u.activation_pending { "pending" } else { "used" },
+    )
+}
+
+/// `yunkey user ...`.
+pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
+    let conn = connect::business(g)?;
+    match cmd {
+        UserCommand::Enroll {
+            user_id,
+            display_name,
+            request_id,
+        } => {
+            let req = EnrollUserRequest {
+                request_id: request_id.clone(),
+                user_id: user_id.clone(),
+                algorithm: 0,
+                display_name: display_name.clone(),
+            };
+            let resp = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).enroll_user(req).await }
+                })
+                .await?;
+            let user = resp.user.context("server returned no user")?;
+            print(
+                g.json,
+                json!({
+                    "user": user_json(&user),
+                    "activation_code": resp.activation_code,
+                    "certificate_chain": resp.certificate_chain.iter().map(|c| cert_pem(c)).collect::<String>(),
+                }),
+                || {
+                    format!(
+                        "enrolled {}\nactivation code: {}\n(give it to the user's phone: yunkey terminal register --user {} --activation-code {})",
+                        user.user_id, resp.activation_code, user.user_id, resp.activation_code
+                    )
+                },
+            );
+        }
+        UserCommand::Show { user_id, stale } => {
+            let req = GetUserRequest {
+                user_id: user_id.clone(),
+                consistency: if *stale {
+                    ReadConsistency::Stale as i32
+                } else {
+                    ReadConsistency::Linearizable as i32
+                },
+            };
+            let user = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).get_user(req).await }
+                })
+                .await?;
+            print(g.json, user_json(&user), || user_text(&user));
+        }
+        UserCommand::Revoke { user_id, reason } => {
+            let req = RevokeUserRequest {
+                request_id: String::new(),
+                user_id: user_id.clone(),
+                reason: reason.clone(),
+            };
+            let user = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).revoke_user(req).await }
+                })
+                .await?;
+            print(g.json, user_json(&user), || format!("revoked {}", user.user_id));
+        }
+    }
+    Ok(())
+}
+
+fn decode_hex(field: &str, value: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(value.trim()).with_context(|| format!("--{field} is not hex"))
+}
+
+/// `yunkey verify`: locally against a certificate, or by the cluster against the user's.
+pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<()> {
+    let tx_hash = decode_hex("tx-hash", &args.tx_hash)?;
+    let signature = decode_hex("signature", &args.signature)?;
+    let digest: [u8; 32] = tx_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--tx-hash must be 32 bytes (64 hex digits)"))?;
+    let (valid, reason, subject) = match (&args.certificate, &args.user) {
+        (Some(path), _) => {
+            let cert = read_certificate(path)?;
+            let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)?;
+            let key = yunkey_crypto::ecdsa::PublicKey::from_spki_der(&spki)
+                .map_err(|e| anyhow::anyhow!("certificate key: {e}"))?;
+            let r = key.verify_digest(&digest, &signature);
+            (r.is_ok(), r.err().map(|e| e.to_string()).unwrap_or_default(), cert.tbs_certificate.subject.to_string())
+        }
+        (None, Some(user)) => {
+            let conn = connect::business(g)?;
+            let req = VerifyRequest {
+                user_id: user.clone(),
+                transaction: None,
+                tx_hash: tx_hash.clone(),
+                signature: signature.clone(),
+            };
+            let resp = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).verify(req).await }
+                })
+                .await?;
+            (resp.valid, resp.reason, format!("user {user}"))
+        }
+        (None, None) => bail!("give --user USER_ID (checked by the cluster) or --certificate FILE (checked here)"),
+    };
+    print(g.json, json!({ "valid": valid, "reason": reason, "signer": subject }), || {
+        if valid {
+            format!("valid signature by {subject}")
+        } else {
+            format!("INVALID signature: {reason}")
+        }
+    });
+    if !valid {
+        return Err(anyhow::Error::new(ClientError::Invalid(format!("signature is not valid: {reason}"))));
+    }
+    Ok(())
+}
+
+fn read_certificate(path: &std::path::Path) -> anyhow::Result<x509_cert::Certificate> {
+    use der::{Decode, DecodePem};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        // The first certificate of a PEM chain is the signer's.
+        let text = String::from_utf8_lossy(&bytes);
+        let end = text.find("-----END CERTIFICATE-----").context("no complete PEM certificate")?
+            + "-----END CERTIFICATE-----".len();
+        Ok(x509_cert::Certificate::from_pem(text[..end].as_bytes())?)
+    } else {
+        Ok(x509_cert::Certificate::from_der(&bytes)?)
+    }
+}
+
+/// `yunkey status`.
+pub async fn status(g: &Global) -> anyhow::Result<()> {
+    let conn = connect::business(g)?;
+    let s = conn
+        .call(|ch| async move {
+            yunkey_client::cluster_client(ch)
+                .status(StatusRequest {})
+                .await
+        })
+        .await?;
+    let chips = conn
+        .call(|ch| async move {
+            yunkey_client::cluster_client(ch)
+                .list_chips(yunkey_proto::v1::ListChipsRequest {})
+                .await
+        })
+        .await?;
+    let chip_state = |c: &yunkey_proto::v1::Chip| {
+        yunkey_proto::v1::ChipState::try_from(c.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN")
+    };
+    print(
+        g.json,
+        json!({
+            "node_id": s.node_id, "leader_id": s.leader_id, "term": s.term,
+            "last_log_index": s.last_log_index, "applied_index": s.applied_index,
+            "users": s.users, "devices": s.devices, "version": s.version,
+            "nodes": s.nodes.iter().map(|n| json!({
+                "node_id": n.node_id, "address": n.address, "role": n.role, "voter": n.voter,
+                "matched_index": n.matched_index,
+            })).collect::<Vec<_>>(),
+            "chips": chips.chips.iter().map(|c| json!({
+                "chip_id": c.chip_id, "endpoint": c.endpoint, "zone": c.zone, "capacity": c.capacity,
+                "used": c.used, "state": chip_state(c),
+            })).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut out = format!(
+                "node {} (leader {}), term {}, log {}, applied {}\nusers {}, devices {}\n",
+                s.node_id, s.leader_id, s.term, s.last_log_index, s.applied_index, s.users, s.devices
+            );
+            for c in &chips.chips {
+                out.push_str(&format!(
+                    "chip {:<10} {:<12} {:<8} {}/{} keys  {}\n",
+                    c.chip_id,
+                    chip_state(c),
+                    c.zone,
+                    c.used,
+                    c.capacity,
+                    c.endpoint
+                ));
+            }
+            out.trim_end().to_owned()
+        },
+    );
+    Ok(())
+}
