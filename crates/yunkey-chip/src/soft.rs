@@ -657,3 +657,143 @@ impl ChipBackend for SoftChip {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, UserCa};
+
+    fn config(id: &str) -> SoftChipConfig {
+        SoftChipConfig {
+            chip_id: id.into(),
+            capacity: 8,
+            zone: "zone-a".into(),
+        }
+    }
+
+    fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                all_files(&path, out);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn no_private_scalar_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let chip = SoftChip::open(dir.path(), config("chip-1")).unwrap();
+        chip.init_domain().unwrap();
+        let mut secrets: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        for i in 0..4 {
+            let k = chip
+                .generate_key(KeyPurpose::User, &format!("user-{i}"))
+                .unwrap();
+            let secret = chip.secret_for_test(&k.handle);
+            // The test-only path agrees with the wrapped key opened under the domain key.
+            let domain = chip.domain_key().unwrap();
+            let unwrapped = wrapped::unwrap(
+                &domain,
+                &k.wrapped_key,
+                KeyPurpose::User,
+                &format!("user-{i}"),
+            )
+            .unwrap();
+            assert_eq!(unwrapped.to_secret_bytes(), secret);
+            secrets.push(secret);
+        }
+        let ca = chip.generate_key(KeyPurpose::Ca, "").unwrap();
+        secrets.push(chip.secret_for_test(&ca.handle));
+        secrets.push(chip.transport.to_secret_bytes());
+        secrets.push(Zeroizing::new(chip.domain_key().unwrap().expose().to_vec()));
+        chip.db.flush().unwrap();
+        let mut files = Vec::new();
+        all_files(dir.path(), &mut files);
+        assert!(files.len() > 1, "the store wrote files");
+        for (path, data) in &files {
+            for s in &secrets {
+                assert_eq!(s.len(), 32);
+                assert!(
+                    !data.windows(32).any(|w| w == &s[..]),
+                    "a secret appears in {}",
+                    path.display()
+                );
+                let hex = hex::encode(&s[..]);
+                assert!(
+                    !data.windows(64).any(|w| w == hex.as_bytes()),
+                    "a hex secret appears in {}",
+                    path.display()
+                );
+            }
+        }
+        // Debug never shows secrets either.
+        let debug = format!("{chip:?}");
+        assert!(secrets
+            .iter()
+            .all(|s| !debug.contains(&hex::encode(&s[..]))));
+    }
+
+    #[test]
+    fn restart_keeps_keys_domain_and_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = UserCa::new("user CA");
+        let phone = ca.issue_device("alice", "alice-phone");
+        let (domain, key, transport) = {
+            let chip = SoftChip::open(dir.path(), config("chip-1")).unwrap();
+            let domain = chip.init_domain().unwrap();
+            chip.set_trust_anchor(&ca.cert_der).unwrap();
+            let key = chip.generate_key(KeyPurpose::User, "alice").unwrap();
+            (domain, key, chip.info().unwrap().transport_public_key)
+        };
+        let chip = SoftChip::open(dir.path(), config("chip-1")).unwrap();
+        let info = chip.info().unwrap();
+        assert_eq!(info.domain_id.as_deref(), Some(domain.as_str()));
+        assert_eq!(info.trust_anchor.as_deref(), Some(ca.cert_der.as_slice()));
+        assert_eq!(info.transport_public_key, transport);
+        assert_eq!(info.used, 1);
+        let (tx, hash) = testing::canonical_tx("7", 60);
+        let s = chip
+            .sign_authorized(&phone.request(&key.handle, &tx))
+            .unwrap();
+        PublicKey::from_spki_der(&key.public_key_spki)
+            .unwrap()
+            .verify_digest(&hash, &s.signature_der)
+            .unwrap();
+        drop(chip);
+        let err = SoftChip::open(dir.path(), config("chip-2")).unwrap_err();
+        assert!(matches!(err, ChipError::ChipIdMismatch { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn master_key_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        SoftChip::open(dir.path(), config("chip-1")).unwrap();
+        let meta = std::fs::metadata(dir.path().join(MASTER_KEY_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 32);
+    }
+
+    #[test]
+    fn records_cannot_be_swapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let chip = SoftChip::open(dir.path(), config("chip-1")).unwrap();
+        chip.init_domain().unwrap();
+        let a = chip.generate_key(KeyPurpose::Ca, "").unwrap();
+        let b = chip.generate_key(KeyPurpose::Ca, "").unwrap();
+        // Copy a's record under b's handle: it no longer opens.
+        let rec = chip.keys.get(a.handle.as_bytes()).unwrap().unwrap();
+        chip.keys.insert(b.handle.as_bytes(), &rec).unwrap();
+        let err = chip.sign_digest(&b.handle, &[7u8; 32]).unwrap_err();
+        assert!(matches!(err, ChipError::Storage { .. }), "{err}");
+        // Flipping the purpose byte of a record breaks it too.
+        let mut rec = chip.keys.get(a.handle.as_bytes()).unwrap().unwrap();
+        rec[0] = KeyPurpose::User.to_byte();
+        chip.keys.insert(a.handle.as_bytes(), &rec).unwrap();
+        assert!(chip.wrap_key(&a.handle).is_err());
+    }
+}
