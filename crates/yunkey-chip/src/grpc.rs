@@ -1,0 +1,314 @@
+//! `ChipGrpc`: the generated `ChipService` over any [`ChipBackend`]. Each RPC admits only
+//! callers with the node role, validates its fields, runs the backend call on a blocking
+//! thread and maps errors with [`crate::status::to_status`].
+
+use crate::{ChipBackend, ChipError, KeyPurpose, SignAuthorized};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+use yunkey_crypto::validate::{self, InvalidField};
+use yunkey_crypto::Digest;
+use yunkey_net::role::{self, Role};
+use yunkey_proto::v1::chip_service_server::{ChipService, ChipServiceServer};
+use yunkey_proto::v1::{self as pb, Algorithm};
+
+/// Longest opaque blob (certificate, envelope, wrapped key, transaction) accepted.
+const MAX_BLOB: usize = 16 * 1024;
+
+/// The ChipService gRPC server over a backend.
+#[derive(Clone)]
+pub struct ChipGrpc {
+    backend: Arc<dyn ChipBackend>,
+    chip: String,
+}
+
+impl std::fmt::Debug for ChipGrpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChipGrpc")
+            .field("chip", &self.chip)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &'static str, reason: &str) -> Status {
+    crate::status::to_status(&ChipError::Invalid(InvalidField::new(field, reason)))
+}
+
+fn blob(field: &'static str, value: &[u8]) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_BLOB {
+        return Err(invalid(field, "is larger than 16384 bytes"));
+    }
+    Ok(())
+}
+
+fn id(field: &'static str, value: &str) -> Result<(), Status> {
+    validate::identifier(field, value).map_err(|e| crate::status::to_status(&e.into()))
+}
+
+fn purpose(value: i32) -> Result<KeyPurpose, Status> {
+    match pb::KeyPurpose::try_from(value) {
+        Ok(pb::KeyPurpose::User) => Ok(KeyPurpose::User),
+        Ok(pb::KeyPurpose::Ca) => Ok(KeyPurpose::Ca),
+        Ok(pb::KeyPurpose::Unspecified) => Err(invalid(
+            "purpose",
+            "must be KEY_PURPOSE_USER or KEY_PURPOSE_CA",
+        )),
+        Err(_) => Err(invalid("purpose", "is not a known KeyPurpose")),
+    }
+}
+
+fn owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Status> {
+    match purpose {
+        KeyPurpose::User => id("user_id", user_id),
+        KeyPurpose::Ca if user_id.is_empty() => Ok(()),
+        KeyPurpose::Ca => Err(invalid("user_id", "must be empty for a CA key")),
+    }
+}
+
+impl ChipGrpc {
+    /// A server over `backend`; its chip id labels the metrics.
+    pub fn new(backend: Arc<dyn ChipBackend>) -> Self {
+        let chip = backend
+            .info()
+            .map(|i| i.chip_id)
+            .unwrap_or_else(|_| "unknown".into());
+        Self { backend, chip }
+    }
+
+    /// The tonic service, accepting messages up to [`yunkey_net::MAX_MESSAGE_BYTES`].
+    pub fn into_server(self) -> ChipServiceServer<ChipGrpc> {
+        ChipServiceServer::new(self)
+            .max_decoding_message_size(yunkey_net::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(yunkey_net::MAX_MESSAGE_BYTES)
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ChipBackend) -> Result<T, ChipError> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(&*backend))
+            .await
+            .map_err(|_| Status::internal("chip operation aborted"))?
+            .map_err(|e| crate::status::to_status(&e))
+    }
+
+    fn update_key_gauge(&self) {
+        if let Ok(info) = self.backend.info() {
+            metrics::gauge!("yunkey_chip_keys", "chip" => self.chip.clone()).set(info.used as f64);
+        }
+    }
+
+    async fn sign<F>(&self, f: F) -> Result<Response<pb::SignatureResponse>, Status>
+    where
+        F: FnOnce(&dyn ChipBackend) -> Result<crate::Signed, ChipError> + Send + 'static,
+    {
+        let start = Instant::now();
+        let backend = self.backend.clone();
+        let result = tokio::task::spawn_blocking(move || f(&*backend))
+            .await
+            .map_err(|_| Status::internal("chip operation aborted"))?;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!("yunkey_chip_signatures_total", "chip" => self.chip.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("yunkey_chip_sign_seconds", "chip" => self.chip.clone())
+            .record(start.elapsed().as_secs_f64());
+        let signed = result.map_err(|e| crate::status::to_status(&e))?;
+        Ok(Response::new(pb::SignatureResponse {
+            signature: signed.signature_der,
+            digest: signed.digest.to_vec(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ChipService for ChipGrpc {
+    async fn get_info(
+        &self,
+        req: Request<pb::GetInfoRequest>,
+    ) -> Result<Response<pb::ChipInfo>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let info = self.run(|b| b.info()).await?;
+        metrics::gauge!("yunkey_chip_keys", "chip" => self.chip.clone()).set(info.used as f64);
+        Ok(Response::new(pb::ChipInfo {
+            chip_id: info.chip_id,
+            capacity: info.capacity,
+            used: info.used,
+            zone: info.zone,
+            transport_public_key: info.transport_public_key,
+            domain_id: info.domain_id.unwrap_or_default(),
+            trust_anchor: info.trust_anchor.unwrap_or_default(),
+        }))
+    }
+
+    async fn init_domain(
+        &self,
+        req: Request<pb::InitDomainRequest>,
+    ) -> Result<Response<pb::DomainResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let domain_id = self.run(|b| b.init_domain()).await?;
+        Ok(Response::new(pb::DomainResponse { domain_id }))
+    }
+
+    async fn export_domain(
+        &self,
+        req: Request<pb::ExportDomainRequest>,
+    ) -> Result<Response<pb::ExportDomainResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        blob("recipient_transport_key", &r.recipient_transport_key)?;
+        let e = self
+            .run(move |b| b.export_domain(&r.recipient_transport_key))
+            .await?;
+        Ok(Response::new(pb::ExportDomainResponse {
+            envelope: e.envelope,
+            domain_id: e.domain_id,
+        }))
+    }
+
+    async fn import_domain(
+        &self,
+        req: Request<pb::ImportDomainRequest>,
+    ) -> Result<Response<pb::DomainResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        blob("envelope", &r.envelope)?;
+        let domain_id = self.run(move |b| b.import_domain(&r.envelope)).await?;
+        Ok(Response::new(pb::DomainResponse { domain_id }))
+    }
+
+    async fn set_trust_anchor(
+        &self,
+        req: Request<pb::SetTrustAnchorRequest>,
+    ) -> Result<Response<pb::DomainResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        blob("certificate", &r.certificate)?;
+        let domain_id = self
+            .run(move |b| {
+                b.set_trust_anchor(&r.certificate)?;
+                Ok(b.info()?.domain_id.unwrap_or_default())
+            })
+            .await?;
+        Ok(Response::new(pb::DomainResponse { domain_id }))
+    }
+
+    async fn generate_key(
+        &self,
+        req: Request<pb::GenerateKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        match Algorithm::try_from(r.algorithm) {
+            Ok(Algorithm::Unspecified | Algorithm::EcdsaP256) => {}
+            Ok(Algorithm::Sm2) => {
+                return Err(invalid(
+                    "algorithm",
+                    "SM2 is reserved and not served yet; use ECDSA_P256",
+                ))
+            }
+            Err(_) => return Err(invalid("algorithm", "is not a known Algorithm")),
+        }
+        let p = purpose(r.purpose)?;
+        owner(p, &r.user_id)?;
+        let g = self.run(move |b| b.generate_key(p, &r.user_id)).await?;
+        self.update_key_gauge();
+        Ok(Response::new(pb::GenerateKeyResponse {
+            key_handle: g.handle,
+            public_key: g.public_key_spki,
+            wrapped_key: g.wrapped_key,
+        }))
+    }
+
+    async fn sign_authorized(
+        &self,
+        req: Request<pb::SignAuthorizedRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        id("user_id", &r.user_id)?;
+        blob("canonical_transaction", &r.canonical_transaction)?;
+        blob("device_certificate", &r.device_certificate)?;
+        let authz = r
+            .authorization
+            .ok_or_else(|| invalid("authorization", "is required"))?;
+        id("authorization.device_id", &authz.device_id)?;
+        blob("authorization.signature", &authz.signature)?;
+        let request = SignAuthorized {
+            key_handle: r.key_handle,
+            user_id: r.user_id,
+            canonical_transaction: r.canonical_transaction,
+            device_certificate: r.device_certificate,
+            device_id: authz.device_id,
+            authorization_signature: authz.signature,
+        };
+        self.sign(move |b| b.sign_authorized(&request)).await
+    }
+
+    async fn sign_digest(
+        &self,
+        req: Request<pb::SignDigestRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        let digest: Digest = r
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("digest", "must be a 32-byte SHA-256 digest"))?;
+        self.sign(move |b| b.sign_digest(&r.key_handle, &digest))
+            .await
+    }
+
+    async fn wrap_key(
+        &self,
+        req: Request<pb::KeyHandleRequest>,
+    ) -> Result<Response<pb::WrappedKeyResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        let wrapped_key = self.run(move |b| b.wrap_key(&r.key_handle)).await?;
+        Ok(Response::new(pb::WrappedKeyResponse { wrapped_key }))
+    }
+
+    async fn unwrap_key(
+        &self,
+        req: Request<pb::UnwrapKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        blob("wrapped_key", &r.wrapped_key)?;
+        let p = purpose(r.purpose)?;
+        owner(p, &r.user_id)?;
+        let g = self
+            .run(move |b| b.unwrap_key(&r.wrapped_key, p, &r.user_id))
+            .await?;
+        self.update_key_gauge();
+        Ok(Response::new(pb::GenerateKeyResponse {
+            key_handle: g.handle,
+            public_key: g.public_key_spki,
+            wrapped_key: g.wrapped_key,
+        }))
+    }
+
+    async fn delete_key(
+        &self,
+        req: Request<pb::KeyHandleRequest>,
+    ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        let deleted = self.run(move |b| b.delete_key(&r.key_handle)).await?;
+        self.update_key_gauge();
+        Ok(Response::new(pb::DeleteKeyResponse { deleted }))
+    }
+}

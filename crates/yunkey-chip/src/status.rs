@@ -1,0 +1,101 @@
+//! The one place where [`ChipError`] becomes a gRPC [`Status`].
+//!
+//! Choices worth knowing:
+//! - An expired authorization, or one expiring too far ahead, is `FAILED_PRECONDITION`: the
+//!   request is well formed and the caller is entitled to it, but the approval is not valid at
+//!   the chip's current time; the fix is to ask the device for a fresh authorization.
+//!   `PERMISSION_DENIED` is reserved for approvals that are wrong, not stale.
+//! - Storage failures are `INTERNAL` with only a short reason; the detail goes to the log.
+
+use crate::ChipError;
+use tonic::Status;
+
+/// Maps a chip error to the status a caller sees, with a message that says what to fix.
+pub fn to_status(err: &ChipError) -> Status {
+    let msg = err.to_string();
+    match err {
+        ChipError::Invalid(_) => Status::invalid_argument(msg),
+        ChipError::UnknownKey { .. } => Status::not_found(msg),
+        ChipError::Full { .. } => Status::resource_exhausted(format!(
+            "{msg}; delete keys or place the key on another chip"
+        )),
+        ChipError::UserKeyNeedsAuthorization
+        | ChipError::NotAUserKey
+        | ChipError::UserMismatch
+        | ChipError::WrappedKeyMismatch
+        | ChipError::UntrustedDeviceCertificate { .. }
+        | ChipError::DeviceCertificateNotValidNow
+        | ChipError::DeviceCertificateNames { .. }
+        | ChipError::BadAuthorization
+        | ChipError::Replay => Status::permission_denied(msg),
+        ChipError::Expiry(_) => {
+            Status::failed_precondition(format!("{msg}; ask the device for a fresh authorization"))
+        }
+        ChipError::NotInDomain
+        | ChipError::AlreadyInDomain { .. }
+        | ChipError::Unseal { .. }
+        | ChipError::TrustAnchorNotSet
+        | ChipError::TrustAnchorAlreadySet
+        | ChipError::ChipIdMismatch { .. } => Status::failed_precondition(msg),
+        ChipError::Storage { op, detail } => {
+            tracing::error!(op, detail, "chip storage failure");
+            Status::internal(format!("chip storage failure while {op}"))
+        }
+    }
+}
+
+impl From<ChipError> for Status {
+    fn from(e: ChipError) -> Self {
+        to_status(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use yunkey_crypto::tx::ExpiryError;
+
+    #[test]
+    fn codes() {
+        let cases = [
+            (ChipError::UnknownKey { handle: "h".into() }, Code::NotFound),
+            (ChipError::Full { capacity: 1 }, Code::ResourceExhausted),
+            (ChipError::BadAuthorization, Code::PermissionDenied),
+            (ChipError::NotAUserKey, Code::PermissionDenied),
+            (ChipError::UserMismatch, Code::PermissionDenied),
+            (
+                ChipError::UntrustedDeviceCertificate { reason: "x" },
+                Code::PermissionDenied,
+            ),
+            (
+                ChipError::Expiry(ExpiryError::Expired {
+                    expires_at: 1,
+                    now: 2,
+                }),
+                Code::FailedPrecondition,
+            ),
+            (ChipError::NotInDomain, Code::FailedPrecondition),
+            (ChipError::TrustAnchorNotSet, Code::FailedPrecondition),
+            (
+                ChipError::AlreadyInDomain {
+                    domain_id: "d".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                ChipError::Invalid(yunkey_crypto::validate::InvalidField::new("f", "bad")),
+                Code::InvalidArgument,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(to_status(&err).code(), code, "{err}");
+        }
+        let s = to_status(&ChipError::storage(
+            "writing a key",
+            "disk /secret/path broke",
+        ));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/secret/path"));
+    }
+}
