@@ -73,7 +73,7 @@ impl VerifiedDevice {
         if now < self.not_before || now > self.not_after {
             return Err(ChipError::DeviceCertificateNotValidNow);
         }
-        let has = |uri: String| self.uris.iter().any(|u| *u == uri);
+        let has = |uri: String| self.uris.contains(&uri);
         if !has(names::user_uri(user_id)) || !has(names::device_uri(device_id)) {
             return Err(ChipError::DeviceCertificateNames {
                 user_id: user_id.to_owned(),
@@ -207,5 +207,42 @@ impl DeviceCertCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<VerifiedDevice>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::UserCa;
+
+    #[test]
+    fn verified_once_then_cached() {
+        let ca = UserCa::new("user CA");
+        let anchor = TrustAnchor::parse(&ca.cert_der).unwrap();
+        let phone = ca.issue_device("alice", "alice-phone");
+        let cache = DeviceCertCache::new(2);
+        let a = cache.get_or_verify(&anchor, &phone.cert_der).unwrap();
+        let b = cache.get_or_verify(&anchor, &phone.cert_der).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "second use comes from the cache");
+        assert_eq!(cache.len(), 1);
+        let now = crate::testing::now_unix();
+        a.check(now, "alice", "alice-phone").unwrap();
+        assert!(matches!(
+            a.check(now, "bob", "alice-phone"),
+            Err(ChipError::DeviceCertificateNames { .. })
+        ));
+        // A certificate from another CA never enters the cache.
+        let rogue = UserCa::new("user CA").issue_device("alice", "alice-phone");
+        assert!(matches!(
+            cache.get_or_verify(&anchor, &rogue.cert_der),
+            Err(ChipError::UntrustedDeviceCertificate { .. })
+        ));
+        assert_eq!(cache.len(), 1);
+        assert!(matches!(
+            cache.get_or_verify(&anchor, b"junk"),
+            Err(ChipError::Invalid(_))
+        ));
+        // Not a P-256 CA: refused as an anchor.
+        assert!(TrustAnchor::parse(b"junk").is_err());
     }
 }

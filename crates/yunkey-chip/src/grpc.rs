@@ -71,10 +71,15 @@ fn owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Status> {
 impl ChipGrpc {
     /// A server over `backend`; its chip id labels the metrics.
     pub fn new(backend: Arc<dyn ChipBackend>) -> Self {
-        let chip = backend
-            .info()
-            .map(|i| i.chip_id)
+        // Called once at start-up (it may block briefly on the backend).
+        let info = backend.info();
+        let chip = info
+            .as_ref()
+            .map(|i| i.chip_id.clone())
             .unwrap_or_else(|_| "unknown".into());
+        if let Ok(info) = &info {
+            metrics::gauge!("yunkey_chip_keys", "chip" => chip.clone()).set(info.used as f64);
+        }
         Self { backend, chip }
     }
 
