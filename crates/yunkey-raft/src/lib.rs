@@ -54,12 +54,9 @@ pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
 pub use server::RaftGrpcServer;
 
-
-
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state_machine::StateMachineStore;
 pub use writer::write;
-
 
 /// The openraft type configs this crate supports: see the crate documentation.
 ///

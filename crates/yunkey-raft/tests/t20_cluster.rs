@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
-use yunkey_raft::{write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer, StateMachineStore};
+use yunkey_raft::{
+    write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer, StateMachineStore,
+};
 use yunkey_store::Db;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,7 +47,11 @@ impl Node {
 
     /// Every `(key, value)` of the state machine, reserved keys included.
     fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.sm.state().range(&[], None).map(|kv| kv.unwrap()).collect()
+        self.sm
+            .state()
+            .range(&[], None)
+            .map(|kv| kv.unwrap())
+            .collect()
     }
 }
 
@@ -76,7 +82,9 @@ async fn start(id: u64) -> Node {
     .validate()
     .unwrap();
     let net = GrpcNetworkFactory::new(id, connector());
-    let raft = Raft::new(id, Arc::new(config), net.clone(), log, sm.clone()).await.unwrap();
+    let raft = Raft::new(id, Arc::new(config), net.clone(), log, sm.clone())
+        .await
+        .unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let svc = RaftGrpcServer::new(raft.clone()).into_service();
     let server = tokio::spawn(async move {
@@ -140,9 +148,13 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
 
         // Write through a follower: it forwards to the leader.
         let follower = nodes.iter().find(|n| n.id != leader).unwrap();
-        let r = write(&follower.raft, &follower.net, set("a", "1"), WAIT).await.unwrap();
+        let r = write(&follower.raft, &follower.net, set("a", "1"), WAIT)
+            .await
+            .unwrap();
         assert_eq!(r, Prev(None));
-        let r = write(&follower.raft, &follower.net, set("a", "2"), WAIT).await.unwrap();
+        let r = write(&follower.raft, &follower.net, set("a", "2"), WAIT)
+            .await
+            .unwrap();
         assert_eq!(r, Prev(Some("1".into())));
         for n in &nodes {
             wait_value(n, "a", "2").await;
@@ -155,28 +167,42 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
         let new_leader = leader_of(&refs, Some(leader)).await;
         assert_ne!(new_leader, leader);
         let any = &nodes[0];
-        write(&any.raft, &any.net, set("b", "after-failover"), WAIT).await.unwrap();
+        write(&any.raft, &any.net, set("b", "after-failover"), WAIT)
+            .await
+            .unwrap();
         for n in &nodes {
             wait_value(n, "b", "after-failover").await;
         }
 
         // Enough writes for a snapshot (LogsSinceLast(50)) and a purge of the logs it covers.
         for i in 0..60 {
-            write(&any.raft, &any.net, set(&format!("k{i:03}"), &i.to_string()), WAIT)
-                .await
-                .unwrap();
+            write(
+                &any.raft,
+                &any.net,
+                set(&format!("k{i:03}"), &i.to_string()),
+                WAIT,
+            )
+            .await
+            .unwrap();
         }
         let leader_node = nodes.iter().find(|n| n.id == new_leader).unwrap();
         leader_node
             .raft
             .wait(Some(WAIT))
-            .metrics(|m| m.snapshot.is_some() && m.purged.is_some(), "leader snapshot + purge")
+            .metrics(
+                |m| m.snapshot.is_some() && m.purged.is_some(),
+                "leader snapshot + purge",
+            )
             .await
             .unwrap();
 
         // A fresh learner can only catch up through the snapshot.
         let learner = start(4).await;
-        leader_node.raft.add_learner(4, learner.node(), true).await.unwrap();
+        leader_node
+            .raft
+            .add_learner(4, learner.node(), true)
+            .await
+            .unwrap();
         let applied = leader_node.raft.metrics().borrow().last_applied;
         learner
             .raft
@@ -196,12 +222,18 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
             .metrics(|m| m.last_applied == applied, "leader idle")
             .await
             .unwrap();
-        assert_eq!(learner.dump(), leader_node.dump(), "same state on learner and leader");
+        assert_eq!(
+            learner.dump(),
+            leader_node.dump(),
+            "same state on learner and leader"
+        );
 
         learner.stop().await;
         for n in nodes {
             n.stop().await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), test).await.expect("cluster test timed out");
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("cluster test timed out");
 }
