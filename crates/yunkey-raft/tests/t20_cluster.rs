@@ -203,7 +203,18 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
             .add_learner(4, learner.node(), true)
             .await
             .unwrap();
-        let applied = leader_node.raft.metrics().borrow().last_applied;
+        // Wait until the leader has applied its whole log (the learner's membership entry
+        // included), then until the learner has applied as much.
+        let applied = leader_node
+            .raft
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index) == m.last_log_index,
+                "leader applied all its log",
+            )
+            .await
+            .unwrap()
+            .last_applied;
         learner
             .raft
             .wait(Some(WAIT))
@@ -216,12 +227,6 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
         );
         wait_value(&learner, "k059", "59").await;
         wait_value(&learner, "b", "after-failover").await;
-        leader_node
-            .raft
-            .wait(Some(WAIT))
-            .metrics(|m| m.last_applied == applied, "leader idle")
-            .await
-            .unwrap();
         assert_eq!(
             learner.dump(),
             leader_node.dump(),
@@ -236,4 +241,24 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
     tokio::time::timeout(Duration::from_secs(60), test)
         .await
         .expect("cluster test timed out");
+}
+
+#[tokio::test]
+async fn write_without_leader_is_unavailable_after_deadline() {
+    let node = start(1).await;
+    let started = std::time::Instant::now();
+    let err = write(
+        &node.raft,
+        &node.net,
+        set("x", "1"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, yunkey_raft::WriteError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    node.stop().await;
 }
