@@ -102,7 +102,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// `app`.
     ///
     /// If a snapshot install was interrupted by a crash, finishes it from the stored snapshot
-    /// before returning.
+    /// before returning (blocking: it flushes; call it at startup, before building the Raft).
     pub fn open(db: Db, app: A) -> SResult<Self> {
         let sm = db.tree(SM_TREE).map_err(read_err)?;
         let snap = db.tree(SNAP_TREE).map_err(read_err)?;

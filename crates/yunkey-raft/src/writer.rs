@@ -1,4 +1,4 @@
-//! [`write`]: submit a command to the cluster, forwarding it to the leader when needed.
+//! [`write()`]: submit a command to the cluster, forwarding it to the leader when needed.
 
 use std::time::Duration;
 
