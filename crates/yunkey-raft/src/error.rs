@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Why [`crate::write`] did not return a response.
+/// Why [`crate::write()`] did not return a response.
 ///
 /// A write that failed with [`WriteError::Unavailable`] may still have been committed (it may
 /// have reached a leader just before the deadline): the application deduplicates by request id.

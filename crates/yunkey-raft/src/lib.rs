@@ -11,7 +11,7 @@
 //!   persists and installs versioned snapshots.
 //! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
 //!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
-//! - **Write forwarding**: [`write`] submits a command locally and forwards it to the leader when
+//! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when
 //!   this node is not the leader, retrying until a deadline.
 //!
 //! What it must not depend on: no chip, no coordinator business logic, and no TLS configuration.
@@ -53,13 +53,9 @@ pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
 pub use server::RaftGrpcServer;
-
-
-
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state_machine::StateMachineStore;
 pub use writer::write;
-
 
 /// The openraft type configs this crate supports: see the crate documentation.
 ///

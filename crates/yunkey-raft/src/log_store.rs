@@ -1,5 +1,9 @@
 //! [`LogStore`]: the Raft log, vote and log pointers on yunkey-store.
 
+// openraft's `StorageError` is large, but it is the error type of the storage traits, so our
+// helpers and constructors return it as is.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -55,8 +59,12 @@ impl<C: TypeConfig> LogStore<C> {
     ///
     /// Removes entries left at or below the last purged log id by a purge interrupted by a crash.
     pub fn open(db: Db) -> SResult<Self> {
-        let log = db.tree(LOG_TREE).map_err(|e| StorageIOError::read_logs(any(e)))?;
-        let meta = db.tree(META_TREE).map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let log = db
+            .tree(LOG_TREE)
+            .map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let meta = db
+            .tree(META_TREE)
+            .map_err(|e| StorageIOError::read_logs(any(e)))?;
         let store = Self {
             db,
             log,
@@ -64,13 +72,18 @@ impl<C: TypeConfig> LogStore<C> {
             _c: PhantomData,
         };
         if let Some(purged) = store.read_meta::<LogId<u64>>(KEY_LAST_PURGED)? {
-            store.remove_range(0, Some(purged.index + 1)).map_err(StorageIOError::write_logs)?;
+            store
+                .remove_range(0, Some(purged.index + 1))
+                .map_err(StorageIOError::write_logs)?;
         }
         Ok(store)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> SResult<Option<T>> {
-        let raw = self.meta.get(key).map_err(|e| StorageIOError::read(any(e)))?;
+        let raw = self
+            .meta
+            .get(key)
+            .map_err(|e| StorageIOError::read(any(e)))?;
         match raw {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).map_err(|e| {
@@ -92,7 +105,10 @@ impl<C: TypeConfig> LogStore<C> {
     fn remove_range(&self, from: u64, to: Option<u64>) -> Result<(), openraft::AnyError> {
         let to_key = to.map(index_key);
         let mut batch = Batch::new();
-        for kv in self.log.range(&index_key(from), to_key.as_ref().map(|k| &k[..])) {
+        for kv in self
+            .log
+            .range(&index_key(from), to_key.as_ref().map(|k| &k[..]))
+        {
             let (k, _) = kv.map_err(any)?;
             batch.remove(k);
         }
@@ -104,7 +120,9 @@ impl<C: TypeConfig> LogStore<C> {
 
     fn decode_entry(key: &[u8], value: &[u8]) -> SResult<C::Entry> {
         decode::<C::Entry>(value).map_err(|e| {
-            let index = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            let index = <[u8; 8]>::try_from(key)
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
             StorageIOError::read_log_at_index(index, any(format!("corrupt log entry: {e}"))).into()
         })
     }
@@ -136,7 +154,10 @@ impl<C: TypeConfig> RaftLogReader<C> for LogStore<C> {
         }
         let end_key = end.map(index_key);
         let mut out = Vec::new();
-        for kv in self.log.range(&index_key(start), end_key.as_ref().map(|k| &k[..])) {
+        for kv in self
+            .log
+            .range(&index_key(start), end_key.as_ref().map(|k| &k[..]))
+        {
             let (k, v) = kv.map_err(|e| StorageIOError::read_logs(any(e)))?;
             out.push(Self::decode_entry(&k, &v)?);
         }
@@ -149,7 +170,10 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn get_log_state(&mut self) -> SResult<LogState<C>> {
         let last_purged_log_id = self.read_meta::<LogId<u64>>(KEY_LAST_PURGED)?;
-        let last = self.log.last().map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let last = self
+            .log
+            .last()
+            .map_err(|e| StorageIOError::read_logs(any(e)))?;
         let last_log_id = match last {
             Some((k, v)) => Some(Self::decode_entry(&k, &v)?.log_id),
             None => last_purged_log_id,
@@ -165,10 +189,13 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> SResult<()> {
-        self.write_meta(KEY_VOTE, vote).map_err(StorageIOError::write_vote)?;
+        self.write_meta(KEY_VOTE, vote)
+            .map_err(StorageIOError::write_vote)?;
         // Durability: the vote is flushed before save_vote returns (a node must never vote twice
         // in one term, even across a crash).
-        self.flush().await.map_err(|e| StorageIOError::write_vote(any(e)))?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
         Ok(())
     }
 
@@ -179,12 +206,15 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> SResult<()> {
         // Not flushed on its own: a lost committed pointer is only an optimization lost (Raft
         // re-learns it); the next append or vote flush persists it anyway.
-        self.write_meta(KEY_COMMITTED, &committed).map_err(StorageIOError::write)?;
+        self.write_meta(KEY_COMMITTED, &committed)
+            .map_err(StorageIOError::write)?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<u64>>> {
-        Ok(self.read_meta::<Option<LogId<u64>>>(KEY_COMMITTED)?.flatten())
+        Ok(self
+            .read_meta::<Option<LogId<u64>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> SResult<()>
@@ -195,11 +225,14 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
         // All entries of one call go into one batch and one flush.
         let mut batch = Batch::new();
         for entry in entries {
-            let bytes = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, any(e)))?;
+            let bytes = encode(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, any(e)))?;
             batch.insert(index_key(entry.log_id.index), bytes);
         }
         if !batch.is_empty() {
-            self.log.apply(batch).map_err(|e| StorageIOError::write_logs(any(e)))?;
+            self.log
+                .apply(batch)
+                .map_err(|e| StorageIOError::write_logs(any(e)))?;
         }
         // Durability: the entries are flushed before the LogFlushed callback is called. The
         // flush is awaited here, which also keeps every log/vote write serialized.
@@ -213,19 +246,26 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> SResult<()> {
-        self.remove_range(log_id.index, None).map_err(StorageIOError::write_logs)?;
+        self.remove_range(log_id.index, None)
+            .map_err(StorageIOError::write_logs)?;
         // Durability: truncation is flushed, so conflicting entries cannot reappear after a crash.
-        self.flush().await.map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> SResult<()> {
         // The pointer is written first: if we crash before the entries are gone, `open` removes
         // the leftovers, and the log state never shows a hole.
-        self.write_meta(KEY_LAST_PURGED, &log_id).map_err(StorageIOError::write_logs)?;
-        self.remove_range(0, Some(log_id.index + 1)).map_err(StorageIOError::write_logs)?;
+        self.write_meta(KEY_LAST_PURGED, &log_id)
+            .map_err(StorageIOError::write_logs)?;
+        self.remove_range(0, Some(log_id.index + 1))
+            .map_err(StorageIOError::write_logs)?;
         // Durability: purge is flushed.
-        self.flush().await.map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 }

@@ -40,7 +40,9 @@ impl<C: TypeConfig> Clone for GrpcNetworkFactory<C> {
 
 impl<C: TypeConfig> Debug for GrpcNetworkFactory<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcNetworkFactory").field("id", &self.id).finish()
+        f.debug_struct("GrpcNetworkFactory")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

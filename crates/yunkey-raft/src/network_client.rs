@@ -55,7 +55,12 @@ impl<C: TypeConfig> GrpcNetwork<C> {
     }
 
     /// Sends one bincode request and decodes the server's `Result<Resp, RaftError<E>>`.
-    async fn call<Req, Resp, E>(&self, rpc: RPCTypes, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -97,10 +102,16 @@ impl<C: TypeConfig> GrpcNetwork<C> {
             Ok(Ok(reply)) => reply.into_inner(),
         };
         let result: Result<Resp, RaftError<u64, E>> = decode(&reply.data).map_err(|e| {
-            RPCError::Network(NetworkError::from(any(format!("undecodable {rpc} reply: {e}"))))
+            RPCError::Network(NetworkError::from(any(format!(
+                "undecodable {rpc} reply: {e}"
+            ))))
         })?;
         result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
         })
     }
 }
@@ -111,7 +122,8 @@ impl<C: TypeConfig> RaftNetwork<C> for GrpcNetwork<C> {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl()).await
+        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -119,7 +131,8 @@ impl<C: TypeConfig> RaftNetwork<C> for GrpcNetwork<C> {
         rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(RPCTypes::InstallSnapshot, &rpc, option.hard_ttl()).await
+        self.call(RPCTypes::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(

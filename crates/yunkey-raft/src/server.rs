@@ -22,7 +22,7 @@ pub(crate) type ClientWriteReply<C> =
 /// Serves `yunkey.v1.RaftService` for one local [`Raft`] node.
 ///
 /// Every reply is bincode of `Result<Response, RaftError<..>>`, decoded by
-/// [`crate::GrpcNetwork`] and [`crate::write`]. It does no authentication: the caller wraps it
+/// [`crate::GrpcNetwork`] and [`crate::write()`]. It does no authentication: the caller wraps it
 /// (for example with an mTLS role check).
 pub struct RaftGrpcServer<C: TypeConfig> {
     raft: Raft<C>,

@@ -59,7 +59,9 @@ mod tests {
         let mut bytes = d.to_bytes().unwrap();
         assert_eq!(SnapshotData::from_bytes(&bytes).unwrap().entries, d.entries);
         bytes[7] = 99;
-        assert!(SnapshotData::from_bytes(&bytes).unwrap_err().contains("version"));
+        assert!(SnapshotData::from_bytes(&bytes)
+            .unwrap_err()
+            .contains("version"));
         assert!(SnapshotData::from_bytes(b"xx").is_err());
     }
 }

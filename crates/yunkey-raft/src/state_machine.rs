@@ -1,5 +1,9 @@
 //! [`StateMachineStore`]: the application's state machine and its snapshots on yunkey-store.
 
+// openraft's `StorageError` is large, but it is the error type of the storage traits, so our
+// helpers and constructors return it as is.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::marker::PhantomData;
@@ -98,7 +102,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// `app`.
     ///
     /// If a snapshot install was interrupted by a crash, finishes it from the stored snapshot
-    /// before returning.
+    /// before returning (blocking: it flushes; call it at startup, before building the Raft).
     pub fn open(db: Db, app: A) -> SResult<Self> {
         let sm = db.tree(SM_TREE).map_err(read_err)?;
         let snap = db.tree(SNAP_TREE).map_err(read_err)?;
@@ -113,7 +117,13 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
             }),
             _c: PhantomData,
         };
-        if store.inner.snap.get(KEY_INSTALLING).map_err(read_err)?.is_some() {
+        if store
+            .inner
+            .snap
+            .get(KEY_INSTALLING)
+            .map_err(read_err)?
+            .is_some()
+        {
             tracing::warn!("finishing a snapshot install interrupted by a crash");
             let stored = store
                 .read_stored_snapshot()?
@@ -149,9 +159,10 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     fn read_stored_snapshot(&self) -> SResult<Option<StoredSnapshot>> {
         match self.inner.snap.get(KEY_CURRENT).map_err(read_err)? {
             None => Ok(None),
-            Some(v) => decode(&v)
-                .map(Some)
-                .map_err(|e| StorageIOError::read_snapshot(None, any(format!("corrupt stored snapshot: {e}"))).into()),
+            Some(v) => decode(&v).map(Some).map_err(|e| {
+                StorageIOError::read_snapshot(None, any(format!("corrupt stored snapshot: {e}")))
+                    .into()
+            }),
         }
     }
 
@@ -206,7 +217,12 @@ impl<C: TypeConfig, A: Apply<C>> RaftSnapshotBuilder<C> for StateMachineStore<C,
             } + 1;
             (entries, counter)
         };
-        let find = |key: &[u8]| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let find = |key: &[u8]| {
+            entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
         let last_log_id: Option<LogId<u64>> = match find(KEY_APPLIED) {
             None => None,
             Some(v) => Some(decode(&v).map_err(read_err)?),
@@ -216,7 +232,10 @@ impl<C: TypeConfig, A: Apply<C>> RaftSnapshotBuilder<C> for StateMachineStore<C,
             Some(v) => decode(&v).map_err(read_err)?,
         };
         let snapshot_id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index, counter),
+            Some(l) => format!(
+                "{}-{}-{}-{}",
+                l.leader_id.term, l.leader_id.node_id, l.index, counter
+            ),
             None => format!("0-0-0-{counter}"),
         };
         let meta = SnapshotMeta {
@@ -279,7 +298,8 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
                 KEY_APPLIED,
                 encode(&log_id).map_err(|e| StorageIOError::apply(log_id, any(e)))?,
             );
-            sm.apply(batch).map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+            sm.apply(batch)
+                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
             out.push(resp);
         }
         Ok(out)
@@ -301,7 +321,10 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
         let bytes = snapshot.into_inner();
         // Validate before touching anything.
         let data = SnapshotData::from_bytes(&bytes).map_err(|e| {
-            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), any(e)))
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                any(e),
+            ))
         })?;
         let _sm = self.inner.sm_lock.lock().await;
         let stored = StoredSnapshot {

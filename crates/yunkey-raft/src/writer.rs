@@ -1,4 +1,4 @@
-//! [`write`]: submit a command to the cluster, forwarding it to the leader when needed.
+//! [`write()`]: submit a command to the cluster, forwarding it to the leader when needed.
 
 use std::time::Duration;
 
@@ -92,7 +92,12 @@ async fn forward<C: TypeConfig>(
     let data = encode(cmd).map_err(|e| WriteError::Codec(e.to_string()))?;
     let channel = match net.channel(leader) {
         Ok(ch) => ch,
-        Err(e) => return Ok(Attempt::Retry(format!("cannot connect to leader {}: {e}", leader.addr))),
+        Err(e) => {
+            return Ok(Attempt::Retry(format!(
+                "cannot connect to leader {}: {e}",
+                leader.addr
+            )))
+        }
     };
     let remaining = end.saturating_duration_since(Instant::now());
     let mut client = RaftServiceClient::new(channel);
@@ -107,7 +112,10 @@ async fn forward<C: TypeConfig>(
         }
         Ok(Err(status)) => match status.code() {
             Code::Unavailable | Code::Cancelled | Code::Aborted => {
-                return Ok(Attempt::Retry(format!("leader {} unreachable: {status}", leader.addr)))
+                return Ok(Attempt::Retry(format!(
+                    "leader {} unreachable: {status}",
+                    leader.addr
+                )))
             }
             Code::DeadlineExceeded => {
                 return Err(WriteError::Unavailable(format!(
@@ -115,7 +123,12 @@ async fn forward<C: TypeConfig>(
                     leader.addr
                 )))
             }
-            _ => return Err(WriteError::Remote(format!("leader {}: {status}", leader.addr))),
+            _ => {
+                return Err(WriteError::Remote(format!(
+                    "leader {}: {status}",
+                    leader.addr
+                )))
+            }
         },
         Ok(Ok(reply)) => reply.into_inner(),
     };
@@ -123,13 +136,16 @@ async fn forward<C: TypeConfig>(
         .map_err(|e| WriteError::Remote(format!("undecodable ClientWrite reply: {e}")))?;
     match result {
         Ok(r) => Ok(Attempt::Done(r)),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            Ok(Attempt::Retry(format!("{} is no longer the leader", leader.addr)))
-        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(Attempt::Retry(
+            format!("{} is no longer the leader", leader.addr),
+        )),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
             Err(WriteError::Remote(e.to_string()))
         }
         // The leader is shutting down or failed: another leader will be elected.
-        Err(RaftError::Fatal(e)) => Ok(Attempt::Retry(format!("leader {} failed: {e}", leader.addr))),
+        Err(RaftError::Fatal(e)) => Ok(Attempt::Retry(format!(
+            "leader {} failed: {e}",
+            leader.addr
+        ))),
     }
 }

@@ -1,0 +1,264 @@
+//! A 3-node in-process cluster over real tonic on ephemeral ports: forwarding, failover, and a
+//! learner catching up through a snapshot.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{set, Kv, Prev, Tc};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Endpoint, Server};
+use yunkey_raft::{
+    write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer, StateMachineStore,
+};
+use yunkey_store::Db;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Node {
+    id: u64,
+    addr: String,
+    raft: Raft<Tc>,
+    sm: StateMachineStore<Tc, Kv>,
+    net: GrpcNetworkFactory<Tc>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl Node {
+    fn node(&self) -> BasicNode {
+        BasicNode::new(&self.addr)
+    }
+
+    async fn stop(mut self) {
+        self.raft.shutdown().await.expect("raft shutdown");
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(WAIT, self.server).await;
+    }
+
+    /// Every `(key, value)` of the state machine, reserved keys included.
+    fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.sm
+            .state()
+            .range(&[], None)
+            .map(|kv| kv.unwrap())
+            .collect()
+    }
+}
+
+fn connector() -> Connector {
+    Arc::new(|node: &BasicNode| {
+        Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| e.connect_timeout(Duration::from_millis(300)).connect_lazy())
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn start(id: u64) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sled(dir.path()).unwrap();
+    let log = LogStore::<Tc>::open(db.clone()).unwrap();
+    let sm = StateMachineStore::open(db, Kv).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = Config {
+        cluster_name: "test".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(50),
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let net = GrpcNetworkFactory::new(id, connector());
+    let raft = Raft::new(id, Arc::new(config), net.clone(), log, sm.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let svc = RaftGrpcServer::new(raft.clone()).into_service();
+    let server = tokio::spawn(async move {
+        Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Node {
+        id,
+        addr,
+        raft,
+        sm,
+        net,
+        stop: Some(tx),
+        server,
+        _dir: dir,
+    }
+}
+
+async fn leader_of(nodes: &[&Node], not: Option<u64>) -> u64 {
+    let m = nodes[0]
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != not,
+            "a leader is elected",
+        )
+        .await
+        .unwrap();
+    m.current_leader.unwrap()
+}
+
+async fn wait_value(node: &Node, key: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if node.sm.state().get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} did not apply {key}={value}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_forwarding_failover_and_snapshot_catch_up() {
+    let test = async {
+        let mut nodes = vec![start(1).await, start(2).await, start(3).await];
+        let members: BTreeMap<u64, BasicNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
+        nodes[0].raft.initialize(members).await.unwrap();
+
+        let refs: Vec<&Node> = nodes.iter().collect();
+        let leader = leader_of(&refs, None).await;
+
+        // Write through a follower: it forwards to the leader.
+        let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+        let r = write(&follower.raft, &follower.net, set("a", "1"), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(r, Prev(None));
+        let r = write(&follower.raft, &follower.net, set("a", "2"), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(r, Prev(Some("1".into())));
+        for n in &nodes {
+            wait_value(n, "a", "2").await;
+        }
+
+        // Shut the leader down; a new leader is elected and writes continue.
+        let pos = nodes.iter().position(|n| n.id == leader).unwrap();
+        nodes.remove(pos).stop().await;
+        let refs: Vec<&Node> = nodes.iter().collect();
+        let new_leader = leader_of(&refs, Some(leader)).await;
+        assert_ne!(new_leader, leader);
+        let any = &nodes[0];
+        write(&any.raft, &any.net, set("b", "after-failover"), WAIT)
+            .await
+            .unwrap();
+        for n in &nodes {
+            wait_value(n, "b", "after-failover").await;
+        }
+
+        // Enough writes for a snapshot (LogsSinceLast(50)) and a purge of the logs it covers.
+        for i in 0..60 {
+            write(
+                &any.raft,
+                &any.net,
+                set(&format!("k{i:03}"), &i.to_string()),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        }
+        let leader_node = nodes.iter().find(|n| n.id == new_leader).unwrap();
+        leader_node
+            .raft
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.snapshot.is_some() && m.purged.is_some(),
+                "leader snapshot + purge",
+            )
+            .await
+            .unwrap();
+
+        // A fresh learner can only catch up through the snapshot.
+        let learner = start(4).await;
+        leader_node
+            .raft
+            .add_learner(4, learner.node(), true)
+            .await
+            .unwrap();
+        // Wait until the leader has applied its whole log (the learner's membership entry
+        // included), then until the learner has applied as much.
+        let applied = leader_node
+            .raft
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index) == m.last_log_index,
+                "leader applied all its log",
+            )
+            .await
+            .unwrap()
+            .last_applied;
+        learner
+            .raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.last_applied >= applied, "learner caught up")
+            .await
+            .unwrap();
+        assert!(
+            learner.raft.metrics().borrow().snapshot.is_some(),
+            "learner installed a snapshot"
+        );
+        wait_value(&learner, "k059", "59").await;
+        wait_value(&learner, "b", "after-failover").await;
+        assert_eq!(
+            learner.dump(),
+            leader_node.dump(),
+            "same state on learner and leader"
+        );
+
+        learner.stop().await;
+        for n in nodes {
+            n.stop().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("cluster test timed out");
+}
+
+#[tokio::test]
+async fn write_without_leader_is_unavailable_after_deadline() {
+    let node = start(1).await;
+    let started = std::time::Instant::now();
+    let err = write(
+        &node.raft,
+        &node.net,
+        set("x", "1"),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, yunkey_raft::WriteError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    node.stop().await;
+}
