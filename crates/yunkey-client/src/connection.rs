@@ -43,7 +43,12 @@ impl Connection {
         let channels = opts
             .endpoints
             .iter()
-            .map(|e| Ok((e.clone(), yunkey_net::pool::connect_lazy(e, &opts.tls, opts.domain.as_deref())?)))
+            .map(|e| {
+                Ok((
+                    e.clone(),
+                    yunkey_net::pool::connect_lazy(e, &opts.tls, opts.domain.as_deref())?,
+                ))
+            })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Self {
             channels: Arc::new(channels),

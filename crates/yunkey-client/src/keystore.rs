@@ -66,13 +66,16 @@ fn ks_err(e: impl std::fmt::Display) -> ClientError {
 impl FileKeystore {
     /// A keystore in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
-        std::fs::create_dir_all(dir).map_err(|e| ks_err(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ks_err(format!("cannot create {}: {e}", dir.display())))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     fn path(&self, user_id: &str) -> Result<PathBuf, ClientError> {
@@ -87,7 +90,11 @@ impl FileKeystore {
                 let file: KeyFile = serde_json::from_slice(&bytes)
                     .map_err(|e| ks_err(format!("{} is corrupt: {e}", path.display())))?;
                 if file.format != FORMAT {
-                    return Err(ks_err(format!("{} has unknown format {}", path.display(), file.format)));
+                    return Err(ks_err(format!(
+                        "{} has unknown format {}",
+                        path.display(),
+                        file.format
+                    )));
                 }
                 Ok(Some(file))
             }
@@ -151,7 +158,8 @@ impl Keystore for FileKeystore {
         }
         let key = PrivateKey::generate();
         let salt: [u8; 16] = yunkey_crypto::random_bytes();
-        let sealed = Self::pin_key(pin, &salt)?.seal(&Self::context(user_id), &key.to_secret_bytes());
+        let sealed =
+            Self::pin_key(pin, &salt)?.seal(&Self::context(user_id), &key.to_secret_bytes());
         let spki = key.public_key().to_spki_der();
         self.store(&KeyFile {
             format: FORMAT,
@@ -166,9 +174,11 @@ impl Keystore for FileKeystore {
     }
 
     fn sign(&self, user_id: &str, pin: &str, message: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let file = self
-            .load(user_id)?
-            .ok_or_else(|| ClientError::Invalid(format!("no device key for {user_id}; run `yunkey terminal register` first")))?;
+        let file = self.load(user_id)?.ok_or_else(|| {
+            ClientError::Invalid(format!(
+                "no device key for {user_id}; run `yunkey terminal register` first"
+            ))
+        })?;
         let secret = Self::pin_key(pin, &b64d(&file.salt)?)?
             .open(&Self::context(user_id), &b64d(&file.sealed_key)?)
             .map_err(|_| ClientError::WrongPin)?;
@@ -217,14 +227,29 @@ mod tests {
         let ks = FileKeystore::open(dir.path()).unwrap();
         let spki = ks.create_key("alice", "1234").unwrap();
         let sig = ks.sign("alice", "1234", b"msg").unwrap();
-        PublicKey::from_spki_der(&spki).unwrap().verify_message(b"msg", &sig).unwrap();
-        assert!(matches!(ks.sign("alice", "9999", b"msg"), Err(ClientError::WrongPin)));
+        PublicKey::from_spki_der(&spki)
+            .unwrap()
+            .verify_message(b"msg", &sig)
+            .unwrap();
+        assert!(matches!(
+            ks.sign("alice", "9999", b"msg"),
+            Err(ClientError::WrongPin)
+        ));
         assert!(ks.sign("bob", "1234", b"msg").is_err());
         let raw = std::fs::read_to_string(dir.path().join("alice.json")).unwrap();
         assert!(!raw.contains("1234"));
-        ks.set_device("alice", &DeviceInfo { device_id: "dev-1".into(), certificate: vec![1, 2] })
-            .unwrap();
+        ks.set_device(
+            "alice",
+            &DeviceInfo {
+                device_id: "dev-1".into(),
+                certificate: vec![1, 2],
+            },
+        )
+        .unwrap();
         assert_eq!(ks.device("alice").unwrap().unwrap().device_id, "dev-1");
-        assert!(ks.create_key("alice", "1234").is_err(), "a registered key is not replaced");
+        assert!(
+            ks.create_key("alice", "1234").is_err(),
+            "a registered key is not replaced"
+        );
     }
 }

@@ -4,7 +4,10 @@
 use crate::keystore::{DeviceInfo, Keystore};
 use crate::{ClientError, Connection};
 use yunkey_crypto::{authz, tx};
-use yunkey_proto::v1::{Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest, SignResponse, Transaction};
+use yunkey_proto::v1::{
+    Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
+    SignResponse, Transaction,
+};
 
 /// Creates a device key, proves possession with the activation code, and records the
 /// device id and certificate in the keystore.
@@ -20,7 +23,11 @@ pub async fn register(
         (Some(spki), None) => spki, // a key made by an earlier, interrupted attempt
         _ => keystore.create_key(user_id, pin)?,
     };
-    let proof = keystore.sign(user_id, pin, &authz::registration_message(user_id, activation_code, &spki))?;
+    let proof = keystore.sign(
+        user_id,
+        pin,
+        &authz::registration_message(user_id, activation_code, &spki),
+    )?;
     let req = RegisterDeviceRequest {
         request_id: String::new(),
         user_id: user_id.to_owned(),
@@ -32,7 +39,11 @@ pub async fn register(
     let resp = conn
         .call(|ch| {
             let req = req.clone();
-            async move { crate::connection::terminal_client(ch).register_device(req).await }
+            async move {
+                crate::connection::terminal_client(ch)
+                    .register_device(req)
+                    .await
+            }
         })
         .await?;
     let device = resp
@@ -51,7 +62,14 @@ pub async fn register(
 
 /// A new transaction with a random nonce and transaction id, expiring `ttl_secs` after
 /// `now` (use the server's clock from [`server_time`]).
-pub fn new_transaction(payer: &str, payee: &str, amount: &str, currency: &str, now: i64, ttl_secs: i64) -> Result<Transaction, ClientError> {
+pub fn new_transaction(
+    payer: &str,
+    payee: &str,
+    amount: &str,
+    currency: &str,
+    now: i64,
+    ttl_secs: i64,
+) -> Result<Transaction, ClientError> {
     let tx = Transaction {
         payer: payer.to_owned(),
         payee: payee.to_owned(),
@@ -68,16 +86,27 @@ pub fn new_transaction(payer: &str, payee: &str, amount: &str, currency: &str, n
 /// The server's clock, Unix seconds.
 pub async fn server_time(conn: &Connection) -> Result<i64, ClientError> {
     let resp = conn
-        .call(|ch| async move { crate::connection::terminal_client(ch).get_time(GetTimeRequest {}).await })
+        .call(|ch| async move {
+            crate::connection::terminal_client(ch)
+                .get_time(GetTimeRequest {})
+                .await
+        })
         .await?;
     Ok(resp.unix_seconds)
 }
 
 /// The device's authorization of exactly `tx` (the user verified by the keystore's PIN).
-pub fn authorize(keystore: &dyn Keystore, user_id: &str, pin: &str, tx: &Transaction) -> Result<Authorization, ClientError> {
-    let device = keystore
-        .device(user_id)?
-        .ok_or_else(|| ClientError::Invalid(format!("no registered device for {user_id}; run `yunkey terminal register`")))?;
+pub fn authorize(
+    keystore: &dyn Keystore,
+    user_id: &str,
+    pin: &str,
+    tx: &Transaction,
+) -> Result<Authorization, ClientError> {
+    let device = keystore.device(user_id)?.ok_or_else(|| {
+        ClientError::Invalid(format!(
+            "no registered device for {user_id}; run `yunkey terminal register`"
+        ))
+    })?;
     let (_, tx_hash) = tx::encode_and_hash(tx)?;
     let message = authz::authorization_message(user_id, &device.device_id, &tx_hash);
     Ok(Authorization {
@@ -87,7 +116,13 @@ pub fn authorize(keystore: &dyn Keystore, user_id: &str, pin: &str, tx: &Transac
 }
 
 /// Authorizes `tx` on this device and submits it; returns the signature and chain.
-pub async fn pay(conn: &Connection, keystore: &dyn Keystore, user_id: &str, pin: &str, tx: Transaction) -> Result<SignResponse, ClientError> {
+pub async fn pay(
+    conn: &Connection,
+    keystore: &dyn Keystore,
+    user_id: &str,
+    pin: &str,
+    tx: Transaction,
+) -> Result<SignResponse, ClientError> {
     let authorization = authorize(keystore, user_id, pin, &tx)?;
     let req = SignRequest {
         request_id: format!("pay-{}", hex::encode(yunkey_crypto::random_bytes::<12>())),
@@ -97,7 +132,11 @@ pub async fn pay(conn: &Connection, keystore: &dyn Keystore, user_id: &str, pin:
     };
     conn.call(|ch| {
         let req = req.clone();
-        async move { crate::connection::terminal_client(ch).sign_transaction(req).await }
+        async move {
+            crate::connection::terminal_client(ch)
+                .sign_transaction(req)
+                .await
+        }
     })
     .await
 }

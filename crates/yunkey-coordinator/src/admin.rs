@@ -9,8 +9,8 @@ use crate::state::{CaRecord, ChipRecord, HolderRecord, Op};
 use std::time::Duration;
 use yunkey_crypto::validate;
 use yunkey_proto::v1::{
-    Algorithm, ExportDomainRequest, GenerateKeyRequest, GetInfoRequest, ImportDomainRequest, InitDomainRequest,
-    KeyPurpose, SetTrustAnchorRequest, UnwrapKeyRequest,
+    Algorithm, ExportDomainRequest, GenerateKeyRequest, GetInfoRequest, ImportDomainRequest,
+    InitDomainRequest, KeyPurpose, SetTrustAnchorRequest, UnwrapKeyRequest,
 };
 
 /// Admits the chip at `endpoint`: joins it to the cluster's security domain (creating the
@@ -20,7 +20,12 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     let info = client
         .get_info(core.chips.request(GetInfoRequest {}))
         .await
-        .map_err(|s| CoordError::Unavailable(format!("cannot reach a chip at {endpoint}: {}", s.message())))?
+        .map_err(|s| {
+            CoordError::Unavailable(format!(
+                "cannot reach a chip at {endpoint}: {}",
+                s.message()
+            ))
+        })?
         .into_inner();
     validate::identifier("chip_id", &info.chip_id)?;
     let chip_err = chip_err(&info.chip_id);
@@ -86,12 +91,16 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
 
 fn chip_err_owned(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError {
     let id = chip_id.to_owned();
-    move |status| CoordError::Chip { chip_id: id, status }
+    move |status| CoordError::Chip {
+        chip_id: id,
+        status,
+    }
 }
 
 /// Asks a healthy member chip to encrypt the domain to a new chip's transport key.
 async fn export_from_member(core: &Core, transport_key: &[u8]) -> Result<Vec<u8>> {
-    let mut last = CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
+    let mut last =
+        CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
     for member in core.view.chips()? {
         let exported = async {
             core.chips
@@ -120,7 +129,9 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     }
     let registry = core.view.chips()?;
     for chip in &registry {
-        core.chips.wait_up(&chip.chip_id, Duration::from_secs(5)).await;
+        core.chips
+            .wait_up(&chip.chip_id, Duration::from_secs(5))
+            .await;
     }
     let candidates: Vec<_> = registry
         .iter()
@@ -130,9 +141,9 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas.max(2));
-    let first = chosen
-        .first()
-        .ok_or_else(|| CoordError::Unavailable("the user CA needs at least one healthy chip".into()))?;
+    let first = chosen.first().ok_or_else(|| {
+        CoordError::Unavailable("the user CA needs at least one healthy chip".into())
+    })?;
     let generated = core
         .chips
         .client_for(first)?
@@ -171,7 +182,11 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     }
     let certificate = core
         .issuer
-        .self_signed_ca(generated.public_key.clone(), holders.clone(), "yunkey user CA")
+        .self_signed_ca(
+            generated.public_key.clone(),
+            holders.clone(),
+            "yunkey user CA",
+        )
         .await?;
     let record = CaRecord {
         certificate,

@@ -27,8 +27,11 @@ struct SubjectKey {
 
 impl SubjectKey {
     fn from_spki(spki: &[u8]) -> Result<Self> {
-        let key = PublicKey::from_spki_der(spki).map_err(|e| CoordError::Internal(e.to_string()))?;
-        Ok(Self { sec1: key.to_sec1() })
+        let key =
+            PublicKey::from_spki_der(spki).map_err(|e| CoordError::Internal(e.to_string()))?;
+        Ok(Self {
+            sec1: key.to_sec1(),
+        })
     }
 }
 
@@ -91,7 +94,11 @@ async fn sign_digest(chips: &Chips, holders: &[HolderRecord], digest: [u8; 32]) 
     Err(last)
 }
 
-fn leaf_params(common_name: &str, sans: Vec<String>, usages: Vec<KeyUsagePurpose>) -> Result<CertificateParams> {
+fn leaf_params(
+    common_name: &str,
+    sans: Vec<String>,
+    usages: Vec<KeyUsagePurpose>,
+) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -99,7 +106,9 @@ fn leaf_params(common_name: &str, sans: Vec<String>, usages: Vec<KeyUsagePurpose
     for uri in sans {
         params
             .subject_alt_names
-            .push(SanType::URI(uri.try_into().map_err(|e: rcgen::Error| CoordError::Internal(e.to_string()))?));
+            .push(SanType::URI(uri.try_into().map_err(
+                |e: rcgen::Error| CoordError::Internal(e.to_string()),
+            )?));
     }
     params.key_usages = usages;
     params.serial_number = Some(SerialNumber::from_slice(&serial()));
@@ -150,7 +159,12 @@ impl CertIssuer {
     }
 
     /// The self-signed user CA certificate for a CA key (SPKI) held by `holders`.
-    pub async fn self_signed_ca(&self, ca_spki: Vec<u8>, holders: Vec<HolderRecord>, name: &str) -> Result<Vec<u8>> {
+    pub async fn self_signed_ca(
+        &self,
+        ca_spki: Vec<u8>,
+        holders: Vec<HolderRecord>,
+        name: &str,
+    ) -> Result<Vec<u8>> {
         let name = name.to_owned();
         self.build(ca_spki, holders, move |signer| {
             let mut params = CertificateParams::default();
@@ -181,15 +195,24 @@ impl CertIssuer {
         let mut params = leaf_params(
             user_id,
             vec![yunkey_crypto::names::user_uri(user_id)],
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment],
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ],
         )?;
         if !display_name.is_empty() {
-            params.distinguished_name.push(DnType::OrganizationName, display_name);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, display_name);
         }
         let ca_der = ca.certificate.clone();
         self.build(ca_spki, ca.holders.clone(), move |signer| {
             let issuer = Issuer::from_ca_cert_der(&ca_der.into(), signer).map_err(cert_err)?;
-            Ok(params.signed_by(&subject, &issuer).map_err(cert_err)?.der().to_vec())
+            Ok(params
+                .signed_by(&subject, &issuer)
+                .map_err(cert_err)?
+                .der()
+                .to_vec())
         })
         .await
     }
@@ -215,7 +238,11 @@ impl CertIssuer {
         let ca_der = ca.certificate.clone();
         self.build(ca_spki, ca.holders.clone(), move |signer| {
             let issuer = Issuer::from_ca_cert_der(&ca_der.into(), signer).map_err(cert_err)?;
-            Ok(params.signed_by(&subject, &issuer).map_err(cert_err)?.der().to_vec())
+            Ok(params
+                .signed_by(&subject, &issuer)
+                .map_err(cert_err)?
+                .der()
+                .to_vec())
         })
         .await
     }

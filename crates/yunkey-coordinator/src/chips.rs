@@ -97,7 +97,11 @@ impl Chips {
 
     /// Where a registered chip listens.
     pub fn endpoint_of(&self, chip_id: &str) -> Option<String> {
-        self.endpoints.read().expect("poisoned").get(chip_id).cloned()
+        self.endpoints
+            .read()
+            .expect("poisoned")
+            .get(chip_id)
+            .cloned()
     }
 
     /// A client for a registered chip.
@@ -144,7 +148,12 @@ impl Chips {
     pub fn order_holders<'a>(&self, holders: &'a [HolderRecord]) -> Vec<&'a HolderRecord> {
         let n = holders.len().max(1);
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let mut ordered: Vec<&HolderRecord> = holders.iter().cycle().skip(start).take(holders.len()).collect();
+        let mut ordered: Vec<&HolderRecord> = holders
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(holders.len())
+            .collect();
         ordered.sort_by_key(|h| !self.routable(&h.chip_id));
         ordered
     }

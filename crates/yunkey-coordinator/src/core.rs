@@ -51,7 +51,13 @@ pub struct Core {
 
 impl Core {
     /// Assembles a core.
-    pub fn new(node_id: u64, raft: RaftHandle, view: StateView, chips: Chips, config: CoordinatorConfig) -> Self {
+    pub fn new(
+        node_id: u64,
+        raft: RaftHandle,
+        view: StateView,
+        chips: Chips,
+        config: CoordinatorConfig,
+    ) -> Self {
         Self {
             node_id,
             raft,
@@ -83,7 +89,9 @@ impl Core {
             return Ok(ca.clone());
         }
         let record = self.view.ca()?.ok_or_else(|| {
-            CoordError::Unavailable("the user CA is not initialized yet; the cluster is still starting".into())
+            CoordError::Unavailable(
+                "the user CA is not initialized yet; the cluster is still starting".into(),
+            )
         })?;
         let spki = crate::ca::certificate_spki(&record.certificate)?;
         Ok(self.ca.get_or_init(|| (Arc::new(record), spki)).clone())

@@ -20,17 +20,28 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     validate::text("activation_code", &req.activation_code, 64, false)?;
     validate::text("device_name", &req.device_name, 64, true)?;
     let device_key = PublicKey::from_spki_der(&req.device_public_key).map_err(|_| {
-        InvalidField::new("device_public_key", "is not a P-256 SubjectPublicKeyInfo (DER)")
+        InvalidField::new(
+            "device_public_key",
+            "is not a P-256 SubjectPublicKeyInfo (DER)",
+        )
     })?;
     if req.proof.is_empty() || req.proof.len() > 72 {
-        return Err(InvalidField::new("proof", "must be a DER ECDSA signature (8 to 72 bytes)").into());
+        return Err(
+            InvalidField::new("proof", "must be a DER ECDSA signature (8 to 72 bytes)").into(),
+        );
     }
-    let message = authz::registration_message(&req.user_id, &req.activation_code, &req.device_public_key);
-    device_key.verify_message(&message, &req.proof).map_err(|_| {
-        CoordError::BadAuthorization("the proof of possession does not verify with device_public_key".into())
-    })?;
+    let message =
+        authz::registration_message(&req.user_id, &req.activation_code, &req.device_public_key);
+    device_key
+        .verify_message(&message, &req.proof)
+        .map_err(|_| {
+            CoordError::BadAuthorization(
+                "the proof of possession does not verify with device_public_key".into(),
+            )
+        })?;
     let device_id = device_id(&req.device_public_key);
-    let request_id = crate::enroll::request_id(&req.request_id, || format!("register-{device_id}"))?;
+    let request_id =
+        crate::enroll::request_id(&req.request_id, || format!("register-{device_id}"))?;
 
     let user = core
         .view
@@ -52,7 +63,13 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     let (ca, ca_spki) = core.ca()?;
     let certificate = core
         .issuer
-        .device_certificate(&ca, ca_spki, &req.user_id, &device_id, &req.device_public_key)
+        .device_certificate(
+            &ca,
+            ca_spki,
+            &req.user_id,
+            &device_id,
+            &req.device_public_key,
+        )
         .await?;
     let device = DeviceRecord {
         device_id: device_id.clone(),
@@ -74,7 +91,9 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
         )
         .await?
     {
-        CommandResult::DeviceRegistered { user_id, device_id } => response(core, &user_id, &device_id),
+        CommandResult::DeviceRegistered { user_id, device_id } => {
+            response(core, &user_id, &device_id)
+        }
         other => Err(CoordError::Internal(format!("unexpected result {other:?}"))),
     }
 }
@@ -88,7 +107,9 @@ fn response(core: &Core, user_id: &str, device_id: &str) -> Result<RegisterDevic
         .devices
         .iter()
         .find(|d| d.device_id == device_id)
-        .ok_or_else(|| CoordError::Internal(format!("device {device_id} committed but not applied here")))?;
+        .ok_or_else(|| {
+            CoordError::Internal(format!("device {device_id} committed but not applied here"))
+        })?;
     let (ca, _) = core.ca()?;
     Ok(RegisterDeviceResponse {
         device: Some(crate::convert::device(device)),

@@ -19,7 +19,9 @@ pub fn algorithm(value: i32) -> Result<Algorithm> {
         Ok(Algorithm::Sm2) => Err(CoordError::Unimplemented(
             "algorithm SM2 is reserved and not served yet; use ECDSA_P256".into(),
         )),
-        Err(_) => Err(InvalidField::new("algorithm", format!("{value} is not a known Algorithm")).into()),
+        Err(_) => {
+            Err(InvalidField::new("algorithm", format!("{value} is not a known Algorithm")).into())
+        }
     }
 }
 
@@ -38,17 +40,29 @@ pub fn request_id(given: &str, default: impl FnOnce() -> String) -> Result<Strin
 pub fn new_activation_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ23456789";
     let bytes: [u8; 12] = yunkey_crypto::random_bytes();
-    let chars: Vec<u8> = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()]).collect();
+    let chars: Vec<u8> = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()])
+        .collect();
     let s = String::from_utf8(chars).expect("ASCII");
     format!("{}-{}-{}", &s[0..4], &s[4..8], &s[8..12])
 }
 
 /// Enrols a user.
-pub async fn enroll(core: &Core, actor: &str, req: EnrollUserRequest) -> Result<EnrollUserResponse> {
+pub async fn enroll(
+    core: &Core,
+    actor: &str,
+    req: EnrollUserRequest,
+) -> Result<EnrollUserResponse> {
     validate::identifier("user_id", &req.user_id)?;
     let algorithm = algorithm(req.algorithm)?;
     validate::text("display_name", &req.display_name, 128, true)?;
-    let request_id = request_id(&req.request_id, || format!("enroll-{}", hex::encode(yunkey_crypto::random_bytes::<12>())))?;
+    let request_id = request_id(&req.request_id, || {
+        format!(
+            "enroll-{}",
+            hex::encode(yunkey_crypto::random_bytes::<12>())
+        )
+    })?;
 
     // A retry of an applied request gets the first result, without touching any chip.
     if let Some((kind, result)) = core.view.request(&request_id)? {
@@ -108,14 +122,22 @@ pub async fn enroll(core: &Core, actor: &str, req: EnrollUserRequest) -> Result<
             }),
             // Fewer holders than R is repaired later; one holder plus the wrapped key in
             // Raft state is enough to acknowledge.
-            Err(e) => tracing::warn!(chip = %replica.chip_id, error = %e, "replica copy failed at enrolment"),
+            Err(e) => {
+                tracing::warn!(chip = %replica.chip_id, error = %e, "replica copy failed at enrolment")
+            }
         }
     }
 
     let outcome = async {
         let certificate = core
             .issuer
-            .user_certificate(&ca, ca_spki.clone(), &req.user_id, &req.display_name, &generated.public_key)
+            .user_certificate(
+                &ca,
+                ca_spki.clone(),
+                &req.user_id,
+                &req.display_name,
+                &generated.public_key,
+            )
             .await?;
         let code = new_activation_code();
         let now = crate::clock::now();
@@ -151,9 +173,12 @@ pub async fn enroll(core: &Core, actor: &str, req: EnrollUserRequest) -> Result<
     .await;
 
     match outcome {
-        Ok((CommandResult::Enrolled { activation_code, .. }, code)) if activation_code == code => {
-            response(core, &req.user_id, activation_code)
-        }
+        Ok((
+            CommandResult::Enrolled {
+                activation_code, ..
+            },
+            code,
+        )) if activation_code == code => response(core, &req.user_id, activation_code),
         Ok((result, _)) => {
             // Another attempt with this request id committed first: ours is surplus.
             delete_keys(core, &holders).await;
@@ -182,10 +207,9 @@ fn retried(core: &Core, kind: &str, result: CommandResult) -> Result<EnrollUserR
 }
 
 fn response(core: &Core, user_id: &str, activation_code: String) -> Result<EnrollUserResponse> {
-    let user = core
-        .view
-        .user(user_id)?
-        .ok_or_else(|| CoordError::Internal(format!("user {user_id} committed but not applied here")))?;
+    let user = core.view.user(user_id)?.ok_or_else(|| {
+        CoordError::Internal(format!("user {user_id} committed but not applied here"))
+    })?;
     let (ca, _) = core.ca()?;
     Ok(EnrollUserResponse {
         certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],

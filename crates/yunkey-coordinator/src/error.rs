@@ -43,7 +43,9 @@ pub enum CoordError {
         consumed_at: i64,
     },
     /// The activation code is wrong, used or expired.
-    #[error("activation code is wrong, already used or expired; ask the business to re-enrol the user")]
+    #[error(
+        "activation code is wrong, already used or expired; ask the business to re-enrol the user"
+    )]
     ActivationInvalid,
     /// The request id was used for another kind of request.
     #[error("request_id was already used for a {first_kind:?} request; use a fresh request_id")]
@@ -83,7 +85,9 @@ impl CoordError {
     /// The gRPC code of this error.
     pub fn code(&self) -> Code {
         match self {
-            CoordError::InvalidArgument(_) | CoordError::RequestIdReused { .. } => Code::InvalidArgument,
+            CoordError::InvalidArgument(_) | CoordError::RequestIdReused { .. } => {
+                Code::InvalidArgument
+            }
             CoordError::UserNotFound(_) => Code::NotFound,
             CoordError::UserExists(_) | CoordError::AuthorizationUsed { .. } => Code::AlreadyExists,
             CoordError::UserRevoked(_)
@@ -125,7 +129,9 @@ impl From<crate::state::Rejection> for CoordError {
             R::UserRevoked => CoordError::UserRevoked(String::new()),
             R::ActivationInvalid => CoordError::ActivationInvalid,
             R::AuthorizationUsed { consumed_at } => CoordError::AuthorizationUsed { consumed_at },
-            R::UnknownDevice => CoordError::BadAuthorization("device is not registered to this user".into()),
+            R::UnknownDevice => {
+                CoordError::BadAuthorization("device is not registered to this user".into())
+            }
             R::CaExists => CoordError::Internal("the user CA already exists".into()),
             R::WrongDomain { cluster } => CoordError::Unavailable(format!(
                 "chip belongs to another security domain than the cluster's ({cluster})"

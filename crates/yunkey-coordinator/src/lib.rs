@@ -34,6 +34,6 @@ pub mod service;
 pub mod signing;
 pub mod state;
 
-pub use crate::core::{Core, CoordinatorConfig};
+pub use crate::core::{CoordinatorConfig, Core};
 pub use error::CoordError;
 pub use node::{Node, NodeOptions};

@@ -2,7 +2,7 @@
 //! the public API, the internal Raft service, health and reflection on one TLS port.
 
 use crate::chips::{Chips, ChipsConfig};
-use crate::core::{Core, CoordinatorConfig};
+use crate::core::{CoordinatorConfig, Core};
 use crate::error::{CoordError, Result};
 use crate::service::{ClusterApi, KeyApi, TerminalApi};
 use std::future::Future;
@@ -54,14 +54,23 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(Node, tokio::task::JoinHandle<Result<()>>)> {
-        std::fs::create_dir_all(&opts.data_dir)
-            .map_err(|e| CoordError::Internal(format!("cannot create {}: {e}", opts.data_dir.display())))?;
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
+            CoordError::Internal(format!("cannot create {}: {e}", opts.data_dir.display()))
+        })?;
         let db = Db::open_sled(opts.data_dir.join("raft"))?;
         let pool = ChannelPool::new(opts.tls.clone(), None);
         let raft_pool = pool.clone();
-        let connect: yunkey_raft::Connector =
-            Arc::new(move |node: &openraft::BasicNode| raft_pool.get(&node.addr).map_err(|e| e.to_string()));
-        let opened = crate::raft::open(opts.node_id, db, connect, opts.raft.clone(), opts.config.write_timeout).await?;
+        let connect: yunkey_raft::Connector = Arc::new(move |node: &openraft::BasicNode| {
+            raft_pool.get(&node.addr).map_err(|e| e.to_string())
+        });
+        let opened = crate::raft::open(
+            opts.node_id,
+            db,
+            connect,
+            opts.raft.clone(),
+            opts.config.write_timeout,
+        )
+        .await?;
         let chips = Chips::new(pool, opts.chips.clone());
         let core = Arc::new(Core::new(
             opts.node_id,
@@ -72,11 +81,18 @@ impl Node {
         ));
         tokio::spawn(chips.heartbeat_loop(opened.view));
 
-        let tls = opts.tls.server().map_err(|e| CoordError::Internal(e.to_string()))?;
+        let tls = opts
+            .tls
+            .server()
+            .map_err(|e| CoordError::Internal(e.to_string()))?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<KeyServiceServer<KeyApi>>().await;
-        health.set_serving::<TerminalServiceServer<TerminalApi>>().await;
-        health.set_serving::<ClusterServiceServer<ClusterApi>>().await;
+        health
+            .set_serving::<TerminalServiceServer<TerminalApi>>()
+            .await;
+        health
+            .set_serving::<ClusterServiceServer<ClusterApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(yunkey_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

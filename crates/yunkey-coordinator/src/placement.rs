@@ -50,7 +50,9 @@ pub fn check(chosen: &[&ChipRecord], replicas: usize) -> bool {
     let mut ids: Vec<_> = chosen.iter().map(|c| &c.chip_id).collect();
     ids.sort();
     ids.dedup();
-    ids.len() == chosen.len() && chosen.len() <= replicas && chosen.iter().all(|c| c.placed < c.capacity)
+    ids.len() == chosen.len()
+        && chosen.len() <= replicas
+        && chosen.iter().all(|c| c.placed < c.capacity)
 }
 
 #[cfg(test)]
@@ -71,31 +73,71 @@ mod tests {
 
     #[test]
     fn prefers_zones_then_free_capacity() {
-        let chips = [chip("a", "z1", 10, 0), chip("b", "z1", 10, 1), chip("c", "z2", 10, 5)];
-        let cands: Vec<_> = chips.iter().map(|c| Candidate { chip: c, routable: true }).collect();
-        let ids: Vec<_> = place(&cands, 2).iter().map(|c| c.chip_id.as_str()).collect();
+        let chips = [
+            chip("a", "z1", 10, 0),
+            chip("b", "z1", 10, 1),
+            chip("c", "z2", 10, 5),
+        ];
+        let cands: Vec<_> = chips
+            .iter()
+            .map(|c| Candidate {
+                chip: c,
+                routable: true,
+            })
+            .collect();
+        let ids: Vec<_> = place(&cands, 2)
+            .iter()
+            .map(|c| c.chip_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "c"]);
-        let ids: Vec<_> = place(&cands, 3).iter().map(|c| c.chip_id.as_str()).collect();
+        let ids: Vec<_> = place(&cands, 3)
+            .iter()
+            .map(|c| c.chip_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "c", "b"]);
     }
 
     #[test]
     fn skips_full_and_unroutable() {
-        let chips = [chip("a", "z1", 1, 1), chip("b", "z2", 10, 0), chip("c", "z3", 10, 0)];
-        let cands = [
-            Candidate { chip: &chips[0], routable: true },
-            Candidate { chip: &chips[1], routable: false },
-            Candidate { chip: &chips[2], routable: true },
+        let chips = [
+            chip("a", "z1", 1, 1),
+            chip("b", "z2", 10, 0),
+            chip("c", "z3", 10, 0),
         ];
-        let ids: Vec<_> = place(&cands, 2).iter().map(|c| c.chip_id.as_str()).collect();
+        let cands = [
+            Candidate {
+                chip: &chips[0],
+                routable: true,
+            },
+            Candidate {
+                chip: &chips[1],
+                routable: false,
+            },
+            Candidate {
+                chip: &chips[2],
+                routable: true,
+            },
+        ];
+        let ids: Vec<_> = place(&cands, 2)
+            .iter()
+            .map(|c| c.chip_id.as_str())
+            .collect();
         assert_eq!(ids, ["c"]);
         assert!(place(&cands[..2], 2).is_empty());
     }
 
     #[test]
     fn deterministic() {
-        let chips: Vec<_> = (0..20).map(|i| chip(&format!("c{i:02}"), &format!("z{}", i % 3), 100, i)).collect();
-        let cands: Vec<_> = chips.iter().map(|c| Candidate { chip: c, routable: true }).collect();
+        let chips: Vec<_> = (0..20)
+            .map(|i| chip(&format!("c{i:02}"), &format!("z{}", i % 3), 100, i))
+            .collect();
+        let cands: Vec<_> = chips
+            .iter()
+            .map(|c| Candidate {
+                chip: c,
+                routable: true,
+            })
+            .collect();
         let a: Vec<_> = place(&cands, 3).iter().map(|c| c.chip_id.clone()).collect();
         let b: Vec<_> = place(&cands, 3).iter().map(|c| c.chip_id.clone()).collect();
         assert_eq!(a, b);

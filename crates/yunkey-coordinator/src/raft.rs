@@ -19,7 +19,12 @@ openraft::declare_raft_types!(
 );
 
 impl yunkey_raft::Apply<TypeConfig> for App {
-    fn apply(&self, state: &Tree, batch: &mut Batch, command: &Command) -> Result<CommandResult, StoreError> {
+    fn apply(
+        &self,
+        state: &Tree,
+        batch: &mut Batch,
+        command: &Command,
+    ) -> Result<CommandResult, StoreError> {
         self.apply_command(state, batch, command)
     }
 }
@@ -70,12 +75,17 @@ pub async fn open(
     config: openraft::Config,
     write_timeout: Duration,
 ) -> Result<OpenedRaft> {
-    let storage = |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
+    let storage =
+        |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
     let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone()).map_err(storage)?;
     let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, App).map_err(storage)?;
     let view = StateView::new(sm.state());
     let net = yunkey_raft::GrpcNetworkFactory::<TypeConfig>::new(node_id, connect);
-    let config = Arc::new(config.validate().map_err(|e| CoordError::Internal(e.to_string()))?);
+    let config = Arc::new(
+        config
+            .validate()
+            .map_err(|e| CoordError::Internal(e.to_string()))?,
+    );
     let raft = Raft::new(node_id, config, net.clone(), log, sm)
         .await
         .map_err(|e| CoordError::Internal(format!("raft start: {e}")))?;
@@ -130,17 +140,26 @@ impl RaftHandle {
         let kind = cmd.op.kind();
         let started = std::time::Instant::now();
         let result = yunkey_raft::write(&self.raft, &self.net, cmd, self.write_timeout).await;
-        metrics::histogram!("yunkey_raft_write_seconds", "op" => kind).record(started.elapsed().as_secs_f64());
-        result.map_err(|e| CoordError::Raft(format!("could not commit: {e}; retry with the same request_id")))
+        metrics::histogram!("yunkey_raft_write_seconds", "op" => kind)
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|e| {
+            CoordError::Raft(format!(
+                "could not commit: {e}; retry with the same request_id"
+            ))
+        })
     }
 
     /// Returns once this node's state reflects every write acknowledged before the call.
     pub async fn ensure_linearizable(&self) -> Result<()> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
-            CoordError::Unavailable(format!(
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                CoordError::Unavailable(format!(
                 "linearizable read not possible here ({e}); retry, or ask with consistency STALE"
             ))
-        })
+            })
     }
 
     /// After a write: waits until it is applied on this node too.
@@ -163,7 +182,11 @@ impl RaftHandle {
                     .as_ref()
                     .and_then(|r| r.get(id).cloned().flatten())
                     .map(|l| l.index)
-                    .unwrap_or(if *id == m.id { m.last_log_index.unwrap_or(0) } else { 0 });
+                    .unwrap_or(if *id == m.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        0
+                    });
                 NodeStatus {
                     node_id: *id,
                     address: node.addr.clone(),

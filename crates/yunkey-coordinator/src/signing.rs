@@ -8,11 +8,13 @@ use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{Op, UserState};
 use tonic::Code;
+use yunkey_crypto::authz;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::tx::{self, MAX_AUTHORIZATION_LIFETIME_SECS};
 use yunkey_crypto::validate::{self, InvalidField};
-use yunkey_crypto::authz;
-use yunkey_proto::v1::{SignAuthorizedRequest, SignRequest, SignResponse, VerifyRequest, VerifyResponse};
+use yunkey_proto::v1::{
+    SignAuthorizedRequest, SignRequest, SignResponse, VerifyRequest, VerifyResponse,
+};
 
 /// Longest DER ECDSA P-256 signature.
 const MAX_SIGNATURE_LEN: usize = 72;
@@ -21,7 +23,10 @@ fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
     if sig.is_empty() || sig.len() > MAX_SIGNATURE_LEN {
         return Err(InvalidField::new(
             field,
-            format!("is {} bytes; a DER ECDSA P-256 signature is 8 to {MAX_SIGNATURE_LEN} bytes", sig.len()),
+            format!(
+                "is {} bytes; a DER ECDSA P-256 signature is 8 to {MAX_SIGNATURE_LEN} bytes",
+                sig.len()
+            ),
         )
         .into());
     }
@@ -42,7 +47,8 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
     let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
     // Without a request id, the transaction itself is the idempotency key: a blind retry of
     // the same authorization gets the same signature instead of a replay error.
-    let request_id = crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
+    let request_id =
+        crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
 
     let user = core
         .view
@@ -59,7 +65,11 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             user_id: req.user_id.clone(),
             device_id: authorization.device_id.clone(),
         })?;
-    tx::check_expiry(tx.expires_at, crate::clock::now(), MAX_AUTHORIZATION_LIFETIME_SECS)?;
+    tx::check_expiry(
+        tx.expires_at,
+        crate::clock::now(),
+        MAX_AUTHORIZATION_LIFETIME_SECS,
+    )?;
     let message = authz::authorization_message(&req.user_id, &device.device_id, &tx_hash);
     PublicKey::from_spki_der(&device.public_key)
         .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?
@@ -85,7 +95,10 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
     .await?;
 
     let (ca, _) = core.ca()?;
-    let mut last = CoordError::Unavailable(format!("no chip holding user {:?}'s key is reachable", req.user_id));
+    let mut last = CoordError::Unavailable(format!(
+        "no chip holding user {:?}'s key is reachable",
+        req.user_id
+    ));
     for holder in core.chips.order_holders(&user.holders) {
         let Some(endpoint) = core.chips.endpoint_of(&holder.chip_id) else {
             continue;
@@ -103,7 +116,8 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             .await;
         match result {
             Ok(resp) => {
-                metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign")
+                    .record(started.elapsed().as_secs_f64());
                 return Ok(SignResponse {
                     tx_hash: tx_hash.to_vec(),
                     signature: resp.into_inner().signature,
@@ -111,7 +125,12 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
                     chip_id: holder.chip_id.clone(),
                 });
             }
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                ) =>
+            {
                 // Route around it at once; the heartbeat decides when it is back.
                 core.chips.mark_missed(&holder.chip_id);
                 last = chip_err(&holder.chip_id)(status);
@@ -127,12 +146,24 @@ pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
     validate::identifier("user_id", &req.user_id)?;
     let digest = match (&req.transaction, req.tx_hash.is_empty()) {
         (Some(tx), true) => tx::encode_and_hash(tx)?.1,
-        (None, false) => <[u8; 32]>::try_from(req.tx_hash.as_slice())
-            .map_err(|_| InvalidField::new("tx_hash", format!("is {} bytes; a SHA-256 is 32", req.tx_hash.len())))?,
+        (None, false) => <[u8; 32]>::try_from(req.tx_hash.as_slice()).map_err(|_| {
+            InvalidField::new(
+                "tx_hash",
+                format!("is {} bytes; a SHA-256 is 32", req.tx_hash.len()),
+            )
+        })?,
         (Some(_), false) => {
-            return Err(InvalidField::new("tx_hash", "give either transaction or tx_hash, not both").into())
+            return Err(InvalidField::new(
+                "tx_hash",
+                "give either transaction or tx_hash, not both",
+            )
+            .into())
         }
-        (None, true) => return Err(InvalidField::new("transaction", "give the transaction or its tx_hash").into()),
+        (None, true) => {
+            return Err(
+                InvalidField::new("transaction", "give the transaction or its tx_hash").into(),
+            )
+        }
     };
     if req.signature.is_empty() {
         return Err(InvalidField::new("signature", "is required").into());
@@ -141,7 +172,8 @@ pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
         .view
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    let key = PublicKey::from_spki_der(&user.public_key).map_err(|e| CoordError::Internal(e.to_string()))?;
+    let key = PublicKey::from_spki_der(&user.public_key)
+        .map_err(|e| CoordError::Internal(e.to_string()))?;
     let (valid, reason) = match key.verify_digest(&digest, &req.signature) {
         Ok(()) => (true, String::new()),
         Err(e) => (false, e.to_string()),

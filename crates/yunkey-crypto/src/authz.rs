@@ -29,7 +29,11 @@ pub fn authorization_message(user_id: &str, device_id: &str, tx_hash: &Digest) -
 /// ```
 /// where the hashes are SHA-256 of the activation code's UTF-8 bytes and of the device's
 /// SubjectPublicKeyInfo DER.
-pub fn registration_message(user_id: &str, activation_code: &str, device_spki_der: &[u8]) -> Vec<u8> {
+pub fn registration_message(
+    user_id: &str,
+    activation_code: &str,
+    device_spki_der: &[u8],
+) -> Vec<u8> {
     format!(
         "{REGISTER_HEADER}\nuser_id:{user_id}\nactivation_code_sha256:{}\ndevice_key_sha256:{}\n",
         hex::encode(crate::sha256(activation_code.as_bytes())),
@@ -46,7 +50,9 @@ mod tests {
     fn messages_bind_every_input() {
         let h = [1u8; 32];
         let m = authorization_message("alice", "dev-1", &h);
-        assert!(String::from_utf8(m.clone()).unwrap().ends_with(&format!("{}\n", hex::encode(h))));
+        assert!(String::from_utf8(m.clone())
+            .unwrap()
+            .ends_with(&format!("{}\n", hex::encode(h))));
         assert_ne!(m, authorization_message("bob", "dev-1", &h));
         assert_ne!(m, authorization_message("alice", "dev-2", &h));
         assert_ne!(m, authorization_message("alice", "dev-1", &[2u8; 32]));

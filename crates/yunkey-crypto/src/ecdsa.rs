@@ -36,7 +36,8 @@ impl PublicKey {
 
     /// Verifies a DER signature over a SHA-256 digest.
     pub fn verify_digest(&self, digest: &Digest, signature_der: &[u8]) -> Result<(), CryptoError> {
-        let sig = Signature::from_der(signature_der).map_err(|_| CryptoError::MalformedSignature)?;
+        let sig =
+            Signature::from_der(signature_der).map_err(|_| CryptoError::MalformedSignature)?;
         self.0
             .verify_prehash(digest, &sig)
             .map_err(|_| CryptoError::BadSignature)
@@ -54,7 +55,11 @@ impl PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({})", hex::encode(&crate::sha256(&self.to_spki_der())[..8]))
+        write!(
+            f,
+            "PublicKey({})",
+            hex::encode(&crate::sha256(&self.to_spki_der())[..8])
+        )
     }
 }
 
@@ -124,9 +129,19 @@ mod tests {
         let public = PublicKey::from_spki_der(&key.public_key().to_spki_der()).unwrap();
         let sig = key.sign_message(b"pay 5 EUR");
         public.verify_message(b"pay 5 EUR", &sig).unwrap();
-        assert_eq!(public.verify_message(b"pay 6 EUR", &sig), Err(CryptoError::BadSignature));
-        assert_eq!(public.verify_message(b"x", b"junk"), Err(CryptoError::MalformedSignature));
-        assert_eq!(key.sign_message(b"pay 5 EUR"), sig, "RFC 6979 signatures are deterministic");
+        assert_eq!(
+            public.verify_message(b"pay 6 EUR", &sig),
+            Err(CryptoError::BadSignature)
+        );
+        assert_eq!(
+            public.verify_message(b"x", b"junk"),
+            Err(CryptoError::MalformedSignature)
+        );
+        assert_eq!(
+            key.sign_message(b"pay 5 EUR"),
+            sig,
+            "RFC 6979 signatures are deterministic"
+        );
     }
 
     #[test]

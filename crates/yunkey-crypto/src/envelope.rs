@@ -17,7 +17,8 @@ fn derive(shared: &[u8], eph_sec1: &[u8], recipient_sec1: &[u8]) -> SealKey {
     salt.extend_from_slice(recipient_sec1);
     let hk = Hkdf::<sha2::Sha256>::new(Some(&salt), shared);
     let mut okm = Zeroizing::new([0u8; 32]);
-    hk.expand(INFO, &mut okm[..]).expect("32 bytes is a valid HKDF length");
+    hk.expand(INFO, &mut okm[..])
+        .expect("32 bytes is a valid HKDF length");
     SealKey::from_bytes(&okm[..]).expect("32 bytes")
 }
 
@@ -25,7 +26,10 @@ fn derive(shared: &[u8], eph_sec1: &[u8], recipient_sec1: &[u8]) -> SealKey {
 pub fn seal_to(recipient: &PublicKey, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let eph = PrivateKey::generate();
     let eph_sec1 = eph.public_key().to_sec1();
-    let shared = diffie_hellman(eph.inner().as_nonzero_scalar(), recipient.inner().as_affine());
+    let shared = diffie_hellman(
+        eph.inner().as_nonzero_scalar(),
+        recipient.inner().as_affine(),
+    );
     let key = derive(shared.raw_secret_bytes(), &eph_sec1, &recipient.to_sec1());
     let mut out = eph_sec1;
     out.extend_from_slice(&key.seal(context, plaintext));
@@ -33,14 +37,22 @@ pub fn seal_to(recipient: &PublicKey, context: &[u8], plaintext: &[u8]) -> Vec<u
 }
 
 /// Opens what [`seal_to`] made for `recipient`'s public key.
-pub fn open_with(recipient: &PrivateKey, context: &[u8], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+pub fn open_with(
+    recipient: &PrivateKey,
+    context: &[u8],
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if envelope.len() < 65 {
         return Err(CryptoError::Unseal);
     }
     let (eph_sec1, sealed) = envelope.split_at(65);
     let eph = p256::PublicKey::from_sec1_bytes(eph_sec1).map_err(|_| CryptoError::Unseal)?;
     let shared = diffie_hellman(recipient.inner().as_nonzero_scalar(), eph.as_affine());
-    let key = derive(shared.raw_secret_bytes(), eph_sec1, &recipient.public_key().to_sec1());
+    let key = derive(
+        shared.raw_secret_bytes(),
+        eph_sec1,
+        &recipient.public_key().to_sec1(),
+    );
     key.open(context, sealed)
 }
 
@@ -52,7 +64,10 @@ mod tests {
     fn only_the_recipient_opens() {
         let chip = PrivateKey::generate();
         let env = seal_to(&chip.public_key(), b"domain", b"wrapping key");
-        assert_eq!(&open_with(&chip, b"domain", &env).unwrap()[..], b"wrapping key");
+        assert_eq!(
+            &open_with(&chip, b"domain", &env).unwrap()[..],
+            b"wrapping key"
+        );
         assert!(open_with(&PrivateKey::generate(), b"domain", &env).is_err());
         assert!(open_with(&chip, b"other", &env).is_err());
         assert!(open_with(&chip, b"domain", &env[..10]).is_err());

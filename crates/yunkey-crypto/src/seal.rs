@@ -96,7 +96,10 @@ mod tests {
         let sealed = key.seal(b"ctx", b"secret");
         assert_eq!(&key.open(b"ctx", &sealed).unwrap()[..], b"secret");
         assert_eq!(key.open(b"other", &sealed), Err(CryptoError::Unseal));
-        assert_eq!(SealKey::generate().open(b"ctx", &sealed), Err(CryptoError::Unseal));
+        assert_eq!(
+            SealKey::generate().open(b"ctx", &sealed),
+            Err(CryptoError::Unseal)
+        );
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(key.open(b"ctx", &tampered), Err(CryptoError::Unseal));

@@ -39,10 +39,18 @@ pub fn validate(tx: &Transaction) -> Result<(), InvalidField> {
     if !(tx.currency.len() == 3 && tx.currency.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(InvalidField::new(
             "transaction.currency",
-            format!("{:?} is not 3 upper-case letters (for example \"EUR\")", tx.currency),
+            format!(
+                "{:?} is not 3 upper-case letters (for example \"EUR\")",
+                tx.currency
+            ),
         ));
     }
-    validate::text("transaction.transaction_id", &tx.transaction_id, MAX_FIELD, false)?;
+    validate::text(
+        "transaction.transaction_id",
+        &tx.transaction_id,
+        MAX_FIELD,
+        false,
+    )?;
     if !(MIN_NONCE..=MAX_NONCE).contains(&tx.nonce.len()) {
         return Err(InvalidField::new(
             "transaction.nonce",
@@ -91,7 +99,10 @@ pub fn decode(bytes: &[u8]) -> Result<Transaction, InvalidField> {
     let text = std::str::from_utf8(bytes).map_err(|_| InvalidField::new(FIELD, "is not UTF-8"))?;
     let mut lines = text.strip_suffix('\n').unwrap_or(text).split('\n');
     if lines.next() != Some(HEADER) {
-        return Err(InvalidField::new(FIELD, format!("does not start with {HEADER:?}")));
+        return Err(InvalidField::new(
+            FIELD,
+            format!("does not start with {HEADER:?}"),
+        ));
     }
     let mut next = |name: &'static str| -> Result<&str, InvalidField> {
         lines
@@ -175,7 +186,9 @@ pub fn canonical_amount(input: &str) -> Result<String, InvalidField> {
     let bad = || {
         InvalidField::new(
             "transaction.amount",
-            format!("{input:?} is not a positive decimal with at most 18 integer and 8 fraction digits"),
+            format!(
+                "{input:?} is not a positive decimal with at most 18 integer and 8 fraction digits"
+            ),
         )
     };
     let (int, frac) = input.split_once('.').unwrap_or((input, ""));
@@ -192,7 +205,10 @@ pub fn canonical_amount(input: &str) -> Result<String, InvalidField> {
     }
     let int = if int.is_empty() { "0" } else { int };
     if int == "0" && frac.is_empty() {
-        return Err(InvalidField::new("transaction.amount", "must be greater than zero"));
+        return Err(InvalidField::new(
+            "transaction.amount",
+            "must be greater than zero",
+        ));
     }
     Ok(if frac.is_empty() {
         int.to_owned()
@@ -244,7 +260,17 @@ mod tests {
         assert_eq!(canonical_amount("012.50").unwrap(), "12.5");
         assert_eq!(canonical_amount("0.01").unwrap(), "0.01");
         assert_eq!(canonical_amount("100").unwrap(), "100");
-        for bad in ["", "-1", "1.", ".5", "1e3", "0", "0.000", "1.123456789", "1,5"] {
+        for bad in [
+            "",
+            "-1",
+            "1.",
+            ".5",
+            "1e3",
+            "0",
+            "0.000",
+            "1.123456789",
+            "1,5",
+        ] {
             assert!(canonical_amount(bad).is_err(), "{bad}");
         }
         let mut tx = sample();
@@ -277,7 +303,13 @@ mod tests {
     #[test]
     fn expiry() {
         assert!(check_expiry(110, 100, 600).is_ok());
-        assert!(matches!(check_expiry(100, 100, 600), Err(ExpiryError::Expired { .. })));
-        assert!(matches!(check_expiry(1000, 100, 600), Err(ExpiryError::TooFar { .. })));
+        assert!(matches!(
+            check_expiry(100, 100, 600),
+            Err(ExpiryError::Expired { .. })
+        ));
+        assert!(matches!(
+            check_expiry(1000, 100, 600),
+            Err(ExpiryError::TooFar { .. })
+        ));
     }
 }

@@ -57,7 +57,12 @@ pub fn identifier(field: &'static str, value: &str) -> Result<(), InvalidField> 
 }
 
 /// Checks free text: 1..=`max` bytes (or 0 when `optional`), no control characters.
-pub fn text(field: &'static str, value: &str, max: usize, optional: bool) -> Result<(), InvalidField> {
+pub fn text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    optional: bool,
+) -> Result<(), InvalidField> {
     if value.is_empty() && !optional {
         return Err(InvalidField::new(field, "must not be empty"));
     }
@@ -68,7 +73,10 @@ pub fn text(field: &'static str, value: &str, max: usize, optional: bool) -> Res
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(InvalidField::new(field, "must not contain control characters"));
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

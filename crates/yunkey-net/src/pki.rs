@@ -35,7 +35,9 @@ impl DevPki {
     /// The PKI in `dir`; creates any missing part. Existing files are kept, so restarting
     /// `yunkey dev` keeps clients' trust.
     pub fn ensure(dir: &Path) -> Result<Self, NetError> {
-        let pki = Self { dir: dir.to_owned() };
+        let pki = Self {
+            dir: dir.to_owned(),
+        };
         if !pki.path(files::CA).exists() || !pki.path(files::CA_KEY).exists() {
             let (ca_pem, ca_key_pem) = new_ca()?;
             write(&pki.path(files::CA_KEY), ca_key_pem.as_bytes(), true)?;
@@ -111,7 +113,9 @@ fn issue(ca_pem: &str, ca_key_pem: &str, role: Role) -> Result<(String, String),
     params.subject_alt_names = vec![SanType::URI(role.uri().try_into().map_err(cert_err)?)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     if role == Role::Node {
-        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
         params.subject_alt_names.extend([
             SanType::DnsName("localhost".try_into().map_err(cert_err)?),
             SanType::IpAddress([127, 0, 0, 1].into()),
@@ -153,7 +157,9 @@ fn write(path: &Path, data: &[u8], private: bool) -> Result<(), NetError> {
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
     }
     Ok(())
 }

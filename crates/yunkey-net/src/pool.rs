@@ -40,16 +40,25 @@ impl ChannelPool {
 }
 
 /// A lazily connecting channel to `endpoint` with yunkey's timeouts and keep-alives.
-pub fn connect_lazy(endpoint: &str, tls: &TlsMaterial, domain: Option<&str>) -> Result<Channel, NetError> {
+pub fn connect_lazy(
+    endpoint: &str,
+    tls: &TlsMaterial,
+    domain: Option<&str>,
+) -> Result<Channel, NetError> {
     let bad = |reason: String| NetError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason,
     };
     let uri: http_uri::Uri = endpoint.parse().map_err(|e| bad(format!("{e}")))?;
     if uri.scheme_str() != Some("https") {
-        return Err(bad("must start with https:// (yunkey always uses TLS)".into()));
+        return Err(bad(
+            "must start with https:// (yunkey always uses TLS)".into()
+        ));
     }
-    let host = uri.host().ok_or_else(|| bad("has no host".into()))?.to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(|| bad("has no host".into()))?
+        .to_owned();
     let domain = domain.map(str::to_owned).unwrap_or(host);
     let ep = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| bad(e.to_string()))?

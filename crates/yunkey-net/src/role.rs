@@ -68,10 +68,15 @@ pub fn role_of_certificate(der: &[u8]) -> Option<Role> {
 /// A printable name of the caller of `req`: `<role>:<certificate subject>`, or
 /// `anonymous` without a certificate. For audit records.
 pub fn peer_name<T>(req: &Request<T>) -> String {
-    let Some(der) = req.peer_certs().and_then(|c| c.first().map(|c| c.as_ref().to_vec())) else {
+    let Some(der) = req
+        .peer_certs()
+        .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+    else {
         return "anonymous".to_owned();
     };
-    let role = role_of_certificate(&der).map(Role::as_str).unwrap_or("unknown");
+    let role = role_of_certificate(&der)
+        .map(Role::as_str)
+        .unwrap_or("unknown");
     match Certificate::from_der(&der) {
         Ok(cert) => format!("{role}:{}", cert.tbs_certificate.subject),
         Err(_) => role.to_owned(),

@@ -43,9 +43,18 @@ fn ranges_and_prefixes(db: &Db) {
         t.insert(k, k).unwrap();
     }
     let keys: Vec<_> = t.scan_prefix(b"u/").map(|e| e.unwrap().0).collect();
-    assert_eq!(keys, vec![b"u/a".to_vec(), b"u/b".to_vec(), b"u/c".to_vec()]);
-    let keys: Vec<_> = t.range(b"u/b", Some(b"v/a")).map(|e| e.unwrap().0).collect();
-    assert_eq!(keys, vec![b"u/b".to_vec(), b"u/c".to_vec(), b"u\xff".to_vec()]);
+    assert_eq!(
+        keys,
+        vec![b"u/a".to_vec(), b"u/b".to_vec(), b"u/c".to_vec()]
+    );
+    let keys: Vec<_> = t
+        .range(b"u/b", Some(b"v/a"))
+        .map(|e| e.unwrap().0)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"u/b".to_vec(), b"u/c".to_vec(), b"u\xff".to_vec()]
+    );
     assert_eq!(t.first().unwrap().unwrap().0, b"u/a".to_vec());
     assert_eq!(t.last().unwrap().unwrap().0, b"v/a".to_vec());
     let all: Vec<_> = t.scan_prefix(b"").collect();
@@ -78,6 +87,9 @@ mod tests {
             db.flush().unwrap();
         }
         let db = crate::Db::open_sled(dir.path()).unwrap();
-        assert_eq!(db.tree("persist").unwrap().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            db.tree("persist").unwrap().get(b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }

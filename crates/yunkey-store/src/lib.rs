@@ -76,7 +76,11 @@ pub(crate) trait DbEngine: Send + Sync {
 pub(crate) trait TreeEngine: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn apply(&self, batch: Batch) -> Result<()>;
-    fn range(&self, from: &[u8], to: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<Entry>> + Send>;
+    fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + Send>;
     fn last(&self) -> Result<Option<Entry>>;
     fn first(&self) -> Result<Option<Entry>>;
     fn len(&self) -> usize;
@@ -150,7 +154,11 @@ impl Tree {
     }
 
     /// Entries with `from <= key < to` (or to the end), in key order.
-    pub fn range(&self, from: &[u8], to: Option<&[u8]>) -> impl Iterator<Item = Result<Entry>> + Send {
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<Entry>> + Send {
         self.0.range(from, to)
     }
 

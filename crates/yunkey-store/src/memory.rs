@@ -44,7 +44,11 @@ impl TreeEngine for MemTree {
         Ok(())
     }
 
-    fn range(&self, from: &[u8], to: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
+    fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
         let map = self.0.read().expect("poisoned");
         let upper = match to {
             Some(t) => Bound::Excluded(t.to_vec()),

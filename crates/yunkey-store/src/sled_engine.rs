@@ -57,7 +57,11 @@ impl TreeEngine for SledTree {
         Ok(())
     }
 
-    fn range(&self, from: &[u8], to: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
+    fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
         match to {
             Some(to) => Box::new(self.0.range(from.to_vec()..to.to_vec()).map(entry)),
             None => Box::new(self.0.range(from.to_vec()..).map(entry)),

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use yunkey_client::{key_client, terminal_client, Connection};
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::{authz, tx};
-use yunkey_proto::v1::{Authorization, EnrollUserRequest, RegisterDeviceRequest, SignRequest, Transaction};
+use yunkey_proto::v1::{
+    Authorization, EnrollUserRequest, RegisterDeviceRequest, SignRequest, Transaction,
+};
 
 struct BenchUser {
     user_id: String,
@@ -40,9 +42,11 @@ fn transaction(user: &str, seq: u64) -> Transaction {
 fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     let tx = transaction(&u.user_id, seq);
     let (_, hash) = tx::encode_and_hash(&tx).expect("bench transactions are valid");
-    let signature = u
-        .key
-        .sign_message(&authz::authorization_message(&u.user_id, &u.device_id, &hash));
+    let signature = u.key.sign_message(&authz::authorization_message(
+        &u.user_id,
+        &u.device_id,
+        &hash,
+    ));
     SignRequest {
         request_id: String::new(),
         user_id: u.user_id.clone(),
@@ -54,7 +58,11 @@ fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     }
 }
 
-async fn setup_users(business: &Connection, device: &Connection, n: usize) -> anyhow::Result<(Vec<BenchUser>, f64)> {
+async fn setup_users(
+    business: &Connection,
+    device: &Connection,
+    n: usize,
+) -> anyhow::Result<(Vec<BenchUser>, f64)> {
     let run = hex::encode(yunkey_crypto::random_bytes::<4>());
     let started = Instant::now();
     let enrolled = futures::future::try_join_all((0..n).map(|i| {
@@ -97,7 +105,11 @@ async fn setup_users(business: &Connection, device: &Connection, n: usize) -> an
             })
             .await?;
         let device_id = resp.device.context("no device in reply")?.device_id;
-        users.push(BenchUser { user_id, device_id, key });
+        users.push(BenchUser {
+            user_id,
+            device_id,
+            key,
+        });
     }
     Ok((users, enroll_rate))
 }
@@ -131,7 +143,12 @@ struct Level {
     p99_ms: f64,
 }
 
-async fn run_level(conn: &Connection, users: &Arc<Vec<BenchUser>>, concurrency: usize, window: Duration) -> anyhow::Result<Level> {
+async fn run_level(
+    conn: &Connection,
+    users: &Arc<Vec<BenchUser>>,
+    concurrency: usize,
+    window: Duration,
+) -> anyhow::Result<Level> {
     let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -140,8 +157,15 @@ async fn run_level(conn: &Connection, users: &Arc<Vec<BenchUser>>, concurrency: 
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let (conn, users, hist, stop, ok, errors, seq) =
-                (conn.clone(), users.clone(), hist.clone(), stop.clone(), ok.clone(), errors.clone(), seq.clone());
+            let (conn, users, hist, stop, ok, errors, seq) = (
+                conn.clone(),
+                users.clone(),
+                hist.clone(),
+                stop.clone(),
+                ok.clone(),
+                errors.clone(),
+                seq.clone(),
+            );
             tokio::spawn(async move {
                 let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
                 let mut client = key_client(conn.current_channel());
@@ -196,8 +220,11 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let users = Arc::new(users);
     let window = Duration::from_secs(args.seconds);
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let per_core = tokio::task::spawn_blocking(|| crypto_rate_per_core(Duration::from_secs(2))).await?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let per_core =
+        tokio::task::spawn_blocking(|| crypto_rate_per_core(Duration::from_secs(2))).await?;
     let ceiling = per_core * cores as f64;
 
     let mut levels = Vec::new();
@@ -231,7 +258,10 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
                     l.concurrency, l.rate, l.p50_ms, l.p99_ms, l.errors
                 ));
             }
-            out.push_str(&format!("\nbest: {best:.0}/s = {:.0}% of the crypto ceiling", 100.0 * best / ceiling));
+            out.push_str(&format!(
+                "\nbest: {best:.0}/s = {:.0}% of the crypto ceiling",
+                100.0 * best / ceiling
+            ));
             out
         },
     );

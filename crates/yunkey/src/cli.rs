@@ -19,7 +19,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Data directory of a dev cluster: its TLS files and `endpoint` are used to connect.
-    #[arg(long, global = true, env = "YUNKEY_DATA", default_value = "yunkey-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "YUNKEY_DATA",
+        default_value = "yunkey-data"
+    )]
     pub data: PathBuf,
     /// Coordinator endpoint(s), `https://host:port`, comma-separated (default: the dev
     /// cluster's, from `--data`).

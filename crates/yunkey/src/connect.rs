@@ -31,7 +31,10 @@ fn endpoints(g: &Global) -> anyhow::Result<Vec<String>> {
 /// Connection as a business client (with the client identity).
 pub fn business(g: &Global) -> anyhow::Result<Connection> {
     let cert = g.cert.clone().unwrap_or_else(|| g.data.join(files::CLIENT));
-    let key = g.key.clone().unwrap_or_else(|| g.data.join(files::CLIENT_KEY));
+    let key = g
+        .key
+        .clone()
+        .unwrap_or_else(|| g.data.join(files::CLIENT_KEY));
     connect(g, Some((cert, key)))
 }
 

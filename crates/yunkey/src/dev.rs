@@ -29,9 +29,15 @@ fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + '
 }
 
 /// Serves one soft chip on a loopback port; returns its endpoint.
-async fn start_chip(dir: &Path, config: SoftChipConfig, tls: &TlsMaterial, stop: watch::Receiver<bool>) -> anyhow::Result<String> {
+async fn start_chip(
+    dir: &Path,
+    config: SoftChipConfig,
+    tls: &TlsMaterial,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<String> {
     let id = config.chip_id.clone();
-    let chip = SoftChip::open(dir, config).with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
+    let chip = SoftChip::open(dir, config)
+        .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let router = Server::builder()
@@ -39,7 +45,10 @@ async fn start_chip(dir: &Path, config: SoftChipConfig, tls: &TlsMaterial, stop:
         .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped(stop)).await {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
             tracing::error!(chip = %id, error = %e, "chip server failed");
         }
     });
@@ -57,7 +66,9 @@ fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
     if addr == "off" {
         return Ok(None);
     }
-    let addr: SocketAddr = addr.parse().with_context(|| format!("--metrics {addr:?} is not HOST:PORT or off"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--metrics {addr:?} is not HOST:PORT or off"))?;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
@@ -100,11 +111,18 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
         chip_endpoints.push(start_chip(&dir, config, &tls, stop_rx.clone()).await?);
     }
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (choose another with --listen)", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (choose another with --listen)",
+            args.listen
+        )
+    })?;
     let local = listener.local_addr()?;
-    let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
     let advertise = format!("https://{host}:{}", local.port());
     let opts = NodeOptions {
         node_id: 1,
@@ -126,11 +144,21 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
         admin::admit_chip(&core, "dev", endpoint).await?;
     }
     let ca = admin::ensure_ca(&core, "dev").await?;
-    write_file(&data.join(USER_CA_FILE), cert_pem(&ca.certificate).as_bytes())?;
-    write_file(&data.join(ENDPOINT_FILE), format!("{advertise}\n").as_bytes())?;
+    write_file(
+        &data.join(USER_CA_FILE),
+        cert_pem(&ca.certificate).as_bytes(),
+    )?;
+    write_file(
+        &data.join(ENDPOINT_FILE),
+        format!("{advertise}\n").as_bytes(),
+    )?;
 
     let users = core.view.user_count()?;
-    println!("yunkey dev: 1 coordinator, {} chips, {users} users, data in {}", args.chips, data.display());
+    println!(
+        "yunkey dev: 1 coordinator, {} chips, {users} users, data in {}",
+        args.chips,
+        data.display()
+    );
     if let Some(m) = metrics {
         println!("metrics: http://{m}/metrics");
     }

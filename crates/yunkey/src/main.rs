@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli);
     yunkey_net::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -42,7 +45,11 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(cli: &cli::Cli) {
-    let default = if matches!(cli.command, cli::Command::Dev(_)) { "info" } else { "warn" };
+    let default = if matches!(cli.command, cli::Command::Dev(_)) {
+        "info,openraft=warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("YUNKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

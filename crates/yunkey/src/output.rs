@@ -5,7 +5,10 @@ use yunkey_client::ClientError;
 /// Prints a result.
 pub fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        );
     } else {
         println!("{}", human());
     }
@@ -18,7 +21,10 @@ pub fn error(json: bool, err: &anyhow::Error) {
         _ => ("ERROR".to_owned(), format!("{err:#}")),
     };
     if json {
-        println!("{}", serde_json::json!({ "error": { "code": code, "message": message } }));
+        println!(
+            "{}",
+            serde_json::json!({ "error": { "code": code, "message": message } })
+        );
     }
     eprintln!("error: {code}: {message}");
 }
@@ -53,7 +59,10 @@ pub fn cert_pem(der: &[u8]) -> String {
 mod tests {
     #[test]
     fn status_names() {
-        assert_eq!(super::status_name(tonic::Code::PermissionDenied), "PERMISSION_DENIED");
+        assert_eq!(
+            super::status_name(tonic::Code::PermissionDenied),
+            "PERMISSION_DENIED"
+        );
         assert_eq!(super::status_name(tonic::Code::NotFound), "NOT_FOUND");
     }
 }

@@ -12,7 +12,8 @@ pub type Secret = Zeroizing<String>;
 /// The user's PIN.
 pub fn read(pin_file: Option<&Path>) -> anyhow::Result<Secret> {
     if let Some(path) = pin_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading PIN file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading PIN file {}", path.display()))?;
         return non_empty(text.trim_end_matches(['\n', '\r']).to_owned());
     }
     if let Ok(pin) = std::env::var("YUNKEY_PIN") {

@@ -32,7 +32,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
         } => {
             let ks = keystore(opts)?;
             let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let resp = terminal::register(&conn, &ks, user, activation_code.trim(), &pin, name).await?;
+            let resp =
+                terminal::register(&conn, &ks, user, activation_code.trim(), &pin, name).await?;
             let device = resp.device.context("server returned no device")?;
             print(
                 g.json,
@@ -56,7 +57,14 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             let ks = keystore(opts)?;
             let pin = crate::pin::read(opts.pin_file.as_deref())?;
             let now = terminal::server_time(&conn).await?;
-            let tx = terminal::new_transaction(payer.as_deref().unwrap_or(user), payee, amount, currency, now, *ttl)?;
+            let tx = terminal::new_transaction(
+                payer.as_deref().unwrap_or(user),
+                payee,
+                amount,
+                currency,
+                now,
+                *ttl,
+            )?;
             let canonical = yunkey_crypto::tx::encode(&tx).map_err(|e| anyhow::anyhow!("{e}"))?;
             let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use yunkey_client::ClientError;
 use yunkey_proto::v1::{
-    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeUserRequest, StatusRequest, User, UserStatus,
-    VerifyRequest,
+    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeUserRequest, StatusRequest, User,
+    UserStatus, VerifyRequest,
 };
 
 fn user_json(u: &User) -> serde_json::Value {
@@ -30,14 +30,28 @@ fn user_text(u: &User) -> String {
     format!(
         "user:        {}\nstatus:      {}\ndevices:     {}\nchips:       {}\nactivation:  {}",
         u.user_id,
-        UserStatus::try_from(u.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        UserStatus::try_from(u.status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN"),
         if u.devices.is_empty() {
             "none".to_owned()
         } else {
-            u.devices.iter().map(|d| d.device_id.clone()).collect::<Vec<_>>().join(", ")
+            u.devices
+                .iter()
+                .map(|d| d.device_id.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
         },
-        u.holders.iter().map(|h| h.chip_id.clone()).collect::<Vec<_>>().join(", "),
-        if u.activation_pending { "pending" } else { "used" },
+        u.holders
+            .iter()
+            .map(|h| h.chip_id.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if u.activation_pending {
+            "pending"
+        } else {
+            "used"
+        },
     )
 }
 
@@ -107,7 +121,9 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                     async move { yunkey_client::key_client(ch).revoke_user(req).await }
                 })
                 .await?;
-            print(g.json, user_json(&user), || format!("revoked {}", user.user_id));
+            print(g.json, user_json(&user), || {
+                format!("revoked {}", user.user_id)
+            });
         }
     }
     Ok(())
@@ -132,7 +148,11 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<()> {
             let key = yunkey_crypto::ecdsa::PublicKey::from_spki_der(&spki)
                 .map_err(|e| anyhow::anyhow!("certificate key: {e}"))?;
             let r = key.verify_digest(&digest, &signature);
-            (r.is_ok(), r.err().map(|e| e.to_string()).unwrap_or_default(), cert.tbs_certificate.subject.to_string())
+            (
+                r.is_ok(),
+                r.err().map(|e| e.to_string()).unwrap_or_default(),
+                cert.tbs_certificate.subject.to_string(),
+            )
         }
         (None, Some(user)) => {
             let conn = connect::business(g)?;
@@ -150,17 +170,25 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<()> {
                 .await?;
             (resp.valid, resp.reason, format!("user {user}"))
         }
-        (None, None) => bail!("give --user USER_ID (checked by the cluster) or --certificate FILE (checked here)"),
+        (None, None) => bail!(
+            "give --user USER_ID (checked by the cluster) or --certificate FILE (checked here)"
+        ),
     };
-    print(g.json, json!({ "valid": valid, "reason": reason, "signer": subject }), || {
-        if valid {
-            format!("valid signature by {subject}")
-        } else {
-            format!("INVALID signature: {reason}")
-        }
-    });
+    print(
+        g.json,
+        json!({ "valid": valid, "reason": reason, "signer": subject }),
+        || {
+            if valid {
+                format!("valid signature by {subject}")
+            } else {
+                format!("INVALID signature: {reason}")
+            }
+        },
+    );
     if !valid {
-        return Err(anyhow::Error::new(ClientError::Invalid(format!("signature is not valid: {reason}"))));
+        return Err(anyhow::Error::new(ClientError::Invalid(format!(
+            "signature is not valid: {reason}"
+        ))));
     }
     Ok(())
 }
@@ -171,7 +199,9 @@ fn read_certificate(path: &std::path::Path) -> anyhow::Result<x509_cert::Certifi
     if bytes.starts_with(b"-----BEGIN") {
         // The first certificate of a PEM chain is the signer's.
         let text = String::from_utf8_lossy(&bytes);
-        let end = text.find("-----END CERTIFICATE-----").context("no complete PEM certificate")?
+        let end = text
+            .find("-----END CERTIFICATE-----")
+            .context("no complete PEM certificate")?
             + "-----END CERTIFICATE-----".len();
         Ok(x509_cert::Certificate::from_pem(text[..end].as_bytes())?)
     } else {
@@ -219,7 +249,13 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
         || {
             let mut out = format!(
                 "node {} (leader {}), term {}, log {}, applied {}\nusers {}, devices {}\n",
-                s.node_id, s.leader_id, s.term, s.last_log_index, s.applied_index, s.users, s.devices
+                s.node_id,
+                s.leader_id,
+                s.term,
+                s.last_log_index,
+                s.applied_index,
+                s.users,
+                s.devices
             );
             for c in &chips.chips {
                 out.push_str(&format!(

@@ -54,12 +54,18 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let actor = admit(&req)?;
         observe("Status", &actor, status(&self.core)).await
     }
 
-    async fn list_chips(&self, req: Request<ListChipsRequest>) -> Result<Response<ListChipsResponse>, Status> {
+    async fn list_chips(
+        &self,
+        req: Request<ListChipsRequest>,
+    ) -> Result<Response<ListChipsResponse>, Status> {
         let actor = admit(&req)?;
         observe("ListChips", &actor, async {
             Ok(ListChipsResponse {

@@ -10,8 +10,8 @@ use yunkey_crypto::validate;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
-    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeUserRequest, SignRequest,
-    SignResponse, User, VerifyRequest, VerifyResponse,
+    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeUserRequest,
+    SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.
@@ -48,7 +48,8 @@ pub(crate) async fn get_user(core: &Core, req: GetUserRequest) -> Result<User, C
 async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User, CoordError> {
     validate::identifier("user_id", &req.user_id)?;
     validate::text("reason", &req.reason, 256, true)?;
-    let request_id = crate::enroll::request_id(&req.request_id, || format!("revoke-{}", req.user_id))?;
+    let request_id =
+        crate::enroll::request_id(&req.request_id, || format!("revoke-{}", req.user_id))?;
     core.propose(
         &request_id,
         actor,
@@ -73,11 +74,19 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
 
 #[tonic::async_trait]
 impl KeyService for KeyApi {
-    async fn enroll_user(&self, req: Request<EnrollUserRequest>) -> Result<Response<EnrollUserResponse>, Status> {
+    async fn enroll_user(
+        &self,
+        req: Request<EnrollUserRequest>,
+    ) -> Result<Response<EnrollUserResponse>, Status> {
         let actor = admit(&req)?;
         let req = req.into_inner();
         let user = req.user_id.clone();
-        let r = observe("EnrollUser", &actor, crate::enroll::enroll(&self.core, &actor, req)).await;
+        let r = observe(
+            "EnrollUser",
+            &actor,
+            crate::enroll::enroll(&self.core, &actor, req),
+        )
+        .await;
         if r.is_ok() {
             tracing::info!(target: "yunkey::audit", actor, user = %user, "user enrolled");
         }
@@ -91,16 +100,32 @@ impl KeyService for KeyApi {
 
     async fn revoke_user(&self, req: Request<RevokeUserRequest>) -> Result<Response<User>, Status> {
         let actor = admit(&req)?;
-        observe("RevokeUser", &actor, revoke(&self.core, &actor, req.into_inner())).await
+        observe(
+            "RevokeUser",
+            &actor,
+            revoke(&self.core, &actor, req.into_inner()),
+        )
+        .await
     }
 
     async fn sign(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let actor = admit(&req)?;
-        observe("Sign", &actor, crate::signing::sign(&self.core, &actor, req.into_inner())).await
+        observe(
+            "Sign",
+            &actor,
+            crate::signing::sign(&self.core, &actor, req.into_inner()),
+        )
+        .await
     }
 
-    async fn verify(&self, req: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        req: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
         let actor = admit(&req)?;
-        observe("Verify", &actor, async { crate::signing::verify(&self.core, req.into_inner()) }).await
+        observe("Verify", &actor, async {
+            crate::signing::verify(&self.core, req.into_inner())
+        })
+        .await
     }
 }

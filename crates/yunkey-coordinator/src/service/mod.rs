@@ -27,8 +27,10 @@ pub(crate) async fn observe<T>(
         Ok(_) => Code::Ok,
         Err(e) => e.code(),
     };
-    metrics::counter!("yunkey_rpc_requests_total", "rpc" => rpc, "code" => code_name(code)).increment(1);
-    metrics::histogram!("yunkey_rpc_duration_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
+    metrics::counter!("yunkey_rpc_requests_total", "rpc" => rpc, "code" => code_name(code))
+        .increment(1);
+    metrics::histogram!("yunkey_rpc_duration_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
     match result {
         Ok(v) => Ok(Response::new(v)),
         Err(e) => {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use yunkey_proto::v1::terminal_service_server::TerminalService;
 use yunkey_proto::v1::{
-    GetTimeRequest, GetTimeResponse, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest, SignResponse,
+    GetTimeRequest, GetTimeResponse, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
+    SignResponse,
 };
 
 /// The `TerminalService` implementation.
@@ -31,19 +32,38 @@ impl TerminalService for TerminalApi {
     ) -> Result<Response<RegisterDeviceResponse>, Status> {
         let req = req.into_inner();
         let actor = format!("device-for:{}", req.user_id);
-        observe("RegisterDevice", &actor, crate::devices::register(&self.core, req)).await
+        observe(
+            "RegisterDevice",
+            &actor,
+            crate::devices::register(&self.core, req),
+        )
+        .await
     }
 
-    async fn sign_transaction(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+    async fn sign_transaction(
+        &self,
+        req: Request<SignRequest>,
+    ) -> Result<Response<SignResponse>, Status> {
         let req = req.into_inner();
         let actor = format!(
             "device:{}",
-            req.authorization.as_ref().map(|a| a.device_id.as_str()).unwrap_or("")
+            req.authorization
+                .as_ref()
+                .map(|a| a.device_id.as_str())
+                .unwrap_or("")
         );
-        observe("SignTransaction", &actor, crate::signing::sign(&self.core, &actor, req)).await
+        observe(
+            "SignTransaction",
+            &actor,
+            crate::signing::sign(&self.core, &actor, req),
+        )
+        .await
     }
 
-    async fn get_time(&self, _req: Request<GetTimeRequest>) -> Result<Response<GetTimeResponse>, Status> {
+    async fn get_time(
+        &self,
+        _req: Request<GetTimeRequest>,
+    ) -> Result<Response<GetTimeResponse>, Status> {
         Ok(Response::new(GetTimeResponse {
             unix_seconds: crate::clock::now(),
         }))

@@ -15,13 +15,20 @@ pub struct App;
 
 impl App {
     /// Applies one command; see the module doc.
-    pub fn apply_command(&self, tree: &Tree, batch: &mut Batch, cmd: &Command) -> Result<CommandResult, StoreError> {
+    pub fn apply_command(
+        &self,
+        tree: &Tree,
+        batch: &mut Batch,
+        cmd: &Command,
+    ) -> Result<CommandResult, StoreError> {
         let view = StateView::new(tree.clone());
         let kind = cmd.op.kind();
         if !cmd.request_id.is_empty() {
             if let Some((first_kind, result)) = view.request(&cmd.request_id)? {
                 if first_kind != kind {
-                    return Ok(CommandResult::Rejected(Rejection::RequestIdReused { first_kind }));
+                    return Ok(CommandResult::Rejected(Rejection::RequestIdReused {
+                        first_kind,
+                    }));
                 }
                 return Ok(result);
             }
@@ -35,7 +42,10 @@ impl App {
         // Only successes are remembered: a rejection changed nothing, so a retry may
         // legitimately be evaluated again.
         if !cmd.request_id.is_empty() && !matches!(result, CommandResult::Rejected(_)) {
-            w.put(&keys::request(&cmd.request_id), &(kind.to_owned(), result.clone()));
+            w.put(
+                &keys::request(&cmd.request_id),
+                &(kind.to_owned(), result.clone()),
+            );
         }
         let seq = w.bump(keys::AUDIT_SEQ)? - 1;
         w.put(
@@ -64,10 +74,12 @@ impl Writer<'_> {
     /// Increments a counter and returns its new value.
     fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
         let current = match self.tree.get(key)? {
-            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: "counter is not 8 bytes".into(),
-            })?),
+            Some(v) => {
+                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "counter is not 8 bytes".into(),
+                })?)
+            }
             None => 0,
         };
         self.batch.insert(key, (current + 1).to_be_bytes().to_vec());
@@ -79,7 +91,11 @@ fn reject(r: Rejection) -> Result<CommandResult, StoreError> {
     Ok(CommandResult::Rejected(r))
 }
 
-fn apply_op(view: &StateView, w: &mut Writer<'_>, cmd: &Command) -> Result<CommandResult, StoreError> {
+fn apply_op(
+    view: &StateView,
+    w: &mut Writer<'_>,
+    cmd: &Command,
+) -> Result<CommandResult, StoreError> {
     match &cmd.op {
         Op::AdmitChip { chip, domain_id } => {
             match view.domain()? {
@@ -138,7 +154,9 @@ fn apply_op(view: &StateView, w: &mut Writer<'_>, cmd: &Command) -> Result<Comma
             let Some(activation) = user.activation.take() else {
                 return reject(Rejection::ActivationInvalid);
             };
-            if !yunkey_crypto::ct_eq(&activation.code_sha256, code_sha256) || activation.expires_at <= cmd.now {
+            if !yunkey_crypto::ct_eq(&activation.code_sha256, code_sha256)
+                || activation.expires_at <= cmd.now
+            {
                 return reject(Rejection::ActivationInvalid);
             }
             // The code is used up: forget it in the enrolment's stored result too.

@@ -20,7 +20,9 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         reason,
     };
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => bincode::deserialize(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&FORMAT_VERSION, rest)) => {
+            bincode::deserialize(rest).map_err(|e| corrupt(e.to_string()))
+        }
         Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
         None => Err(corrupt("empty value".into())),
     }

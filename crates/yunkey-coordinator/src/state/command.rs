@@ -88,12 +88,20 @@ impl fmt::Debug for Op {
             Op::AdmitChip { chip, .. } => write!(f, "AdmitChip({})", chip.chip_id),
             Op::InitCa(_) => f.write_str("InitCa"),
             Op::EnrollUser { user, .. } => write!(f, "EnrollUser({})", user.user_id),
-            Op::RegisterDevice { user_id, device, .. } => {
+            Op::RegisterDevice {
+                user_id, device, ..
+            } => {
                 write!(f, "RegisterDevice({user_id}, {})", device.device_id)
             }
             Op::RevokeUser { user_id, .. } => write!(f, "RevokeUser({user_id})"),
-            Op::ConsumeAuthorization { user_id, tx_hash, .. } => {
-                write!(f, "ConsumeAuthorization({user_id}, {})", hex::encode(tx_hash))
+            Op::ConsumeAuthorization {
+                user_id, tx_hash, ..
+            } => {
+                write!(
+                    f,
+                    "ConsumeAuthorization({user_id}, {})",
+                    hex::encode(tx_hash)
+                )
             }
         }
     }

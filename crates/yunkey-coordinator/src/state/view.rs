@@ -20,10 +20,7 @@ impl StateView {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.tree
-            .get(key)?
-            .map(|v| decode(key, &v))
-            .transpose()
+        self.tree.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
