@@ -82,6 +82,15 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             )
         })?;
 
+    // An obvious replay is refused here without a Raft write; the state machine makes the
+    // authoritative check when the entry applies.
+    if core.view.request(&request_id)?.is_none() {
+        if let Some(entry) = core.view.ledger(&tx_hash)? {
+            return Err(CoordError::AuthorizationUsed {
+                consumed_at: entry.consumed_at,
+            });
+        }
+    }
     core.propose(
         &request_id,
         actor,

@@ -50,6 +50,9 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
     validate::text("reason", &req.reason, 256, true)?;
     let request_id =
         crate::enroll::request_id(&req.request_id, || format!("revoke-{}", req.user_id))?;
+    if core.view.user(&req.user_id)?.is_none() {
+        return Err(CoordError::UserNotFound(req.user_id));
+    }
     core.propose(
         &request_id,
         actor,

@@ -1,0 +1,454 @@
+//! Every bad input gets its own gRPC status with a message that says what is wrong, and
+//! changes nothing: the state counts stay put and a good request still works afterwards.
+
+mod common;
+
+use common::{enroll_with_device, now, transaction, Dev};
+use tonic::Code;
+use yunkey_client::{cluster_client, key_client, terminal_client};
+use yunkey_proto::v1::{
+    Algorithm, Authorization, EnrollUserRequest, GetTimeRequest, GetUserRequest,
+    RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
+};
+
+fn expect(
+    result: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
+    code: Code,
+    words: &[&str],
+) {
+    let status = result.expect_err("request should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    for w in words {
+        assert!(
+            status.message().contains(w),
+            "message {:?} lacks {w:?}",
+            status.message()
+        );
+    }
+}
+
+async fn counts(dev: &Dev) -> (u64, u64, u64) {
+    let s = cluster_client(dev.business().current_channel())
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    (s.users, s.devices, s.applied_index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_refusals() {
+    let dev = Dev::start();
+    let alice = enroll_with_device(&dev, "alice").await;
+    let bob = enroll_with_device(&dev, "bob").await;
+    let mut key = key_client(dev.business().current_channel());
+    let before = counts(&dev).await;
+
+    // Unknown user.
+    let mut req = alice.sign_request("", transaction("ghost", "1"));
+    req.user_id = "ghost".into();
+    expect(
+        key.sign(req).await,
+        Code::NotFound,
+        &["ghost", "not enrolled"],
+    );
+
+    // A device registered to someone else.
+    let tx = transaction("alice", "5");
+    let mut req = alice.sign_request("", tx.clone());
+    req.authorization = Some(bob.authorize(&tx));
+    expect(
+        key.sign(req).await,
+        Code::PermissionDenied,
+        &[&bob.device_id, "not registered"],
+    );
+
+    // The amount changed after the device approved.
+    let tx = transaction("alice", "5");
+    let mut req = alice.sign_request("", tx.clone());
+    req.transaction.as_mut().unwrap().amount = "500".into();
+    expect(
+        key.sign(req).await,
+        Code::PermissionDenied,
+        &["does not cover this transaction"],
+    );
+
+    // Expired, and too far ahead.
+    let mut tx = transaction("alice", "5");
+    tx.expires_at = now() - 5;
+    expect(
+        key.sign(alice.sign_request("", tx)).await,
+        Code::FailedPrecondition,
+        &["expired"],
+    );
+    let mut tx = transaction("alice", "5");
+    tx.expires_at = now() + 3600;
+    expect(
+        key.sign(alice.sign_request("", tx)).await,
+        Code::FailedPrecondition,
+        &["more than 600 s"],
+    );
+
+    // Malformed fields, each named.
+    let good = transaction("alice", "5");
+    let cases: Vec<(Box<dyn Fn(&mut SignRequest)>, &str)> = vec![
+        (Box::new(|r| r.user_id = String::new()), "user_id"),
+        (Box::new(|r| r.user_id = "a b".into()), "user_id"),
+        (Box::new(|r| r.transaction = None), "transaction"),
+        (Box::new(|r| r.authorization = None), "authorization"),
+        (
+            Box::new(|r| r.transaction.as_mut().unwrap().amount = "5.00".into()),
+            "transaction.amount",
+        ),
+        (
+            Box::new(|r| r.transaction.as_mut().unwrap().amount = "-5".into()),
+            "transaction.amount",
+        ),
+        (
+            Box::new(|r| r.transaction.as_mut().unwrap().currency = "euro".into()),
+            "transaction.currency",
+        ),
+        (
+            Box::new(|r| r.transaction.as_mut().unwrap().nonce = vec![1; 4]),
+            "transaction.nonce",
+        ),
+        (
+            Box::new(|r| r.transaction.as_mut().unwrap().payee = "x\ny".into()),
+            "transaction.payee",
+        ),
+        (
+            Box::new(|r| r.authorization.as_mut().unwrap().signature = vec![0; 200]),
+            "authorization.signature",
+        ),
+        (
+            Box::new(|r| r.authorization.as_mut().unwrap().device_id = String::new()),
+            "authorization.device_id",
+        ),
+        (Box::new(|r| r.request_id = "bad id!".into()), "request_id"),
+    ];
+    for (mutate, field) in cases {
+        let mut req = alice.sign_request("", good.clone());
+        mutate(&mut req);
+        expect(key.sign(req).await, Code::InvalidArgument, &[field]);
+    }
+    // A signature of the right size but not DER: refused as not matching.
+    let mut req = alice.sign_request("", good.clone());
+    req.authorization = Some(Authorization {
+        device_id: alice.device_id.clone(),
+        signature: vec![0x30; 70],
+    });
+    expect(
+        key.sign(req).await,
+        Code::PermissionDenied,
+        &["does not cover"],
+    );
+
+    // Nothing above changed the state, and the untouched authorization still works.
+    assert_eq!(
+        counts(&dev).await,
+        before,
+        "refused requests must not write"
+    );
+    let ok = key
+        .sign(alice.sign_request("r-1", good.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ok.signature.is_empty());
+
+    // The same authorization again: refused under a new request id, even by the other path.
+    expect(
+        key.sign(alice.sign_request("r-2", good.clone())).await,
+        Code::AlreadyExists,
+        &["already used"],
+    );
+    let mut terminal = terminal_client(dev.device().current_channel());
+    expect(
+        terminal
+            .sign_transaction(alice.sign_request("r-3", good.clone()))
+            .await,
+        Code::AlreadyExists,
+        &["already used"],
+    );
+    // ...while a retry with the first request id returns the very same signature.
+    let again = key
+        .sign(alice.sign_request("r-1", good.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.signature, ok.signature);
+    assert_eq!(again.tx_hash, ok.tx_hash);
+
+    // Revoked users sign nothing.
+    key.revoke_user(RevokeUserRequest {
+        request_id: String::new(),
+        user_id: "bob".into(),
+        reason: "lost phone".into(),
+    })
+    .await
+    .unwrap();
+    expect(
+        key.sign(bob.sign_request("", transaction("bob", "1")))
+            .await,
+        Code::PermissionDenied,
+        &["revoked"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_and_registration_refusals() {
+    let dev = Dev::start();
+    let mut key = key_client(dev.business().current_channel());
+    let mut terminal = terminal_client(dev.device().current_channel());
+    let enroll = |user: &str, alg: i32, rid: &str| EnrollUserRequest {
+        request_id: rid.into(),
+        user_id: user.into(),
+        algorithm: alg,
+        display_name: String::new(),
+    };
+    let first = key
+        .enroll_user(enroll("dora", 0, "e-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Idempotent retry: the same result, the same code, one user.
+    let retry = key
+        .enroll_user(enroll("dora", 0, "e-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry.activation_code, first.activation_code);
+    assert_eq!(
+        retry.user.unwrap().public_key,
+        first.user.clone().unwrap().public_key
+    );
+    let before = counts(&dev).await;
+    assert_eq!(before.0, 1);
+
+    expect(
+        key.enroll_user(enroll("dora", 0, "e-2")).await,
+        Code::AlreadyExists,
+        &["dora", "already enrolled"],
+    );
+    expect(
+        key.enroll_user(enroll("eve", Algorithm::Sm2 as i32, ""))
+            .await,
+        Code::Unimplemented,
+        &["SM2"],
+    );
+    expect(
+        key.enroll_user(enroll("eve", 42, "")).await,
+        Code::InvalidArgument,
+        &["algorithm"],
+    );
+    expect(
+        key.enroll_user(enroll("", 0, "")).await,
+        Code::InvalidArgument,
+        &["user_id"],
+    );
+    expect(
+        key.get_user(GetUserRequest {
+            user_id: "nobody".into(),
+            consistency: 0,
+        })
+        .await,
+        Code::NotFound,
+        &["nobody"],
+    );
+    expect(
+        key.revoke_user(RevokeUserRequest {
+            request_id: String::new(),
+            user_id: "nobody".into(),
+            reason: String::new(),
+        })
+        .await,
+        Code::NotFound,
+        &["nobody"],
+    );
+
+    // Registration: wrong code, bad proof, malformed key.
+    let device = yunkey_crypto::ecdsa::PrivateKey::generate();
+    let spki = device.public_key().to_spki_der();
+    let register = |code: &str, proof: Vec<u8>, key: Vec<u8>| RegisterDeviceRequest {
+        request_id: String::new(),
+        user_id: "dora".into(),
+        activation_code: code.into(),
+        device_public_key: key,
+        proof,
+        device_name: String::new(),
+    };
+    let proof_for = |code: &str| {
+        device.sign_message(&yunkey_crypto::authz::registration_message(
+            "dora", code, &spki,
+        ))
+    };
+    expect(
+        terminal
+            .register_device(register(
+                "WRONG-CODE",
+                proof_for("WRONG-CODE"),
+                spki.clone(),
+            ))
+            .await,
+        Code::PermissionDenied,
+        &["activation code"],
+    );
+    expect(
+        terminal
+            .register_device(register(
+                &first.activation_code,
+                proof_for("other"),
+                spki.clone(),
+            ))
+            .await,
+        Code::PermissionDenied,
+        &["proof of possession"],
+    );
+    expect(
+        terminal
+            .register_device(register(
+                &first.activation_code,
+                proof_for(&first.activation_code),
+                b"junk".to_vec(),
+            ))
+            .await,
+        Code::InvalidArgument,
+        &["device_public_key"],
+    );
+    assert_eq!(
+        counts(&dev).await,
+        before,
+        "refused requests must not write"
+    );
+
+    // The right code works once; a second device with the same code is refused.
+    terminal
+        .register_device(register(
+            &first.activation_code,
+            proof_for(&first.activation_code),
+            spki.clone(),
+        ))
+        .await
+        .unwrap();
+    let other = yunkey_crypto::ecdsa::PrivateKey::generate();
+    let other_spki = other.public_key().to_spki_der();
+    let other_proof = other.sign_message(&yunkey_crypto::authz::registration_message(
+        "dora",
+        &first.activation_code,
+        &other_spki,
+    ));
+    expect(
+        terminal
+            .register_device(register(&first.activation_code, other_proof, other_spki))
+            .await,
+        Code::PermissionDenied,
+        &["activation code"],
+    );
+    // The enrolment retry no longer reveals the used code.
+    let late = key
+        .enroll_user(enroll("dora", 0, "e-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(late.activation_code.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_refusals() {
+    let dev = Dev::start();
+    let get = || GetUserRequest {
+        user_id: "x".into(),
+        consistency: 0,
+    };
+
+    // No client certificate: the business API refuses, the device API serves.
+    expect(
+        key_client(dev.device().current_channel())
+            .get_user(get())
+            .await,
+        Code::Unauthenticated,
+        &["client certificate"],
+    );
+    let t = terminal_client(dev.device().current_channel())
+        .get_time(GetTimeRequest {})
+        .await
+        .unwrap();
+    assert!((t.into_inner().unix_seconds - now()).abs() < 5);
+
+    // A node certificate is not a business client.
+    expect(
+        key_client(dev.as_node().current_channel())
+            .get_user(get())
+            .await,
+        Code::PermissionDenied,
+        &["role node"],
+    );
+
+    // A certificate from a CA the cluster does not trust fails the TLS handshake.
+    let err = key_client(dev.untrusted().current_channel())
+        .get_user(get())
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    assert_ne!(
+        err.code(),
+        Code::NotFound,
+        "an untrusted client must not reach the service"
+    );
+
+    // Oversized messages are refused before they are decoded.
+    let mut key = tonic_client_without_limits(&dev).await;
+    let huge = EnrollUserRequest {
+        request_id: String::new(),
+        user_id: "big".into(),
+        algorithm: 0,
+        display_name: "x".repeat(1024 * 1024),
+    };
+    let err = key.enroll_user(huge).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains("message") || err.message().contains("length"),
+        "{err:?}"
+    );
+    expect(
+        key_client(dev.business().current_channel())
+            .get_user(GetUserRequest {
+                user_id: "big".into(),
+                consistency: 0,
+            })
+            .await,
+        Code::NotFound,
+        &["big"],
+    );
+
+    // Health and the internal Raft service.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(dev.business().current_channel());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "yunkey.v1.KeyService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let raft = yunkey_proto::v1::raft_service_client::RaftServiceClient::new(
+        dev.business().current_channel(),
+    )
+    .vote(yunkey_proto::v1::RaftPayload { data: vec![] })
+    .await;
+    expect(raft, Code::PermissionDenied, &["role client"]);
+}
+
+async fn tonic_client_without_limits(
+    dev: &Dev,
+) -> yunkey_proto::v1::key_service_client::KeyServiceClient<tonic::transport::Channel> {
+    yunkey_proto::v1::key_service_client::KeyServiceClient::new(dev.business().current_channel())
+        .max_encoding_message_size(usize::MAX)
+}
