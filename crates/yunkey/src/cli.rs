@@ -68,10 +68,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Address the coordinator listens on.
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    #[arg(long, env = "YUNKEY_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "YUNKEY_METRICS", default_value = "127.0.0.1:9464")]
     pub metrics: String,
     /// Number of soft chips.
     #[arg(long, default_value_t = 3)]
@@ -95,6 +95,9 @@ pub enum UserCommand {
         /// Idempotency key; retrying with the same id returns the first result.
         #[arg(long, default_value = "")]
         request_id: String,
+        /// Print only the activation code (for scripts).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Show a user.
     Show {
@@ -153,6 +156,10 @@ pub enum TerminalCommand {
         /// Seconds the approval stays valid (at most 600).
         #[arg(long, default_value_t = 120)]
         ttl: i64,
+        /// Also write the receipt into this directory: transaction.txt (the canonical bytes
+        /// that were signed), signature.der, user.pem and chain.pem, ready for OpenSSL.
+        #[arg(long)]
+        save: Option<PathBuf>,
         #[command(flatten)]
         opts: TerminalOpts,
     },

@@ -52,6 +52,7 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             amount,
             currency,
             ttl,
+            save,
             opts,
         } => {
             let ks = keystore(opts)?;
@@ -68,6 +69,9 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             let canonical = yunkey_crypto::tx::encode(&tx).map_err(|e| anyhow::anyhow!("{e}"))?;
             let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
+            if let Some(dir) = save {
+                save_receipt(dir, &canonical, &resp)?;
+            }
             print(
                 g.json,
                 json!({
@@ -93,5 +97,28 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Writes what a business needs to check a payment with OpenSSL.
+fn save_receipt(
+    dir: &std::path::Path,
+    canonical: &[u8],
+    resp: &yunkey_proto::v1::SignResponse,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, data: &[u8]| {
+        std::fs::write(dir.join(name), data)
+            .with_context(|| format!("writing {}", dir.join(name).display()))
+    };
+    write("transaction.txt", canonical)?;
+    write("signature.der", &resp.signature)?;
+    let user = resp
+        .certificate_chain
+        .first()
+        .context("server returned no certificate")?;
+    write("user.pem", cert_pem(user).as_bytes())?;
+    let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
+    write("chain.pem", chain.as_bytes())?;
     Ok(())
 }

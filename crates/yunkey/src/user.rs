@@ -63,6 +63,7 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
             user_id,
             display_name,
             request_id,
+            quiet,
         } => {
             let req = EnrollUserRequest {
                 request_id: request_id.clone(),
@@ -77,6 +78,10 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                 })
                 .await?;
             let user = resp.user.context("server returned no user")?;
+            if *quiet && !g.json {
+                println!("{}", resp.activation_code);
+                return Ok(());
+            }
             print(
                 g.json,
                 json!({
