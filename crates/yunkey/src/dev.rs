@@ -7,7 +7,6 @@ use crate::cli::{DevArgs, Global};
 use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
 use crate::output::cert_pem;
 use anyhow::Context;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,10 +21,8 @@ use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::Role;
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Serves one soft chip on a loopback port; returns its endpoint.

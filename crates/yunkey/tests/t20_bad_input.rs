@@ -91,7 +91,8 @@ async fn sign_refusals() {
 
     // Malformed fields, each named.
     let good = transaction("alice", "5");
-    let cases: Vec<(Box<dyn Fn(&mut SignRequest)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut SignRequest)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|r| r.user_id = String::new()), "user_id"),
         (Box::new(|r| r.user_id = "a b".into()), "user_id"),
         (Box::new(|r| r.transaction = None), "transaction"),
