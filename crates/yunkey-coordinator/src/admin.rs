@@ -5,7 +5,7 @@ use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
-use crate::state::{CaRecord, ChipRecord, HolderRecord, Op};
+use crate::state::{CaRecord, ChipRecord, Command, CommandResult, HolderRecord, Op, Rejection};
 use std::time::Duration;
 use yunkey_crypto::validate;
 use yunkey_proto::v1::{
@@ -193,9 +193,26 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
         wrapped_key: generated.wrapped_key,
         holders,
     };
-    match core.propose("", actor, Op::InitCa(record.clone())).await {
-        Ok(_) | Err(CoordError::Internal(_)) => {}
-        Err(e) => return Err(e),
+    let committed = core
+        .raft
+        .write(Command {
+            request_id: String::new(),
+            actor: actor.to_owned(),
+            now: crate::clock::now(),
+            op: Op::InitCa(record.clone()),
+        })
+        .await?;
+    match committed {
+        CommandResult::CaInitialized => {}
+        // Another coordinator created the CA first; ours is surplus.
+        CommandResult::Rejected(Rejection::CaExists) => {
+            tracing::info!("another node created the user CA first; keeping theirs");
+        }
+        other => {
+            return Err(CoordError::Internal(format!(
+                "unexpected result {other:?} creating the CA"
+            )))
+        }
     }
     let ca = core
         .view

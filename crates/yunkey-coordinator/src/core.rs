@@ -6,7 +6,7 @@ use crate::ca::CertIssuer;
 use crate::chips::Chips;
 use crate::error::{CoordError, Result};
 use crate::raft::RaftHandle;
-use crate::state::{CaRecord, Command, CommandResult, Op, StateView};
+use crate::state::{fingerprint, CaRecord, Command, CommandResult, Op, StateView};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -80,6 +80,28 @@ impl Core {
         match self.raft.write(cmd).await? {
             CommandResult::Rejected(r) => Err(r.into()),
             other => Ok(other),
+        }
+    }
+
+    /// The first result of `request_id` if it was applied, checking it was the same request
+    /// (`kind` about `subject`, as [`Op::fingerprint`] defines); a different request under
+    /// the same id is refused.
+    pub fn prior(
+        &self,
+        request_id: &str,
+        kind: &str,
+        subject: &[&[u8]],
+    ) -> Result<Option<CommandResult>> {
+        match self.view.request(request_id)? {
+            None => Ok(None),
+            Some(prior)
+                if prior.kind == kind && prior.fingerprint == fingerprint(kind, subject) =>
+            {
+                Ok(Some(prior.result))
+            }
+            Some(prior) => Err(CoordError::RequestIdReused {
+                first_kind: prior.kind,
+            }),
         }
     }
 

@@ -40,8 +40,19 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
             )
         })?;
     let device_id = device_id(&req.device_public_key);
-    let request_id =
-        crate::enroll::request_id(&req.request_id, || format!("register-{device_id}"))?;
+    let request_id = crate::enroll::request_id(&req.request_id, || {
+        format!("register-{}-{device_id}", req.user_id)
+    })?;
+    if core
+        .prior(
+            &request_id,
+            "register_device",
+            &[req.user_id.as_bytes(), device_id.as_bytes()],
+        )?
+        .is_some()
+    {
+        return response(core, &req.user_id, &device_id);
+    }
 
     let user = core
         .view

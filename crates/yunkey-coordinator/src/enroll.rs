@@ -57,16 +57,13 @@ pub async fn enroll(
     validate::identifier("user_id", &req.user_id)?;
     let algorithm = algorithm(req.algorithm)?;
     validate::text("display_name", &req.display_name, 128, true)?;
-    let request_id = request_id(&req.request_id, || {
-        format!(
-            "enroll-{}",
-            hex::encode(yunkey_crypto::random_bytes::<12>())
-        )
-    })?;
+    // A user id is enrolled at most once, so it is a safe default idempotency key: a blind
+    // retry after a lost reply gets the first result (and its activation code).
+    let request_id = request_id(&req.request_id, || format!("enroll-{}", req.user_id))?;
 
     // A retry of an applied request gets the first result, without touching any chip.
-    if let Some((kind, result)) = core.view.request(&request_id)? {
-        return retried(core, &kind, result);
+    if let Some(result) = core.prior(&request_id, "enroll", &[req.user_id.as_bytes()])? {
+        return retried(core, result);
     }
     if core.view.user(&req.user_id)?.is_some() {
         return Err(CoordError::UserExists(req.user_id));
@@ -182,27 +179,24 @@ pub async fn enroll(
         Ok((result, _)) => {
             // Another attempt with this request id committed first: ours is surplus.
             delete_keys(core, &holders).await;
-            retried(core, "enroll", result)
+            retried(core, result)
         }
         Err(e) => {
             delete_keys(core, &holders).await;
-            Err(match e {
-                CoordError::UserExists(_) => CoordError::UserExists(req.user_id),
-                other => other,
-            })
+            Err(e)
         }
     }
 }
 
-fn retried(core: &Core, kind: &str, result: CommandResult) -> Result<EnrollUserResponse> {
+fn retried(core: &Core, result: CommandResult) -> Result<EnrollUserResponse> {
     match result {
         CommandResult::Enrolled {
             user_id,
             activation_code,
         } => response(core, &user_id, activation_code),
-        _ => Err(CoordError::RequestIdReused {
-            first_kind: kind.to_owned(),
-        }),
+        other => Err(CoordError::Internal(format!(
+            "enrolment stored an unexpected result {other:?}"
+        ))),
     }
 }
 

@@ -30,6 +30,11 @@ pub enum CoordError {
         /// The device.
         device_id: String,
     },
+    /// The device key is registered already.
+    #[error(
+        "device key {0:?} is registered already; a device key serves one user (make a new key)"
+    )]
+    DeviceTaken(String),
     /// The device's authorization does not cover this request.
     #[error("authorization refused: {0}")]
     BadAuthorization(String),
@@ -48,7 +53,7 @@ pub enum CoordError {
     )]
     ActivationInvalid,
     /// The request id was used for another kind of request.
-    #[error("request_id was already used for a {first_kind:?} request; use a fresh request_id")]
+    #[error("request_id was already used for a different {first_kind:?} request; use a fresh request_id")]
     RequestIdReused {
         /// The first use's kind.
         first_kind: String,
@@ -89,7 +94,9 @@ impl CoordError {
                 Code::InvalidArgument
             }
             CoordError::UserNotFound(_) => Code::NotFound,
-            CoordError::UserExists(_) | CoordError::AuthorizationUsed { .. } => Code::AlreadyExists,
+            CoordError::UserExists(_)
+            | CoordError::AuthorizationUsed { .. }
+            | CoordError::DeviceTaken(_) => Code::AlreadyExists,
             CoordError::UserRevoked(_)
             | CoordError::UnknownDevice { .. }
             | CoordError::BadAuthorization(_)
@@ -124,9 +131,10 @@ impl From<crate::state::Rejection> for CoordError {
         use crate::state::Rejection as R;
         match r {
             R::RequestIdReused { first_kind } => CoordError::RequestIdReused { first_kind },
-            R::UserExists => CoordError::UserExists(String::new()),
-            R::UnknownUser => CoordError::UserNotFound(String::new()),
-            R::UserRevoked => CoordError::UserRevoked(String::new()),
+            R::UserExists(id) => CoordError::UserExists(id),
+            R::UnknownUser(id) => CoordError::UserNotFound(id),
+            R::UserRevoked(id) => CoordError::UserRevoked(id),
+            R::DeviceTaken(id) => CoordError::DeviceTaken(id),
             R::ActivationInvalid => CoordError::ActivationInvalid,
             R::AuthorizationUsed { consumed_at } => CoordError::AuthorizationUsed { consumed_at },
             R::UnknownDevice => {

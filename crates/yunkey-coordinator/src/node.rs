@@ -40,10 +40,19 @@ pub struct NodeOptions {
 }
 
 /// A running coordinator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Node {
     /// Its core, for in-process bootstrap steps.
     pub core: Arc<Core>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.core.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Node {
@@ -134,6 +143,15 @@ impl Node {
                 .await
                 .map_err(|e| CoordError::Internal(format!("gRPC server: {e}")))
         });
-        Ok((Node { core }, task))
+        Ok((Node { core, health }, task))
+    }
+
+    /// Reports the public services as SERVING on `grpc.health.v1` (call once the cluster
+    /// can enrol and sign).
+    pub async fn set_ready(&self) {
+        self.health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        self.health
+            .set_serving::<TerminalServiceServer<TerminalApi>>()
+            .await;
     }
 }

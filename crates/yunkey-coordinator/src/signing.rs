@@ -20,7 +20,7 @@ use yunkey_proto::v1::{
 const MAX_SIGNATURE_LEN: usize = 72;
 
 fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
-    if sig.is_empty() || sig.len() > MAX_SIGNATURE_LEN {
+    if sig.len() < 8 || sig.len() > MAX_SIGNATURE_LEN {
         return Err(InvalidField::new(
             field,
             format!(
@@ -84,7 +84,10 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
 
     // An obvious replay is refused here without a Raft write; the state machine makes the
     // authoritative check when the entry applies.
-    if core.view.request(&request_id)?.is_none() {
+    if core
+        .prior(&request_id, "sign", &[req.user_id.as_bytes(), &tx_hash])?
+        .is_none()
+    {
         if let Some(entry) = core.view.ledger(&tx_hash)? {
             return Err(CoordError::AuthorizationUsed {
                 consumed_at: entry.consumed_at,
@@ -142,6 +145,17 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             {
                 // Route around it at once; the heartbeat decides when it is back.
                 core.chips.mark_missed(&holder.chip_id);
+                last = chip_err(&holder.chip_id)(status);
+            }
+            // This holder lost the key or failed inside: another holder may still serve.
+            // Refusals of the authorization itself are final (every chip would say the same).
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::NotFound | Code::Internal | Code::ResourceExhausted
+                ) =>
+            {
+                tracing::warn!(chip = %holder.chip_id, code = ?status.code(), "holder failed; trying the next one");
                 last = chip_err(&holder.chip_id)(status);
             }
             Err(status) => return Err(chip_err(&holder.chip_id)(status)),

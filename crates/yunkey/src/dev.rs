@@ -145,6 +145,7 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
         &data.join(USER_CA_FILE),
         cert_pem(&ca.certificate).as_bytes(),
     )?;
+    node.set_ready().await;
     write_file(
         &data.join(ENDPOINT_FILE),
         format!("{advertise}\n").as_bytes(),

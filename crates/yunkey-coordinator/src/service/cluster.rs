@@ -82,7 +82,9 @@ impl ClusterService for ClusterApi {
     }
 
     async fn admit_chip(&self, req: Request<AdmitChipRequest>) -> Result<Response<Chip>, Status> {
-        let actor = admit(&req)?;
+        // Admission hands the security domain to a chip: node identities only.
+        role::require(&req, &[Role::Node])?;
+        let actor = role::peer_name(&req);
         let endpoint = req.into_inner().endpoint;
         observe("AdmitChip", &actor, async {
             yunkey_crypto::validate::text("endpoint", &endpoint, 256, false)?;

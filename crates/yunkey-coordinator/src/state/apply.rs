@@ -3,7 +3,7 @@
 //! Raft store applies atomically together with the applied index.
 
 use super::codec::{decode, encode};
-use super::command::{Command, CommandResult, Op, Rejection};
+use super::command::{Command, CommandResult, Op, PriorRequest, Rejection};
 use super::keys;
 use super::model::{AuditRecord, LedgerEntry, UserState};
 use super::view::StateView;
@@ -24,13 +24,13 @@ impl App {
         let view = StateView::new(tree.clone());
         let kind = cmd.op.kind();
         if !cmd.request_id.is_empty() {
-            if let Some((first_kind, result)) = view.request(&cmd.request_id)? {
-                if first_kind != kind {
+            if let Some(prior) = view.request(&cmd.request_id)? {
+                if prior.kind != kind || prior.fingerprint != cmd.op.fingerprint() {
                     return Ok(CommandResult::Rejected(Rejection::RequestIdReused {
-                        first_kind,
+                        first_kind: prior.kind,
                     }));
                 }
-                return Ok(result);
+                return Ok(prior.result);
             }
         }
         let mut w = Writer { tree, batch };
@@ -44,7 +44,11 @@ impl App {
         if !cmd.request_id.is_empty() && !matches!(result, CommandResult::Rejected(_)) {
             w.put(
                 &keys::request(&cmd.request_id),
-                &(kind.to_owned(), result.clone()),
+                &PriorRequest {
+                    kind: kind.to_owned(),
+                    fingerprint: cmd.op.fingerprint(),
+                    result: result.clone(),
+                },
             );
         }
         let seq = w.bump(keys::AUDIT_SEQ)? - 1;
@@ -125,7 +129,7 @@ fn apply_op(
             activation_code,
         } => {
             if view.user(&user.user_id)?.is_some() {
-                return reject(Rejection::UserExists);
+                return reject(Rejection::UserExists(user.user_id.clone()));
             }
             for holder in &user.holders {
                 if let Some(mut chip) = view.chip(&holder.chip_id)? {
@@ -146,10 +150,13 @@ fn apply_op(
             device,
         } => {
             let Some(mut user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser);
+                return reject(Rejection::UnknownUser(user_id.clone()));
             };
             if user.state != UserState::Active {
-                return reject(Rejection::UserRevoked);
+                return reject(Rejection::UserRevoked(user_id.clone()));
+            }
+            if w.tree.get(&keys::device(&device.device_id))?.is_some() {
+                return reject(Rejection::DeviceTaken(device.device_id.clone()));
             }
             let Some(activation) = user.activation.take() else {
                 return reject(Rejection::ActivationInvalid);
@@ -162,17 +169,12 @@ fn apply_op(
             // The code is used up: forget it in the enrolment's stored result too.
             let enroll_key = keys::request(&activation.enroll_request_id);
             if let Some(raw) = w.tree.get(&enroll_key)? {
-                let (kind, _): (String, CommandResult) = decode(&enroll_key, &raw)?;
-                w.put(
-                    &enroll_key,
-                    &(
-                        kind,
-                        CommandResult::Enrolled {
-                            user_id: user_id.clone(),
-                            activation_code: String::new(),
-                        },
-                    ),
-                );
+                let mut prior: PriorRequest = decode(&enroll_key, &raw)?;
+                prior.result = CommandResult::Enrolled {
+                    user_id: user_id.clone(),
+                    activation_code: String::new(),
+                };
+                w.put(&enroll_key, &prior);
             }
             user.devices.push(device.clone());
             w.put(&keys::user(user_id), &user);
@@ -185,7 +187,7 @@ fn apply_op(
         }
         Op::RevokeUser { user_id, reason } => {
             let Some(mut user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser);
+                return reject(Rejection::UnknownUser(user_id.clone()));
             };
             user.state = UserState::Revoked;
             user.revoked_reason = Some(reason.clone());
@@ -200,10 +202,10 @@ fn apply_op(
             expires_at,
         } => {
             let Some(user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser);
+                return reject(Rejection::UnknownUser(user_id.clone()));
             };
             if user.state != UserState::Active {
-                return reject(Rejection::UserRevoked);
+                return reject(Rejection::UserRevoked(user_id.clone()));
             }
             if !user.devices.iter().any(|d| &d.device_id == device_id) {
                 return reject(Rejection::UnknownDevice);
@@ -226,5 +228,232 @@ fn apply_op(
             w.bump(keys::COUNT_SIGNATURES)?;
             Ok(CommandResult::Consumed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Activation, DeviceRecord, UserRecord};
+    use yunkey_store::Db;
+
+    fn user(id: &str, code: &str) -> UserRecord {
+        UserRecord {
+            user_id: id.into(),
+            algorithm: 1,
+            public_key: vec![1],
+            wrapped_key: vec![2],
+            certificate: vec![3],
+            state: UserState::Active,
+            holders: vec![],
+            devices: vec![],
+            activation: Some(Activation {
+                code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+                expires_at: 1000,
+                enroll_request_id: format!("enroll-{id}"),
+            }),
+            created_at: 1,
+            revoked_reason: None,
+        }
+    }
+
+    fn device(id: &str) -> DeviceRecord {
+        DeviceRecord {
+            device_id: id.into(),
+            name: String::new(),
+            public_key: vec![],
+            certificate: vec![],
+            registered_at: 1,
+        }
+    }
+
+    struct Sm {
+        tree: Tree,
+    }
+
+    impl Sm {
+        fn new() -> Self {
+            Self {
+                tree: Db::memory().tree("sm").unwrap(),
+            }
+        }
+        fn run(&self, request_id: &str, now: i64, op: Op) -> CommandResult {
+            let mut batch = Batch::new();
+            let cmd = Command {
+                request_id: request_id.into(),
+                actor: "test".into(),
+                now,
+                op,
+            };
+            let r = App.apply_command(&self.tree, &mut batch, &cmd).unwrap();
+            self.tree.apply(batch).unwrap();
+            r
+        }
+        fn view(&self) -> StateView {
+            StateView::new(self.tree.clone())
+        }
+    }
+
+    fn consume(user: &str, dev: &str, hash: u8) -> Op {
+        Op::ConsumeAuthorization {
+            user_id: user.into(),
+            device_id: dev.into(),
+            tx_hash: [hash; 32],
+            expires_at: 500,
+        }
+    }
+
+    #[test]
+    fn enrol_register_consume_and_replay() {
+        let sm = Sm::new();
+        let enrolled = sm.run(
+            "enroll-alice",
+            10,
+            Op::EnrollUser {
+                user: user("alice", "CODE"),
+                activation_code: "CODE".into(),
+            },
+        );
+        assert!(
+            matches!(enrolled, CommandResult::Enrolled { ref activation_code, .. } if activation_code == "CODE")
+        );
+        // Retry: the same result, one user.
+        assert_eq!(
+            sm.run(
+                "enroll-alice",
+                11,
+                Op::EnrollUser {
+                    user: user("alice", "OTHER"),
+                    activation_code: "OTHER".into()
+                }
+            ),
+            enrolled
+        );
+        assert_eq!(sm.view().user_count().unwrap(), 1);
+        // The same request id for another user is refused, not answered with alice's result.
+        assert!(matches!(
+            sm.run(
+                "enroll-alice",
+                12,
+                Op::EnrollUser {
+                    user: user("bob", "X"),
+                    activation_code: "X".into()
+                }
+            ),
+            CommandResult::Rejected(Rejection::RequestIdReused { .. })
+        ));
+        assert!(matches!(
+            sm.run("e2", 12, Op::EnrollUser { user: user("alice", "X"), activation_code: "X".into() }),
+            CommandResult::Rejected(Rejection::UserExists(ref u)) if u == "alice"
+        ));
+
+        // Wrong code, then the right one; the code is then forgotten everywhere.
+        let register = |code: &str, dev: &str| Op::RegisterDevice {
+            user_id: "alice".into(),
+            code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+            device: device(dev),
+        };
+        assert_eq!(
+            sm.run("r1", 20, register("NOPE", "d1")),
+            CommandResult::Rejected(Rejection::ActivationInvalid)
+        );
+        assert!(matches!(
+            sm.run("r2", 20, register("CODE", "d1")),
+            CommandResult::DeviceRegistered { .. }
+        ));
+        assert_eq!(
+            sm.run("r3", 20, register("CODE", "d2")),
+            CommandResult::Rejected(Rejection::ActivationInvalid)
+        );
+        let prior = sm.view().request("enroll-alice").unwrap().unwrap();
+        assert!(
+            matches!(prior.result, CommandResult::Enrolled { ref activation_code, .. } if activation_code.is_empty())
+        );
+        assert!(sm
+            .view()
+            .user("alice")
+            .unwrap()
+            .unwrap()
+            .activation
+            .is_none());
+
+        // Consume once; a replay under another id is refused; a retry is answered.
+        assert_eq!(
+            sm.run("s1", 30, consume("alice", "d1", 7)),
+            CommandResult::Consumed
+        );
+        assert_eq!(
+            sm.run("s2", 31, consume("alice", "d1", 7)),
+            CommandResult::Rejected(Rejection::AuthorizationUsed { consumed_at: 30 })
+        );
+        assert_eq!(
+            sm.run("s1", 32, consume("alice", "d1", 7)),
+            CommandResult::Consumed
+        );
+        assert!(matches!(
+            sm.run("s1", 32, consume("alice", "d1", 8)),
+            CommandResult::Rejected(Rejection::RequestIdReused { .. })
+        ));
+        assert_eq!(
+            sm.run("s3", 33, consume("alice", "dX", 9)),
+            CommandResult::Rejected(Rejection::UnknownDevice)
+        );
+        assert_eq!(sm.view().signature_count().unwrap(), 1);
+
+        // Revoked users consume nothing.
+        assert_eq!(
+            sm.run(
+                "v1",
+                40,
+                Op::RevokeUser {
+                    user_id: "alice".into(),
+                    reason: "lost".into()
+                }
+            ),
+            CommandResult::Revoked
+        );
+        assert!(matches!(
+            sm.run("s4", 41, consume("alice", "d1", 10)),
+            CommandResult::Rejected(Rejection::UserRevoked(_))
+        ));
+        // Every applied command left an audit record.
+        assert!(sm.view().audit_tail(100).unwrap().len() >= 10);
+    }
+
+    #[test]
+    fn activation_expires_and_device_keys_serve_one_user() {
+        let sm = Sm::new();
+        for u in ["a", "b"] {
+            sm.run(
+                "",
+                1,
+                Op::EnrollUser {
+                    user: user(u, "C"),
+                    activation_code: "C".into(),
+                },
+            );
+        }
+        let register = |u: &str, dev: &str| Op::RegisterDevice {
+            user_id: u.into(),
+            code_sha256: yunkey_crypto::sha256(b"C"),
+            device: device(dev),
+        };
+        assert_eq!(
+            sm.run("", 5000, register("a", "d1")),
+            CommandResult::Rejected(Rejection::ActivationInvalid),
+            "expired"
+        );
+        assert!(matches!(
+            sm.run("", 5, register("a", "d1")),
+            CommandResult::DeviceRegistered { .. }
+        ));
+        assert_eq!(
+            sm.run("", 5, register("b", "d1")),
+            CommandResult::Rejected(Rejection::DeviceTaken("d1".into()))
+        );
+        assert!(
+            sm.view().user("b").unwrap().unwrap().activation.is_some(),
+            "the refused registration used nothing"
+        );
     }
 }

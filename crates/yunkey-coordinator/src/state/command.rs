@@ -79,6 +79,47 @@ impl Op {
             Op::ConsumeAuthorization { .. } => "sign",
         }
     }
+
+    /// What the request is about, so that a request id reused for a different request is
+    /// refused instead of answered with the first request's result.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        match self {
+            Op::AdmitChip { chip, .. } => fingerprint(self.kind(), &[chip.chip_id.as_bytes()]),
+            Op::InitCa(_) => fingerprint(self.kind(), &[]),
+            Op::EnrollUser { user, .. } => fingerprint(self.kind(), &[user.user_id.as_bytes()]),
+            Op::RegisterDevice {
+                user_id, device, ..
+            } => fingerprint(
+                self.kind(),
+                &[user_id.as_bytes(), device.device_id.as_bytes()],
+            ),
+            Op::RevokeUser { user_id, .. } => fingerprint(self.kind(), &[user_id.as_bytes()]),
+            Op::ConsumeAuthorization {
+                user_id, tx_hash, ..
+            } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
+        }
+    }
+}
+
+/// The fingerprint of a request of `kind` about `subject` (see [`Op::fingerprint`]).
+pub fn fingerprint(kind: &str, subject: &[&[u8]]) -> [u8; 32] {
+    let mut data = Vec::new();
+    for part in std::iter::once(kind.as_bytes()).chain(subject.iter().copied()) {
+        data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        data.extend_from_slice(part);
+    }
+    yunkey_crypto::sha256(&data)
+}
+
+/// The stored outcome of an applied request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PriorRequest {
+    /// Its kind.
+    pub kind: String,
+    /// Its fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Its result.
+    pub result: CommandResult,
 }
 
 // Hand-written so that activation codes never reach a log.
@@ -159,17 +200,19 @@ impl fmt::Debug for CommandResult {
 /// Why a command changed nothing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Rejection {
-    /// The request id was used before for a different kind of request.
+    /// The request id was used before for a different request.
     RequestIdReused {
         /// The kind it was first used for.
         first_kind: String,
     },
     /// A user with this id exists.
-    UserExists,
+    UserExists(String),
     /// No such user.
-    UnknownUser,
+    UnknownUser(String),
     /// The user is revoked.
-    UserRevoked,
+    UserRevoked(String),
+    /// The device key is registered already (to this or another user).
+    DeviceTaken(String),
     /// The activation code is wrong, used or expired.
     ActivationInvalid,
     /// The authorization was consumed before.

@@ -13,7 +13,7 @@ mod model;
 mod view;
 
 pub use apply::App;
-pub use command::{Command, CommandResult, Op, Rejection};
+pub use command::{fingerprint, Command, CommandResult, Op, PriorRequest, Rejection};
 pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, LedgerEntry,
     UserRecord, UserState,

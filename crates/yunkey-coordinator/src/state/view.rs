@@ -1,7 +1,7 @@
 //! Typed reads of the replicated state on this node.
 
 use super::codec::decode;
-use super::command::CommandResult;
+use super::command::PriorRequest;
 use super::keys;
 use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, UserRecord};
 use serde::de::DeserializeOwned;
@@ -65,8 +65,8 @@ impl StateView {
         self.get(&keys::ledger(tx_hash))
     }
 
-    /// The stored result of an applied request: its kind and result.
-    pub fn request(&self, request_id: &str) -> Result<Option<(String, CommandResult)>, StoreError> {
+    /// The stored outcome of an applied request.
+    pub fn request(&self, request_id: &str) -> Result<Option<PriorRequest>, StoreError> {
         self.get(&keys::request(request_id))
     }
 
