@@ -5,12 +5,12 @@ use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
-use crate::state::{CaRecord, ChipRecord, Command, CommandResult, HolderRecord, Op, Rejection};
+use crate::state::{CaRecord, ChipRecord, Command, CommandResult, Op, Rejection};
 use std::time::Duration;
 use yunkey_crypto::validate;
 use yunkey_proto::v1::{
-    Algorithm, ExportDomainRequest, GenerateKeyRequest, GetInfoRequest, ImportDomainRequest,
-    InitDomainRequest, KeyPurpose, SetTrustAnchorRequest, UnwrapKeyRequest,
+    Algorithm, ExportDomainRequest, GetInfoRequest, ImportDomainRequest, InitDomainRequest,
+    KeyPurpose, SetTrustAnchorRequest,
 };
 
 /// Admits the chip at `endpoint`: joins it to the cluster's security domain (creating the
@@ -141,45 +141,14 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas.max(2));
-    let first = chosen.first().ok_or_else(|| {
-        CoordError::Unavailable("the user CA needs at least one healthy chip".into())
-    })?;
-    let generated = core
-        .chips
-        .client_for(first)?
-        .generate_key(core.chips.request(GenerateKeyRequest {
-            algorithm: Algorithm::EcdsaP256 as i32,
-            purpose: KeyPurpose::Ca as i32,
-            user_id: String::new(),
-        }))
-        .await
-        .map_err(chip_err(&first.chip_id))?
-        .into_inner();
-    let mut holders = vec![HolderRecord {
-        chip_id: first.chip_id.clone(),
-        key_handle: generated.key_handle.clone(),
-    }];
-    for replica in &chosen[1..] {
-        let copied = async {
-            core.chips
-                .client_for(replica)?
-                .unwrap_key(core.chips.request(UnwrapKeyRequest {
-                    wrapped_key: generated.wrapped_key.clone(),
-                    purpose: KeyPurpose::Ca as i32,
-                    user_id: String::new(),
-                }))
-                .await
-                .map_err(chip_err(&replica.chip_id))
-        }
-        .await;
-        match copied {
-            Ok(r) => holders.push(HolderRecord {
-                chip_id: replica.chip_id.clone(),
-                key_handle: r.into_inner().key_handle,
-            }),
-            Err(e) => tracing::warn!(error = %e, "CA key replica failed"),
-        }
+    if chosen.is_empty() {
+        return Err(CoordError::Unavailable(
+            "the user CA needs at least one healthy chip".into(),
+        ));
     }
+    let (generated, holders) =
+        crate::replicas::create_key(core, &chosen, Algorithm::EcdsaP256, KeyPurpose::Ca, "")
+            .await?;
     let certificate = core
         .issuer
         .self_signed_ca(

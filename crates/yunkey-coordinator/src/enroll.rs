@@ -8,8 +8,7 @@ use crate::placement::{self, Candidate};
 use crate::state::{Activation, CommandResult, HolderRecord, Op, UserRecord, UserState};
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_proto::v1::{
-    Algorithm, EnrollUserRequest, EnrollUserResponse, GenerateKeyRequest, KeyHandleRequest,
-    KeyPurpose, UnwrapKeyRequest,
+    Algorithm, EnrollUserRequest, EnrollUserResponse, KeyHandleRequest, KeyPurpose,
 };
 
 /// Checks the algorithm field: unset means ECDSA P-256; SM2 is reserved.
@@ -79,51 +78,9 @@ pub async fn enroll(
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas);
-    let Some(first) = chosen.first() else {
-        return Err(CoordError::NoCapacity(
-            "no healthy chip has free capacity; add chips or wait for one to recover".into(),
-        ));
-    };
-
-    let mut client = core.chips.client_for(first)?;
-    let generated = client
-        .generate_key(core.chips.request(GenerateKeyRequest {
-            algorithm: algorithm as i32,
-            purpose: KeyPurpose::User as i32,
-            user_id: req.user_id.clone(),
-        }))
-        .await
-        .map_err(chip_err(&first.chip_id))?
-        .into_inner();
-    let mut holders = vec![HolderRecord {
-        chip_id: first.chip_id.clone(),
-        key_handle: generated.key_handle.clone(),
-    }];
-    for replica in &chosen[1..] {
-        let copied = async {
-            core.chips
-                .client_for(replica)?
-                .unwrap_key(core.chips.request(UnwrapKeyRequest {
-                    wrapped_key: generated.wrapped_key.clone(),
-                    purpose: KeyPurpose::User as i32,
-                    user_id: req.user_id.clone(),
-                }))
-                .await
-                .map_err(chip_err(&replica.chip_id))
-        }
-        .await;
-        match copied {
-            Ok(resp) => holders.push(HolderRecord {
-                chip_id: replica.chip_id.clone(),
-                key_handle: resp.into_inner().key_handle,
-            }),
-            // Fewer holders than R is repaired later; one holder plus the wrapped key in
-            // Raft state is enough to acknowledge.
-            Err(e) => {
-                tracing::warn!(chip = %replica.chip_id, error = %e, "replica copy failed at enrolment")
-            }
-        }
-    }
+    let (generated, holders) =
+        crate::replicas::create_key(core, &chosen, algorithm, KeyPurpose::User, &req.user_id)
+            .await?;
 
     let outcome = async {
         let certificate = core

@@ -30,6 +30,7 @@ pub mod error;
 pub mod node;
 pub mod placement;
 pub mod raft;
+pub mod replicas;
 pub mod service;
 pub mod signing;
 pub mod state;

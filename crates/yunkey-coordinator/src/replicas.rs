@@ -1,0 +1,66 @@
+//! Creating a key on its chosen holders: generated inside the first chip, then copied to the
+//! others as the wrapped key (only the domain key opens it, inside a chip).
+
+use crate::chips::chip_err;
+use crate::core::Core;
+use crate::error::{CoordError, Result};
+use crate::state::{ChipRecord, HolderRecord};
+use yunkey_proto::v1::{
+    Algorithm, GenerateKeyRequest, GenerateKeyResponse, KeyPurpose, UnwrapKeyRequest,
+};
+
+/// Generates a key of `purpose` (for `user_id`, empty for cluster keys) in `chosen[0]` and
+/// copies it to the rest. A copy that fails is logged and skipped: one holder plus the
+/// wrapped key in Raft state is enough to acknowledge, and repair restores R later.
+pub async fn create_key(
+    core: &Core,
+    chosen: &[&ChipRecord],
+    algorithm: Algorithm,
+    purpose: KeyPurpose,
+    user_id: &str,
+) -> Result<(GenerateKeyResponse, Vec<HolderRecord>)> {
+    let first = chosen.first().ok_or_else(|| {
+        CoordError::NoCapacity(
+            "no healthy chip has free capacity; add chips or wait for one to recover".into(),
+        )
+    })?;
+    let generated = core
+        .chips
+        .client_for(first)?
+        .generate_key(core.chips.request(GenerateKeyRequest {
+            algorithm: algorithm as i32,
+            purpose: purpose as i32,
+            user_id: user_id.to_owned(),
+        }))
+        .await
+        .map_err(chip_err(&first.chip_id))?
+        .into_inner();
+    let mut holders = vec![HolderRecord {
+        chip_id: first.chip_id.clone(),
+        key_handle: generated.key_handle.clone(),
+    }];
+    for replica in &chosen[1..] {
+        let copied = async {
+            core.chips
+                .client_for(replica)?
+                .unwrap_key(core.chips.request(UnwrapKeyRequest {
+                    wrapped_key: generated.wrapped_key.clone(),
+                    purpose: purpose as i32,
+                    user_id: user_id.to_owned(),
+                }))
+                .await
+                .map_err(chip_err(&replica.chip_id))
+        }
+        .await;
+        match copied {
+            Ok(resp) => holders.push(HolderRecord {
+                chip_id: replica.chip_id.clone(),
+                key_handle: resp.into_inner().key_handle,
+            }),
+            Err(e) => {
+                tracing::warn!(chip = %replica.chip_id, error = %e, ?purpose, "replica copy failed")
+            }
+        }
+    }
+    Ok((generated, holders))
+}
