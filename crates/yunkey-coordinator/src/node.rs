@@ -136,7 +136,7 @@ impl Node {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(raft_service);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = yunkey_net::incoming(listener);
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)

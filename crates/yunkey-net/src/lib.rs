@@ -31,3 +31,19 @@ pub fn install_crypto_provider() {
 /// Largest gRPC message a yunkey server accepts or a client sends, in bytes. Every yunkey
 /// request is small; a larger one is refused before it is decoded.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Accepted connections of `listener` with `TCP_NODELAY` set, for
+/// `Server::serve_with_incoming`. (tonic sets it only on sockets it binds itself; without it
+/// small gRPC replies wait on delayed ACKs, some 40 ms each.)
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}

@@ -34,7 +34,50 @@ pub struct LogStore<C: TypeConfig> {
     db: Db,
     log: Tree,
     meta: Tree,
+    flusher: std::sync::Arc<Flusher<C>>,
     _c: PhantomData<fn() -> C>,
+}
+
+/// The group-commit thread and its queue. Dropping the last handle stops the thread and
+/// waits for it, so the database is released when the store is.
+struct Flusher<C: TypeConfig> {
+    tx: Option<std::sync::mpsc::Sender<LogFlushed<C>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<C: TypeConfig> Drop for Flusher<C> {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Group commit: one thread flushes the database for every append queued since its last
+/// flush, then reports all of them durable at once. Appends therefore never wait for each
+/// other's flush, and one flush (the expensive part) covers many entries under load.
+fn spawn_flusher<C: TypeConfig>(db: Db) -> std::sync::Arc<Flusher<C>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<C>>();
+    let thread = std::thread::Builder::new()
+        .name("raft-log-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                // Durability: every entry whose callback is in `waiting` was written before
+                // its callback was queued, so this flush covers it; only then is it reported.
+                let result = db.flush().map_err(|e| e.to_string());
+                for callback in waiting {
+                    callback.log_io_completed(result.clone().map_err(io_err));
+                }
+            }
+        })
+        .expect("spawning the Raft log flusher thread");
+    std::sync::Arc::new(Flusher {
+        tx: Some(tx),
+        thread: Some(thread),
+    })
 }
 
 impl<C: TypeConfig> Clone for LogStore<C> {
@@ -43,6 +86,7 @@ impl<C: TypeConfig> Clone for LogStore<C> {
             db: self.db.clone(),
             log: self.log.clone(),
             meta: self.meta.clone(),
+            flusher: self.flusher.clone(),
             _c: PhantomData,
         }
     }
@@ -66,6 +110,7 @@ impl<C: TypeConfig> LogStore<C> {
             .tree(META_TREE)
             .map_err(|e| StorageIOError::read_logs(any(e)))?;
         let store = Self {
+            flusher: spawn_flusher::<C>(db.clone()),
             db,
             log,
             meta,
@@ -234,15 +279,15 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
                 .apply(batch)
                 .map_err(|e| StorageIOError::write_logs(any(e)))?;
         }
-        // Durability: the entries are flushed before the LogFlushed callback is called. The
-        // flush is awaited here, which also keeps every log/vote write serialized.
-        let res = self.flush().await;
-        let failed = res.as_ref().err().map(|e| e.to_string());
-        callback.log_io_completed(res);
-        match failed {
-            Some(e) => Err(StorageIOError::write_logs(any(e)).into()),
-            None => Ok(()),
-        }
+        // Durability: the LogFlushed callback is called by the flusher thread only after a
+        // flush that started after these entries were written (see `spawn_flusher`).
+        self.flusher
+            .tx
+            .as_ref()
+            .expect("the sender lives as long as the store")
+            .send(callback)
+            .map_err(|_| StorageIOError::write_logs(any("the log flusher thread has stopped")))?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> SResult<()> {

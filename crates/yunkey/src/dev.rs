@@ -41,7 +41,7 @@ async fn start_chip(
         .tls_config(tls.server()?)?
         .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = yunkey_net::incoming(listener);
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stopped(stop))
             .await
