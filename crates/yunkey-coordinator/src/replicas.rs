@@ -20,9 +20,16 @@ pub async fn create_key(
     user_id: &str,
 ) -> Result<(GenerateKeyResponse, Vec<HolderRecord>)> {
     let first = chosen.first().ok_or_else(|| {
-        CoordError::NoCapacity(
-            "no healthy chip has free capacity; add chips or wait for one to recover".into(),
-        )
+        if core
+            .view
+            .chips()
+            .map(|c| c.iter().any(|c| core.chips.routable(&c.chip_id)))
+            .unwrap_or(false)
+        {
+            CoordError::NoCapacity("every healthy chip is full; add chips".into())
+        } else {
+            CoordError::Unavailable("no chip is healthy right now; retry shortly".into())
+        }
     })?;
     let generated = core
         .chips

@@ -138,7 +138,18 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
     core.raft.initialize_single(1, &advertise).await?;
     core.raft.wait_leader(Duration::from_secs(15)).await?;
     for endpoint in &chip_endpoints {
-        admin::admit_chip(&core, "dev", endpoint).await?;
+        let chip = admin::admit_chip(&core, "dev", endpoint).await?;
+        // Ready means able to enrol and sign: wait for the chip's first heartbeat.
+        if !core
+            .chips
+            .wait_up(&chip.chip_id, Duration::from_secs(10))
+            .await
+        {
+            anyhow::bail!(
+                "chip {} did not answer its heartbeat within 10 s",
+                chip.chip_id
+            );
+        }
     }
     let ca = admin::ensure_ca(&core, "dev").await?;
     write_file(

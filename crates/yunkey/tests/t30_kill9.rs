@@ -41,7 +41,10 @@ async fn acknowledged_writes_survive_kill_9() {
                         };
                         match key.enroll_user(req).await {
                             Ok(_) => acked.lock().unwrap().push(user_id),
-                            Err(_) => return,
+                            Err(e) => {
+                                eprintln!("writer {w} stopped: {e:?}");
+                                return;
+                            }
                         }
                     }
                 })
