@@ -70,8 +70,10 @@ fn leader_client(
 
 fn forwarded_request<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut()
-        .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    req.metadata_mut().insert(
+        FORWARDED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     req.set_timeout(CATCH_UP_TIMEOUT + Duration::from_secs(10));
     req
 }

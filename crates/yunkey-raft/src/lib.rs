@@ -40,10 +40,10 @@ mod error;
 mod log_store;
 mod network;
 mod network_client;
+mod reader;
 mod server;
 mod snapshot;
 mod state_machine;
-mod reader;
 mod writer;
 
 use std::io::Cursor;
@@ -56,10 +56,10 @@ pub use error::WriteError;
 pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
+pub use reader::ensure_linearizable;
 pub use server::RaftGrpcServer;
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state_machine::StateMachineStore;
-pub use reader::ensure_linearizable;
 pub use writer::{write, Written};
 
 /// The openraft type configs this crate supports: see the crate documentation.

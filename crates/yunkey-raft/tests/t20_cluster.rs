@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
 use yunkey_raft::{
-    ensure_linearizable, write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer, StateMachineStore,
+    ensure_linearizable, write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer,
+    StateMachineStore,
 };
 use yunkey_store::Db;
 

@@ -54,12 +54,7 @@ pub fn business_to(g: &Global, endpoint: &str, deadline: Duration) -> anyhow::Re
 }
 
 fn connect(g: &Global, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Connection> {
-    connect_to(
-        g,
-        endpoints(g)?,
-        identity,
-        Duration::from_secs(g.timeout),
-    )
+    connect_to(g, endpoints(g)?, identity, Duration::from_secs(g.timeout))
 }
 
 fn connect_to(

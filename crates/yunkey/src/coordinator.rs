@@ -124,7 +124,9 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("reading the Raft state: {e}"))?;
     if args.init {
-        core.raft.initialize_single(args.node_id, &advertise).await?;
+        core.raft
+            .initialize_single(args.node_id, &advertise)
+            .await?;
         println!("node {}: initialized a new one-node cluster", args.node_id);
     } else if !initialized {
         println!(

@@ -6,8 +6,8 @@
 use crate::cli::{DevArgs, Global};
 use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
 use crate::output::cert_pem;
-use anyhow::Context;
 use crate::serve::{install_metrics, serve_chip, shutdown_signal, stopped, write_file};
+use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;

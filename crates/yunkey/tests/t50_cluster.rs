@@ -132,7 +132,9 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     for id in [2, 3] {
         let p = cluster.start_node(id, false, &[]);
         assert!(
-            p.seen.iter().any(|l| l.contains("waiting to be added by the leader")),
+            p.seen
+                .iter()
+                .any(|l| l.contains("waiting to be added by the leader")),
             "{:?}",
             p.seen
         );
@@ -293,7 +295,10 @@ async fn three_coordinators_two_chips_failover_and_membership() {
             .unwrap();
     }
     let during: Vec<String> = during.lock().unwrap().iter().map(|a| a.0.clone()).collect();
-    assert!(!during.is_empty(), "enrolments continued during the removal");
+    assert!(
+        !during.is_empty(),
+        "enrolments continued during the removal"
+    );
     let remaining = cluster.business(&[&rest[0]]);
     for user in &during {
         read_at(&remaining, user).await.unwrap();
