@@ -46,6 +46,8 @@ pub struct Core {
     pub issuer: CertIssuer,
     /// Tunables.
     pub config: CoordinatorConfig,
+    /// Serializes membership changes on this node (the leader is their one controller).
+    pub membership_lock: tokio::sync::Mutex<()>,
     ca: OnceLock<(Arc<CaRecord>, Vec<u8>)>,
 }
 
@@ -65,6 +67,7 @@ impl Core {
             issuer: CertIssuer::new(chips.clone()),
             chips,
             config,
+            membership_lock: tokio::sync::Mutex::new(()),
             ca: OnceLock::new(),
         }
     }

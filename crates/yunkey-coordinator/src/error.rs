@@ -75,6 +75,23 @@ pub enum CoordError {
         /// Its status.
         status: Status,
     },
+    /// A membership change named a node id that was used before.
+    #[error("node id {node_id} was used before (first added with address {first_address}); node ids are never reused: pick a new id for this node and start it on an empty data dir")]
+    NodeIdUsed {
+        /// The id.
+        node_id: u64,
+        /// The address it was first added with.
+        first_address: String,
+    },
+    /// A membership change named a node that is not a member.
+    #[error("node {0} is not a member of the cluster")]
+    NodeNotFound(u64),
+    /// The cluster is not in a state that allows this request.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The leader answered a request forwarded to it with this status.
+    #[error("from the leader: {}", .0.message())]
+    Forwarded(Status),
     /// Raft could not commit.
     #[error("{0}")]
     Raft(String),
@@ -101,7 +118,10 @@ impl CoordError {
             | CoordError::UnknownDevice { .. }
             | CoordError::BadAuthorization(_)
             | CoordError::ActivationInvalid => Code::PermissionDenied,
-            CoordError::Expired(_) => Code::FailedPrecondition,
+            CoordError::Expired(_)
+            | CoordError::NodeIdUsed { .. }
+            | CoordError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CoordError::NodeNotFound(_) => Code::NotFound,
             CoordError::Unimplemented(_) => Code::Unimplemented,
             CoordError::Unavailable(_) | CoordError::Raft(_) => Code::Unavailable,
             CoordError::NoCapacity(_) => Code::ResourceExhausted,
@@ -111,6 +131,7 @@ impl CoordError {
                 Code::FailedPrecondition => Code::FailedPrecondition,
                 _ => Code::Internal,
             },
+            CoordError::Forwarded(status) => status.code(),
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
     }
@@ -120,6 +141,7 @@ impl From<CoordError> for Status {
     fn from(e: CoordError) -> Status {
         let message = match &e {
             CoordError::Chip { chip_id, status } => format!("chip {chip_id}: {}", status.message()),
+            CoordError::Forwarded(status) => status.message().to_owned(),
             other => other.to_string(),
         };
         Status::new(e.code(), message)
@@ -141,6 +163,13 @@ impl From<crate::state::Rejection> for CoordError {
                 CoordError::BadAuthorization("device is not registered to this user".into())
             }
             R::CaExists => CoordError::Internal("the user CA already exists".into()),
+            R::NodeIdUsed {
+                node_id,
+                first_address,
+            } => CoordError::NodeIdUsed {
+                node_id,
+                first_address,
+            },
             R::WrongDomain { cluster } => CoordError::Unavailable(format!(
                 "chip belongs to another security domain than the cluster's ({cluster})"
             )),

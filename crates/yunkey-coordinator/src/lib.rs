@@ -12,7 +12,7 @@
 //!
 //! Layout: [`state`] (records, commands, apply), [`raft`] (type config and handle),
 //! [`placement`] (pure placement), [`chips`] (connections, health), [`ca`] (certificates
-//! signed inside chips), the operations [`enroll`], [`devices`], [`signing`], [`admin`], and
+//! signed inside chips), the operations [`enroll`], [`devices`], [`signing`], [`admin`], [`membership`], and
 //! the gRPC adapters in [`service`]. [`node`] assembles a running coordinator.
 //!
 //! It depends on the proto, crypto, store, net and raft crates; never on a chip
@@ -27,6 +27,7 @@ pub mod core;
 pub mod devices;
 pub mod enroll;
 pub mod error;
+pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod raft;

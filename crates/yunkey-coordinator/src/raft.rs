@@ -135,36 +135,64 @@ impl RaftHandle {
         Ok(m.current_leader.unwrap_or_default())
     }
 
-    /// Commits a command (forwarding to the leader when needed) and returns its result.
+    /// Commits a command (forwarding to the leader when needed) and returns its result once
+    /// it is applied on this node too, so that reading the local state right after sees it.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
         let kind = cmd.op.kind();
         let started = std::time::Instant::now();
         let result = yunkey_raft::write(&self.raft, &self.net, cmd, self.write_timeout).await;
-        metrics::histogram!("yunkey_raft_write_seconds", "op" => kind)
-            .record(started.elapsed().as_secs_f64());
-        result.map_err(|e| {
+        let written = result.map_err(|e| {
             CoordError::Raft(format!(
                 "could not commit: {e}; retry with the same request_id"
             ))
-        })
+        })?;
+        // Forwarded writes are applied on the leader first: wait for this node to catch up.
+        self.raft
+            .wait(Some(self.write_timeout))
+            .applied_index_at_least(Some(written.log_index), "write applied here")
+            .await
+            .map_err(|e| {
+                CoordError::Unavailable(format!(
+                    "the write committed (log index {}) but this node has not applied it yet ({e}); \
+                     retry with the same request_id",
+                    written.log_index
+                ))
+            })?;
+        metrics::histogram!("yunkey_raft_write_seconds", "op" => kind)
+            .record(started.elapsed().as_secs_f64());
+        Ok(written.response)
     }
 
-    /// Returns once this node's state reflects every write acknowledged before the call.
+    /// Returns once this node's state reflects every write acknowledged before the call, on
+    /// the leader or on a follower (which asks the leader for its read index).
     pub async fn ensure_linearizable(&self) -> Result<()> {
-        self.raft
-            .ensure_linearizable()
+        yunkey_raft::ensure_linearizable(&self.raft, &self.net, self.write_timeout)
             .await
             .map(|_| ())
             .map_err(|e| {
                 CoordError::Unavailable(format!(
-                "linearizable read not possible here ({e}); retry, or ask with consistency STALE"
-            ))
+                    "linearizable read not possible here ({e}); retry, or ask with consistency STALE"
+                ))
             })
     }
 
-    /// After a write: waits until it is applied on this node too.
-    pub async fn ensure_applied_here(&self) -> Result<()> {
-        self.ensure_linearizable().await
+    /// The current leader's id and address, if one is known.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// A channel to a peer coordinator (node TLS identity), from the Raft network's cache.
+    pub fn peer_channel(&self, addr: &str) -> Result<tonic::transport::Channel> {
+        self.net
+            .channel(&BasicNode::new(addr))
+            .map_err(|e| CoordError::Unavailable(format!("cannot connect to {addr}: {e}")))
     }
 
     /// Raft figures for `ClusterService.Status` (counts filled by the caller).

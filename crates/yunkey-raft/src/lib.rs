@@ -12,7 +12,10 @@
 //! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
 //!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
 //! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when
-//!   this node is not the leader, retrying until a deadline.
+//!   this node is not the leader, retrying until a deadline; it returns the entry's log index.
+//! - **Linearizable reads anywhere**: [`ensure_linearizable()`] asks the leader for its read
+//!   index (`ReadIndex` RPC) when this node is a follower, then waits until this node has
+//!   applied it.
 //!
 //! What it must not depend on: no chip, no coordinator business logic, and no TLS configuration.
 //! The caller supplies gRPC channels through a [`Connector`] (and wraps [`RaftGrpcServer`] with its
@@ -37,6 +40,7 @@ mod error;
 mod log_store;
 mod network;
 mod network_client;
+mod reader;
 mod server;
 mod snapshot;
 mod state_machine;
@@ -52,10 +56,11 @@ pub use error::WriteError;
 pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
+pub use reader::ensure_linearizable;
 pub use server::RaftGrpcServer;
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state_machine::StateMachineStore;
-pub use writer::write;
+pub use writer::{write, Written};
 
 /// The openraft type configs this crate supports: see the crate documentation.
 ///

@@ -2,9 +2,9 @@
 
 use std::fmt::Debug;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{BasicNode, Raft};
+use openraft::{BasicNode, LogId, Raft};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -14,10 +14,19 @@ use yunkey_proto::v1::RaftPayload;
 use crate::codec::{decode, encode};
 use crate::TypeConfig;
 
-/// What the `ClientWrite` RPC returns, bincode-encoded: the application's response, or Raft's
-/// error (with a `ForwardToLeader` hint when this node is not the leader).
-pub(crate) type ClientWriteReply<C> =
-    Result<<C as openraft::RaftTypeConfig>::R, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+/// What the `ClientWrite` RPC returns, bincode-encoded: the application's response with the
+/// log index of its entry, or Raft's error (with a `ForwardToLeader` hint when this node is
+/// not the leader).
+pub(crate) type ClientWriteReply<C> = Result<
+    (<C as openraft::RaftTypeConfig>::R, u64),
+    RaftError<u64, ClientWriteError<u64, BasicNode>>,
+>;
+
+/// What the `ReadIndex` RPC returns, bincode-encoded: the log id a linearizable read must see
+/// (as `Raft::ensure_linearizable` gives it), or Raft's error (`ForwardToLeader` when this
+/// node is not the leader).
+pub(crate) type ReadIndexReply =
+    Result<Option<LogId<u64>>, RaftError<u64, CheckIsLeaderError<u64, BasicNode>>>;
 
 /// Serves `yunkey.v1.RaftService` for one local [`Raft`] node.
 ///
@@ -84,7 +93,19 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let cmd: C::D = parse(request, "ClientWrite")?;
-        let res: ClientWriteReply<C> = self.raft.client_write(cmd).await.map(|r| r.data);
+        let res: ClientWriteReply<C> = self
+            .raft
+            .client_write(cmd)
+            .await
+            .map(|r| (r.data, r.log_id.index));
+        reply(&res)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let res: ReadIndexReply = self.raft.ensure_linearizable().await;
         reply(&res)
     }
 }

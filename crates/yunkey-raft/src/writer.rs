@@ -19,12 +19,24 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What one forwarding attempt tells the retry loop.
-enum Attempt<R> {
+pub(crate) enum Attempt<R> {
     Done(R),
     Retry(String),
 }
 
-/// Writes `cmd` through Raft and returns the application's response once it is applied.
+/// A committed and applied write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<R> {
+    /// The application's response.
+    pub response: R,
+    /// The log index of the entry: it is applied on the leader, and applied on this node once
+    /// its applied index reaches it.
+    pub log_index: u64,
+}
+
+/// Writes `cmd` through Raft and returns the application's response (and the entry's log
+/// index) once it is applied on the leader. When it was forwarded, this node may not have
+/// applied it yet: wait for `log_index` before reading the local state.
 ///
 /// Tries `raft.client_write` locally; when this node is not the leader and a leader is known,
 /// sends the command to the leader's `ClientWrite` RPC over `net`'s cached channels. With no
@@ -39,7 +51,7 @@ pub async fn write<C: TypeConfig>(
     net: &GrpcNetworkFactory<C>,
     cmd: C::D,
     deadline: Duration,
-) -> Result<C::R, WriteError> {
+) -> Result<Written<C::R>, WriteError> {
     let end = Instant::now() + deadline;
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::from("no attempt made");
@@ -57,7 +69,12 @@ pub async fn write<C: TypeConfig>(
             Ok(r) => r,
         };
         let attempt = match local {
-            Ok(resp) => return Ok(resp.data),
+            Ok(resp) => {
+                return Ok(Written {
+                    response: resp.data,
+                    log_index: resp.log_id.index,
+                })
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                 Some(node) if f.leader_id != Some(net.id()) => {
                     forward(net, &node, &cmd, end).await?
@@ -73,7 +90,12 @@ pub async fn write<C: TypeConfig>(
             Err(RaftError::Fatal(e)) => return Err(WriteError::Fatal(e.to_string())),
         };
         match attempt {
-            Attempt::Done(r) => return Ok(r),
+            Attempt::Done((response, log_index)) => {
+                return Ok(Written {
+                    response,
+                    log_index,
+                })
+            }
             Attempt::Retry(why) => last = why,
         }
         let remaining = end.saturating_duration_since(Instant::now());
@@ -88,7 +110,7 @@ async fn forward<C: TypeConfig>(
     leader: &BasicNode,
     cmd: &C::D,
     end: Instant,
-) -> Result<Attempt<C::R>, WriteError> {
+) -> Result<Attempt<(C::R, u64)>, WriteError> {
     let data = encode(cmd).map_err(|e| WriteError::Codec(e.to_string()))?;
     let channel = match net.channel(leader) {
         Ok(ch) => ch,

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
 use yunkey_raft::{
-    write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer, StateMachineStore,
+    ensure_linearizable, write, Connector, GrpcNetworkFactory, LogStore, RaftGrpcServer,
+    StateMachineStore,
 };
 use yunkey_store::Db;
 
@@ -151,11 +152,24 @@ async fn cluster_forwarding_failover_and_snapshot_catch_up() {
         let r = write(&follower.raft, &follower.net, set("a", "1"), WAIT)
             .await
             .unwrap();
-        assert_eq!(r, Prev(None));
+        assert_eq!(r.response, Prev(None));
         let r = write(&follower.raft, &follower.net, set("a", "2"), WAIT)
             .await
             .unwrap();
-        assert_eq!(r, Prev(Some("1".into())));
+        assert_eq!(r.response, Prev(Some("1".into())));
+        // A linearizable read on the other follower: the leader's read index, applied there.
+        let other = nodes
+            .iter()
+            .find(|n| n.id != leader && n.id != follower.id)
+            .unwrap();
+        let read_index = ensure_linearizable(&other.raft, &other.net, WAIT)
+            .await
+            .unwrap();
+        assert!(read_index >= r.log_index, "{read_index} < {}", r.log_index);
+        assert!(
+            other.dump().iter().any(|(k, v)| k == b"a" && v == b"2"),
+            "the follower applied the read index before the read"
+        );
         for n in &nodes {
             wait_value(n, "a", "2").await;
         }

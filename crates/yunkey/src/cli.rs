@@ -63,6 +63,81 @@ pub enum Command {
     Status,
     /// Benchmark authorized signatures against a running cluster.
     Bench(BenchArgs),
+    /// Run one soft chip as its own process (data in `--data`).
+    Chip(ChipArgs),
+    /// Run one coordinator of a multi-node cluster (data in `--data`).
+    Coordinator(CoordinatorArgs),
+    /// Operate a coordinator cluster: membership and status.
+    #[command(subcommand)]
+    Ctl(CtlCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ChipArgs {
+    /// The chip's id; stored in its data directory on first start and checked later.
+    #[arg(long)]
+    pub id: String,
+    /// Address the chip listens on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Keys the chip can hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub capacity: u64,
+    /// Failure zone, used by placement.
+    #[arg(long, default_value = "zone-1")]
+    pub zone: String,
+    /// Directory with `ca.pem`, `node.pem` and `node-key.pem` (the node TLS identity).
+    #[arg(long)]
+    pub tls_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Raft node id. Never reuse an id, not even for a node rebuilt on a wiped disk.
+    #[arg(long)]
+    pub node_id: u64,
+    /// Address the coordinator listens on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// `https://host:port` that other nodes and clients reach this node at
+    /// [default: from --listen].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Directory with `ca.pem`, `node.pem` and `node-key.pem` (the node TLS identity).
+    #[arg(long)]
+    pub tls_dir: PathBuf,
+    /// Initialize a new one-node cluster (only on an empty data directory).
+    #[arg(long)]
+    pub init: bool,
+    /// A chip's `https://host:port`, admitted by the leader once it is up (repeatable).
+    #[arg(long = "chip")]
+    pub chips: Vec<String>,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
+    #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
+    pub metrics: String,
+    /// Chips holding each user key.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Add a coordinator: as a learner until it has caught up, then as a voter.
+    AddNode {
+        /// A node id never used before in this cluster.
+        #[arg(long)]
+        node_id: u64,
+        /// Its `https://host:port`.
+        #[arg(long)]
+        address: String,
+    },
+    /// Remove a coordinator from the cluster (its id can never be used again).
+    RemoveNode {
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Every coordinator's role, term, log, applied index and replication lag.
+    Status,
 }
 
 #[derive(Debug, Args)]

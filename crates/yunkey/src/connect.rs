@@ -43,8 +43,26 @@ pub fn device(g: &Global) -> anyhow::Result<Connection> {
     connect(g, None)
 }
 
+/// Connection as a business client to one given endpoint (one node of the cluster).
+pub fn business_to(g: &Global, endpoint: &str, deadline: Duration) -> anyhow::Result<Connection> {
+    let cert = g.cert.clone().unwrap_or_else(|| g.data.join(files::CLIENT));
+    let key = g
+        .key
+        .clone()
+        .unwrap_or_else(|| g.data.join(files::CLIENT_KEY));
+    connect_to(g, vec![endpoint.to_owned()], Some((cert, key)), deadline)
+}
+
 fn connect(g: &Global, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Connection> {
-    let endpoints = endpoints(g)?;
+    connect_to(g, endpoints(g)?, identity, Duration::from_secs(g.timeout))
+}
+
+fn connect_to(
+    g: &Global,
+    endpoints: Vec<String>,
+    identity: Option<(PathBuf, PathBuf)>,
+    deadline: Duration,
+) -> anyhow::Result<Connection> {
     let ca = g.ca.clone().unwrap_or_else(|| g.data.join(files::CA));
     let (cert, key) = match identity {
         Some((c, k)) => (Some(c), Some(k)),
@@ -57,6 +75,6 @@ fn connect(g: &Global, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<C
         endpoints,
         tls,
         domain: None,
-        deadline: Duration::from_secs(g.timeout),
+        deadline,
     })?)
 }

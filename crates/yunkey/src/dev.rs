@@ -6,24 +6,18 @@
 use crate::cli::{DevArgs, Global};
 use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
 use crate::output::cert_pem;
+use crate::serve::{install_metrics, serve_chip, shutdown_signal, stopped, write_file};
 use anyhow::Context;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Server;
-use yunkey_chip::{ChipGrpc, SoftChip, SoftChipConfig};
+use yunkey_chip::SoftChipConfig;
 use yunkey_coordinator::chips::ChipsConfig;
 use yunkey_coordinator::{admin, CoordinatorConfig, Node, NodeOptions};
 use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::Role;
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
 
 /// Serves one soft chip on a loopback port; returns its endpoint.
 async fn start_chip(
@@ -32,59 +26,9 @@ async fn start_chip(
     tls: &TlsMaterial,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
-    let id = config.chip_id.clone();
-    let chip = SoftChip::open(dir, config)
-        .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let router = Server::builder()
-        .tls_config(tls.server()?)?
-        .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
-    tokio::spawn(async move {
-        let incoming = yunkey_net::incoming(listener);
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, stopped(stop))
-            .await
-        {
-            tracing::error!(chip = %id, error = %e, "chip server failed");
-        }
-    });
-    Ok(format!("https://127.0.0.1:{port}"))
-}
-
-fn write_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
-    if addr == "off" {
-        return Ok(None);
-    }
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("--metrics {addr:?} is not HOST:PORT or off"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
-    Ok(Some(addr))
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    let (endpoint, _task) = serve_chip(dir, config, tls, listener, stop).await?;
+    Ok(endpoint)
 }
 
 /// `yunkey dev`.

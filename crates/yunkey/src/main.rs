@@ -4,16 +4,22 @@
 //! - `yunkey user ...`, `yunkey verify`, `yunkey status`: the business backend's and the
 //!   operator's commands.
 //! - `yunkey terminal ...`: plays the phone: registers a device, authorizes payments.
+//! - `yunkey chip`, `yunkey coordinator`: one chip or one coordinator of a multi-process
+//!   cluster; `yunkey ctl ...`: its membership and status.
 //! - `yunkey bench`: the signing benchmark against a running cluster.
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
 
 mod bench;
+mod chip;
 mod cli;
 mod connect;
+mod coordinator;
+mod ctl;
 mod dev;
 mod output;
 mod pin;
+mod serve;
 mod terminal;
 mod user;
 
@@ -45,7 +51,10 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(cli: &cli::Cli) {
-    let default = if matches!(cli.command, cli::Command::Dev(_)) {
+    let default = if matches!(
+        cli.command,
+        cli::Command::Dev(_) | cli::Command::Chip(_) | cli::Command::Coordinator(_)
+    ) {
         "info,openraft=warn"
     } else {
         "warn"
@@ -67,5 +76,8 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Verify(args) => user::verify(g, args).await,
         cli::Command::Status => user::status(g).await,
         cli::Command::Bench(args) => bench::run(g, args).await,
+        cli::Command::Chip(args) => chip::run(g, args).await,
+        cli::Command::Coordinator(args) => coordinator::run(g, args).await,
+        cli::Command::Ctl(cmd) => ctl::run(g, cmd).await,
     }
 }

@@ -8,8 +8,15 @@ use tonic::{Request, Response, Status};
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
-    AdmitChipRequest, Chip, ListChipsRequest, ListChipsResponse, StatusRequest, StatusResponse,
+    AddNodeRequest, AdmitChipRequest, Chip, ListChipsRequest, ListChipsResponse,
+    MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
 };
+
+fn forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata()
+        .get(crate::membership::FORWARDED_HEADER)
+        .is_some()
+}
 
 /// The `ClusterService` implementation.
 #[derive(Debug, Clone)]
@@ -91,6 +98,34 @@ impl ClusterService for ClusterApi {
             let record = crate::admin::admit_chip(&self.core, &actor, &endpoint).await?;
             Ok(chip_proto(&self.core, &record))
         })
+        .await
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let actor = admit(&req)?;
+        let fwd = forwarded(&req);
+        observe(
+            "AddNode",
+            &actor,
+            crate::membership::add_node(&self.core, &actor, req.into_inner(), fwd),
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let actor = admit(&req)?;
+        let fwd = forwarded(&req);
+        observe(
+            "RemoveNode",
+            &actor,
+            crate::membership::remove_node(&self.core, &actor, req.into_inner(), fwd),
+        )
         .await
     }
 }

@@ -66,7 +66,6 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
         CoordError::UserNotFound(_) => CoordError::UserNotFound(req.user_id.clone()),
         other => other,
     })?;
-    core.raft.ensure_applied_here().await?;
     let user = core
         .view
         .user(&req.user_id)?

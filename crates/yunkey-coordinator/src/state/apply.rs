@@ -228,6 +228,16 @@ fn apply_op(
             w.bump(keys::COUNT_SIGNATURES)?;
             Ok(CommandResult::Consumed)
         }
+        Op::RecordNodeId(record) => {
+            if let Some(first) = view.node_id(record.node_id)? {
+                return reject(Rejection::NodeIdUsed {
+                    node_id: record.node_id,
+                    first_address: first.address,
+                });
+            }
+            w.put(&keys::node_id(record.node_id), record);
+            Ok(CommandResult::NodeIdRecorded)
+        }
     }
 }
 
@@ -418,6 +428,48 @@ mod tests {
         ));
         // Every applied command left an audit record.
         assert!(sm.view().audit_tail(100).unwrap().len() >= 10);
+    }
+
+    #[test]
+    fn node_ids_are_recorded_once_and_never_reused() {
+        let sm = Sm::new();
+        let record = |id: u64, address: &str| {
+            Op::RecordNodeId(crate::state::NodeIdRecord {
+                node_id: id,
+                address: address.into(),
+                added_at: 1,
+            })
+        };
+        assert_eq!(
+            sm.run("", 1, record(1, "https://a:1")),
+            CommandResult::NodeIdRecorded
+        );
+        assert_eq!(
+            sm.run("", 2, record(2, "https://b:1")),
+            CommandResult::NodeIdRecorded
+        );
+        // Another node under a used id, even at another address, is refused.
+        assert_eq!(
+            sm.run("", 3, record(2, "https://c:1")),
+            CommandResult::Rejected(Rejection::NodeIdUsed {
+                node_id: 2,
+                first_address: "https://b:1".into()
+            })
+        );
+        let ids: Vec<u64> = sm
+            .view()
+            .node_ids()
+            .unwrap()
+            .iter()
+            .map(|r| r.node_id)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(
+            sm.view().node_id(2).unwrap().unwrap().address,
+            "https://b:1",
+            "the first record is kept"
+        );
+        assert!(sm.view().node_id(3).unwrap().is_none());
     }
 
     #[test]

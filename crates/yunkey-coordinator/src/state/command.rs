@@ -1,7 +1,7 @@
 //! Commands: the only way the replicated state changes. The proposing node fills in `now`
 //! and everything random (keys, codes, ids) before proposing, so applying is deterministic.
 
-use super::model::{CaRecord, ChipRecord, DeviceRecord, UserRecord};
+use super::model::{CaRecord, ChipRecord, DeviceRecord, NodeIdRecord, UserRecord};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -65,6 +65,9 @@ pub enum Op {
         /// The transaction's expiry.
         expires_at: i64,
     },
+    /// Record a coordinator node id as used, forever (before it joins the membership), so
+    /// that no later node is ever added under it.
+    RecordNodeId(NodeIdRecord),
 }
 
 impl Op {
@@ -77,6 +80,7 @@ impl Op {
             Op::RegisterDevice { .. } => "register_device",
             Op::RevokeUser { .. } => "revoke",
             Op::ConsumeAuthorization { .. } => "sign",
+            Op::RecordNodeId(_) => "record_node_id",
         }
     }
 
@@ -97,6 +101,7 @@ impl Op {
             Op::ConsumeAuthorization {
                 user_id, tx_hash, ..
             } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
+            Op::RecordNodeId(r) => fingerprint(self.kind(), &[&r.node_id.to_be_bytes()]),
         }
     }
 }
@@ -144,6 +149,7 @@ impl fmt::Debug for Op {
                     hex::encode(tx_hash)
                 )
             }
+            Op::RecordNodeId(r) => write!(f, "RecordNodeId({}, {})", r.node_id, r.address),
         }
     }
 }
@@ -176,6 +182,8 @@ pub enum CommandResult {
     Revoked,
     /// The authorization is consumed: the transaction may be signed.
     Consumed,
+    /// The node id is recorded as used.
+    NodeIdRecorded,
     /// Nothing changed, because of this.
     Rejected(Rejection),
 }
@@ -192,6 +200,7 @@ impl fmt::Debug for CommandResult {
             }
             CommandResult::Revoked => f.write_str("Revoked"),
             CommandResult::Consumed => f.write_str("Consumed"),
+            CommandResult::NodeIdRecorded => f.write_str("NodeIdRecorded"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
         }
     }
@@ -224,6 +233,13 @@ pub enum Rejection {
     UnknownDevice,
     /// The CA already exists.
     CaExists,
+    /// The node id was used before (by a node added at `first_address`).
+    NodeIdUsed {
+        /// The id.
+        node_id: u64,
+        /// The address it was first added with.
+        first_address: String,
+    },
     /// The chip belongs to another security domain than the cluster's.
     WrongDomain {
         /// The cluster's domain.

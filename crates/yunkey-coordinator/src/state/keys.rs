@@ -9,6 +9,7 @@
 //! | `r/` | request id | stored first result of that request |
 //! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
 //! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
+//! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord) |
 //! | `m/domain` | | domain id |
 //! | `m/audit_seq` | | next audit sequence (u64 BE) |
@@ -39,6 +40,11 @@ pub(crate) const CHIP_PREFIX: &[u8] = b"c/";
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
     [&b"a/"[..], &seq.to_be_bytes()].concat()
 }
+
+pub(crate) fn node_id(id: u64) -> Vec<u8> {
+    [&b"n/"[..], &id.to_be_bytes()].concat()
+}
+pub(crate) const NODE_ID_PREFIX: &[u8] = b"n/";
 
 pub(crate) const CA: &[u8] = b"m/ca";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";

@@ -132,3 +132,15 @@ pub struct AuditRecord {
     /// `ok` or the refusal.
     pub outcome: String,
 }
+
+/// A coordinator node id that was once added to the cluster. Kept forever: node ids are
+/// never reused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeIdRecord {
+    /// The Raft node id.
+    pub node_id: u64,
+    /// The address it was added with.
+    pub address: String,
+    /// When (Unix seconds, the proposer's clock).
+    pub added_at: i64,
+}

@@ -3,7 +3,7 @@
 use super::codec::decode;
 use super::command::PriorRequest;
 use super::keys;
-use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, UserRecord};
+use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, NodeIdRecord, UserRecord};
 use serde::de::DeserializeOwned;
 use yunkey_store::{StoreError, Tree};
 
@@ -56,6 +56,19 @@ impl StateView {
     pub fn chips(&self) -> Result<Vec<ChipRecord>, StoreError> {
         self.tree
             .scan_prefix(keys::CHIP_PREFIX)
+            .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
+            .collect()
+    }
+
+    /// The record of a coordinator node id, if it was ever added.
+    pub fn node_id(&self, node_id: u64) -> Result<Option<NodeIdRecord>, StoreError> {
+        self.get(&keys::node_id(node_id))
+    }
+
+    /// Every coordinator node id ever added, by id.
+    pub fn node_ids(&self) -> Result<Vec<NodeIdRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::NODE_ID_PREFIX)
             .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
             .collect()
     }

@@ -283,3 +283,188 @@ pub async fn enroll_with_device(dev: &Dev, user_id: &str) -> TestDevice {
         key,
     }
 }
+
+/// A process of a multi-process cluster (`yunkey chip` or `yunkey coordinator`), whose
+/// stdout lines the harness reads.
+pub struct Proc {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl Proc {
+    /// Runs `yunkey ARGS` and waits (at most 60 s) for its `endpoint:` line.
+    pub fn spawn(name: &str, args: &[String]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            // openraft logs every unreachable peer at ERROR: expected when the test kills one.
+            .env("YUNKEY_LOG", "warn,openraft=off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn yunkey");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+            name: name.to_owned(),
+            endpoint: String::new(),
+        };
+        let line = p.wait_line("endpoint: ", Duration::from_secs(60));
+        p.endpoint = line.trim_start_matches("endpoint: ").to_owned();
+        p
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns it.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("{}: no line {prefix:?} within {timeout:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A multi-process cluster in a temporary directory: a dev PKI, `yunkey chip` processes and
+/// `yunkey coordinator` processes, each on its own ephemeral port.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub pki: PathBuf,
+    /// Listen port of each coordinator id (kept for restarts: the address is in the membership).
+    pub ports: std::collections::BTreeMap<u64, u16>,
+}
+
+impl Cluster {
+    /// A fresh directory with a dev PKI.
+    pub fn new() -> Cluster {
+        yunkey_net::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        yunkey_net::pki::DevPki::ensure(&pki).unwrap();
+        Cluster {
+            dir,
+            pki,
+            ports: Default::default(),
+        }
+    }
+
+    /// Starts `yunkey chip --id ID`.
+    pub fn start_chip(&self, id: &str, zone: &str) -> Proc {
+        let data = self.dir.path().join(id);
+        Proc::spawn(
+            id,
+            &[
+                "--data".into(),
+                data.display().to_string(),
+                "chip".into(),
+                "--id".into(),
+                id.into(),
+                "--zone".into(),
+                zone.into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+                "--tls-dir".into(),
+                self.pki.display().to_string(),
+            ],
+        )
+    }
+
+    /// The data directory of coordinator `id`.
+    pub fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// Runs `yunkey coordinator` with `args` and returns the finished process's output (for
+    /// refusals at start-up).
+    pub fn coordinator_output(&self, id: u64, data: &Path, extra: &[&str]) -> Output {
+        Command::new(bin())
+            .args(["--data", data.to_str().unwrap(), "coordinator"])
+            .args(["--node-id", &id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--tls-dir", self.pki.to_str().unwrap()])
+            .args(extra)
+            .env("YUNKEY_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts coordinator `id` on its data directory (and its port, if it ran before).
+    pub fn start_node(&mut self, id: u64, init: bool, chips: &[String]) -> Proc {
+        let port = *self.ports.entry(id).or_insert_with(free_port);
+        let mut args: Vec<String> = vec![
+            "--data".into(),
+            self.node_dir(id).display().to_string(),
+            "coordinator".into(),
+            "--node-id".into(),
+            id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--tls-dir".into(),
+            self.pki.display().to_string(),
+        ];
+        if init {
+            args.push("--init".into());
+        }
+        for chip in chips {
+            args.push("--chip".into());
+            args.push(chip.clone());
+        }
+        Proc::spawn(&format!("node-{id}"), &args)
+    }
+
+    fn tls(&self, cert: &str, key: &str) -> yunkey_net::tls::TlsMaterial {
+        TlsFiles {
+            ca: self.pki.join(files::CA),
+            cert: Some(self.pki.join(cert)),
+            key: Some(self.pki.join(key)),
+        }
+        .load()
+        .unwrap()
+    }
+
+    /// A business backend's connection to `endpoints` (retries UNAVAILABLE on the next one).
+    pub fn business(&self, endpoints: &[&str]) -> Connection {
+        Connection::new(&ConnectionOptions {
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            tls: self.tls(files::CLIENT, files::CLIENT_KEY),
+            domain: None,
+            deadline: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+}

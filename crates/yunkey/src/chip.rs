@@ -1,0 +1,38 @@
+//! `yunkey chip`: one soft chip as its own process, serving ChipService over TLS with the
+//! node identity. Coordinators admit it with `yunkey coordinator --chip URL` (or AdmitChip).
+
+use crate::cli::{ChipArgs, Global};
+use crate::serve::{node_tls, serve_chip, shutdown_signal};
+use anyhow::Context;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use yunkey_chip::SoftChipConfig;
+
+/// `yunkey chip`.
+pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
+    let tls = node_tls(&args.tls_dir)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let config = SoftChipConfig {
+        chip_id: args.id.clone(),
+        capacity: args.capacity,
+        zone: args.zone.clone(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (endpoint, task) = serve_chip(&g.data, config, &tls, listener, stop_rx).await?;
+    println!(
+        "yunkey chip {}: zone {}, capacity {}, data in {}",
+        args.id,
+        args.zone,
+        args.capacity,
+        g.data.display()
+    );
+    println!("endpoint: {endpoint}");
+    shutdown_signal().await;
+    eprintln!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `yunkey coordinator`: one coordinator of a multi-node cluster, as its own process.
+//!
+//! The first node starts with `--init` (a new one-node cluster) and the `--chip` URLs; every
+//! other node starts on an empty data directory and waits until the leader adds it
+//! (`yunkey ctl add-node`). The data directory belongs to one node id for life: the id is
+//! written to `DIR/node-id` on first start and checked on every later one.
+
+use crate::cli::{CoordinatorArgs, Global};
+use crate::serve::{endpoint_of, install_metrics, node_tls, shutdown_signal, stopped};
+use anyhow::{bail, Context};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use yunkey_coordinator::chips::ChipsConfig;
+use yunkey_coordinator::{admin, CoordinatorConfig, Core, Node, NodeOptions};
+
+/// File in the data directory that holds the node id.
+pub const NODE_ID_FILE: &str = "node-id";
+/// The Raft store inside the data directory (as `Node::start` lays it out).
+const RAFT_DIR: &str = "raft";
+
+/// Checks that `data` belongs to `node_id` (or to nobody yet) and records it durably.
+fn claim_data_dir(data: &Path, node_id: u64) -> anyhow::Result<()> {
+    let path = data.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let owner: u64 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is not a node id", path.display()))?;
+            if owner != node_id {
+                bail!(
+                    "this data dir belongs to node {owner} ({}), not node {node_id}: \
+                     start node {owner} on it, or give node {node_id} its own empty directory",
+                    data.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if data.join(RAFT_DIR).exists() {
+                bail!(
+                    "{} holds Raft data but no {NODE_ID_FILE} file: refusing to guess whose it is",
+                    data.display()
+                );
+            }
+            crate::serve::write_file_synced(&path, format!("{node_id}\n").as_bytes())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// One pass of the start-up bootstrap. On the leader: admits the `--chip` URLs that are not
+/// registered yet and creates the user CA if there is none. Idempotent; run on every start.
+/// Returns whether this node can serve: the CA is in its state and it has heard from a chip.
+async fn bootstrap_step(core: &Core, chips: &[String]) -> anyhow::Result<bool> {
+    let leader = core.raft.raft().metrics().borrow().current_leader;
+    if leader == Some(core.node_id) {
+        yunkey_coordinator::membership::record_members(core, "bootstrap").await?;
+        let registry = core.view.chips()?;
+        for url in chips {
+            if !registry.iter().any(|c| &c.endpoint == url) {
+                admin::admit_chip(core, "bootstrap", url).await?;
+            }
+        }
+        if core.view.ca()?.is_none() && !core.view.chips()?.is_empty() {
+            admin::ensure_ca(core, "bootstrap").await?;
+        }
+    }
+    let chip_up = core
+        .view
+        .chips()?
+        .iter()
+        .any(|c| core.chips.routable(&c.chip_id));
+    Ok(core.view.ca()?.is_some() && chip_up)
+}
+
+/// `yunkey coordinator`.
+pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
+    let data = &g.data;
+    if args.node_id == 0 {
+        bail!("--node-id must be at least 1");
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let fresh = !data.join(RAFT_DIR).exists();
+    if args.init && !fresh {
+        bail!(
+            "--init is only valid on an empty data dir; {} already holds a node's Raft data: \
+             start it without --init",
+            data.display()
+        );
+    }
+    claim_data_dir(data, args.node_id)?;
+    let tls = node_tls(&args.tls_dir)?;
+    let metrics = install_metrics(&args.metrics)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None => endpoint_of(&listener)?,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let opts = NodeOptions {
+        node_id: args.node_id,
+        data_dir: data.clone(),
+        advertise: advertise.clone(),
+        tls,
+        config: CoordinatorConfig {
+            replicas: args.replicas,
+            ..Default::default()
+        },
+        chips: ChipsConfig::default(),
+        raft: yunkey_coordinator::raft::raft_config(),
+    };
+    let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
+    let core = node.core.clone();
+    let initialized = core
+        .raft
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the Raft state: {e}"))?;
+    if args.init {
+        core.raft
+            .initialize_single(args.node_id, &advertise)
+            .await?;
+        println!("node {}: initialized a new one-node cluster", args.node_id);
+    } else if !initialized {
+        println!(
+            "node {}: not a member of any cluster yet; waiting to be added by the leader as a learner \
+             (yunkey ctl add-node --node-id {} --address {advertise})",
+            args.node_id, args.node_id
+        );
+    }
+    if let Some(m) = metrics {
+        println!("metrics: http://{m}/metrics");
+    }
+    println!("endpoint: {advertise}");
+
+    let boot = {
+        let (node, core, chips) = (node.clone(), core.clone(), Arc::new(args.chips.clone()));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut last_error = String::new();
+            loop {
+                match bootstrap_step(&core, &chips).await {
+                    Ok(true) => {
+                        node.set_ready().await;
+                        println!("ready: node {} can serve", core.node_id);
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        let e = e.to_string();
+                        if e != last_error {
+                            tracing::warn!(error = %e, "bootstrap step failed; retrying");
+                            last_error = e;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+
+    shutdown_signal().await;
+    eprintln!("stopping");
+    let _ = stop_tx.send(true);
+    boot.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = core.raft.raft().shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `yunkey ctl`: the operator's commands for a coordinator cluster: add and remove nodes
+//! (the leader carries them out, one at a time) and every node's status.
+
+use crate::cli::{CtlCommand, Global};
+use crate::connect;
+use crate::output::print;
+use serde_json::json;
+use std::time::Duration;
+use yunkey_proto::v1::{
+    AddNodeRequest, MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
+};
+
+/// `yunkey ctl ...`.
+pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
+    match cmd {
+        CtlCommand::AddNode { node_id, address } => {
+            let conn = connect::business(g)?;
+            let req = AddNodeRequest {
+                node_id: *node_id,
+                address: address.clone(),
+            };
+            let r = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::cluster_client(ch).add_node(req).await }
+                })
+                .await?;
+            print_membership(g, &format!("node {node_id} added as a voter"), &r);
+            Ok(())
+        }
+        CtlCommand::RemoveNode { node_id } => {
+            let conn = connect::business(g)?;
+            let req = RemoveNodeRequest { node_id: *node_id };
+            let r = conn
+                .call(|ch| async move { yunkey_client::cluster_client(ch).remove_node(req).await })
+                .await?;
+            print_membership(g, &format!("node {node_id} removed"), &r);
+            Ok(())
+        }
+        CtlCommand::Status => status(g).await,
+    }
+}
+
+fn print_membership(g: &Global, done: &str, r: &MembershipResponse) {
+    print(
+        g.json,
+        json!({
+            "leader_id": r.leader_id, "voters": r.voters, "learners": r.learners,
+            "log_index": r.log_index,
+        }),
+        || {
+            format!(
+                "{done} (leader {}); voters {:?}, learners {:?}",
+                r.leader_id, r.voters, r.learners
+            )
+        },
+    );
+}
+
+async fn node_status(g: &Global, address: &str) -> anyhow::Result<StatusResponse> {
+    let conn = connect::business_to(g, address, Duration::from_secs(2))?;
+    Ok(conn
+        .call(|ch| async move {
+            let mut req = tonic::Request::new(StatusRequest {});
+            req.set_timeout(Duration::from_secs(2));
+            yunkey_client::cluster_client(ch).status(req).await
+        })
+        .await?)
+}
+
+/// `yunkey ctl status` (and `yunkey status`): the cluster as the serving node sees it, then
+/// every member's own figures, asked at its address.
+pub async fn status(g: &Global) -> anyhow::Result<()> {
+    let conn = connect::business(g)?;
+    let first = conn
+        .call(|ch| async move {
+            yunkey_client::cluster_client(ch)
+                .status(StatusRequest {})
+                .await
+        })
+        .await?;
+    // The leader's view has the matched index of every member.
+    let leader = match first.nodes.iter().find(|n| n.node_id == first.leader_id) {
+        Some(n) if n.node_id != first.node_id => node_status(g, &n.address).await.ok(),
+        _ => Some(first.clone()),
+    }
+    .filter(|s| s.node_id == s.leader_id);
+    let leader_last = leader.as_ref().map(|l| l.last_log_index).unwrap_or(0);
+    let mut rows = Vec::new();
+    for n in &first.nodes {
+        let own = if n.node_id == first.node_id {
+            Ok(first.clone())
+        } else {
+            node_status(g, &n.address).await
+        };
+        let matched = leader
+            .as_ref()
+            .and_then(|l| l.nodes.iter().find(|m| m.node_id == n.node_id))
+            .map(|m| m.matched_index);
+        rows.push((n.clone(), own, matched));
+    }
+    print(
+        g.json,
+        json!({
+            "node_id": first.node_id, "leader_id": first.leader_id, "term": first.term,
+            "users": first.users, "devices": first.devices, "chips": first.chips,
+            "nodes": rows.iter().map(|(n, own, matched)| {
+                let own = own.as_ref().ok();
+                json!({
+                    "node_id": n.node_id, "address": n.address, "role": n.role, "voter": n.voter,
+                    "reachable": own.is_some(),
+                    "term": own.map(|s| s.term),
+                    "last_log_index": own.map(|s| s.last_log_index),
+                    "applied_index": own.map(|s| s.applied_index),
+                    "matched_index": matched,
+                    "lag": matched.map(|m| leader_last.saturating_sub(m)),
+                })
+            }).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut out = format!(
+                "asked node {}: leader {}, term {}; users {}, devices {}, chips {}\n\
+                 {:>4}  {:<9} {:>5} {:>9} {:>9} {:>9} {:>6}  address\n",
+                first.node_id,
+                first.leader_id,
+                first.term,
+                first.users,
+                first.devices,
+                first.chips,
+                "node",
+                "role",
+                "term",
+                "last log",
+                "applied",
+                "matched",
+                "lag"
+            );
+            let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            for (n, own, matched) in &rows {
+                let own = own.as_ref().ok();
+                out.push_str(&format!(
+                    "{:>4}  {:<9} {:>5} {:>9} {:>9} {:>9} {:>6}  {}{}\n",
+                    n.node_id,
+                    n.role,
+                    opt(own.map(|s| s.term)),
+                    opt(own.map(|s| s.last_log_index)),
+                    opt(own.map(|s| s.applied_index)),
+                    opt(*matched),
+                    opt(matched.map(|m| leader_last.saturating_sub(m))),
+                    n.address,
+                    if own.is_none() { "  (unreachable)" } else { "" }
+                ));
+            }
+            out.trim_end().to_owned()
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Pieces shared by the long-running processes (`yunkey dev`, `yunkey chip`,
+//! `yunkey coordinator`): serving a soft chip, the metrics endpoint, stop signals, and small
+//! file helpers.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use yunkey_chip::{ChipGrpc, SoftChip, SoftChipConfig};
+use yunkey_net::pki::files;
+use yunkey_net::tls::TlsMaterial;
+use yunkey_net::TlsFiles;
+
+/// Resolves once `rx` says stop.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// `https://host:port` for a bound listener (an unspecified address becomes 127.0.0.1).
+pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
+    let local = listener.local_addr()?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    Ok(format!("https://{host}:{}", local.port()))
+}
+
+/// Opens the soft chip in `dir` and serves its ChipService over TLS on `listener` until
+/// `stop` says so. Returns its endpoint and the server task.
+pub async fn serve_chip(
+    dir: &Path,
+    config: SoftChipConfig,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(String, JoinHandle<()>)> {
+    let id = config.chip_id.clone();
+    let chip = SoftChip::open(dir, config)
+        .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
+    let endpoint = endpoint_of(&listener)?;
+    let router = Server::builder()
+        .tls_config(tls.server()?)?
+        .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
+    let task = tokio::spawn(async move {
+        let incoming = yunkey_net::incoming(listener);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
+            tracing::error!(chip = %id, error = %e, "chip server failed");
+        }
+    });
+    Ok((endpoint, task))
+}
+
+/// The node identity (certificate `node.pem`, key `node-key.pem`, trust root `ca.pem`) from a
+/// PKI directory laid out like `DevPki`'s.
+pub fn node_tls(dir: &Path) -> anyhow::Result<TlsMaterial> {
+    TlsFiles {
+        ca: dir.join(files::CA),
+        cert: Some(dir.join(files::NODE)),
+        key: Some(dir.join(files::NODE_KEY)),
+    }
+    .load()
+    .with_context(|| format!("loading the node TLS identity from {}", dir.display()))
+}
+
+/// Writes `path` atomically (a temporary file, then a rename).
+pub fn write_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes `path` atomically and durably: the file and its directory are fsynced.
+pub fn write_file_synced(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts the Prometheus endpoint on `addr`, unless it is `off`.
+pub fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--metrics {addr:?} is not HOST:PORT or off"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    Ok(Some(addr))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

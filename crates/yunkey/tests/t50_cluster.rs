@@ -1,0 +1,324 @@
+//! A real multi-process cluster: two `yunkey chip` processes and three `yunkey coordinator`
+//! processes over TLS. Writes and linearizable reads on followers, a `kill -9` of the leader
+//! under an enrolment load (nothing acknowledged is lost, writes resume), a restart on the
+//! killed node's data, removing a node under load, and the refusal of a reused node id.
+
+mod common;
+
+use common::{Cluster, Proc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use yunkey_client::{cluster_client, key_client, Connection};
+use yunkey_proto::v1::{
+    AddNodeRequest, EnrollUserRequest, GetUserRequest, ReadConsistency, RemoveNodeRequest,
+    StatusRequest,
+};
+
+const READY: Duration = Duration::from_secs(60);
+
+fn enroll_req(user_id: &str) -> EnrollUserRequest {
+    EnrollUserRequest {
+        request_id: format!("enroll-{user_id}"),
+        user_id: user_id.to_owned(),
+        algorithm: 0,
+        display_name: String::new(),
+    }
+}
+
+/// Enrols through exactly one node (no failover to another endpoint).
+async fn enroll_at(conn: &Connection, user_id: &str) {
+    let req = enroll_req(user_id);
+    conn.call(|ch| {
+        let req = req.clone();
+        async move { key_client(ch).enroll_user(req).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("enrolling {user_id}: {e:?}"));
+}
+
+/// A linearizable read at one node.
+async fn read_at(conn: &Connection, user_id: &str) -> Result<(), String> {
+    let req = GetUserRequest {
+        user_id: user_id.to_owned(),
+        consistency: ReadConsistency::Linearizable as i32,
+    };
+    conn.call(|ch| {
+        let req = req.clone();
+        async move { key_client(ch).get_user(req).await }
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("{e:?}"))
+}
+
+async fn leader_of(conn: &Connection) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = conn
+            .call(|ch| async move { cluster_client(ch).status(StatusRequest {}).await })
+            .await;
+        if let Ok(s) = s {
+            if s.leader_id != 0 {
+                return s.leader_id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Enrolment writers until `stop`: each acknowledged user id with when it was sent and acked.
+type Acks = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
+
+fn load(
+    cluster: &Cluster,
+    endpoints: &[String],
+    writers: usize,
+    prefix: &str,
+    stop: Arc<AtomicBool>,
+) -> (Acks, Vec<tokio::task::JoinHandle<()>>) {
+    let acked: Acks = Arc::default();
+    let tasks = (0..writers)
+        .map(|w| {
+            // Each writer starts at another node and fails over to the next on UNAVAILABLE.
+            let mut eps: Vec<&str> = endpoints.iter().map(|s| s.as_str()).collect();
+            eps.rotate_left(w % endpoints.len());
+            let conn = cluster.business(&eps);
+            let (acked, stop, prefix) = (acked.clone(), stop.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let user_id = format!("{prefix}-w{w}-u{i}");
+                    let req = enroll_req(&user_id);
+                    let sent = Instant::now();
+                    let r = conn
+                        .call(|ch| {
+                            let req = req.clone();
+                            async move { key_client(ch).enroll_user(req).await }
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => {
+                            acked.lock().unwrap().push((user_id, sent, Instant::now()));
+                            i += 1;
+                        }
+                        // Not acknowledged: retried with the same request id next time round.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    (acked, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_coordinators_two_chips_failover_and_membership() {
+    let started = Instant::now();
+    let mut cluster = Cluster::new();
+    let chips = [
+        cluster.start_chip("chip-1", "zone-1"),
+        cluster.start_chip("chip-2", "zone-2"),
+    ];
+    let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
+
+    let mut nodes: BTreeMap<u64, Proc> = BTreeMap::new();
+    let mut n1 = cluster.start_node(1, true, &chip_urls);
+    n1.wait_line("ready", READY);
+    nodes.insert(1, n1);
+    for id in [2, 3] {
+        let p = cluster.start_node(id, false, &[]);
+        assert!(
+            p.seen
+                .iter()
+                .any(|l| l.contains("waiting to be added by the leader")),
+            "{:?}",
+            p.seen
+        );
+        nodes.insert(id, p);
+    }
+    let ep = |nodes: &BTreeMap<u64, Proc>, id: u64| nodes[&id].endpoint.clone();
+
+    // Refusals at start-up: another node's data dir; --init on a used data dir.
+    let out = cluster.coordinator_output(9, &cluster.node_dir(2), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("this data dir belongs to node 2"),
+        "{stderr}"
+    );
+    let out = cluster.coordinator_output(2, &cluster.node_dir(2), &["--init"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--init is only valid on an empty data dir")
+    );
+
+    // Grow: add nodes 2 and 3 through node 1.
+    let admin = cluster.business(&[&ep(&nodes, 1)]);
+    for id in [2, 3] {
+        let req = AddNodeRequest {
+            node_id: id,
+            address: ep(&nodes, id),
+        };
+        let r = admin
+            .call(|ch| {
+                let req = req.clone();
+                async move { cluster_client(ch).add_node(req).await }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("AddNode {id}: {e:?}"));
+        assert!(r.voters.contains(&id), "{r:?}");
+    }
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
+    }
+    eprintln!("cluster of 3 up after {:?}", started.elapsed());
+
+    // Enrol through the followers; read linearizably from every node.
+    let at: BTreeMap<u64, Connection> = nodes
+        .keys()
+        .map(|id| (*id, cluster.business(&[&ep(&nodes, *id)])))
+        .collect();
+    let mut users = Vec::new();
+    for id in [2, 3] {
+        for i in 0..3 {
+            let user = format!("via{id}-{i}");
+            enroll_at(&at[&id], &user).await;
+            users.push(user);
+        }
+    }
+    for conn in at.values() {
+        for user in &users {
+            read_at(conn, user).await.unwrap();
+        }
+    }
+
+    // Load through all nodes; kill -9 the leader mid-load.
+    let leader = leader_of(&at[&2]).await;
+    let endpoints: Vec<String> = nodes.values().map(|p| p.endpoint.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, writers) = load(&cluster, &endpoints, 6, "load", stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill = acked.lock().unwrap().len();
+    let killed_at = Instant::now();
+    nodes.get_mut(&leader).unwrap().kill9();
+    // Wait for the first write sent after the kill to be acknowledged, then a little more.
+    let deadline = killed_at + Duration::from_secs(15);
+    let first_after = loop {
+        let first = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, sent, _)| *sent > killed_at)
+            .map(|(_, _, at)| *at)
+            .min();
+        if let Some(at) = first {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write acknowledged within 15 s of killing the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let resume = first_after - killed_at;
+    eprintln!(
+        "MEASURED: leader {leader} killed; first acknowledged write sent after the kill came back {} ms after it",
+        resume.as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(15), w)
+            .await
+            .expect("writer stops")
+            .unwrap();
+    }
+    let acked: Vec<String> = acked.lock().unwrap().iter().map(|a| a.0.clone()).collect();
+    eprintln!(
+        "{} enrolments acknowledged ({before_kill} before the kill)",
+        acked.len()
+    );
+    assert!(before_kill > 0 && acked.len() > before_kill);
+
+    let survivors: Vec<u64> = nodes.keys().copied().filter(|id| *id != leader).collect();
+    for id in &survivors {
+        for user in users.iter().chain(&acked) {
+            read_at(&at[id], user)
+                .await
+                .unwrap_or_else(|e| panic!("node {id}: acknowledged user {user} lost: {e}"));
+        }
+    }
+
+    // Restart the killed node on its data: it has every acknowledged user.
+    let mut restarted = cluster.start_node(leader, false, &chip_urls);
+    restarted.wait_line("ready", READY);
+    nodes.insert(leader, restarted);
+    let at_restarted = cluster.business(&[&ep(&nodes, leader)]);
+    for user in users.iter().chain(&acked) {
+        read_at(&at_restarted, user)
+            .await
+            .unwrap_or_else(|e| panic!("restarted node {leader} misses {user}: {e}"));
+    }
+
+    // Shrink: remove a follower while a client enrols through the other two nodes.
+    let now_leader = leader_of(&at[&survivors[0]]).await;
+    let victim = *nodes.keys().find(|id| **id != now_leader).unwrap();
+    let rest: Vec<String> = nodes
+        .iter()
+        .filter(|(id, _)| **id != victim)
+        .map(|(_, p)| p.endpoint.clone())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (during, writers) = load(&cluster, &rest, 2, "shrink", stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let removed = cluster
+        .business(&rest.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .call(|ch| async move {
+            cluster_client(ch)
+                .remove_node(RemoveNodeRequest { node_id: victim })
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveNode {victim}: {e:?}"));
+    assert!(!removed.voters.contains(&victim), "{removed:?}");
+    assert!(!removed.learners.contains(&victim), "{removed:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(15), w)
+            .await
+            .expect("writer stops")
+            .unwrap();
+    }
+    let during: Vec<String> = during.lock().unwrap().iter().map(|a| a.0.clone()).collect();
+    assert!(
+        !during.is_empty(),
+        "enrolments continued during the removal"
+    );
+    let remaining = cluster.business(&[&rest[0]]);
+    for user in &during {
+        read_at(&remaining, user).await.unwrap();
+    }
+    nodes.get_mut(&victim).unwrap().kill9();
+
+    // A removed node's id is never used again, not even at a new address.
+    let reuse = AddNodeRequest {
+        node_id: victim,
+        address: format!("https://127.0.0.1:{}", common::free_port()),
+    };
+    let err = cluster_client(remaining.current_channel())
+        .add_node(reuse)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("pick a new id"), "{err:?}");
+    eprintln!(
+        "removed node {victim} under load ({} enrolments during it); test took {:?}",
+        during.len(),
+        started.elapsed()
+    );
+}
