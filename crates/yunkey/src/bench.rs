@@ -144,7 +144,7 @@ struct Level {
 }
 
 async fn run_level(
-    conn: &Connection,
+    conns: &[Connection],
     users: &Arc<Vec<BenchUser>>,
     concurrency: usize,
     window: Duration,
@@ -158,7 +158,7 @@ async fn run_level(
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let (conn, users, hist, stop, ok, errors, seq) = (
-                conn.clone(),
+                conns[w % conns.len()].clone(),
                 users.clone(),
                 hist.clone(),
                 stop.clone(),
@@ -216,6 +216,11 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let business = connect::business(g)?;
     let device = connect::device(g)?;
+    // Several connections, as several backend instances would open: one HTTP/2 connection
+    // is processed by one task on each side and would cap the rate by itself.
+    let conns = (0..args.connections.max(1))
+        .map(|_| connect::business(g))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (users, enroll_rate) = setup_users(&business, &device, args.users).await?;
     let users = Arc::new(users);
     let window = Duration::from_secs(args.seconds);
@@ -229,7 +234,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
 
     let mut levels = Vec::new();
     for &c in &args.concurrency {
-        levels.push(run_level(&business, &users, c.max(1), window).await?);
+        levels.push(run_level(&conns, &users, c.max(1), window).await?);
     }
     let best = levels.iter().map(|l| l.rate).fold(0.0, f64::max);
     print(

@@ -267,4 +267,7 @@ pub struct BenchArgs {
     /// Seconds per level.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Client connections the load is spread over.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
 }
