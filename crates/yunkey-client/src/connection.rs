@@ -100,7 +100,7 @@ impl Connection {
                 Err(status) if retryable(&status) && Instant::now() + backoff < end => {
                     tracing::debug!(%endpoint, code = ?status.code(), "retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
                     attempt += 1;
                 }
                 Err(status) => return Err(status.into()),
@@ -109,8 +109,10 @@ impl Connection {
     }
 }
 
+/// UNAVAILABLE, and UNKNOWN, which is what a stream cut by a dying server looks like. Both
+/// are safe to retry because every yunkey write is deduplicated by its request id.
 fn retryable(status: &tonic::Status) -> bool {
-    status.code() == Code::Unavailable
+    matches!(status.code(), Code::Unavailable | Code::Unknown)
 }
 
 /// A `KeyService` client with yunkey's message limits.

@@ -35,8 +35,8 @@ pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "yunkey".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
