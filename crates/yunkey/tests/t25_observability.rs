@@ -1,0 +1,74 @@
+//! What operators and generic gRPC tools see: Prometheus metrics per RPC and outcome and
+//! per chip, and server reflection listing yunkey's services.
+
+mod common;
+
+use common::{enroll_with_device, transaction, Dev};
+use std::io::{Read, Write};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use yunkey_client::key_client;
+
+fn scrape(addr: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_reflection() {
+    let dev = Dev::start();
+    let alice = enroll_with_device(&dev, "alice").await;
+    let mut key = key_client(dev.business().current_channel());
+    key.sign(alice.sign_request("", transaction("alice", "1")))
+        .await
+        .unwrap();
+    let mut bad = alice.sign_request("", transaction("alice", "2"));
+    bad.user_id = "ghost".into();
+    assert!(key.sign(bad).await.is_err());
+
+    let text = scrape(&dev.metrics);
+    assert!(text.contains("200 OK"), "{text}");
+    for needle in [
+        r#"yunkey_rpc_requests_total{rpc="Sign",code="OK"}"#,
+        r#"yunkey_rpc_requests_total{rpc="Sign",code="NOT_FOUND"} 1"#,
+        r#"yunkey_rpc_requests_total{rpc="EnrollUser",code="OK"} 1"#,
+        r#"yunkey_rpc_duration_seconds{rpc="Sign""#,
+        "yunkey_chip_signatures_total{",
+        "yunkey_raft_write_seconds{",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(dev.device().current_channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in [
+        "yunkey.v1.KeyService",
+        "yunkey.v1.TerminalService",
+        "yunkey.v1.ClusterService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.contains(&service),
+            "reflection lacks {service}: {names:?}"
+        );
+    }
+}
