@@ -89,6 +89,7 @@ impl Node {
             opts.config.clone(),
         ));
         tokio::spawn(chips.heartbeat_loop(opened.view));
+        tokio::spawn(crate::raft::export_metrics(core.raft.clone()));
 
         let tls = opts
             .tls

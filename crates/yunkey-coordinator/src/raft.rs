@@ -247,3 +247,37 @@ impl RaftHandle {
         }
     }
 }
+
+/// Publishes this node's Raft figures as Prometheus gauges whenever they change:
+/// `yunkey_raft_term`, `yunkey_raft_last_log_index`, `yunkey_raft_applied_index`,
+/// `yunkey_raft_leader_id`, `yunkey_raft_is_leader`, and on the leader
+/// `yunkey_raft_replication_lag{peer}` (entries behind the leader's last log).
+pub async fn export_metrics(handle: RaftHandle) {
+    let mut rx = handle.raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            metrics::gauge!("yunkey_raft_term").set(m.current_term as f64);
+            metrics::gauge!("yunkey_raft_last_log_index").set(last as f64);
+            metrics::gauge!("yunkey_raft_applied_index")
+                .set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+            metrics::gauge!("yunkey_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+            metrics::gauge!("yunkey_raft_is_leader").set(if m.current_leader == Some(m.id) {
+                1.0
+            } else {
+                0.0
+            });
+            if let Some(replication) = &m.replication {
+                for (peer, matched) in replication {
+                    let matched = matched.map(|l| l.index).unwrap_or(0);
+                    metrics::gauge!("yunkey_raft_replication_lag", "peer" => peer.to_string())
+                        .set(last.saturating_sub(matched) as f64);
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return; // Raft shut down.
+        }
+    }
+}

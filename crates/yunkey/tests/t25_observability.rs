@@ -41,6 +41,8 @@ async fn metrics_and_reflection() {
         r#"yunkey_rpc_duration_seconds{rpc="Sign""#,
         "yunkey_chip_signatures_total{",
         "yunkey_raft_write_seconds{",
+        "yunkey_raft_is_leader 1",
+        "yunkey_raft_applied_index ",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
