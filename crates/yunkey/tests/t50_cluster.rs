@@ -1,7 +1,8 @@
 //! A real multi-process cluster: two `yunkey chip` processes and three `yunkey coordinator`
 //! processes over TLS. Writes and linearizable reads on followers, a `kill -9` of the leader
 //! under an enrolment load (nothing acknowledged is lost, writes resume), a restart on the
-//! killed node's data, removing a node under load, and the refusal of a reused node id.
+//! killed node's data, removing a node under load, the refusal of a reused node id, and a
+//! leader cut off from its majority that must not acknowledge writes.
 
 mod common;
 
@@ -321,4 +322,71 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         during.len(),
         started.elapsed()
     );
+}
+
+/// A leader cut off from the majority (both followers frozen with SIGSTOP) must not
+/// acknowledge a write; once they are back, writes are acknowledged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_leader_cannot_acknowledge() {
+    let mut cluster = Cluster::new();
+    let chips = [
+        cluster.start_chip("chip-1", "zone-1"),
+        cluster.start_chip("chip-2", "zone-2"),
+    ];
+    let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
+    let mut nodes: BTreeMap<u64, Proc> = BTreeMap::new();
+    let mut n1 = cluster.start_node(1, true, &chip_urls);
+    n1.wait_line("ready", READY);
+    nodes.insert(1, n1);
+    for id in [2, 3] {
+        let p = cluster.start_node(id, false, &[]);
+        nodes.insert(id, p);
+    }
+    let admin = cluster.business(&[&nodes[&1].endpoint]);
+    for id in [2, 3] {
+        let req = AddNodeRequest {
+            node_id: id,
+            address: nodes[&id].endpoint.clone(),
+        };
+        admin
+            .call(|ch| {
+                let req = req.clone();
+                async move { cluster_client(ch).add_node(req).await }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("AddNode {id}: {e:?}"));
+    }
+    let leader = leader_of(&admin).await;
+    let at_leader = cluster.business(&[&nodes[&leader].endpoint]);
+    enroll_at(&at_leader, "before").await;
+
+    let followers: Vec<u64> = nodes.keys().copied().filter(|id| *id != leader).collect();
+    for id in &followers {
+        nodes[id].signal("STOP");
+    }
+    // Straight to the isolated leader, with a 3 s deadline: no acknowledgement.
+    let mut req = tonic::Request::new(enroll_req("during-partition"));
+    req.set_timeout(Duration::from_secs(3));
+    let started = Instant::now();
+    let outcome = key_client(at_leader.current_channel())
+        .enroll_user(req)
+        .await;
+    let err = outcome.expect_err("a leader without a majority acknowledged a write");
+    assert!(
+        matches!(
+            err.code(),
+            Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "refused too early: {err:?}"
+    );
+    for id in &followers {
+        nodes[id].signal("CONT");
+    }
+    // The majority is back: writes are acknowledged again.
+    enroll_at(&at_leader, "after").await;
+    read_at(&at_leader, "after").await.unwrap();
 }

@@ -343,6 +343,16 @@ impl Proc {
         }
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("process is running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// Kills the process with SIGKILL.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
