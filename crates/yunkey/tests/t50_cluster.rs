@@ -324,12 +324,9 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     );
 }
 
-/// A leader cut off from the majority (both followers frozen with SIGSTOP) must not
-/// acknowledge a write; once they are back, writes are acknowledged again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn minority_leader_cannot_acknowledge() {
-    let mut cluster = Cluster::new();
-    let chips = [
+/// Two chips and three coordinators (node 1 initializes, 2 and 3 are added through it).
+async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) {
+    let chips = vec![
         cluster.start_chip("chip-1", "zone-1"),
         cluster.start_chip("chip-2", "zone-2"),
     ];
@@ -356,6 +353,19 @@ async fn minority_leader_cannot_acknowledge() {
             .await
             .unwrap_or_else(|e| panic!("AddNode {id}: {e:?}"));
     }
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
+    }
+    (chips, nodes)
+}
+
+/// A leader cut off from the majority (both followers frozen with SIGSTOP) must not
+/// acknowledge a write; once they are back, writes are acknowledged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_leader_cannot_acknowledge() {
+    let mut cluster = Cluster::new();
+    let (_chips, nodes) = start_three(&mut cluster).await;
+    let admin = cluster.business(&[&nodes[&1].endpoint]);
     let leader = leader_of(&admin).await;
     let at_leader = cluster.business(&[&nodes[&leader].endpoint]);
     enroll_at(&at_leader, "before").await;
@@ -389,4 +399,70 @@ async fn minority_leader_cannot_acknowledge() {
     // The majority is back: writes are acknowledged again.
     enroll_at(&at_leader, "after").await;
     read_at(&at_leader, "after").await.unwrap();
+}
+
+/// Rounds of `kill -9`, alternately the leader and a follower, at varying moments under an
+/// enrolment load through every node; each victim restarts on its data. Every acknowledged
+/// enrolment is readable on every node at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kill9_rounds_lose_nothing() {
+    const ROUNDS: usize = 6;
+    let mut cluster = Cluster::new();
+    let (_chips, mut nodes) = start_three(&mut cluster).await;
+    let endpoints: Vec<String> = nodes.values().map(|p| p.endpoint.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, writers) = load(&cluster, &endpoints, 4, "rounds", stop.clone());
+    let admin = cluster.business(&endpoints.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    for round in 0..ROUNDS {
+        let pause = 200 + u64::from(yunkey_crypto::random_bytes::<1>()[0]) * 2; // 200..710 ms
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let leader = leader_of(&admin).await;
+        let victim = if round % 2 == 0 {
+            leader
+        } else {
+            *nodes.keys().find(|id| **id != leader).unwrap()
+        };
+        nodes.get_mut(&victim).unwrap().kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut back = cluster.start_node(victim, false, &[]);
+        back.wait_line("ready", READY);
+        nodes.insert(victim, back);
+        eprintln!(
+            "round {round}: killed node {victim} ({}) after {pause} ms; {} acknowledged so far",
+            if victim == leader {
+                "leader"
+            } else {
+                "follower"
+            },
+            acked.lock().unwrap().len()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(15), w).await;
+    }
+    let acked: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(u, _, _)| u.clone())
+        .collect();
+    assert!(
+        acked.len() > ROUNDS,
+        "the load made progress: {}",
+        acked.len()
+    );
+    for node in nodes.values() {
+        let conn = cluster.business(&[&node.endpoint]);
+        for user in &acked {
+            read_at(&conn, user)
+                .await
+                .unwrap_or_else(|e| panic!("{}: acknowledged {user} missing: {e}", node.name));
+        }
+    }
+    eprintln!(
+        "{} acknowledged enrolments present on all 3 nodes after {ROUNDS} kill -9 rounds",
+        acked.len()
+    );
 }
