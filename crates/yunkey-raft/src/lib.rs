@@ -37,6 +37,7 @@
 mod apply;
 mod codec;
 mod error;
+mod leader_call;
 mod log_store;
 mod network;
 mod network_client;

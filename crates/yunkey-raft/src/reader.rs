@@ -5,12 +5,10 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 use tokio::time::Instant;
-use tonic::Code;
-use yunkey_proto::v1::raft_service_client::RaftServiceClient;
-use yunkey_proto::v1::RaftPayload;
 
 use crate::codec::decode;
 use crate::error::WriteError;
+use crate::leader_call::call_leader;
 use crate::network::GrpcNetworkFactory;
 use crate::server::ReadIndexReply;
 use crate::writer::Attempt;
@@ -91,43 +89,20 @@ async fn read_index_from<C: TypeConfig>(
     leader: &BasicNode,
     end: Instant,
 ) -> Result<Attempt<u64>, WriteError> {
-    let channel = match net.channel(leader) {
-        Ok(ch) => ch,
-        Err(e) => {
-            return Ok(Attempt::Retry(format!(
-                "cannot connect to leader {}: {e}",
-                leader.addr
-            )))
-        }
+    let reply = match call_leader(
+        net,
+        leader,
+        end,
+        vec![],
+        "no read index",
+        |mut client, request| async move { client.read_index(request).await },
+    )
+    .await?
+    {
+        Attempt::Done(data) => data,
+        Attempt::Retry(why) => return Ok(Attempt::Retry(why)),
     };
-    let remaining = end.saturating_duration_since(Instant::now());
-    let mut client = RaftServiceClient::new(channel);
-    let mut request = tonic::Request::new(RaftPayload { data: vec![] });
-    request.set_timeout(remaining);
-    let reply = match tokio::time::timeout(remaining, client.read_index(request)).await {
-        Err(_) => {
-            return Err(WriteError::Unavailable(format!(
-                "leader {} did not confirm a read index before the deadline",
-                leader.addr
-            )))
-        }
-        Ok(Err(status)) => match status.code() {
-            Code::Unavailable | Code::Cancelled | Code::Aborted => {
-                return Ok(Attempt::Retry(format!(
-                    "leader {} unreachable: {status}",
-                    leader.addr
-                )))
-            }
-            _ => {
-                return Err(WriteError::Remote(format!(
-                    "leader {}: {status}",
-                    leader.addr
-                )))
-            }
-        },
-        Ok(Ok(reply)) => reply.into_inner(),
-    };
-    let result: ReadIndexReply = decode(&reply.data)
+    let result: ReadIndexReply = decode(&reply)
         .map_err(|e| WriteError::Remote(format!("undecodable ReadIndex reply: {e}")))?;
     match result {
         Ok(log_id) => Ok(Attempt::Done(log_id.map(|l| l.index).unwrap_or(0))),

@@ -5,12 +5,10 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{BasicNode, Raft};
 use tokio::time::Instant;
-use tonic::Code;
-use yunkey_proto::v1::raft_service_client::RaftServiceClient;
-use yunkey_proto::v1::RaftPayload;
 
 use crate::codec::{decode, encode};
 use crate::error::WriteError;
+use crate::leader_call::call_leader;
 use crate::network::GrpcNetworkFactory;
 use crate::server::ClientWriteReply;
 use crate::TypeConfig;
@@ -112,49 +110,20 @@ async fn forward<C: TypeConfig>(
     end: Instant,
 ) -> Result<Attempt<(C::R, u64)>, WriteError> {
     let data = encode(cmd).map_err(|e| WriteError::Codec(e.to_string()))?;
-    let channel = match net.channel(leader) {
-        Ok(ch) => ch,
-        Err(e) => {
-            return Ok(Attempt::Retry(format!(
-                "cannot connect to leader {}: {e}",
-                leader.addr
-            )))
-        }
+    let reply = match call_leader(
+        net,
+        leader,
+        end,
+        data,
+        "the write may still commit",
+        |mut client, request| async move { client.client_write(request).await },
+    )
+    .await?
+    {
+        Attempt::Done(data) => data,
+        Attempt::Retry(why) => return Ok(Attempt::Retry(why)),
     };
-    let remaining = end.saturating_duration_since(Instant::now());
-    let mut client = RaftServiceClient::new(channel);
-    let mut request = tonic::Request::new(RaftPayload { data });
-    request.set_timeout(remaining);
-    let reply = match tokio::time::timeout(remaining, client.client_write(request)).await {
-        Err(_) => {
-            return Err(WriteError::Unavailable(format!(
-                "leader {} did not answer before the deadline (the write may still commit)",
-                leader.addr
-            )))
-        }
-        Ok(Err(status)) => match status.code() {
-            Code::Unavailable | Code::Cancelled | Code::Aborted => {
-                return Ok(Attempt::Retry(format!(
-                    "leader {} unreachable: {status}",
-                    leader.addr
-                )))
-            }
-            Code::DeadlineExceeded => {
-                return Err(WriteError::Unavailable(format!(
-                    "leader {} timed out (the write may still commit): {status}",
-                    leader.addr
-                )))
-            }
-            _ => {
-                return Err(WriteError::Remote(format!(
-                    "leader {}: {status}",
-                    leader.addr
-                )))
-            }
-        },
-        Ok(Ok(reply)) => reply.into_inner(),
-    };
-    let result: ClientWriteReply<C> = decode(&reply.data)
+    let result: ClientWriteReply<C> = decode(&reply)
         .map_err(|e| WriteError::Remote(format!("undecodable ClientWrite reply: {e}")))?;
     match result {
         Ok(r) => Ok(Attempt::Done(r)),

@@ -1,0 +1,61 @@
+//! One RPC to the leader, with the deadline and the error split that the forwarding writer
+//! and the follower read path share.
+
+use std::future::Future;
+
+use openraft::BasicNode;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::Code;
+use yunkey_proto::v1::raft_service_client::RaftServiceClient;
+use yunkey_proto::v1::RaftPayload;
+
+use crate::error::WriteError;
+use crate::network::GrpcNetworkFactory;
+use crate::writer::Attempt;
+use crate::TypeConfig;
+
+/// Calls `rpc` on `leader` with `data`, bounded by `end`. An unreachable leader is `Retry`
+/// (another may be elected); running out of time is `Unavailable` (`on_timeout` says what that
+/// means for the caller); any other status is `Remote`. Returns the reply's payload.
+pub(crate) async fn call_leader<C, F, Fut>(
+    net: &GrpcNetworkFactory<C>,
+    leader: &BasicNode,
+    end: Instant,
+    data: Vec<u8>,
+    on_timeout: &str,
+    rpc: F,
+) -> Result<Attempt<Vec<u8>>, WriteError>
+where
+    C: TypeConfig,
+    F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+{
+    let addr = &leader.addr;
+    let channel = match net.channel(leader) {
+        Ok(ch) => ch,
+        Err(e) => {
+            return Ok(Attempt::Retry(format!(
+                "cannot connect to leader {addr}: {e}"
+            )))
+        }
+    };
+    let remaining = end.saturating_duration_since(Instant::now());
+    let mut request = tonic::Request::new(RaftPayload { data });
+    request.set_timeout(remaining);
+    match tokio::time::timeout(remaining, rpc(RaftServiceClient::new(channel), request)).await {
+        Err(_) => Err(WriteError::Unavailable(format!(
+            "leader {addr} did not answer before the deadline ({on_timeout})"
+        ))),
+        Ok(Err(status)) => match status.code() {
+            Code::Unavailable | Code::Cancelled | Code::Aborted => Ok(Attempt::Retry(format!(
+                "leader {addr} unreachable: {status}"
+            ))),
+            Code::DeadlineExceeded => Err(WriteError::Unavailable(format!(
+                "leader {addr} timed out ({on_timeout}): {status}"
+            ))),
+            _ => Err(WriteError::Remote(format!("leader {addr}: {status}"))),
+        },
+        Ok(Ok(reply)) => Ok(Attempt::Done(reply.into_inner().data)),
+    }
+}
