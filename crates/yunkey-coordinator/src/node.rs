@@ -39,6 +39,30 @@ pub struct NodeOptions {
     pub raft: openraft::Config,
 }
 
+impl NodeOptions {
+    /// Options with the default chip thresholds, Raft timing and tunables, except `replicas`.
+    pub fn new(
+        node_id: u64,
+        data_dir: PathBuf,
+        advertise: String,
+        tls: TlsMaterial,
+        replicas: usize,
+    ) -> Self {
+        Self {
+            node_id,
+            data_dir,
+            advertise,
+            tls,
+            config: CoordinatorConfig {
+                replicas,
+                ..Default::default()
+            },
+            chips: ChipsConfig::default(),
+            raft: crate::raft::raft_config(),
+        }
+    }
+}
+
 /// A running coordinator.
 #[derive(Clone)]
 pub struct Node {

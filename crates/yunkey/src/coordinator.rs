@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use yunkey_coordinator::chips::ChipsConfig;
-use yunkey_coordinator::{admin, CoordinatorConfig, Core, Node, NodeOptions};
+use yunkey_coordinator::{admin, Core, Node, NodeOptions};
 
 /// File in the data directory that holds the node id.
 pub const NODE_ID_FILE: &str = "node-id";
@@ -103,18 +102,13 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         None => endpoint_of(&listener)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let opts = NodeOptions {
-        node_id: args.node_id,
-        data_dir: data.clone(),
-        advertise: advertise.clone(),
+    let opts = NodeOptions::new(
+        args.node_id,
+        data.clone(),
+        advertise.clone(),
         tls,
-        config: CoordinatorConfig {
-            replicas: args.replicas,
-            ..Default::default()
-        },
-        chips: ChipsConfig::default(),
-        raft: yunkey_coordinator::raft::raft_config(),
-    };
+        args.replicas,
+    );
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     let initialized = core

@@ -13,8 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use yunkey_chip::SoftChipConfig;
-use yunkey_coordinator::chips::ChipsConfig;
-use yunkey_coordinator::{admin, CoordinatorConfig, Node, NodeOptions};
+use yunkey_coordinator::{admin, Node, NodeOptions};
 use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::Role;
@@ -65,18 +64,13 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
         local.ip().to_string()
     };
     let advertise = format!("https://{host}:{}", local.port());
-    let opts = NodeOptions {
-        node_id: 1,
-        data_dir: data.join("coordinator"),
-        advertise: advertise.clone(),
+    let opts = NodeOptions::new(
+        1,
+        data.join("coordinator"),
+        advertise.clone(),
         tls,
-        config: CoordinatorConfig {
-            replicas: args.replicas,
-            ..Default::default()
-        },
-        chips: ChipsConfig::default(),
-        raft: yunkey_coordinator::raft::raft_config(),
-    };
+        args.replicas,
+    );
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     core.raft.initialize_single(1, &advertise).await?;
