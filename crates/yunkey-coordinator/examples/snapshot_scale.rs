@@ -1,0 +1,295 @@
+//! How one coordinator's replicated state scales with the number of users: apply rate,
+//! on-disk size, snapshot build time and size, snapshot install time and process memory.
+//!
+//! Uses the real state machine (`yunkey_raft::StateMachineStore` running the coordinator's
+//! `App` on sled), no Raft network and no log store: entries are fed straight to `apply`.
+//!
+//! ```text
+//! cargo run --release -p yunkey-coordinator --example snapshot_scale -- 1000000
+//! ```
+//!
+//! Checkpoints at 100k, 250k, 500k and 1M users (capped by the argument, which is also a
+//! checkpoint). A step taking more than about four minutes ends the run with what was measured.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use yunkey_coordinator::raft::TypeConfig;
+use yunkey_coordinator::state::{
+    Activation, App, ChipRecord, Command, HolderRecord, Op, StateView, UserRecord, UserState,
+};
+use yunkey_raft::StateMachineStore;
+use yunkey_store::Db;
+
+type Store = StateMachineStore<TypeConfig, App>;
+
+/// Entries per `apply` call.
+const BATCH: u64 = 1000;
+/// A step longer than this ends the run.
+const STEP_LIMIT: Duration = Duration::from_secs(240);
+/// Proposer clock used for every command.
+const NOW: i64 = 1_700_000_000;
+const CHIPS: [&str; 2] = ["chip-a", "chip-b"];
+
+/// Deterministic filler bytes (xorshift), so values are not trivially compressible.
+fn filler(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn entry(index: u64, op: Op, request_id: String) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command {
+            request_id,
+            actor: "client:bench".into(),
+            now: NOW,
+            op,
+        }),
+    }
+}
+
+fn enroll(i: u64) -> Op {
+    let user_id = format!("user-{i:08}");
+    let code = format!("{:016X}", i.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let user = UserRecord {
+        user_id: user_id.clone(),
+        algorithm: 1,
+        public_key: filler(i * 4, 91),
+        wrapped_key: filler(i * 4 + 1, 120),
+        certificate: filler(i * 4 + 2, 400),
+        state: UserState::Active,
+        holders: CHIPS
+            .iter()
+            .map(|c| HolderRecord {
+                chip_id: (*c).into(),
+                key_handle: format!("kh-{}", hex::encode(filler(i * 4 + 3, 16))),
+            })
+            .collect(),
+        devices: Vec::new(),
+        activation: Some(Activation {
+            code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+            expires_at: NOW + 7 * 86_400,
+            enroll_request_id: format!("enroll-u{i}"),
+        }),
+        created_at: NOW,
+        revoked_reason: None,
+    };
+    Op::EnrollUser {
+        user,
+        activation_code: code,
+    }
+}
+
+/// (VmRSS, VmHWM) in MiB, from /proc/self/status.
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[derive(Default)]
+struct Row {
+    users: u64,
+    apply_rate: f64,
+    disk_mb: f64,
+    rss_mb: f64,
+    build_s: Option<f64>,
+    snap_mb: Option<f64>,
+    install_s: Option<f64>,
+    rss_after_mb: Option<f64>,
+    peak_mb: Option<f64>,
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.prec$}"))
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| users | apply users/s | disk MB | RSS MB | snapshot build s | snapshot MB | install s | RSS after snapshot+install MB | peak RSS MB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            r.users,
+            r.apply_rate,
+            r.disk_mb,
+            r.rss_mb,
+            opt(r.build_s, 2),
+            opt(r.snap_mb, 0),
+            opt(r.install_s, 2),
+            opt(r.rss_after_mb, 0),
+            opt(r.peak_mb, 0),
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let target: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("usage: snapshot_scale [USERS]"))
+        .unwrap_or(1_000_000);
+    let mut checkpoints: Vec<u64> = [100_000, 250_000, 500_000, 1_000_000]
+        .into_iter()
+        .filter(|&c| c < target)
+        .collect();
+    checkpoints.push(target);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_sled(dir.path()).expect("open sled");
+    let mut store = Store::open(db.clone(), App).expect("open state machine");
+    let view = StateView::new(store.state());
+    println!(
+        "snapshot_scale: up to {target} users, checkpoints {checkpoints:?}, state in {}",
+        dir.path().display()
+    );
+
+    // Two chips, so that every enrolment updates their placement counts.
+    let mut index = 1u64;
+    let admits: Vec<_> = CHIPS
+        .iter()
+        .map(|c| {
+            let e = entry(
+                index,
+                Op::AdmitChip {
+                    chip: ChipRecord {
+                        chip_id: (*c).into(),
+                        endpoint: format!("https://{c}.example:7443"),
+                        zone: format!("zone-{c}"),
+                        capacity: 2_000_000,
+                        placed: 0,
+                        transport_key: filler(index, 91),
+                        admitted_at: NOW,
+                    },
+                    domain_id: "domain-bench".into(),
+                },
+                format!("admit-{c}"),
+            );
+            index += 1;
+            e
+        })
+        .collect();
+    store.apply(admits).await.expect("admit chips");
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut users = 0u64;
+    'run: for &checkpoint in &checkpoints {
+        // Apply up to the checkpoint.
+        let from = users;
+        let started = Instant::now();
+        while users < checkpoint {
+            let n = BATCH.min(checkpoint - users);
+            let entries: Vec<_> = (users..users + n)
+                .map(|i| {
+                    let e = entry(index, enroll(i), format!("enroll-u{i}"));
+                    index += 1;
+                    e
+                })
+                .collect();
+            store.apply(entries).await.expect("apply");
+            users += n;
+            if started.elapsed() > STEP_LIMIT {
+                println!("apply step over {STEP_LIMIT:?} at {users} users; stopping",);
+                break;
+            }
+        }
+        let apply_s = started.elapsed().as_secs_f64();
+        let apply_rate = (users - from) as f64 / apply_s;
+        assert_eq!(view.user_count().expect("user count"), users);
+        db.flush().expect("flush");
+        let disk = db.size_on_disk().expect("size on disk");
+        let (rss, _) = rss_mb();
+        println!(
+            "{users} users: applied {} in {apply_s:.1}s ({apply_rate:.0}/s), disk {:.0} MB, RSS {rss:.0} MB",
+            users - from,
+            mb(disk)
+        );
+        let mut row = Row {
+            users,
+            apply_rate,
+            disk_mb: mb(disk),
+            rss_mb: rss,
+            ..Row::default()
+        };
+        if users < checkpoint {
+            rows.push(row);
+            break 'run;
+        }
+
+        // Build the snapshot.
+        let started = Instant::now();
+        let mut builder = store.get_snapshot_builder().await;
+        let snapshot = builder.build_snapshot().await.expect("build snapshot");
+        let build_s = started.elapsed().as_secs_f64();
+        let bytes = snapshot.snapshot.into_inner();
+        let snap_mb = mb(bytes.len() as u64);
+        println!("  snapshot built in {build_s:.2}s, {snap_mb:.0} MB");
+        row.build_s = Some(build_s);
+        row.snap_mb = Some(snap_mb);
+        if build_s > STEP_LIMIT.as_secs_f64() {
+            println!("  snapshot build over {STEP_LIMIT:?}; stopping");
+            rows.push(row);
+            break 'run;
+        }
+
+        // Install it into a fresh store, as a follower receiving it would.
+        let install_dir = tempfile::tempdir().expect("tempdir");
+        let install_db = Db::open_sled(install_dir.path()).expect("open sled");
+        let mut fresh = Store::open(install_db, App).expect("open state machine");
+        let started = Instant::now();
+        let mut received = fresh
+            .begin_receiving_snapshot()
+            .await
+            .expect("begin receiving");
+        received.write_all(&bytes).expect("receive");
+        drop(bytes);
+        fresh
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .expect("install snapshot");
+        let install_s = started.elapsed().as_secs_f64();
+        let installed = StateView::new(fresh.state())
+            .user_count()
+            .expect("installed user count");
+        assert_eq!(installed, users, "installed store's user count");
+        let (rss_after, peak) = rss_mb();
+        println!(
+            "  installed in {install_s:.2}s ({installed} users), RSS {rss_after:.0} MB, peak {peak:.0} MB"
+        );
+        row.install_s = Some(install_s);
+        row.rss_after_mb = Some(rss_after);
+        row.peak_mb = Some(peak);
+        rows.push(row);
+        drop(fresh);
+        drop(install_dir);
+        if install_s > STEP_LIMIT.as_secs_f64() {
+            println!("  install over {STEP_LIMIT:?}; stopping");
+            break 'run;
+        }
+    }
+    print_table(&rows);
+}
