@@ -205,16 +205,7 @@ impl CertIssuer {
                 .distinguished_name
                 .push(DnType::OrganizationName, display_name);
         }
-        let ca_der = ca.certificate.clone();
-        self.build(ca_spki, ca.holders.clone(), move |signer| {
-            let issuer = Issuer::from_ca_cert_der(&ca_der.into(), signer).map_err(cert_err)?;
-            Ok(params
-                .signed_by(&subject, &issuer)
-                .map_err(cert_err)?
-                .der()
-                .to_vec())
-        })
-        .await
+        self.sign_leaf(ca, ca_spki, params, subject).await
     }
 
     /// A device certificate binding `device_spki` to `user_id`.
@@ -235,6 +226,19 @@ impl CertIssuer {
             ],
             vec![KeyUsagePurpose::DigitalSignature],
         )?;
+        self.sign_leaf(ca, ca_spki, params, subject).await
+    }
+}
+
+impl CertIssuer {
+    /// Signs a leaf certificate for `subject` with the user CA key held in chips.
+    async fn sign_leaf(
+        &self,
+        ca: &CaRecord,
+        ca_spki: Vec<u8>,
+        params: CertificateParams,
+        subject: SubjectKey,
+    ) -> Result<Vec<u8>> {
         let ca_der = ca.certificate.clone();
         self.build(ca_spki, ca.holders.clone(), move |signer| {
             let issuer = Issuer::from_ca_cert_der(&ca_der.into(), signer).map_err(cert_err)?;
