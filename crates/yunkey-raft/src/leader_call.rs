@@ -2,6 +2,7 @@
 //! and the follower read path share.
 
 use std::future::Future;
+use std::time::Duration;
 
 use openraft::BasicNode;
 use tokio::time::Instant;
@@ -14,6 +15,12 @@ use crate::error::WriteError;
 use crate::network::GrpcNetworkFactory;
 use crate::writer::Attempt;
 use crate::TypeConfig;
+
+/// First pause of the writer's and reader's retry loops (doubling up to [`MAX_BACKOFF`]).
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest pause between retries: short, because a new leader is found in one round trip and
+/// every pause adds to the failover time clients see.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Calls `rpc` on `leader` with `data`, bounded by `end`. An unreachable leader is `Retry`
 /// (another may be elected); running out of time is `Unavailable` (`on_timeout` says what that

@@ -8,14 +8,11 @@ use tokio::time::Instant;
 
 use crate::codec::decode;
 use crate::error::WriteError;
-use crate::leader_call::call_leader;
+use crate::leader_call::{call_leader, FIRST_BACKOFF, MAX_BACKOFF};
 use crate::network::GrpcNetworkFactory;
 use crate::server::ReadIndexReply;
 use crate::writer::Attempt;
 use crate::TypeConfig;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Returns once this node's applied state reflects every write acknowledged (by any node)
 /// before the call, so that a read of the local state right after is linearizable.

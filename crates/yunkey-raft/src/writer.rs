@@ -8,13 +8,10 @@ use tokio::time::Instant;
 
 use crate::codec::{decode, encode};
 use crate::error::WriteError;
-use crate::leader_call::call_leader;
+use crate::leader_call::{call_leader, FIRST_BACKOFF, MAX_BACKOFF};
 use crate::network::GrpcNetworkFactory;
 use crate::server::ClientWriteReply;
 use crate::TypeConfig;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What one forwarding attempt tells the retry loop.
 pub(crate) enum Attempt<R> {

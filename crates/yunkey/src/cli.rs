@@ -70,6 +70,38 @@ pub enum Command {
     /// Operate a coordinator cluster: membership and status.
     #[command(subcommand)]
     Ctl(CtlCommand),
+    /// The cluster's TLS certificates: a CA, and one identity per node and business backend.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the cluster's TLS CA (`ca.pem`, `ca-key.pem`) in a new directory.
+    Init {
+        /// Directory for the CA; keep it offline, only `ca.pem` goes to the nodes.
+        #[arg(long)]
+        ca_dir: PathBuf,
+    },
+    /// Issue a certificate into a directory laid out for `--tls-dir`.
+    Issue {
+        /// The CA directory made by `yunkey pki init`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// `node` for coordinators and chips, `client` for business backends and operators.
+        #[arg(long, value_parser = ["node", "client"])]
+        role: String,
+        /// The holder's name (certificate common name, shown in audit records).
+        #[arg(long)]
+        name: String,
+        /// A DNS name or IP address the holder is dialed at (repeatable; nodes need one).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Output directory: gets `ca.pem` and `node.pem`/`node-key.pem` or
+        /// `client.pem`/`client-key.pem`.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,8 @@
 //!   operator's commands.
 //! - `yunkey terminal ...`: plays the phone: registers a device, authorizes payments.
 //! - `yunkey chip`, `yunkey coordinator`: one chip or one coordinator of a multi-process
-//!   cluster; `yunkey ctl ...`: its membership and status.
+//!   cluster; `yunkey ctl ...`: its membership and status; `yunkey pki ...`: its TLS
+//!   certificates.
 //! - `yunkey bench`: the signing benchmark against a running cluster.
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
@@ -19,6 +20,7 @@ mod ctl;
 mod dev;
 mod output;
 mod pin;
+mod pki;
 mod serve;
 mod terminal;
 mod user;
@@ -79,5 +81,6 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Chip(args) => chip::run(g, args).await,
         cli::Command::Coordinator(args) => coordinator::run(g, args).await,
         cli::Command::Ctl(cmd) => ctl::run(g, cmd).await,
+        cli::Command::Pki(cmd) => pki::run(g, cmd),
     }
 }

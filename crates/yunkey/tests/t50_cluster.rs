@@ -2,7 +2,7 @@
 //! processes over TLS. Writes and linearizable reads on followers, a `kill -9` of the leader
 //! under an enrolment load (nothing acknowledged is lost, writes resume), a restart on the
 //! killed node's data, removing a node under load, the refusal of a reused node id, and a
-//! leader cut off from its majority that must not acknowledge writes.
+//! leader partitioned from its majority (network namespaces) that must not acknowledge writes.
 
 mod common;
 
@@ -142,6 +142,13 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         nodes.insert(id, p);
     }
     let ep = |nodes: &BTreeMap<u64, Proc>, id: u64| nodes[&id].endpoint.clone();
+
+    // Each node serves its own certificate from the cluster CA, as OpenSSL sees it.
+    for id in [1, 2] {
+        let addr = ep(&nodes, id).trim_start_matches("https://").to_owned();
+        let served = common::openssl_peer_subject(&addr, &cluster.pki.join("ca.pem"));
+        assert!(served.contains(&format!("CN=node-{id}")), "{served}");
+    }
 
     // Refusals at start-up: another node's data dir; --init on a used data dir.
     let out = cluster.coordinator_output(9, &cluster.node_dir(2), &[]);
@@ -359,28 +366,26 @@ async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) 
     (chips, nodes)
 }
 
-/// A leader cut off from the majority (both followers frozen with SIGSTOP) must not
-/// acknowledge a write; once they are back, writes are acknowledged again.
+/// A real partition (network namespaces, see `common::NetLab`): the leader is cut off from both
+/// followers while clients still reach it. It acknowledges no write; the majority elects a new
+/// leader and goes on; once healed, the old leader follows the new one, a write retried with the
+/// same request id through the majority is applied, and every node holds every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn minority_leader_cannot_acknowledge() {
-    let mut cluster = Cluster::new();
+async fn partitioned_leader_cannot_acknowledge() {
+    let mut cluster = Cluster::in_netns(3);
     let (_chips, nodes) = start_three(&mut cluster).await;
     let admin = cluster.business(&[&nodes[&1].endpoint]);
-    let leader = leader_of(&admin).await;
-    let at_leader = cluster.business(&[&nodes[&leader].endpoint]);
-    enroll_at(&at_leader, "before").await;
+    let old = leader_of(&admin).await;
+    let at_old = cluster.business(&[&nodes[&old].endpoint]);
+    enroll_at(&at_old, "before").await;
 
-    let followers: Vec<u64> = nodes.keys().copied().filter(|id| *id != leader).collect();
-    for id in &followers {
-        nodes[id].signal("STOP");
-    }
+    let lab = cluster.lab.as_ref().unwrap();
+    lab.isolate(old);
     // Straight to the isolated leader, with a 3 s deadline: no acknowledgement.
     let mut req = tonic::Request::new(enroll_req("during-partition"));
     req.set_timeout(Duration::from_secs(3));
     let started = Instant::now();
-    let outcome = key_client(at_leader.current_channel())
-        .enroll_user(req)
-        .await;
+    let outcome = key_client(at_old.current_channel()).enroll_user(req).await;
     let err = outcome.expect_err("a leader without a majority acknowledged a write");
     assert!(
         matches!(
@@ -393,12 +398,34 @@ async fn minority_leader_cannot_acknowledge() {
         started.elapsed() >= Duration::from_secs(2),
         "refused too early: {err:?}"
     );
-    for id in &followers {
-        nodes[id].signal("CONT");
+    // Meanwhile the majority elects a leader of its own and acknowledges writes.
+    let majority: Vec<String> = nodes
+        .iter()
+        .filter(|(id, _)| **id != old)
+        .map(|(_, p)| p.endpoint.clone())
+        .collect();
+    let at_majority = cluster.business(&majority.iter().map(String::as_str).collect::<Vec<_>>());
+    enroll_at(&at_majority, "majority-side").await;
+    let new = leader_of(&at_majority).await;
+    assert_ne!(
+        new, old,
+        "the isolated node is still named leader by the majority"
+    );
+
+    lab.heal(old);
+    // The client retries its unacknowledged write with the same request id, elsewhere.
+    enroll_at(&at_majority, "during-partition").await;
+    // Every node, the old leader included, holds every write and names the same leader.
+    for (id, node) in &nodes {
+        let conn = cluster.business(&[&node.endpoint]);
+        for user in ["before", "majority-side", "during-partition"] {
+            read_at(&conn, user)
+                .await
+                .unwrap_or_else(|e| panic!("node {id} lacks {user}: {e}"));
+        }
+        let leader = leader_of(&conn).await;
+        assert_ne!(leader, old, "node {id}: the old leader came back as leader");
     }
-    // The majority is back: writes are acknowledged again.
-    enroll_at(&at_leader, "after").await;
-    read_at(&at_leader, "after").await.unwrap();
 }
 
 /// Rounds of `kill -9`, alternately the leader and a follower, at varying moments under an

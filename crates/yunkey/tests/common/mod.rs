@@ -30,6 +30,48 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `yunkey pki ARGS`, which must succeed.
+pub fn pki_cli(args: &[&str]) {
+    let out = Command::new(bin())
+        .arg("pki")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "yunkey pki {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The subject of the certificate the TLS server at `addr` (`host:port`) presents, as
+/// `openssl s_client` prints it after verifying the chain against `ca` (panics if it does not
+/// verify).
+pub fn openssl_peer_subject(addr: &str, ca: &Path) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ])
+        .args(["-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        text.contains("Verification: OK"),
+        "openssl s_client {addr}: {text}"
+    );
+    text.lines()
+        .find(|l| l.starts_with("Peer certificate:"))
+        .unwrap_or_else(|| panic!("no peer certificate line: {text}"))
+        .replace(' ', "")
+}
+
 /// A running `yunkey dev`.
 pub struct Dev {
     child: Option<Child>,
@@ -298,7 +340,21 @@ pub struct Proc {
 impl Proc {
     /// Runs `yunkey ARGS` and waits (at most 60 s) for its `endpoint:` line.
     pub fn spawn(name: &str, args: &[String]) -> Proc {
-        let mut child = Command::new(bin())
+        Proc::spawn_in(None, name, args)
+    }
+
+    /// [`Proc::spawn`] inside network namespace `netns` (`ip netns exec` execs the binary, so
+    /// signals still reach yunkey itself).
+    pub fn spawn_in(netns: Option<&str>, name: &str, args: &[String]) -> Proc {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args(args)
             // openraft logs every unreachable peer at ERROR: expected when the test kills one.
             .env("YUNKEY_LOG", "warn,openraft=off")
@@ -368,27 +424,104 @@ impl Drop for Proc {
     }
 }
 
-/// A multi-process cluster in a temporary directory: a dev PKI, `yunkey chip` processes and
-/// `yunkey coordinator` processes, each on its own ephemeral port.
+/// A multi-process cluster in a temporary directory: a cluster CA made with `yunkey pki init`,
+/// `yunkey chip` and `yunkey coordinator` processes each with its own certificate issued by
+/// `yunkey pki issue`, each on its own ephemeral port.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// The CA directory (`ca.pem`, `ca-key.pem`).
+    pub ca: PathBuf,
+    /// The business backend's TLS directory (`ca.pem`, `client.pem`, `client-key.pem`).
     pub pki: PathBuf,
     /// Listen port of each coordinator id (kept for restarts: the address is in the membership).
     pub ports: std::collections::BTreeMap<u64, u16>,
+    /// When set, coordinators run in their own network namespaces (see [`NetLab`]).
+    pub lab: Option<NetLab>,
 }
 
 impl Cluster {
-    /// A fresh directory with a dev PKI.
+    /// A fresh directory with a cluster CA and a business backend's certificate.
     pub fn new() -> Cluster {
         yunkey_net::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
         let pki = dir.path().join("pki");
-        std::fs::create_dir_all(&pki).unwrap();
-        yunkey_net::pki::DevPki::ensure(&pki).unwrap();
+        pki_cli(&["init", "--ca-dir", ca.to_str().unwrap()]);
+        pki_cli(&[
+            "issue",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--role",
+            "client",
+            "--name",
+            "backend-1",
+            "--out",
+            pki.to_str().unwrap(),
+        ]);
         Cluster {
             dir,
+            ca,
             pki,
             ports: Default::default(),
+            lab: None,
+        }
+    }
+
+    /// A fresh cluster whose coordinators 1..=`nodes` each run in their own network namespace
+    /// (chips and the test's clients stay in this one, on the lab's bridge).
+    pub fn in_netns(nodes: u64) -> Cluster {
+        let mut c = Cluster::new();
+        c.lab = Some(NetLab::new(nodes));
+        c
+    }
+
+    /// The address this host's processes (chips) listen on: the lab's bridge, or loopback.
+    fn local_ip(&self) -> String {
+        match &self.lab {
+            Some(lab) => lab.gateway(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
+    /// Coordinator `id`'s listen IP.
+    fn node_ip(&self, id: u64) -> String {
+        match &self.lab {
+            Some(lab) => lab.ip(id),
+            None => "127.0.0.1".into(),
+        }
+    }
+
+    /// The TLS directory of node `name` (a chip or `node-<id>`): its own certificate, issued
+    /// on first use for 127.0.0.1 and localhost.
+    pub fn node_tls(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("tls-{name}"));
+        if !out.exists() {
+            pki_cli(&[
+                "issue",
+                "--ca-dir",
+                self.ca.to_str().unwrap(),
+                "--role",
+                "node",
+                "--name",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+                "--host",
+                &self.host_of(name),
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+        }
+        out
+    }
+
+    /// The IP a node named `name` listens on.
+    fn host_of(&self, name: &str) -> String {
+        match name.strip_prefix("node-").and_then(|id| id.parse().ok()) {
+            Some(id) => self.node_ip(id),
+            None => self.local_ip(),
         }
     }
 
@@ -406,9 +539,9 @@ impl Cluster {
                 "--zone".into(),
                 zone.into(),
                 "--listen".into(),
-                format!("127.0.0.1:{}", free_port()),
+                format!("{}:{}", self.local_ip(), free_port()),
                 "--tls-dir".into(),
-                self.pki.display().to_string(),
+                self.node_tls(id).display().to_string(),
             ],
         )
     }
@@ -425,7 +558,10 @@ impl Cluster {
             .args(["--data", data.to_str().unwrap(), "coordinator"])
             .args(["--node-id", &id.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--tls-dir", self.pki.to_str().unwrap()])
+            .args([
+                "--tls-dir",
+                self.node_tls(&format!("node-{id}")).to_str().unwrap(),
+            ])
             .args(extra)
             .env("YUNKEY_LOG", "warn")
             .stdin(Stdio::null())
@@ -443,9 +579,9 @@ impl Cluster {
             "--node-id".into(),
             id.to_string(),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            format!("{}:{port}", self.node_ip(id)),
             "--tls-dir".into(),
-            self.pki.display().to_string(),
+            self.node_tls(&format!("node-{id}")).display().to_string(),
         ];
         if init {
             args.push("--init".into());
@@ -454,7 +590,8 @@ impl Cluster {
             args.push("--chip".into());
             args.push(chip.clone());
         }
-        Proc::spawn(&format!("node-{id}"), &args)
+        let netns = self.lab.as_ref().map(|lab| lab.netns(id));
+        Proc::spawn_in(netns.as_deref(), &format!("node-{id}"), &args)
     }
 
     fn tls(&self, cert: &str, key: &str) -> yunkey_net::tls::TlsMaterial {
@@ -476,5 +613,148 @@ impl Cluster {
             deadline: Duration::from_secs(10),
         })
         .unwrap()
+    }
+}
+
+/// Hosts in network namespaces for partition tests. Coordinator N runs in namespace `ykt-nN`
+/// with address 10.231.7.(10+N); a veth pair joins every two nodes directly, and one more joins
+/// each node to this namespace, where the test and the chips live at 10.231.7.1. No packet is
+/// forwarded (so the host's firewall, such as Docker's `FORWARD DROP`, plays no part). Isolating
+/// a node takes its links to the other nodes down: established connections go silent, new ones
+/// fail, while the test still reaches every node. Removed on drop.
+pub struct NetLab {
+    nodes: u64,
+}
+
+fn ip_cmd(args: &[&str]) -> std::io::Result<Output> {
+    Command::new("ip").args(args).stdin(Stdio::null()).output()
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip_cmd(args).expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetLab {
+    /// Builds the lab (tearing down one left by a killed run first). Needs root.
+    pub fn new(nodes: u64) -> NetLab {
+        let lab = NetLab { nodes };
+        lab.teardown();
+        let gateway = lab.gateway();
+        for n in 1..=nodes {
+            let ns = lab.netns(n);
+            let ip = lab.ip(n);
+            let host_side = format!("ykt-v{n}");
+            ip_ok(&["netns", "add", &ns]);
+            ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip_ok(&["-n", &ns, "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+            // The link to this namespace.
+            ip_ok(&[
+                "link", "add", &host_side, "type", "veth", "peer", "name", "host", "netns", &ns,
+            ]);
+            ip_ok(&["addr", "add", &format!("{gateway}/32"), "dev", &host_side]);
+            ip_ok(&["link", "set", &host_side, "up"]);
+            ip_ok(&["route", "add", &format!("{ip}/32"), "dev", &host_side]);
+            ip_ok(&["-n", &ns, "link", "set", "host", "up"]);
+            ip_ok(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                &format!("{gateway}/32"),
+                "dev",
+                "host",
+            ]);
+        }
+        // A direct link between every two nodes: `pM` in node N's namespace leads to node M.
+        for a in 1..=nodes {
+            for b in (a + 1)..=nodes {
+                let (ns_a, ns_b) = (lab.netns(a), lab.netns(b));
+                let (to_b, to_a) = (format!("p{b}"), format!("p{a}"));
+                ip_ok(&[
+                    "link", "add", &to_b, "netns", &ns_a, "type", "veth", "peer", "name", &to_a,
+                    "netns", &ns_b,
+                ]);
+                for (ns, dev, peer) in [(&ns_a, &to_b, b), (&ns_b, &to_a, a)] {
+                    ip_ok(&["-n", ns, "link", "set", dev, "up"]);
+                    let dest = format!("{}/32", lab.ip(peer));
+                    ip_ok(&["-n", ns, "route", "add", &dest, "dev", dev]);
+                }
+            }
+        }
+        lab
+    }
+
+    /// Namespace of node `n`.
+    pub fn netns(&self, n: u64) -> String {
+        format!("ykt-n{n}")
+    }
+
+    /// IP of node `n`.
+    pub fn ip(&self, n: u64) -> String {
+        format!("10.231.7.{}", 10 + n)
+    }
+
+    /// The IP of this namespace on every link, where chips and the test live.
+    pub fn gateway(&self) -> String {
+        "10.231.7.1".into()
+    }
+
+    /// Cuts node `n` off from the other nodes (not from the test and the chips).
+    pub fn isolate(&self, n: u64) {
+        self.links(n, "down");
+    }
+
+    /// Undoes [`NetLab::isolate`].
+    pub fn heal(&self, n: u64) {
+        self.links(n, "up");
+        // Bringing a link up does not bring back the routes its going down removed.
+        for peer in (1..=self.nodes).filter(|p| *p != n) {
+            for (ns, dev, dest) in [
+                (self.netns(n), format!("p{peer}"), self.ip(peer)),
+                (self.netns(peer), format!("p{n}"), self.ip(n)),
+            ] {
+                ip_ok(&[
+                    "-n",
+                    &ns,
+                    "route",
+                    "replace",
+                    &format!("{dest}/32"),
+                    "dev",
+                    &dev,
+                ]);
+            }
+        }
+    }
+
+    fn links(&self, n: u64, state: &str) {
+        for peer in (1..=self.nodes).filter(|p| *p != n) {
+            ip_ok(&[
+                "-n",
+                &self.netns(n),
+                "link",
+                "set",
+                &format!("p{peer}"),
+                state,
+            ]);
+        }
+    }
+
+    fn teardown(&self) {
+        for n in 1..=self.nodes.max(5) {
+            let _ = ip_cmd(&["netns", "del", &self.netns(n)]);
+            let _ = ip_cmd(&["link", "del", &format!("ykt-v{n}")]);
+        }
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        self.teardown();
     }
 }
