@@ -99,6 +99,7 @@ impl Node {
         let opened = crate::raft::open(
             opts.node_id,
             db,
+            opts.data_dir.join("snapshots"),
             connect,
             opts.raft.clone(),
             opts.config.write_timeout,
@@ -135,8 +136,8 @@ impl Node {
         // Internal Raft traffic: only peers holding a node certificate.
         let raft_service = InterceptedService::new(
             RaftServiceServer::new(opened.server)
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
+                .max_decoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES),
             |req: tonic::Request<()>| {
                 role::require(&req, &[Role::Node])?;
                 Ok(req)

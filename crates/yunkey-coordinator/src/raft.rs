@@ -5,7 +5,7 @@ use crate::error::{CoordError, Result};
 use crate::state::{App, Command, CommandResult, StateView};
 use openraft::{BasicNode, Raft, ServerState};
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use yunkey_proto::v1::{NodeStatus, StatusResponse};
@@ -16,6 +16,7 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Command,
         R = CommandResult,
+        SnapshotData = yunkey_raft::SnapshotFile,
 );
 
 impl yunkey_raft::Apply<TypeConfig> for App {
@@ -28,6 +29,15 @@ impl yunkey_raft::Apply<TypeConfig> for App {
         self.apply_command(state, batch, command)
     }
 }
+
+/// Snapshot chunk size: openraft sends a snapshot file as `InstallSnapshot` RPCs of at most
+/// this many bytes. The Raft gRPC service accepts messages up to [`RAFT_MAX_MESSAGE_BYTES`]
+/// (64 MiB, not `yunkey_net::MAX_MESSAGE_BYTES`, which is for the public API); 1 MiB plus the
+/// request's small bincode envelope fits with a wide margin, and keeps a chunk quick to write.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// Largest message of the internal Raft gRPC service (append-entries batches, snapshot chunks).
+pub const RAFT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Timing of the coordinators' Raft, chosen so that a dead leader is replaced in well under 2 s.
 ///
@@ -44,6 +54,13 @@ pub fn raft_config() -> openraft::Config {
         election_timeout_max: 700,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        // The deadline of each `InstallSnapshot` RPC. The last chunk's reply waits for the
+        // follower to verify the whole file and load it into its state: about 150 µs per user
+        // on this 2-core machine, so minutes at a million users (docs/performance.md). With
+        // openraft's 200 ms default the leader would give up and resend a large snapshot
+        // forever.
+        install_snapshot_timeout: 600_000,
         ..Default::default()
     }
 }
@@ -72,10 +89,12 @@ pub struct OpenedRaft {
     pub server: yunkey_raft::RaftGrpcServer<TypeConfig>,
 }
 
-/// Opens this node's Raft on `db`. `connect` gives a channel to a peer (TLS, node identity).
+/// Opens this node's Raft on `db`, with snapshot files in `snapshot_dir`. `connect` gives a
+/// channel to a peer (TLS, node identity).
 pub async fn open(
     node_id: u64,
     db: Db,
+    snapshot_dir: PathBuf,
     connect: yunkey_raft::Connector,
     config: openraft::Config,
     write_timeout: Duration,
@@ -83,7 +102,8 @@ pub async fn open(
     let storage =
         |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
     let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone()).map_err(storage)?;
-    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, App).map_err(storage)?;
+    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, snapshot_dir, App)
+        .map_err(storage)?;
     let view = StateView::new(sm.state());
     let net = yunkey_raft::GrpcNetworkFactory::<TypeConfig>::new(node_id, connect);
     let config = Arc::new(

@@ -7,8 +7,9 @@
 //!   durability.
 //! - **State-machine storage**: [`StateMachineStore`] runs the application's deterministic
 //!   [`Apply`] implementation and stores its state in the `sm` tree of the same database, with the
-//!   last applied log id written in the same atomic batch as each entry's writes. It builds,
-//!   persists and installs versioned snapshots.
+//!   last applied log id written in the same atomic batch as each entry's writes. Its snapshots
+//!   are files in a snapshot directory ([`SnapshotFile`]): a versioned, checksummed stream of
+//!   the `sm` tree's records, built and installed in bounded memory whatever the state's size.
 //! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
 //!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
 //! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when
@@ -29,25 +30,27 @@
 //!
 //! Everything here is generic over one bound, [`TypeConfig`], documented in one place: node ids
 //! are `u64`, nodes are [`openraft::BasicNode`] (its `addr` is what the [`Connector`] dials),
-//! entries, snapshot data (`Cursor<Vec<u8>>`), responder and runtime (tokio) are openraft's
-//! defaults, the command type `D` is `Clone` (writes may be retried), and the response type `R` is
-//! `Default` (returned for blank and membership entries). `D` and `R` are serde types because
-//! openraft's `serde` feature is on.
+//! snapshot data is a [`SnapshotFile`] (declare it: `SnapshotData = yunkey_raft::SnapshotFile`),
+//! entries, responder and runtime (tokio) are openraft's defaults, the command type `D` is
+//! `Clone` (writes may be retried), and the response type `R` is `Default` (returned for blank
+//! and membership entries). `D` and `R` are serde types because openraft's `serde` feature is on.
 
 mod apply;
 mod codec;
 mod error;
 mod leader_call;
+mod legacy;
 mod log_store;
 mod network;
 mod network_client;
 mod reader;
 mod server;
 mod snapshot;
+mod snapshot_dir;
+mod snapshot_file;
+mod snapshot_store;
 mod state_machine;
 mod writer;
-
-use std::io::Cursor;
 
 use openraft::impls::OneshotResponder;
 use openraft::{BasicNode, Entry, RaftTypeConfig, TokioRuntime};
@@ -60,19 +63,21 @@ pub use network_client::GrpcNetwork;
 pub use reader::ensure_linearizable;
 pub use server::RaftGrpcServer;
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot_file::SnapshotFile;
 pub use state_machine::StateMachineStore;
 pub use writer::{write, Written};
 
 /// The openraft type configs this crate supports: see the crate documentation.
 ///
 /// Implemented automatically for every matching [`RaftTypeConfig`]; declare yours with
-/// `openraft::declare_raft_types!` and only set `D` and `R` (the defaults fill in the rest).
+/// `openraft::declare_raft_types!`, setting `D`, `R` and `SnapshotData = yunkey_raft::SnapshotFile`
+/// (the defaults fill in the rest).
 pub trait TypeConfig:
     RaftTypeConfig<
     NodeId = u64,
     Node = BasicNode,
     Entry = Entry<Self>,
-    SnapshotData = Cursor<Vec<u8>>,
+    SnapshotData = SnapshotFile,
     AsyncRuntime = TokioRuntime,
     Responder = OneshotResponder<Self>,
     D: Clone,
@@ -86,7 +91,7 @@ impl<T> TypeConfig for T where
         NodeId = u64,
         Node = BasicNode,
         Entry = Entry<T>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = TokioRuntime,
         Responder = OneshotResponder<T>,
         D: Clone,

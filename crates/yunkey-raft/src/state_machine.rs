@@ -1,12 +1,13 @@
-//! [`StateMachineStore`]: the application's state machine and its snapshots on yunkey-store.
+//! [`StateMachineStore`]: the application's state machine on yunkey-store, with its snapshots
+//! as files (building, installing and recovering them is in `snapshot_store.rs`).
 
 // openraft's `StorageError` is large, but it is the error type of the storage traits, so our
 // helpers and constructors return it as is.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -14,49 +15,38 @@ use openraft::{
     BasicNode, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use yunkey_store::{Batch, Db, Tree};
 
 use crate::apply::Apply;
-use crate::codec::{any, blocking, decode, encode, io_err};
-use crate::snapshot::SnapshotData;
+use crate::codec::{any, decode, encode};
+use crate::snapshot_dir::SnapshotDir;
+use crate::snapshot_file::SnapshotFile;
 use crate::TypeConfig;
 
 /// Tree holding the application's state and the reserved keys below.
-const SM_TREE: &str = "sm";
-/// Tree holding the current snapshot, the snapshot counter and the install marker.
-const SNAP_TREE: &str = "raft_snapshot";
+pub(crate) const SM_TREE: &str = "sm";
+/// Tree holding the current snapshot's record, the snapshot counter and the install marker.
+pub(crate) const SNAP_TREE: &str = "raft_snapshot";
 /// Reserved `sm` key: bincode `LogId` of the last applied entry.
-const KEY_APPLIED: &[u8] = b"\x00applied";
+pub(crate) const KEY_APPLIED: &[u8] = b"\x00applied";
 /// Reserved `sm` key: bincode `StoredMembership` last applied.
-const KEY_MEMBERSHIP: &[u8] = b"\x00membership";
-/// `raft_snapshot` key: bincode [`StoredSnapshot`].
-const KEY_CURRENT: &[u8] = b"current";
-/// `raft_snapshot` key: present while `sm` is being replaced by the current snapshot.
-const KEY_INSTALLING: &[u8] = b"installing";
-/// `raft_snapshot` key: big-endian `u64` count of snapshots built by this node.
-const KEY_COUNTER: &[u8] = b"counter";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"\x00membership";
 
-type SResult<T> = Result<T, StorageError<u64>>;
-type Membership = StoredMembership<u64, BasicNode>;
+pub(crate) type SResult<T> = Result<T, StorageError<u64>>;
+pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
-/// The snapshot kept in `raft_snapshot`, so it survives a restart.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
-    data: Vec<u8>,
-}
-
-struct Inner<A> {
-    db: Db,
-    sm: Tree,
-    snap: Tree,
-    app: A,
-    /// Held while applying and while reading a consistent view of `sm` for a snapshot.
-    sm_lock: Mutex<()>,
-    /// Held while replacing the stored snapshot.
-    snap_lock: Mutex<()>,
+pub(crate) struct Inner<A> {
+    pub(crate) db: Db,
+    pub(crate) sm: Tree,
+    pub(crate) snap: Tree,
+    pub(crate) dir: SnapshotDir,
+    pub(crate) app: A,
+    /// Held while applying, while writing a consistent view of `sm` to a snapshot file, and
+    /// while installing a snapshot.
+    pub(crate) sm_lock: Mutex<()>,
+    /// Held while replacing the stored snapshot (its file and its record).
+    pub(crate) snap_lock: Mutex<()>,
 }
 
 /// Raft state-machine storage (openraft's [`RaftStateMachine`] and [`RaftSnapshotBuilder`]):
@@ -64,9 +54,11 @@ struct Inner<A> {
 ///
 /// The last applied log id and membership live in `sm` under reserved keys (first byte 0x00),
 /// written in the same atomic batch as each entry's writes, so state and applied index never
-/// diverge. Cloning gives another handle on the same store (that is what the snapshot builder is).
+/// diverge. Snapshots are files in a snapshot directory (see [`StateMachineStore::open`]);
+/// the `raft_snapshot` tree records the current one's metadata and file name. Cloning gives
+/// another handle on the same store (that is what the snapshot builder is).
 pub struct StateMachineStore<C: TypeConfig, A: Apply<C>> {
-    inner: Arc<Inner<A>>,
+    pub(crate) inner: Arc<Inner<A>>,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -85,54 +77,39 @@ impl<C: TypeConfig, A: Apply<C>> Debug for StateMachineStore<C, A> {
     }
 }
 
-fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+pub(crate) fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::read_state_machine(any(e)).into()
 }
 
-fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
+pub(crate) fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write_state_machine(any(e)).into()
-}
-
-fn snap_err(e: impl std::fmt::Display) -> StorageError<u64> {
-    StorageIOError::write_snapshot(None, any(e)).into()
 }
 
 impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// Opens the state machine in `db` (trees `sm` and `raft_snapshot`) with the application's
-    /// `app`.
+    /// `app`, keeping snapshot files in `snapshot_dir` (created if missing; the coordinator uses
+    /// `<data dir>/snapshots`). Nothing else may write in that directory.
     ///
-    /// If a snapshot install was interrupted by a crash, finishes it from the stored snapshot
-    /// before returning (blocking: it flushes; call it at startup, before building the Raft).
-    pub fn open(db: Db, app: A) -> SResult<Self> {
+    /// Blocking (it may read and load a whole snapshot, and it flushes): call it at startup,
+    /// before building the Raft. It removes unfinished snapshot files a crash left behind and,
+    /// if a snapshot install was interrupted, finishes it from the snapshot file first.
+    pub fn open(db: Db, snapshot_dir: impl Into<PathBuf>, app: A) -> SResult<Self> {
         let sm = db.tree(SM_TREE).map_err(read_err)?;
         let snap = db.tree(SNAP_TREE).map_err(read_err)?;
+        let dir = SnapshotDir::open(snapshot_dir).map_err(read_err)?;
         let store = Self {
             inner: Arc::new(Inner {
                 db,
                 sm,
                 snap,
+                dir,
                 app,
                 sm_lock: Mutex::new(()),
                 snap_lock: Mutex::new(()),
             }),
             _c: PhantomData,
         };
-        if store
-            .inner
-            .snap
-            .get(KEY_INSTALLING)
-            .map_err(read_err)?
-            .is_some()
-        {
-            tracing::warn!("finishing a snapshot install interrupted by a crash");
-            let stored = store
-                .read_stored_snapshot()?
-                .ok_or_else(|| read_err("install marker present but no stored snapshot"))?;
-            let data = SnapshotData::from_bytes(&stored.data).map_err(read_err)?;
-            store.load_sm(data)?;
-            store.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
-            store.inner.db.flush().map_err(write_err)?;
-        }
+        store.recover()?;
         Ok(store)
     }
 
@@ -147,7 +124,10 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         self.read_sm_key(KEY_APPLIED)
     }
 
-    fn read_sm_key<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> SResult<Option<T>> {
+    pub(crate) fn read_sm_key<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> SResult<Option<T>> {
         match self.inner.sm.get(key).map_err(read_err)? {
             None => Ok(None),
             Some(v) => decode(&v)
@@ -155,103 +135,11 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
                 .map_err(|e| read_err(format!("corrupt reserved sm key {key:?}: {e}"))),
         }
     }
-
-    fn read_stored_snapshot(&self) -> SResult<Option<StoredSnapshot>> {
-        match self.inner.snap.get(KEY_CURRENT).map_err(read_err)? {
-            None => Ok(None),
-            Some(v) => decode(&v).map(Some).map_err(|e| {
-                StorageIOError::read_snapshot(None, any(format!("corrupt stored snapshot: {e}")))
-                    .into()
-            }),
-        }
-    }
-
-    /// Replaces `sm` with the entries of `data`. Not atomic (clear, then one batch): callers
-    /// hold the install marker while this runs.
-    fn load_sm(&self, data: SnapshotData) -> SResult<()> {
-        self.inner.sm.clear().map_err(write_err)?;
-        let mut batch = Batch::new();
-        for (k, v) in data.entries {
-            batch.insert(k, v);
-        }
-        self.inner.sm.apply(batch).map_err(write_err)
-    }
-
-    async fn flush(&self) -> std::io::Result<()> {
-        let db = self.inner.db.clone();
-        blocking(move || db.flush().map_err(io_err)).await
-    }
-
-    /// Stores `stored` as the current snapshot unless the current one is newer, then flushes.
-    async fn store_snapshot(&self, stored: &StoredSnapshot, extra: Batch) -> SResult<()> {
-        let _g = self.inner.snap_lock.lock().await;
-        let mut batch = extra;
-        let newer = match self.read_stored_snapshot()? {
-            Some(cur) => cur.meta.last_log_id <= stored.meta.last_log_id,
-            None => true,
-        };
-        if newer {
-            batch.insert(KEY_CURRENT, encode(stored).map_err(snap_err)?);
-        }
-        self.inner.snap.apply(batch).map_err(snap_err)?;
-        // Durability: the snapshot is flushed before it is reported, since openraft may purge the
-        // logs it covers. The flush also persists `sm` up to the snapshot's applied index.
-        self.flush().await.map_err(snap_err)
-    }
 }
 
 impl<C: TypeConfig, A: Apply<C>> RaftSnapshotBuilder<C> for StateMachineStore<C, A> {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<C>> {
-        // A consistent view: apply is blocked while we copy `sm`.
-        let (entries, counter) = {
-            let _g = self.inner.sm_lock.lock().await;
-            let mut entries = Vec::new();
-            for kv in self.inner.sm.range(&[], None) {
-                entries.push(kv.map_err(read_err)?);
-            }
-            let counter = match self.inner.snap.get(KEY_COUNTER).map_err(read_err)? {
-                None => 0,
-                Some(v) => <[u8; 8]>::try_from(&v[..])
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| read_err("corrupt snapshot counter"))?,
-            } + 1;
-            (entries, counter)
-        };
-        let find = |key: &[u8]| {
-            entries
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        let last_log_id: Option<LogId<u64>> = match find(KEY_APPLIED) {
-            None => None,
-            Some(v) => Some(decode(&v).map_err(read_err)?),
-        };
-        let last_membership: Membership = match find(KEY_MEMBERSHIP) {
-            None => Membership::default(),
-            Some(v) => decode(&v).map_err(read_err)?,
-        };
-        let snapshot_id = match &last_log_id {
-            Some(l) => format!(
-                "{}-{}-{}-{}",
-                l.leader_id.term, l.leader_id.node_id, l.index, counter
-            ),
-            None => format!("0-0-0-{counter}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        let data = SnapshotData { entries }.to_bytes().map_err(snap_err)?;
-        let stored = StoredSnapshot { meta, data };
-        let mut extra = Batch::new();
-        extra.insert(KEY_COUNTER, counter.to_be_bytes());
-        self.store_snapshot(&stored, extra).await?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        self.build_snapshot_file().await
     }
 }
 
@@ -309,49 +197,25 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<SnapshotFile>> {
+        // openraft writes the received chunks into this file; it is deleted if the transfer
+        // is abandoned, and adopted (renamed) by `install_snapshot`.
+        let path = self.inner.dir.temp_path("receive");
+        let file = SnapshotFile::create_temporary(path)
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, any(e))))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> SResult<()> {
-        let bytes = snapshot.into_inner();
-        // Validate before touching anything.
-        let data = SnapshotData::from_bytes(&bytes).map_err(|e| {
-            StorageError::from(StorageIOError::read_snapshot(
-                Some(meta.signature()),
-                any(e),
-            ))
-        })?;
-        let _sm = self.inner.sm_lock.lock().await;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        {
-            let _g = self.inner.snap_lock.lock().await;
-            // Crash safety: the snapshot and the "installing" marker are written in one batch and
-            // flushed before `sm` is touched. Clearing and reloading `sm` is not atomic; if we
-            // crash midway, `open` sees the marker and redoes the load from the stored snapshot.
-            let mut batch = Batch::new();
-            batch.insert(KEY_CURRENT, encode(&stored).map_err(snap_err)?);
-            batch.insert(KEY_INSTALLING, b"1".to_vec());
-            self.inner.snap.apply(batch).map_err(snap_err)?;
-            self.flush().await.map_err(snap_err)?;
-        }
-        self.load_sm(data)?;
-        self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
-        self.flush().await.map_err(write_err)?;
-        Ok(())
+        self.install_snapshot_file(meta, *snapshot).await
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<C>>> {
-        Ok(self.read_stored_snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        self.open_current_snapshot().await
     }
 }

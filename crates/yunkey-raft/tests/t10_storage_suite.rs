@@ -1,4 +1,5 @@
 //! openraft's storage conformance suite on both engines, plus restart and corruption tests.
+//! (Snapshot files: `t15_snapshot_files.rs`.)
 
 mod common;
 
@@ -17,25 +18,20 @@ struct SledBuilder;
 impl StoreBuilder<Tc, LogStore<Tc>, Sm, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore<Tc>, Sm), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_sled(dir.path()).expect("open sled");
-        Ok((
-            dir,
-            LogStore::open(db.clone())?,
-            StateMachineStore::open(db, Kv)?,
-        ))
+        let db = Db::open_sled(dir.path().join("db")).expect("open sled");
+        let sm = StateMachineStore::open(db.clone(), dir.path().join("snapshots"), Kv)?;
+        Ok((dir, LogStore::open(db.clone())?, sm))
     }
 }
 
 struct MemBuilder;
 
-impl StoreBuilder<Tc, LogStore<Tc>, Sm, ()> for MemBuilder {
-    async fn build(&self) -> Result<((), LogStore<Tc>, Sm), StorageError<u64>> {
+impl StoreBuilder<Tc, LogStore<Tc>, Sm, TempDir> for MemBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore<Tc>, Sm), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::memory();
-        Ok((
-            (),
-            LogStore::open(db.clone())?,
-            StateMachineStore::open(db, Kv)?,
-        ))
+        let sm = StateMachineStore::open(db.clone(), dir.path(), Kv)?;
+        Ok((dir, LogStore::open(db.clone())?, sm))
     }
 }
 
@@ -65,9 +61,9 @@ async fn state_vote_and_log_survive_restart() {
         normal(2, 3, "a", "3"),
     ];
     {
-        let db = Db::open_sled(dir.path()).unwrap();
+        let db = Db::open_sled(dir.path().join("db")).unwrap();
         let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
-        let mut sm = Sm::open(db, Kv).unwrap();
+        let mut sm = Sm::open(db, dir.path().join("snapshots"), Kv).unwrap();
         log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
         let resps = sm.apply(entries).await.unwrap();
@@ -80,9 +76,9 @@ async fn state_vote_and_log_survive_restart() {
             .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(2, 1, 3)));
     }
-    let db = Db::open_sled(dir.path()).unwrap();
+    let db = Db::open_sled(dir.path().join("db")).unwrap();
     let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
-    let mut sm = Sm::open(db, Kv).unwrap();
+    let mut sm = Sm::open(db, dir.path().join("snapshots"), Kv).unwrap();
     assert_eq!(
         log.read_vote().await.unwrap(),
         Some(Vote::new_committed(2, 1))
@@ -103,44 +99,6 @@ async fn state_vote_and_log_survive_restart() {
 }
 
 #[tokio::test]
-async fn interrupted_install_is_finished_on_open() {
-    // Build a snapshot on one store, install it on another, then simulate a crash midway by
-    // putting the marker back and wiping `sm`: reopening must restore the snapshot's state.
-    let src_db = Db::memory();
-    let mut src = Sm::open(src_db, Kv).unwrap();
-    src.apply(vec![normal(1, 1, "k", "v")]).await.unwrap();
-    let snap = src
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-
-    let db = Db::memory();
-    let mut dst = Sm::open(db.clone(), Kv).unwrap();
-    dst.install_snapshot(&snap.meta, snap.snapshot)
-        .await
-        .unwrap();
-    assert_eq!(dst.state().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-
-    db.tree("raft_snapshot")
-        .unwrap()
-        .insert(b"installing", b"1")
-        .unwrap();
-    db.tree("sm").unwrap().clear().unwrap();
-    drop(dst);
-    let dst = Sm::open(db.clone(), Kv).unwrap();
-    assert_eq!(dst.state().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-    assert_eq!(dst.last_applied().unwrap(), Some(log_id(1, 1, 1)));
-    assert!(db
-        .tree("raft_snapshot")
-        .unwrap()
-        .get(b"installing")
-        .unwrap()
-        .is_none());
-}
-
-#[tokio::test]
 async fn corrupt_values_are_errors() {
     let db = Db::memory();
     let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
@@ -154,7 +112,8 @@ async fn corrupt_values_are_errors() {
         .insert(&5u64.to_be_bytes(), b"garbage")
         .unwrap();
     assert!(log.get_log_state().await.is_err());
-    let mut sm = Sm::open(db.clone(), Kv).unwrap();
+    let snaps = tempfile::tempdir().unwrap();
+    let mut sm = Sm::open(db.clone(), snaps.path(), Kv).unwrap();
     db.tree("sm")
         .unwrap()
         .insert(b"\x00applied", b"\x01")

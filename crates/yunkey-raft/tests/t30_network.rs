@@ -76,6 +76,7 @@ async fn silent_peer_is_timeout() {
 #[tokio::test]
 async fn stopped_raft_is_remote_error_and_garbage_is_invalid_argument() {
     let db = Db::memory();
+    let snaps = tempfile::tempdir().unwrap();
     let config = Arc::new(Config::default().validate().unwrap());
     let net = GrpcNetworkFactory::<Tc>::new(2, connector());
     let raft = Raft::new(
@@ -83,7 +84,7 @@ async fn stopped_raft_is_remote_error_and_garbage_is_invalid_argument() {
         config,
         net,
         LogStore::<Tc>::open(db.clone()).unwrap(),
-        StateMachineStore::open(db, Kv).unwrap(),
+        StateMachineStore::open(db, snaps.path(), Kv).unwrap(),
     )
     .await
     .unwrap();

@@ -1,8 +1,6 @@
 //! Shared test type config and state machine.
 #![allow(dead_code)]
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 use yunkey_raft::Apply;
 use yunkey_store::{Batch, StoreError, Tree};
@@ -20,7 +18,7 @@ pub struct Prev(pub Option<String>);
 
 openraft::declare_raft_types!(
     /// Test type config.
-    pub Tc: D = Set, R = Prev
+    pub Tc: D = Set, R = Prev, SnapshotData = yunkey_raft::SnapshotFile
 );
 
 /// Key-value state machine: one `sm` key per `Set`.

@@ -1,0 +1,328 @@
+//! How [`StateMachineStore`] builds, records, installs, hands out and recovers its snapshot
+//! files.
+//!
+//! The `raft_snapshot` tree holds only the current snapshot's metadata and file name; the data
+//! is the file (format in `snapshot.rs`). Files are fsynced, renamed into place and the
+//! directory fsynced before they are recorded, and the record is flushed before openraft hears
+//! of the snapshot. Older snapshot files are deleted once a newer one is recorded (a sender
+//! still streaming an old one keeps reading it through its open handle).
+
+#![allow(clippy::result_large_err)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use openraft::{BasicNode, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use yunkey_store::Batch;
+
+use crate::apply::Apply;
+use crate::codec::{any, blocking, decode, encode, io_err};
+use crate::snapshot::{self, FileSummary};
+use crate::snapshot_file::SnapshotFile;
+use crate::state_machine::{
+    read_err, write_err, Membership, SResult, StateMachineStore, KEY_APPLIED, KEY_MEMBERSHIP,
+};
+use crate::{legacy, TypeConfig};
+
+/// `raft_snapshot` key: bincode [`SnapshotRecord`] of the current snapshot.
+pub(crate) const KEY_CURRENT: &[u8] = b"current_file";
+/// `raft_snapshot` key: present while `sm` is being replaced by the current snapshot.
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
+/// `raft_snapshot` key: big-endian `u64` count of snapshots built by this node.
+const KEY_COUNTER: &[u8] = b"counter";
+
+type Meta = SnapshotMeta<u64, BasicNode>;
+
+/// The current snapshot, as recorded in `raft_snapshot`: its metadata and the name of its file
+/// in the snapshot directory.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub(crate) meta: Meta,
+    pub(crate) file: String,
+}
+
+fn snap_write_err(meta: Option<&Meta>, e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), any(e)).into()
+}
+
+fn snap_read_err(meta: Option<&Meta>, e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_snapshot(meta.map(|m| m.signature()), any(e)).into()
+}
+
+impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
+    pub(crate) fn read_record(&self) -> SResult<Option<SnapshotRecord>> {
+        match self.inner.snap.get(KEY_CURRENT).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| snap_read_err(None, format!("corrupt snapshot record: {e}"))),
+        }
+    }
+
+    fn read_counter(&self) -> SResult<u64> {
+        match self.inner.snap.get(KEY_COUNTER).map_err(read_err)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| read_err("corrupt snapshot counter")),
+        }
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        let db = self.inner.db.clone();
+        blocking(move || db.flush().map_err(io_err)).await
+    }
+
+    /// At open (blocking): migrates a format-1 snapshot, finishes an interrupted install, and
+    /// removes snapshot files that are not the current one.
+    pub(crate) fn recover(&self) -> SResult<()> {
+        legacy::migrate(&self.inner.db, &self.inner.snap, &self.inner.dir)
+            .map_err(|e| read_err(format!("cannot migrate the format 1 snapshot: {e}")))?;
+        if self
+            .inner
+            .snap
+            .get(KEY_INSTALLING)
+            .map_err(read_err)?
+            .is_some()
+        {
+            tracing::warn!("finishing a snapshot install interrupted by a crash");
+            let record = self
+                .read_record()?
+                .ok_or_else(|| read_err("install marker present but no snapshot recorded"))?;
+            let path = self.inner.dir.path_of(&record.file);
+            let fail = |e: io::Error| {
+                read_err(format!(
+                    "cannot finish the interrupted snapshot install: {e}"
+                ))
+            };
+            snapshot::verify(&path).map_err(fail)?;
+            snapshot::load_into(&self.inner.sm, &path).map_err(fail)?;
+            self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
+            self.inner.db.flush().map_err(write_err)?;
+        }
+        let current = self.read_record()?.map(|r| r.file);
+        self.inner.dir.remove_snapshots_except(current.as_deref());
+        Ok(())
+    }
+
+    /// Writes `sm` to a new snapshot file, records it, and returns it.
+    pub(crate) async fn build_snapshot_file(&self) -> SResult<Snapshot<C>> {
+        let tmp = self.inner.dir.temp_path("build");
+        let (last_log_id, last_membership, counter, summary) = {
+            // A consistent view: apply is blocked while `sm` is written out. Memory stays
+            // bounded: records stream from the tree through a buffered writer to the file.
+            let _g = self.inner.sm_lock.lock().await;
+            let last_log_id: Option<LogId<u64>> = self.read_sm_key(KEY_APPLIED)?;
+            let last_membership: Membership = self.read_sm_key(KEY_MEMBERSHIP)?.unwrap_or_default();
+            let counter = self.read_counter()? + 1;
+            let (sm, path) = (self.inner.sm.clone(), tmp.clone());
+            let summary = blocking(move || snapshot::write_tree(&sm, &path))
+                .await
+                .map_err(|e| snap_write_err(None, e))?;
+            (last_log_id, last_membership, counter, summary)
+        };
+        let snapshot_id = match &last_log_id {
+            Some(l) => format!(
+                "{}-{}-{}-{}",
+                l.leader_id.term, l.leader_id.node_id, l.index, counter
+            ),
+            None => format!("0-0-0-{counter}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            records = summary.records,
+            bytes = summary.bytes,
+            "snapshot built"
+        );
+        let stored = self.store_built(&meta, &tmp, counter).await;
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(stored?),
+        })
+    }
+
+    /// Makes the built file at `tmp` the current snapshot unless the current one is newer,
+    /// then flushes; returns the file opened for reading.
+    async fn store_built(&self, meta: &Meta, tmp: &Path, counter: u64) -> SResult<SnapshotFile> {
+        let _g = self.inner.snap_lock.lock().await;
+        let newer = match self.read_record()? {
+            Some(cur) => cur.meta.last_log_id <= meta.last_log_id,
+            None => true,
+        };
+        let mut batch = Batch::new();
+        batch.insert(KEY_COUNTER, counter.to_be_bytes());
+        let name = if newer {
+            let name = self.inner.dir.new_snapshot_name(&meta.snapshot_id);
+            self.rename_in(tmp.to_owned(), &name)
+                .await
+                .map_err(|e| snap_write_err(Some(meta), e))?;
+            let record = SnapshotRecord {
+                meta: meta.clone(),
+                file: name.clone(),
+            };
+            batch.insert(
+                KEY_CURRENT,
+                encode(&record).map_err(|e| snap_write_err(Some(meta), e))?,
+            );
+            Some(name)
+        } else {
+            None
+        };
+        self.inner
+            .snap
+            .apply(batch)
+            .map_err(|e| snap_write_err(Some(meta), e))?;
+        // Durability: the file is on disk under its name (fsynced, renamed, directory fsynced);
+        // its record is flushed before the snapshot is reported, since openraft may then purge
+        // the logs it covers. The flush also persists `sm` up to the snapshot's applied index.
+        self.flush()
+            .await
+            .map_err(|e| snap_write_err(Some(meta), e))?;
+        match name {
+            Some(name) => {
+                let file = SnapshotFile::open(self.inner.dir.path_of(&name))
+                    .await
+                    .map_err(|e| snap_read_err(Some(meta), e))?;
+                self.inner.dir.remove_snapshots_except(Some(&name));
+                Ok(file)
+            }
+            None => {
+                // A snapshot at least as new is already current: hand this one out, unrecorded
+                // (the open handle keeps reading after the name is removed).
+                let file = SnapshotFile::open(tmp)
+                    .await
+                    .map_err(|e| snap_read_err(Some(meta), e))?;
+                let _ = std::fs::remove_file(tmp);
+                Ok(file)
+            }
+        }
+    }
+
+    /// Renames `from` to `name` in the snapshot directory, durably.
+    async fn rename_in(&self, from: PathBuf, name: &str) -> io::Result<PathBuf> {
+        let inner = self.inner.clone();
+        let to = self.inner.dir.path_of(name);
+        let target = to.clone();
+        blocking(move || inner.dir.rename_durably(&from, &target)).await?;
+        Ok(to)
+    }
+
+    /// Verifies `file`, records it as the current snapshot with the install marker, then
+    /// replaces `sm` with its records in bounded batches.
+    pub(crate) async fn install_snapshot_file(
+        &self,
+        meta: &Meta,
+        mut file: SnapshotFile,
+    ) -> SResult<()> {
+        let read_fail = |e: io::Error| snap_read_err(Some(meta), e);
+        let write_fail = |e: io::Error| snap_write_err(Some(meta), e);
+        let _sm = self.inner.sm_lock.lock().await;
+        // A received file is ours to adopt; any other file (another store's snapshot) is first
+        // copied in. Either way the bytes are on disk before they are checked and trusted.
+        let adopt = file.is_temporary() && self.inner.dir.contains(file.path());
+        let (candidate, copied) = if adopt {
+            let f = file.file_mut();
+            f.flush().await.map_err(write_fail)?;
+            f.sync_all().await.map_err(write_fail)?;
+            (file.path().to_owned(), false)
+        } else {
+            let (from, to) = (file.path().to_owned(), self.inner.dir.temp_path("copy"));
+            let target = to.clone();
+            blocking(move || snapshot::copy_file(&from, &target))
+                .await
+                .map_err(write_fail)?;
+            (to, true)
+        };
+        // Validate before touching anything: a truncated or corrupt file leaves `sm` and the
+        // recorded snapshot as they were.
+        let path = candidate.clone();
+        let checked: io::Result<FileSummary> = blocking(move || snapshot::verify(&path)).await;
+        let summary = match checked {
+            Ok(s) => s,
+            Err(e) => {
+                if copied {
+                    let _ = std::fs::remove_file(&candidate);
+                }
+                return Err(read_fail(e));
+            }
+        };
+        let path = {
+            let _g = self.inner.snap_lock.lock().await;
+            let name = self.inner.dir.new_snapshot_name(&meta.snapshot_id);
+            let path = self
+                .rename_in(candidate.clone(), &name)
+                .await
+                .inspect_err(|_| {
+                    if copied {
+                        let _ = std::fs::remove_file(&candidate);
+                    }
+                })
+                .map_err(write_fail)?;
+            if adopt {
+                file.keep(path.clone());
+            }
+            // Crash safety: the record and the "installing" marker are written in one batch and
+            // flushed before `sm` is touched. Clearing and reloading `sm` is not atomic; if we
+            // crash midway, `open` sees the marker and redoes the load from the file.
+            let mut batch = Batch::new();
+            let record = SnapshotRecord {
+                meta: meta.clone(),
+                file: name,
+            };
+            batch.insert(KEY_CURRENT, encode(&record).map_err(write_err)?);
+            batch.insert(KEY_INSTALLING, b"1".to_vec());
+            self.inner.snap.apply(batch).map_err(write_err)?;
+            self.flush().await.map_err(write_fail)?;
+            path
+        };
+        drop(file);
+        let sm = self.inner.sm.clone();
+        let load_path = path.clone();
+        let loaded = blocking(move || snapshot::load_into(&sm, &load_path))
+            .await
+            .map_err(write_err)?;
+        self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
+        self.flush().await.map_err(write_err)?;
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            records = loaded,
+            bytes = summary.bytes,
+            "snapshot installed"
+        );
+        let _g = self.inner.snap_lock.lock().await;
+        let current = self.read_record()?.map(|r| r.file);
+        self.inner.dir.remove_snapshots_except(current.as_deref());
+        Ok(())
+    }
+
+    /// The current snapshot with its file opened for reading, if there is one.
+    pub(crate) async fn open_current_snapshot(&self) -> SResult<Option<Snapshot<C>>> {
+        // Under the lock, so that a newer snapshot cannot delete the file between the two steps.
+        let _g = self.inner.snap_lock.lock().await;
+        let Some(record) = self.read_record()? else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::open(self.inner.dir.path_of(&record.file))
+            .await
+            .map_err(|e| {
+                snap_read_err(
+                    Some(&record.meta),
+                    format!("the current snapshot's file is unreadable: {e}"),
+                )
+            })?;
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}

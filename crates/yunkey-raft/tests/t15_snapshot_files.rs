@@ -1,0 +1,255 @@
+//! Snapshot files: a round trip through a file, corrupt files rejected before any state is
+//! touched, an interrupted install finished on reopen, and what the snapshot directory holds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{set, Kv, Tc};
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log_id;
+use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, Snapshot};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use yunkey_raft::{SnapshotFile, StateMachineStore};
+use yunkey_store::Db;
+
+type Sm = StateMachineStore<Tc, Kv>;
+
+fn entries(n: u64) -> Vec<Entry<Tc>> {
+    (1..=n)
+        .map(|i| Entry {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Normal(set(&format!("key-{i:06}"), &format!("value-{i}"))),
+        })
+        .collect()
+}
+
+/// A sled-backed store in `dir` (database in `db`, snapshots in `snapshots`).
+fn open(dir: &Path) -> (Db, Sm) {
+    let db = Db::open_sled(dir.join("db")).unwrap();
+    let sm = Sm::open(db.clone(), dir.join("snapshots"), Kv).unwrap();
+    (db, sm)
+}
+
+fn dump(sm: &Sm) -> Vec<(Vec<u8>, Vec<u8>)> {
+    sm.state().range(&[], None).map(|kv| kv.unwrap()).collect()
+}
+
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A source store with `n` entries applied and a snapshot built.
+async fn source(n: u64) -> (TempDir, Sm, Snapshot<Tc>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut sm) = open(dir.path());
+    sm.apply(entries(n)).await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (dir, sm, snap)
+}
+
+/// Sends `bytes` into `dst` the way openraft's chunked transfer does.
+async fn receive(dst: &mut Sm, bytes: &[u8]) -> Box<SnapshotFile> {
+    let mut file = dst.begin_receiving_snapshot().await.unwrap();
+    for chunk in bytes.chunks(4096) {
+        file.write_all(chunk).await.unwrap();
+    }
+    file.shutdown().await.unwrap();
+    file
+}
+
+fn file_bytes(snap: &Snapshot<Tc>) -> Vec<u8> {
+    std::fs::read(snap.snapshot.path()).unwrap()
+}
+
+#[tokio::test]
+async fn round_trip_through_a_received_file() {
+    let (_src_dir, src, snap) = source(3000).await;
+    let bytes = file_bytes(&snap);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut dst) = open(dir.path());
+    dst.apply(entries(5)).await.unwrap(); // state the snapshot replaces
+    let received = receive(&mut dst, &bytes).await;
+    dst.install_snapshot(&snap.meta, received).await.unwrap();
+    assert_eq!(dump(&dst), dump(&src));
+    assert_eq!(dst.last_applied().unwrap(), Some(log_id(1, 1, 3000)));
+
+    // The received file became the current snapshot, and is the only file left.
+    let current = dst.get_current_snapshot().await.unwrap().expect("current");
+    assert_eq!(current.meta, snap.meta);
+    assert_eq!(std::fs::read(current.snapshot.path()).unwrap(), bytes);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+
+    // It survives a restart.
+    drop((dst, current));
+    let (_, mut dst) = open(dir.path());
+    let current = dst.get_current_snapshot().await.unwrap().expect("kept");
+    assert_eq!(current.meta, snap.meta);
+    assert_eq!(dump(&dst), dump(&src));
+}
+
+/// Installs `bytes` and expects a rejection that leaves state and current snapshot alone.
+async fn assert_rejected(bytes: &[u8], expect: &str) {
+    let (_src_dir, _src, snap) = source(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut dst) = open(dir.path());
+    dst.apply(entries(7)).await.unwrap();
+    let own = dst
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let before = dump(&dst);
+    let received = receive(&mut dst, bytes).await;
+    let err = dst
+        .install_snapshot(&snap.meta, received)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(expect), "unexpected error: {err}");
+    assert_eq!(dump(&dst), before, "state touched by a rejected snapshot");
+    let current = dst.get_current_snapshot().await.unwrap().expect("current");
+    assert_eq!(current.meta, own.meta, "current snapshot replaced");
+    let files = snapshot_files(dir.path());
+    assert_eq!(files.len(), 1, "rejected file left behind: {files:?}");
+    drop(dst);
+    let (_, dst) = open(dir.path());
+    assert_eq!(dump(&dst), before, "state changed after reopening");
+}
+
+#[tokio::test]
+async fn truncated_file_is_rejected_with_state_untouched() {
+    let (_d, _s, snap) = source(200).await;
+    let bytes = file_bytes(&snap);
+    assert_rejected(&bytes[..bytes.len() / 2], "truncated").await;
+    assert_rejected(&bytes[..bytes.len() - 1], "truncated").await;
+}
+
+#[tokio::test]
+async fn flipped_byte_is_rejected_with_state_untouched() {
+    let (_d, _s, snap) = source(200).await;
+    let mut bytes = file_bytes(&snap);
+    // One bit of one value: the structure still parses, only the checksum can tell.
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"value-100")
+        .expect("value in file");
+    bytes[at + 8] ^= 0x01;
+    assert_rejected(&bytes, "checksum mismatch").await;
+}
+
+#[tokio::test]
+async fn interrupted_install_is_finished_on_reopen() {
+    let (_src_dir, src, snap) = source(500).await;
+    let bytes = file_bytes(&snap);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, mut dst) = open(dir.path());
+        let received = receive(&mut dst, &bytes).await;
+        dst.install_snapshot(&snap.meta, received).await.unwrap();
+        // Simulate a crash midway through loading `sm`: the marker is back, `sm` half gone.
+        db.tree("raft_snapshot")
+            .unwrap()
+            .insert(b"installing", b"1")
+            .unwrap();
+        let sm = db.tree("sm").unwrap();
+        let keys: Vec<Vec<u8>> = sm.range(&[], None).map(|kv| kv.unwrap().0).collect();
+        for k in keys.iter().step_by(2) {
+            sm.remove(k).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let (db, dst) = open(dir.path());
+    assert_eq!(dump(&dst), dump(&src));
+    assert_eq!(dst.last_applied().unwrap(), Some(log_id(1, 1, 500)));
+    assert!(db
+        .tree("raft_snapshot")
+        .unwrap()
+        .get(b"installing")
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn interrupted_install_with_a_corrupt_file_refuses_to_open() {
+    let (_src_dir, _src, snap) = source(50).await;
+    let bytes = file_bytes(&snap);
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf;
+    {
+        let (db, mut dst) = open(dir.path());
+        let received = receive(&mut dst, &bytes).await;
+        dst.install_snapshot(&snap.meta, received).await.unwrap();
+        path = dst
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot
+            .path()
+            .to_owned();
+        db.tree("raft_snapshot")
+            .unwrap()
+            .insert(b"installing", b"1")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    let db = Db::open_sled(dir.path().join("db")).unwrap();
+    let err = Sm::open(db, dir.path().join("snapshots"), Kv)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("interrupted snapshot install"), "{err}");
+}
+
+#[tokio::test]
+async fn only_the_current_snapshot_file_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut sm) = open(dir.path());
+    sm.apply(entries(10)).await.unwrap();
+    let first = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    sm.apply(entries(20).split_off(10)).await.unwrap();
+    let second = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_ne!(first.meta.snapshot_id, second.meta.snapshot_id);
+    // The first file is gone from the directory, but its open handle still reads.
+    assert!(!first.snapshot.path().exists());
+    let files = snapshot_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(second.snapshot.path().ends_with(&files[0]));
+
+    // An abandoned transfer leaves no file behind; neither does a crash during one.
+    let receiving = sm.begin_receiving_snapshot().await.unwrap();
+    assert_eq!(snapshot_files(dir.path()).len(), 2);
+    drop(receiving);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    std::fs::write(
+        dir.path().join("snapshots/receive-0000000099.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    drop(sm);
+    let (_, _sm) = open(dir.path());
+    assert_eq!(snapshot_files(dir.path()), files);
+}
