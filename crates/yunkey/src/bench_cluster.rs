@@ -12,9 +12,9 @@
 //!
 //! 3. Failover: writers loop `WriteProbe` (each starts at another member, moves to the next
 //!    one on any error); the leader is killed with `--kill-cmd`; the figure is the time from
-//!    just before the kill command starts to the acknowledgement of the first write *sent*
-//!    after it. The node is restarted with `--restart-cmd` and has caught up before the next
-//!    round.
+//!    the kill command returning (the process is dead) to the acknowledgement of the first
+//!    write *sent* after it. The node is restarted with `--restart-cmd` and has caught up
+//!    before the next round.
 
 use crate::cli::{ClusterBenchArgs, Global};
 use crate::connect;
@@ -261,6 +261,7 @@ struct Round {
     resume_ms: Option<f64>,
     acked_before: usize,
     acked_after: usize,
+    kill_ms: f64,
 }
 
 async fn failover_round(
@@ -300,8 +301,12 @@ async fn failover_round(
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let victim = leader(g, members).await?;
-    let killed_at = Instant::now();
+    // The clock starts once the kill command has returned, i.e. the process is gone: a write
+    // sent while the command was still starting up could still reach the old leader.
+    let kill_started = Instant::now();
     shell(kill, victim.node_id)?;
+    let killed_at = Instant::now();
+    let kill_ms = (killed_at - kill_started).as_secs_f64() * 1000.0;
     let deadline = killed_at + Duration::from_secs(20);
     let resume = loop {
         let first = acks
@@ -334,6 +339,7 @@ async fn failover_round(
         resume_ms: resume.map(|d| d.as_secs_f64() * 1000.0),
         acked_before,
         acked_after,
+        kill_ms,
     })
 }
 
@@ -424,6 +430,7 @@ pub async fn run(g: &Global, args: &ClusterBenchArgs) -> anyhow::Result<()> {
                 "rounds": rounds.iter().map(|r| json!({
                     "killed_node": r.killed, "resume_ms": r.resume_ms,
                     "acked_before_kill": r.acked_before, "acked_after_kill": r.acked_after,
+                    "kill_command_ms": r.kill_ms,
                 })).collect::<Vec<_>>(),
                 "median_resume_ms": median_ms,
             },

@@ -469,7 +469,11 @@ async fn write_probe_roles_and_effect() {
     assert_eq!(r.leader_id, r.node_id, "one node leads itself");
     let (users2, devices2, applied2) = counts(&dev).await;
     assert_eq!((users2, devices2), (users, devices));
-    assert!(applied2 >= r.log_index, "applied {applied2} < {}", r.log_index);
+    assert!(
+        applied2 >= r.log_index,
+        "applied {applied2} < {}",
+        r.log_index
+    );
     // A node identity may probe too (role client or node, like the rest of ClusterService).
     let again = cluster_client(dev.as_node().current_channel())
         .write_probe(WriteProbeRequest {})
@@ -479,7 +483,11 @@ async fn write_probe_roles_and_effect() {
     assert!(again.log_index > r.log_index);
     // The CLI: `yunkey ctl probe --json`.
     let out = dev.cli(&["--json", "ctl", "probe"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["log_index"].as_u64().unwrap() > again.log_index, "{v}");
 }

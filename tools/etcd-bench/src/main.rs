@@ -7,8 +7,9 @@
 //!   proposal to the leader). No retries; failures are counted. p50/p99 from an HDR histogram.
 //! - Failover: writers loop Put (each starts at another member, moves to the next on any error
 //!   or after a 2 s timeout); the leader (maintenance Status) is killed with `--kill-cmd`;
-//!   the figure is the time from just before the kill command starts to the acknowledgement
-//!   of the first put *sent* after it. `--restart-cmd` starts it again before the next round.
+//!   the figure is the time from the kill command returning (the member is dead) to the
+//!   acknowledgement of the first put *sent* after it. `--restart-cmd` starts it again before
+//!   the next round.
 //!
 //! `{id}` in the commands is the 1-based position of the leader in `--endpoints`.
 
@@ -133,11 +134,13 @@ async fn run_level(
                 let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let r =
-                        tokio::time::timeout(CALL_TIMEOUT, kv.put(key.clone(), value.clone(), None))
-                            .await
-                            .map_err(|_| "timed out".to_owned())
-                            .and_then(|r| r.map_err(|e| e.to_string()));
+                    let r = tokio::time::timeout(
+                        CALL_TIMEOUT,
+                        kv.put(key.clone(), value.clone(), None),
+                    )
+                    .await
+                    .map_err(|_| "timed out".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                     match r {
                         Ok(_) => {
                             local.record(t.elapsed().as_micros() as u64).ok();
@@ -252,6 +255,7 @@ struct Round {
     resume_ms: Option<f64>,
     acked_before: usize,
     acked_after: usize,
+    kill_ms: f64,
 }
 
 async fn failover_round(
@@ -276,9 +280,11 @@ async fn failover_round(
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let mut kv = kvs[at % kvs.len()].clone();
-                let r =
-                    tokio::time::timeout(FAILOVER_CALL_TIMEOUT, kv.put(key.clone(), value.clone(), None))
-                        .await;
+                let r = tokio::time::timeout(
+                    FAILOVER_CALL_TIMEOUT,
+                    kv.put(key.clone(), value.clone(), None),
+                )
+                .await;
                 match r {
                     Ok(Ok(_)) => acks.lock().expect("poisoned").push((sent, Instant::now())),
                     _ => {
@@ -291,8 +297,12 @@ async fn failover_round(
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let victim = leader(args).await?;
-    let killed_at = Instant::now();
+    // The clock starts once the kill command has returned, i.e. the process is gone: a write
+    // sent while the command was still starting up could still reach the old leader.
+    let kill_started = Instant::now();
     shell(kill, victim)?;
+    let killed_at = Instant::now();
+    let kill_ms = (killed_at - kill_started).as_secs_f64() * 1000.0;
     let deadline = killed_at + Duration::from_secs(20);
     let resume = loop {
         let first = acks
@@ -325,6 +335,7 @@ async fn failover_round(
         resume_ms: resume.map(|d| d.as_secs_f64() * 1000.0),
         acked_before,
         acked_after,
+        kill_ms,
     })
 }
 
@@ -403,6 +414,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "rounds": rounds.iter().map(|r| json!({
                     "killed_member": r.killed, "resume_ms": r.resume_ms,
                     "acked_before_kill": r.acked_before, "acked_after_kill": r.acked_after,
+                    "kill_command_ms": r.kill_ms,
                 })).collect::<Vec<_>>(),
                 "median_resume_ms": median_ms,
             },
