@@ -15,7 +15,8 @@
 #
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
-# NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600).
+# NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
+# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 750-1500).
 # Needs: cargo, etcd (apt-get install etcd-server etcd-client), protoc for the etcd-client
 # crate (apt-get install protobuf-compiler), jq.
 set -euo pipefail
@@ -131,7 +132,7 @@ for n in 1 2 3; do
     chips=""
     if [ "$n" = 1 ]; then init="--init"; chips="${CHIPS[*]}"; fi
     # --init only on the very first start (the restart command must not carry it).
-    echo "exec env YUNKEY_LOG=warn,openraft=off '$YUNKEY' --data '$WORK/node-$n' coordinator --node-id $n --listen 127.0.0.1:$(yk_port $n) --tls-dir '$PKI' $chips" >"$WORK/cmd/yk-$n"
+    echo "exec env YUNKEY_LOG=warn,openraft=off '$YUNKEY' --data '$WORK/node-$n' coordinator --node-id $n --listen 127.0.0.1:$(yk_port $n) --tls-dir '$PKI' ${YK_ELECTION:+--election-timeout $YK_ELECTION} $chips" >"$WORK/cmd/yk-$n"
     [ -n "$init" ] && sed "s/ coordinator / coordinator --init /" "$WORK/cmd/yk-$n" >"$WORK/cmd/yk-$n-init"
 done
 YK_CLIENT=(--endpoint "https://127.0.0.1:$(yk_port 1),https://127.0.0.1:$(yk_port 2),https://127.0.0.1:$(yk_port 3)"
@@ -224,7 +225,7 @@ echo
 fo() { jq -r '[.failover.rounds[].resume_ms | if . == null then "none" else (.|round|tostring) end] | join(", ")' "$1"; }
 fmed() { jq -r '.failover.median_resume_ms | if . == null then "-" else (.|round|tostring) end' "$1"; }
 echo "leader kill -9 -> first acknowledged write sent after it (ms; each round, median):"
-printf '  %-44s %-22s median %s\n' "yunkey (election 750-1500 ms)" "$(fo "$Y")" "$(fmed "$Y")"
+printf '  %-44s %-22s median %s\n' "yunkey (election ${YK_ELECTION:-750-1500} ms)" "$(fo "$Y")" "$(fmed "$Y")"
 printf '  %-44s %-22s median %s\n' "etcd default (election $ETCD_ELECTION ms, randomized to 2x)" "$(fo "$E")" "$(fmed "$E")"
 printf '  %-44s %-22s median %s\n' "etcd matched (election $MATCHED_ELECTION ms, randomized to 2x)" "$(fo "$EM")" "$(fmed "$EM")"
 if [ -n "${KEEP:-}" ]; then echo; echo "raw JSON: $Y $E $EM"; fi
