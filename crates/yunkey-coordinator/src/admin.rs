@@ -205,3 +205,20 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     tracing::info!(target: "yunkey::audit", actor, "user CA created");
     Ok(ca)
 }
+
+/// Commits a no-op [`Op::Probe`] through Raft (forwarded to the leader when needed) and
+/// returns once it is applied here: `ClusterService.WriteProbe`.
+pub async fn write_probe(core: &Core, actor: &str) -> Result<yunkey_proto::v1::WriteProbeResponse> {
+    let cmd = Command {
+        request_id: String::new(),
+        actor: actor.to_owned(),
+        now: crate::clock::now(),
+        op: Op::Probe,
+    };
+    let (_, log_index) = core.raft.write_indexed(cmd).await?;
+    Ok(yunkey_proto::v1::WriteProbeResponse {
+        node_id: core.node_id,
+        log_index,
+        leader_id: core.raft.leader().map(|(id, _)| id).unwrap_or_default(),
+    })
+}

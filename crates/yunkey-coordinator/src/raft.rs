@@ -163,6 +163,11 @@ impl RaftHandle {
     /// Commits a command (forwarding to the leader when needed) and returns its result once
     /// it is applied on this node too, so that reading the local state right after sees it.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
+        Ok(self.write_indexed(cmd).await?.0)
+    }
+
+    /// [`RaftHandle::write`], also returning the log index the command committed at.
+    pub async fn write_indexed(&self, cmd: Command) -> Result<(CommandResult, u64)> {
         let kind = cmd.op.kind();
         let started = std::time::Instant::now();
         let result = yunkey_raft::write(&self.raft, &self.net, cmd, self.write_timeout).await;
@@ -185,7 +190,7 @@ impl RaftHandle {
             })?;
         metrics::histogram!("yunkey_raft_write_seconds", "op" => kind)
             .record(started.elapsed().as_secs_f64());
-        Ok(written.response)
+        Ok((written.response, written.log_index))
     }
 
     /// Returns once this node's state reflects every write acknowledged before the call, on

@@ -211,6 +211,9 @@ async fn run_level(
 
 /// `yunkey bench`.
 pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(crate::cli::BenchMode::Cluster(c)) = &args.mode {
+        return crate::bench_cluster::run(g, c).await;
+    }
     if args.users == 0 || args.concurrency.is_empty() {
         bail!("--users and --concurrency must be positive");
     }

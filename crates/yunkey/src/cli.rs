@@ -150,6 +150,12 @@ pub struct CoordinatorArgs {
     /// Chips holding each user key.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+    /// Raft election timeout range in milliseconds, `MIN-MAX` [default: 400-700]. openraft
+    /// also has followers refuse votes for MAX ms after the last heartbeat (its leader lease),
+    /// so a dead leader is replaced about MAX + [MIN, MAX) ms after it stopped. Keep MIN well
+    /// above the 50 ms heartbeat and the disk's flush latency; use the same on every node.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub election_timeout: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +176,8 @@ pub enum CtlCommand {
     },
     /// Every coordinator's role, term, log, applied index and replication lag.
     Status,
+    /// Commit one no-op write through Raft (a write-health probe) and show how long it took.
+    Probe,
 }
 
 #[derive(Debug, Args)]
@@ -289,7 +297,11 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark than the default (authorized signatures).
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     /// Users to enrol for the run.
     #[arg(long, default_value_t = 64)]
     pub users: usize,
@@ -302,4 +314,41 @@ pub struct BenchArgs {
     /// Client connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchMode {
+    /// A coordinator cluster: enrolments/s and committed Raft writes/s (WriteProbe) at each
+    /// concurrency level, spread over every member, then leader kill -9 -> first
+    /// acknowledged write.
+    Cluster(ClusterBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterBenchArgs {
+    /// Concurrency levels to measure (requests in flight).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Seconds per level and kind of operation.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// HTTP/2 connections opened to each member.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Skip the enrolment levels.
+    #[arg(long)]
+    pub no_enroll: bool,
+    /// Leader kills to time (needs --kill-cmd and --restart-cmd; 0 skips failover).
+    #[arg(long, default_value_t = 3)]
+    pub failover_rounds: usize,
+    /// Shell command that kill -9s coordinator `{id}` (replaced by the leader's node id) and
+    /// returns once it is dead.
+    #[arg(long)]
+    pub kill_cmd: Option<String>,
+    /// Shell command that starts coordinator `{id}` again on its data (in the background).
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+    /// Writers looping WriteProbe during a failover round (each starts at another member).
+    #[arg(long, default_value_t = 4)]
+    pub failover_writers: usize,
 }

@@ -76,6 +76,20 @@ async fn bootstrap_step(core: &Core, chips: &[String]) -> anyhow::Result<bool> {
     Ok(core.view.ca()?.is_some() && chip_up)
 }
 
+/// `MIN-MAX` milliseconds, MIN above the heartbeat and below MAX.
+fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+    match parsed {
+        Some((min, max)) if min > 100 && min < max => Ok((min, max)),
+        _ => bail!(
+            "--election-timeout {text:?}: expected MIN-MAX in milliseconds with 100 < MIN < MAX \
+             (the heartbeat is 50 ms), for example 400-700"
+        ),
+    }
+}
+
 /// `yunkey coordinator`.
 pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     let data = &g.data;
@@ -102,13 +116,18 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         None => endpoint_of(&listener)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let opts = NodeOptions::new(
+    let mut opts = NodeOptions::new(
         args.node_id,
         data.clone(),
         advertise.clone(),
         tls,
         args.replicas,
     );
+    if let Some(range) = &args.election_timeout {
+        let (min, max) = parse_range(range)?;
+        opts.raft.election_timeout_min = min;
+        opts.raft.election_timeout_max = max;
+    }
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     let initialized = core

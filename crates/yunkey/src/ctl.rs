@@ -8,6 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
     AddNodeRequest, MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
+    WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
@@ -38,7 +39,36 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Status => status(g).await,
+        CtlCommand::Probe => probe(g).await,
     }
+}
+
+/// `yunkey ctl probe`: one no-op write through Raft, timed (retries included).
+async fn probe(g: &Global) -> anyhow::Result<()> {
+    let conn = connect::business(g)?;
+    let started = std::time::Instant::now();
+    let r = conn
+        .call(|ch| async move {
+            yunkey_client::cluster_client(ch)
+                .write_probe(WriteProbeRequest {})
+                .await
+        })
+        .await?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    print(
+        g.json,
+        json!({
+            "node_id": r.node_id, "leader_id": r.leader_id, "log_index": r.log_index,
+            "milliseconds": ms,
+        }),
+        || {
+            format!(
+                "write committed at log index {} in {ms:.1} ms (served by node {}, leader {})",
+                r.log_index, r.node_id, r.leader_id
+            )
+        },
+    );
+    Ok(())
 }
 
 fn print_membership(g: &Global, done: &str, r: &MembershipResponse) {

@@ -7,11 +7,13 @@
 //! - `yunkey chip`, `yunkey coordinator`: one chip or one coordinator of a multi-process
 //!   cluster; `yunkey ctl ...`: its membership and status; `yunkey pki ...`: its TLS
 //!   certificates.
-//! - `yunkey bench`: the signing benchmark against a running cluster.
+//! - `yunkey bench`: the signing benchmark against a running cluster; `yunkey bench cluster`:
+//!   enrolments, Raft writes and leader failover of a coordinator cluster.
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
 
 mod bench;
+mod bench_cluster;
 mod chip;
 mod cli;
 mod connect;

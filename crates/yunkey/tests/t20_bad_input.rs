@@ -8,7 +8,7 @@ use tonic::Code;
 use yunkey_client::{cluster_client, key_client, terminal_client};
 use yunkey_proto::v1::{
     Algorithm, Authorization, EnrollUserRequest, GetTimeRequest, GetUserRequest,
-    RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
+    RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest, WriteProbeRequest,
 };
 
 fn expect(
@@ -445,6 +445,51 @@ async fn transport_refusals() {
     .vote(yunkey_proto::v1::RaftPayload { data: vec![] })
     .await;
     expect(raft, Code::PermissionDenied, &["role client"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_probe_roles_and_effect() {
+    let dev = Dev::start();
+    // A device (no client certificate) may not write to the cluster's log.
+    expect(
+        cluster_client(dev.device().current_channel())
+            .write_probe(WriteProbeRequest {})
+            .await,
+        Code::Unauthenticated,
+        &["client certificate"],
+    );
+    let (users, devices, applied) = counts(&dev).await;
+    // An operator's probe commits one entry: the applied index moves past it, nothing else.
+    let r = cluster_client(dev.business().current_channel())
+        .write_probe(WriteProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.log_index > applied, "{r:?} after applied index {applied}");
+    assert_eq!(r.leader_id, r.node_id, "one node leads itself");
+    let (users2, devices2, applied2) = counts(&dev).await;
+    assert_eq!((users2, devices2), (users, devices));
+    assert!(
+        applied2 >= r.log_index,
+        "applied {applied2} < {}",
+        r.log_index
+    );
+    // A node identity may probe too (role client or node, like the rest of ClusterService).
+    let again = cluster_client(dev.as_node().current_channel())
+        .write_probe(WriteProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.log_index > r.log_index);
+    // The CLI: `yunkey ctl probe --json`.
+    let out = dev.cli(&["--json", "ctl", "probe"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["log_index"].as_u64().unwrap() > again.log_index, "{v}");
 }
 
 async fn tonic_client_without_limits(

@@ -15,7 +15,7 @@ use tonic::Code;
 use yunkey_client::{cluster_client, key_client, Connection};
 use yunkey_proto::v1::{
     AddNodeRequest, EnrollUserRequest, GetUserRequest, ReadConsistency, RemoveNodeRequest,
-    StatusRequest,
+    StatusRequest, WriteProbeRequest,
 };
 
 const READY: Duration = Duration::from_secs(60);
@@ -184,6 +184,17 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         nodes.get_mut(&id).unwrap().wait_line("ready", READY);
     }
     eprintln!("cluster of 3 up after {:?}", started.elapsed());
+
+    // A write probe through every node: a follower forwards it and answers once applied.
+    for id in [1, 2, 3] {
+        let r = cluster
+            .business(&[&ep(&nodes, id)])
+            .call(|ch| async move { cluster_client(ch).write_probe(WriteProbeRequest {}).await })
+            .await
+            .unwrap_or_else(|e| panic!("WriteProbe at node {id}: {e:?}"));
+        assert_eq!(r.node_id, id, "{r:?}");
+        assert!(r.leader_id != 0 && r.log_index > 0, "{r:?}");
+    }
 
     // Enrol through the followers; read linearizably from every node.
     let at: BTreeMap<u64, Connection> = nodes

@@ -9,7 +9,8 @@ use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ListChipsRequest, ListChipsResponse,
-    MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
+    MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
+    WriteProbeResponse,
 };
 
 fn forwarded<T>(req: &Request<T>) -> bool {
@@ -125,6 +126,19 @@ impl ClusterService for ClusterApi {
             "RemoveNode",
             &actor,
             crate::membership::remove_node(&self.core, &actor, req.into_inner(), fwd),
+        )
+        .await
+    }
+
+    async fn write_probe(
+        &self,
+        req: Request<WriteProbeRequest>,
+    ) -> Result<Response<WriteProbeResponse>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "WriteProbe",
+            &actor,
+            crate::admin::write_probe(&self.core, &actor),
         )
         .await
     }

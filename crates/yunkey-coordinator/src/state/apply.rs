@@ -21,6 +21,11 @@ impl App {
         batch: &mut Batch,
         cmd: &Command,
     ) -> Result<CommandResult, StoreError> {
+        if let Op::Probe = cmd.op {
+            // A probe only exercises Raft: no state, no request record, no audit record (a
+            // health check run every few seconds would otherwise grow the audit trail).
+            return Ok(CommandResult::Probed);
+        }
         let view = StateView::new(tree.clone());
         let kind = cmd.op.kind();
         if !cmd.request_id.is_empty() {
@@ -238,6 +243,8 @@ fn apply_op(
             w.put(&keys::node_id(record.node_id), record);
             Ok(CommandResult::NodeIdRecorded)
         }
+        // Answered in `apply_command` before any write.
+        Op::Probe => Ok(CommandResult::Probed),
     }
 }
 
@@ -507,5 +514,14 @@ mod tests {
             sm.view().user("b").unwrap().unwrap().activation.is_some(),
             "the refused registration used nothing"
         );
+    }
+
+    #[test]
+    fn probe_writes_nothing() {
+        let sm = Sm::new();
+        assert_eq!(sm.run("", 1, Op::Probe), CommandResult::Probed);
+        // Even under a request id: no request record, no audit record, no state.
+        assert_eq!(sm.run("probe-1", 1, Op::Probe), CommandResult::Probed);
+        assert!(sm.tree.is_empty());
     }
 }

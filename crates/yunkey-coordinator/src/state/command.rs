@@ -68,6 +68,9 @@ pub enum Op {
     /// Record a coordinator node id as used, forever (before it joins the membership), so
     /// that no later node is ever added under it.
     RecordNodeId(NodeIdRecord),
+    /// A no-op that only goes through Raft: a write-health probe (`ClusterService.WriteProbe`).
+    /// Applying it changes no state and writes no audit record.
+    Probe,
 }
 
 impl Op {
@@ -81,6 +84,7 @@ impl Op {
             Op::RevokeUser { .. } => "revoke",
             Op::ConsumeAuthorization { .. } => "sign",
             Op::RecordNodeId(_) => "record_node_id",
+            Op::Probe => "probe",
         }
     }
 
@@ -102,6 +106,7 @@ impl Op {
                 user_id, tx_hash, ..
             } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
             Op::RecordNodeId(r) => fingerprint(self.kind(), &[&r.node_id.to_be_bytes()]),
+            Op::Probe => fingerprint(self.kind(), &[]),
         }
     }
 }
@@ -150,6 +155,7 @@ impl fmt::Debug for Op {
                 )
             }
             Op::RecordNodeId(r) => write!(f, "RecordNodeId({}, {})", r.node_id, r.address),
+            Op::Probe => f.write_str("Probe"),
         }
     }
 }
@@ -184,6 +190,8 @@ pub enum CommandResult {
     Consumed,
     /// The node id is recorded as used.
     NodeIdRecorded,
+    /// A probe went through Raft.
+    Probed,
     /// Nothing changed, because of this.
     Rejected(Rejection),
 }
@@ -201,6 +209,7 @@ impl fmt::Debug for CommandResult {
             CommandResult::Revoked => f.write_str("Revoked"),
             CommandResult::Consumed => f.write_str("Consumed"),
             CommandResult::NodeIdRecorded => f.write_str("NodeIdRecorded"),
+            CommandResult::Probed => f.write_str("Probed"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
         }
     }
