@@ -16,7 +16,7 @@
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
-# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 750-1500).
+# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 400-700).
 # Needs: cargo, etcd (apt-get install etcd-server etcd-client), protoc for the etcd-client
 # crate (apt-get install protobuf-compiler), jq.
 set -euo pipefail
