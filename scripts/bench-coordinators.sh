@@ -16,7 +16,7 @@
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
-# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 400-700).
+# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 300-500).
 # Needs: cargo, etcd (apt-get install etcd-server etcd-client), protoc for the etcd-client
 # crate (apt-get install protobuf-compiler), jq.
 set -euo pipefail
@@ -29,10 +29,11 @@ BASE_PORT=${BASE_PORT:-17400}
 RUN_LIMIT=${RUN_LIMIT:-600}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 # etcd's defaults, and ours (crates/yunkey-coordinator/src/raft.rs: heartbeat 100 ms,
-# election 750-1500 ms; etcd randomizes its election timeout over [T, 2T)).
+# election 300-500 ms; etcd randomizes its election timeout over [T, 2T)).
 ETCD_HEARTBEAT=100
 ETCD_ELECTION=1000
-MATCHED_ELECTION=750
+# etcd refuses an election timeout under 5 heartbeats: 500 ms is the closest to our 300-500.
+MATCHED_ELECTION=500
 
 die() { echo "bench-coordinators: $*" >&2; exit 1; }
 for tool in cargo etcd jq; do
@@ -72,7 +73,7 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release --manifest-path "$ROOT/tools/etcd-bench/Cargo.toml" >&2
 fi
 YUNKEY=$TARGET/release/yunkey
-ETCD_BENCH=$TARGET/release/etcd-bench
+ETCD_BENCH=${CARGO_TARGET_DIR:-$ROOT/tools/etcd-bench/target}/release/etcd-bench
 [ -x "$YUNKEY" ] || die "$YUNKEY not built"
 [ -x "$ETCD_BENCH" ] || die "$ETCD_BENCH not built"
 
@@ -230,7 +231,7 @@ echo
 fo() { jq -r '[.failover.rounds[].resume_ms | if . == null then "none" else (.|round|tostring) end] | join(", ")' "$1"; }
 fmed() { jq -r '.failover.median_resume_ms | if . == null then "-" else (.|round|tostring) end' "$1"; }
 echo "leader kill -9 -> first acknowledged write sent after it (ms; each round, median):"
-printf '  %-44s %-22s median %s\n' "yunkey (election ${YK_ELECTION:-750-1500} ms)" "$(fo "$Y")" "$(fmed "$Y")"
+printf '  %-44s %-22s median %s\n' "yunkey (election ${YK_ELECTION:-300-500} ms)" "$(fo "$Y")" "$(fmed "$Y")"
 printf '  %-44s %-22s median %s\n' "etcd default (election $ETCD_ELECTION ms, randomized to 2x)" "$(fo "$E")" "$(fmed "$E")"
 printf '  %-44s %-22s median %s\n' "etcd matched (election $MATCHED_ELECTION ms, randomized to 2x)" "$(fo "$EM")" "$(fmed "$EM")"
 if [ -n "${KEEP:-}" ]; then echo; echo "raw JSON: $Y $E $EM"; fi

@@ -43,15 +43,17 @@ pub const RAFT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 ///
 /// openraft 0.9 followers wait out a leader lease (= `election_timeout_max`) on top of their
 /// random election timeout before they campaign, and refuse votes while their own lease runs:
-/// a leader's death is noticed after `max + rand(min, max)`, here 1.1 to 1.4 s. Heartbeats
-/// every 50 ms mean a follower starts an election only after missing about 22 of them, well
-/// above disk and scheduling hiccups.
+/// a leader's death is noticed `max + rand(min, max)` after its last heartbeat, here 0.8 to
+/// 1.0 s, or 1.1 to 1.5 s when the first candidate loses (a split vote, or a candidate whose
+/// log is behind) and the next one needs one more timeout. A follower thus campaigns only after
+/// missing at least 8 heartbeats. The heartbeat stays at 100 ms because openraft also uses it as
+/// the deadline of every `AppendEntries` RPC, which must cover a follower's log flush under load.
 pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "yunkey".into(),
-        heartbeat_interval: 50,
-        election_timeout_min: 400,
-        election_timeout_max: 700,
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 500,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1000,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,

@@ -150,10 +150,10 @@ pub struct CoordinatorArgs {
     /// Chips holding each user key.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
-    /// Raft election timeout range in milliseconds, `MIN-MAX` [default: 400-700]. openraft
+    /// Raft election timeout range in milliseconds, `MIN-MAX` [default: 300-500]. openraft
     /// also has followers refuse votes for MAX ms after the last heartbeat (its leader lease),
     /// so a dead leader is replaced about MAX + [MIN, MAX) ms after it stopped. Keep MIN well
-    /// above the 50 ms heartbeat and the disk's flush latency; use the same on every node.
+    /// above the 100 ms heartbeat and the disk's flush latency; use the same on every node.
     #[arg(long, value_name = "MIN-MAX")]
     pub election_timeout: Option<String>,
 }

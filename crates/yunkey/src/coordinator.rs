@@ -85,7 +85,7 @@ fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
         Some((min, max)) if min > 100 && min < max => Ok((min, max)),
         _ => bail!(
             "--election-timeout {text:?}: expected MIN-MAX in milliseconds with 100 < MIN < MAX \
-             (the heartbeat is 50 ms), for example 400-700"
+             (the heartbeat is 100 ms), for example 300-500"
         ),
     }
 }
