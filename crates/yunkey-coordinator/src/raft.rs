@@ -54,7 +54,10 @@ pub fn raft_config() -> openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 500,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        // A snapshot build holds the apply lock while it streams the state to a file (about
+        // 25 s at a million users, docs/performance.md), so builds are rare: every 100,000
+        // entries (about 120 MB of log), and lagging followers mostly catch up from the log.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
         max_in_snapshot_log_to_keep: 1000,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // The deadline of each `InstallSnapshot` RPC. The last chunk's reply waits for the
