@@ -8,11 +8,12 @@
 
 use crate::cli::{BenchArgs, Global};
 use crate::connect;
+use crate::load::{self, Level};
 use crate::output::print;
 use anyhow::{bail, Context};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use yunkey_client::{key_client, terminal_client, Connection};
 use yunkey_crypto::ecdsa::PrivateKey;
@@ -134,79 +135,25 @@ fn crypto_rate_per_core(window: Duration) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-struct Level {
-    concurrency: usize,
-    ok: u64,
-    errors: u64,
-    rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
+/// One level of authorized signatures: worker `w` uses `conns[w % len]` and signs for the
+/// users in turn.
 async fn run_level(
     conns: &[Connection],
     users: &Arc<Vec<BenchUser>>,
     concurrency: usize,
     window: Duration,
 ) -> anyhow::Result<Level> {
-    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let seq = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let (conn, users, hist, stop, ok, errors, seq) = (
-                conns[w % conns.len()].clone(),
-                users.clone(),
-                hist.clone(),
-                stop.clone(),
-                ok.clone(),
-                errors.clone(),
-                seq.clone(),
-            );
-            tokio::spawn(async move {
-                let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
-                let mut client = key_client(conn.current_channel());
-                let mut i = w;
-                while !stop.load(Ordering::Relaxed) {
-                    let user = &users[i % users.len()];
-                    i += concurrency;
-                    let req = sign_request(user, seq.fetch_add(1, Ordering::Relaxed));
-                    let t = Instant::now();
-                    match client.sign(req).await {
-                        Ok(_) => {
-                            local.record(t.elapsed().as_micros() as u64).ok();
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("bench: first error: {:?}: {}", e.code(), e.message());
-                            }
-                        }
-                    }
-                }
-                hist.lock().expect("poisoned").add(&local).ok();
-            })
-        })
-        .collect();
-    tokio::time::sleep(window).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let hist = hist.lock().expect("poisoned");
-    let ok = ok.load(Ordering::Relaxed);
-    Ok(Level {
-        concurrency,
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        rate: ok as f64 / elapsed,
-        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    load::run_level(concurrency, window, |w| {
+        let (conn, users, seq) = (conns[w % conns.len()].clone(), users.clone(), seq.clone());
+        move |i| {
+            let user = &users[(w + i as usize * concurrency) % users.len()];
+            let req = sign_request(user, seq.fetch_add(1, Ordering::Relaxed));
+            let mut client = key_client(conn.current_channel());
+            async move { client.sign(req).await.map(|_| ()) }
+        }
     })
+    .await
 }
 
 /// `yunkey bench`.
@@ -237,7 +184,11 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
 
     let mut levels = Vec::new();
     for &c in &args.concurrency {
-        levels.push(run_level(&conns, &users, c.max(1), window).await?);
+        let level = run_level(&conns, &users, c.max(1), window).await?;
+        if let Some(e) = &level.first_error {
+            eprintln!("bench: concurrency {c}: first error: {e}");
+        }
+        levels.push(level);
     }
     let best = levels.iter().map(|l| l.rate).fold(0.0, f64::max);
     print(
@@ -248,10 +199,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
             "crypto_ceiling_per_second": ceiling,
             "crypto_per_core_per_second": per_core,
             "cores": cores,
-            "levels": levels.iter().map(|l| json!({
-                "concurrency": l.concurrency, "ok": l.ok, "errors": l.errors,
-                "signatures_per_second": l.rate, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
-            })).collect::<Vec<_>>(),
+            "levels": levels.iter().map(|l| l.json("signatures_per_second")).collect::<Vec<_>>(),
             "best_signatures_per_second": best,
             "best_fraction_of_ceiling": best / ceiling,
         }),

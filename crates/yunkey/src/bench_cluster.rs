@@ -18,10 +18,11 @@
 
 use crate::cli::{ClusterBenchArgs, Global};
 use crate::connect;
+use crate::load::{self, Level};
 use crate::output::print;
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -47,26 +48,6 @@ impl Op {
             Op::Enroll => "enroll",
             Op::Write => "raft_write",
         }
-    }
-}
-
-struct Level {
-    concurrency: usize,
-    ok: u64,
-    errors: u64,
-    rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    first_error: Option<String>,
-}
-
-impl Level {
-    fn json(&self) -> serde_json::Value {
-        json!({
-            "concurrency": self.concurrency, "ok": self.ok, "errors": self.errors,
-            "per_second": self.rate, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
-            "first_error": self.first_error,
-        })
     }
 }
 
@@ -112,6 +93,7 @@ async fn members(g: &Global) -> anyhow::Result<Vec<Member>> {
         .collect())
 }
 
+/// One level of `op`: worker `w` loops on `chans[w % len]`, each enrolment with a new user id.
 async fn run_level(
     chans: &[Channel],
     op: Op,
@@ -119,84 +101,34 @@ async fn run_level(
     window: Duration,
     tag: &str,
 ) -> anyhow::Result<Level> {
-    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(Mutex::new(None::<String>));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let ch = chans[w % chans.len()].clone();
-            let (hist, stop, ok, errors, first_error) = (
-                hist.clone(),
-                stop.clone(),
-                ok.clone(),
-                errors.clone(),
-                first_error.clone(),
-            );
-            let prefix = format!("bench-{tag}-c{concurrency}-w{w}");
-            tokio::spawn(async move {
-                let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
-                let mut key = key_client(ch.clone());
-                let mut cluster = cluster_client(ch);
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let result = match op {
-                        Op::Enroll => {
-                            let req = EnrollUserRequest {
-                                request_id: String::new(),
-                                user_id: format!("{prefix}-{i}"),
-                                algorithm: 0,
-                                display_name: String::new(),
-                            };
-                            key.enroll_user(with_timeout(req, CALL_TIMEOUT))
-                                .await
-                                .map(|_| ())
-                        }
-                        Op::Write => cluster
-                            .write_probe(with_timeout(WriteProbeRequest {}, CALL_TIMEOUT))
+    load::run_level(concurrency, window, |w| {
+        let ch = chans[w % chans.len()].clone();
+        let prefix = format!("bench-{tag}-c{concurrency}-w{w}");
+        move |i| {
+            let (mut key, mut cluster) = (key_client(ch.clone()), cluster_client(ch.clone()));
+            let user_id = format!("{prefix}-{i}");
+            async move {
+                match op {
+                    Op::Enroll => {
+                        let req = EnrollUserRequest {
+                            request_id: String::new(),
+                            user_id,
+                            algorithm: 0,
+                            display_name: String::new(),
+                        };
+                        key.enroll_user(with_timeout(req, CALL_TIMEOUT))
                             .await
-                            .map(|_| ()),
-                    };
-                    i += 1;
-                    match result {
-                        Ok(()) => {
-                            local.record(t.elapsed().as_micros() as u64).ok();
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            let mut first = first_error.lock().expect("poisoned");
-                            if first.is_none() {
-                                *first = Some(format!("{:?}: {}", e.code(), e.message()));
-                            }
-                        }
+                            .map(|_| ())
                     }
+                    Op::Write => cluster
+                        .write_probe(with_timeout(WriteProbeRequest {}, CALL_TIMEOUT))
+                        .await
+                        .map(|_| ()),
                 }
-                hist.lock().expect("poisoned").add(&local).ok();
-            })
-        })
-        .collect();
-    tokio::time::sleep(window).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let hist = hist.lock().expect("poisoned");
-    let ok = ok.load(Ordering::Relaxed);
-    let first_error = first_error.lock().expect("poisoned").clone();
-    Ok(Level {
-        concurrency,
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        rate: ok as f64 / elapsed,
-        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-        first_error,
+            }
+        }
     })
+    .await
 }
 
 fn shell(cmd: &str, id: u64) -> anyhow::Result<()> {
@@ -424,7 +356,7 @@ pub async fn run(g: &Global, args: &ClusterBenchArgs) -> anyhow::Result<()> {
             "members": members.iter().map(|m| json!({"node_id": m.node_id, "address": m.address})).collect::<Vec<_>>(),
             "seconds_per_level": args.seconds,
             "connections": chans.len(),
-            "levels": results.iter().map(|(op, levels)| (op.name().to_owned(), serde_json::Value::Array(levels.iter().map(Level::json).collect()))).collect::<serde_json::Map<_, _>>(),
+            "levels": results.iter().map(|(op, levels)| (op.name().to_owned(), serde_json::Value::Array(levels.iter().map(|l| l.json("per_second")).collect()))).collect::<serde_json::Map<_, _>>(),
             "failover": {
                 "writers": args.failover_writers,
                 "rounds": rounds.iter().map(|r| json!({

@@ -20,6 +20,7 @@ mod connect;
 mod coordinator;
 mod ctl;
 mod dev;
+mod load;
 mod output;
 mod pin;
 mod pki;
