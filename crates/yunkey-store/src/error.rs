@@ -7,6 +7,13 @@ pub enum StoreError {
     /// The engine failed (IO error, corruption, lock held by another process).
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The database is held by another open handle (another process, or one in this process
+    /// that was not dropped) and stayed held for the whole wait.
+    #[error("database {path} is in use by another process (its lock stayed held); stop that process or point this one at its own directory")]
+    Locked {
+        /// The database directory.
+        path: String,
+    },
     /// A stored value could not be decoded.
     #[error("stored value under {key} is corrupt: {reason}")]
     Corrupt {

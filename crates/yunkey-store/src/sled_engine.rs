@@ -1,23 +1,62 @@
 //! The sled engine. sled 0.34's `flush` is `sync_file_range`-based, not `fsync`; it is still
 //! the only durability point sled offers, and callers flush before acknowledging.
 
-use crate::{Batch, DbEngine, Entry, Result, TreeEngine};
+use crate::{Batch, DbEngine, Entry, Result, StoreError, TreeEngine};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long [`SledDb::open`] waits for sled's file lock before it reports
+/// [`StoreError::Locked`]. When a database is dropped, sled's flusher thread may still hold
+/// the lock for up to one flush interval (plus a flush on a loaded machine); a reopen in the
+/// same process (a restarted node in a test, a snapshot install) must wait that out instead of
+/// failing. Another live process holding the database keeps it for longer than this, and gets
+/// the typed error.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct SledDb(sled::Db);
 
 impl SledDb {
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
+        Self::open_waiting(path, LOCK_WAIT)
+    }
+
+    /// Opens `path`, waiting up to `wait` for a lock that another handle still holds.
+    pub(crate) fn open_waiting(path: &Path, wait: Duration) -> Result<Self> {
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match Self::try_open(path) {
+                Err(e) if is_lock_held(&e) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(StoreError::Locked {
+                            path: path.display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(db) => return Ok(Self(db)),
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> sled::Result<sled::Db> {
+        sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(500))
-            .open()?;
-        Ok(Self(db))
+            .open()
     }
 }
 
+/// Whether sled refused to open because another handle holds the database's file lock.
+/// sled 0.34 reports it only as an `Io` error of kind `Other` with this message.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
 impl DbEngine for SledDb {
     fn open_tree(&self, name: &str) -> Result<Arc<dyn TreeEngine>> {
         Ok(Arc::new(SledTree(self.0.open_tree(name)?)))
@@ -83,5 +122,36 @@ impl TreeEngine for SledTree {
     fn clear(&self) -> Result<()> {
         self.0.clear()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_database_is_a_typed_locked_error_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledDb::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let err = SledDb::open_waiting(dir.path(), Duration::from_millis(300))
+            .err()
+            .expect("a second open of a held database must fail");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(err.to_string().contains("in use by another process"));
+    }
+
+    #[test]
+    fn a_reopen_waits_for_a_lock_released_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledDb::open(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let reopened = SledDb::open_waiting(dir.path(), Duration::from_secs(10));
+        release.join().unwrap();
+        assert!(reopened.is_ok(), "the reopen must wait for the release");
     }
 }
