@@ -1,6 +1,10 @@
-//! The `ChipBackend` seam: what any chip (the soft chip here, a PKCS#11 token later) offers.
-//! Plain Rust types, synchronous calls; the gRPC server runs them on blocking threads.
+//! The `ChipBackend` seam: what a chip offers the `ChipService` server (and, later, an
+//! in-process client). Plain Rust types, synchronous calls; the gRPC server runs them on
+//! blocking threads. [`crate::ActivationModule`] is the implementation that every real chip
+//! uses, over any [`crate::KeyCustody`]; the trait exists so the server and coordinator tests
+//! can be written against the seam.
 
+use crate::binding::PendingActivation;
 use crate::ChipError;
 use std::fmt;
 use yunkey_crypto::Digest;
@@ -10,7 +14,7 @@ use yunkey_crypto::Digest;
 pub enum KeyPurpose {
     /// A user's signing key: signs only with a device authorization the chip checked.
     User,
-    /// A cluster CA key: signs digests at a coordinator's request.
+    /// A cluster CA key: issues certificates that the chip builds from checked requests.
     Ca,
 }
 
@@ -59,6 +63,33 @@ pub struct ChipInfo {
     pub domain_id: Option<String>,
     /// DER of the trust anchor (user CA certificate), if set.
     pub trust_anchor: Option<Vec<u8>>,
+    /// SubjectPublicKeyInfo DER of the domain's operator key, if the chip is in a domain.
+    pub operator_key: Option<Vec<u8>>,
+    /// What keeps the keys (`soft`, `pkcs11:...`).
+    pub custody: String,
+}
+
+/// An operator's admission of a chip to the security domain: the operator key's signature
+/// over [`yunkey_crypto::authz::chip_admission_message`] of the chip's id and transport key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChipAdmission {
+    /// The admitted chip's id.
+    pub chip_id: String,
+    /// Its transport key (SubjectPublicKeyInfo DER).
+    pub transport_public_key: Vec<u8>,
+    /// DER ECDSA signature by the operator key.
+    pub operator_signature: Vec<u8>,
+}
+
+/// A request to generate a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateKey {
+    /// User or CA key.
+    pub purpose: KeyPurpose,
+    /// The owner of a user key; empty for a CA key.
+    pub user_id: String,
+    /// For a user key: the pending first-device activation sealed into its binding.
+    pub activation: Option<PendingActivation>,
 }
 
 /// A key made (or imported) inside a chip.
@@ -68,17 +99,58 @@ pub struct GeneratedKey {
     pub handle: String,
     /// SubjectPublicKeyInfo DER of the public key.
     pub public_key_spki: Vec<u8>,
-    /// The private key wrapped under the domain key (opaque; only domain members open it).
+    /// The key wrapped under the domain's keys, with its binding ([`crate::wrapped`]).
     pub wrapped_key: Vec<u8>,
+    /// The binding's seq.
+    pub binding_seq: u64,
 }
 
-/// The domain key encrypted to another chip's transport key.
+/// A device asking to be bound to a user key with the one-time activation code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BindDevice {
+    /// A holder's handle of the user key.
+    pub key_handle: String,
+    /// The user.
+    pub user_id: String,
+    /// The activation code the device presented (checked against the sealed hash).
+    pub activation_code: String,
+    /// SubjectPublicKeyInfo DER of the device key.
+    pub device_public_key: Vec<u8>,
+    /// DER ECDSA signature by the device key over
+    /// [`yunkey_crypto::authz::registration_message`].
+    pub proof: Vec<u8>,
+}
+
+impl fmt::Debug for BindDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BindDevice")
+            .field("user_id", &self.user_id)
+            .field("activation_code", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A revocation of a user (no device) or of one device, decided by a chip holding the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportedDomain {
-    /// Opaque envelope for the recipient chip's [`ChipBackend::import_domain`].
-    pub envelope: Vec<u8>,
-    /// The domain's id.
-    pub domain_id: String,
+pub struct Revoke {
+    /// A holder's handle of the user key.
+    pub key_handle: String,
+    /// The user.
+    pub user_id: String,
+    /// The device to revoke; `None` revokes the user.
+    pub device_id: Option<String>,
+}
+
+/// The outcome of a binding change: the new wrapped key to commit and push to the other
+/// holders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebound {
+    /// The key wrapped with its new binding.
+    pub wrapped_key: Vec<u8>,
+    /// The new binding's seq.
+    pub binding_seq: u64,
+    /// The bound device's id, for [`ChipBackend::bind_device`].
+    pub device_id: Option<String>,
 }
 
 /// A sign request for a user key, with the device's approval that the chip checks itself.
@@ -90,12 +162,56 @@ pub struct SignAuthorized {
     pub user_id: String,
     /// Canonical transaction bytes; the chip hashes them itself.
     pub canonical_transaction: Vec<u8>,
-    /// DER device certificate, issued by the trust anchor, naming `user_id` and `device_id`.
-    pub device_certificate: Vec<u8>,
-    /// The device that approved.
+    /// The device that approved; it must be bound to the key on this chip.
     pub device_id: String,
     /// DER ECDSA signature by the device key over the authorization message.
     pub authorization_signature: Vec<u8>,
+    /// The binding seq the coordinators know; a chip that is behind refuses
+    /// ([`ChipError::BindingBehind`]) until it is sent the newer wrapped key.
+    pub binding_seq: u64,
+}
+
+/// What certificate to issue with a CA key. The chip builds the certificate itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateSubject {
+    /// The CA's own self-signed certificate.
+    Ca {
+        /// Its common name.
+        common_name: String,
+    },
+    /// A user certificate for the key in `wrapped_user_key` (owner and public key read from
+    /// its authenticated metadata).
+    User {
+        /// A wrapped key of the domain.
+        wrapped_user_key: Vec<u8>,
+        /// Optional display name (as O).
+        display_name: String,
+    },
+    /// A device certificate for a device bound in `wrapped_user_key`'s binding.
+    Device {
+        /// A wrapped key of the domain whose binding lists the device.
+        wrapped_user_key: Vec<u8>,
+        /// The device.
+        device_id: String,
+    },
+}
+
+/// A request to issue a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueCertificate {
+    /// The CA key to sign with.
+    pub ca_key_handle: String,
+    /// What to certify.
+    pub subject: CertificateSubject,
+}
+
+/// The domain state encrypted to another chip's transport key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedDomain {
+    /// Opaque envelope for the recipient chip's [`ChipBackend::import_domain`].
+    pub envelope: Vec<u8>,
+    /// The domain's id.
+    pub domain_id: String,
 }
 
 /// A signature and the digest that was signed.
@@ -103,45 +219,61 @@ pub struct SignAuthorized {
 pub struct Signed {
     /// DER ECDSA-Sig-Value.
     pub signature_der: Vec<u8>,
-    /// The SHA-256 digest that was signed (for SignAuthorized, computed by the chip).
+    /// The SHA-256 digest that was signed (computed by the chip).
     pub digest: Digest,
 }
 
 /// A chip: keys are generated, used and destroyed inside it; private keys leave it only
-/// wrapped under the security domain's key. Implementations must be safe to call from many
-/// threads; every call may block (disk, token IO).
+/// wrapped under the security domain's keys; a user key signs only for a device bound to it
+/// inside the chips. Every call may block (disk, token IO).
 pub trait ChipBackend: Send + Sync {
     /// Identity, capacity and domain membership.
     fn info(&self) -> Result<ChipInfo, ChipError>;
 
-    /// Creates a fresh security domain in this chip; returns its id. Refused if the chip is
-    /// already in a domain.
-    fn init_domain(&self) -> Result<String, ChipError>;
+    /// Creates a fresh security domain in this chip with the operator's key (SPKI DER), which
+    /// is then fixed for the domain's life; `admission` is the operator's admission of this
+    /// chip itself. Refused if the chip is already in a domain.
+    fn init_domain(
+        &self,
+        operator_key: &[u8],
+        admission_signature: &[u8],
+    ) -> Result<String, ChipError>;
 
-    /// Encrypts the domain state (domain key and trust anchor, if set) to the recipient
-    /// chip's transport key (SubjectPublicKeyInfo DER).
-    fn export_domain(&self, recipient_transport_spki: &[u8]) -> Result<ExportedDomain, ChipError>;
+    /// Encrypts the domain state to another chip's transport key, only if the domain's
+    /// operator key signed that chip's admission.
+    fn export_domain(&self, recipient: &ChipAdmission) -> Result<ExportedDomain, ChipError>;
 
     /// Joins the domain in `envelope` (made by [`ChipBackend::export_domain`] for this chip);
     /// returns its id. Idempotent for the same domain; refused if in another.
     fn import_domain(&self, envelope: &[u8]) -> Result<String, ChipError>;
 
-    /// Sets the user CA certificate (DER, ECDSA P-256) that device certificates must chain
-    /// to. Write-once: the same certificate again is accepted, another is refused.
+    /// Sets the user CA certificate (DER, ECDSA P-256). Write-once: the same certificate
+    /// again is accepted, another is refused.
     fn set_trust_anchor(&self, cert_der: &[u8]) -> Result<(), ChipError>;
 
-    /// Generates a key pair. `user_id` names the owner of a USER key and must be empty for
-    /// a CA key. Needs a domain (the result carries the wrapped key).
-    fn generate_key(&self, purpose: KeyPurpose, user_id: &str) -> Result<GeneratedKey, ChipError>;
+    /// Generates a key pair. Needs a domain (the result carries the wrapped key).
+    fn generate_key(&self, request: &GenerateKey) -> Result<GeneratedKey, ChipError>;
+
+    /// Binds a device to a user key with the one-time activation code, after checking the
+    /// code against the sealed hash and the device's proof of possession.
+    fn bind_device(&self, request: &BindDevice) -> Result<Rebound, ChipError>;
+
+    /// Takes a newer binding (from another holder, through the coordinators) in a wrapped key
+    /// of the same key. An older one is refused; the same one is a no-op.
+    fn update_binding(&self, handle: &str, wrapped: &[u8]) -> Result<Rebound, ChipError>;
+
+    /// Revokes the user or one device in the key's binding.
+    fn revoke(&self, request: &Revoke) -> Result<Rebound, ChipError>;
 
     /// Signs a canonical transaction with a user key after checking the device
-    /// authorization. Returns the signature over the SHA-256 of the transaction bytes.
+    /// authorization against the key's binding. Returns the signature over the SHA-256 of the
+    /// transaction bytes.
     fn sign_authorized(&self, request: &SignAuthorized) -> Result<Signed, ChipError>;
 
-    /// Signs a 32-byte digest with a CA key. User keys refuse.
-    fn sign_digest(&self, handle: &str, digest: &Digest) -> Result<Signed, ChipError>;
+    /// Builds and signs a certificate with a CA key; returns its DER.
+    fn issue_certificate(&self, request: &IssueCertificate) -> Result<Vec<u8>, ChipError>;
 
-    /// The key wrapped under the domain key.
+    /// The key wrapped under the domain's keys, with its current binding.
     fn wrap_key(&self, handle: &str) -> Result<Vec<u8>, ChipError>;
 
     /// Imports a wrapped key under a new handle. The requested purpose and user id must be

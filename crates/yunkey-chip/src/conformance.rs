@@ -1,12 +1,16 @@
-//! The contract every [`ChipBackend`] must keep, as one runnable suite. The soft chip's tests
-//! run it; a PKCS#11 token must pass it unchanged.
+//! The contract every chip keeps, whatever keeps its keys, as one runnable suite. The soft
+//! chip's tests run it; the PKCS#11 backend must pass it unchanged.
 //!
 //! `make` must return a *fresh* chip each call: not in a domain, no trust anchor, no keys,
-//! a capacity between 4 and 64 (the suite fills one chip up), independent of other chips.
+//! a capacity between 6 and 64 (the suite fills one chip up), independent of other chips.
 //! The suite panics with a description on the first broken rule.
 
-use crate::testing::{self, UserCa};
-use crate::{ChipBackend, ChipError, KeyPurpose};
+use crate::testing::{self, ChipCa, Device, Operator};
+use crate::{
+    CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey, IssueCertificate,
+    KeyPurpose, Revoke, SignAuthorized,
+};
+use der::Decode;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::tx::ExpiryError;
 
@@ -21,271 +25,563 @@ fn expect_err<T: std::fmt::Debug>(
     }
 }
 
+type Make<'a> = &'a dyn Fn() -> Box<dyn ChipBackend>;
+
 /// Runs every check of the suite against chips made by `make`.
-pub fn run(make: &dyn Fn() -> Box<dyn ChipBackend>) {
+pub fn run(make: Make<'_>) {
     fresh_chip_and_domain(make);
-    authorized_signing(make);
+    binding_and_signing(make);
+    revocation(make);
+    certificates(make);
     domain_transfer_and_wrapping(make);
     delete_and_capacity(make);
 }
 
-/// A fresh chip: empty, not in a domain; init_domain once; trust anchor write-once.
-pub fn fresh_chip_and_domain(make: &dyn Fn() -> Box<dyn ChipBackend>) {
+fn ca_key_request() -> GenerateKey {
+    GenerateKey {
+        purpose: KeyPurpose::Ca,
+        user_id: String::new(),
+        activation: None,
+    }
+}
+
+/// A fresh chip: empty, not in a domain; a domain only with the operator's admission, once;
+/// the trust anchor write-once.
+pub fn fresh_chip_and_domain(make: Make<'_>) {
     let chip = make();
     let info = chip.info().unwrap();
     assert_eq!(info.used, 0, "fresh chip holds no keys");
     assert!(info.domain_id.is_none(), "fresh chip is in no domain");
+    assert!(info.trust_anchor.is_none(), "fresh chip has no trust anchor");
+    assert!(info.operator_key.is_none(), "fresh chip has no operator key");
     assert!(
-        info.trust_anchor.is_none(),
-        "fresh chip has no trust anchor"
-    );
-    assert!(
-        (4..=64).contains(&info.capacity),
-        "conformance chips have capacity 4..=64"
+        (6..=64).contains(&info.capacity),
+        "conformance chips have capacity 6..=64"
     );
     PublicKey::from_spki_der(&info.transport_public_key).expect("transport key is P-256 SPKI");
 
     expect_err(
         "generate before domain",
-        chip.generate_key(KeyPurpose::User, "alice"),
+        chip.generate_key(&ca_key_request()),
         |e| *e == ChipError::NotInDomain,
     );
+    let operator = Operator::new();
     expect_err(
         "export before domain",
-        chip.export_domain(&info.transport_public_key),
+        chip.export_domain(&operator.admit(&*chip)),
         |e| *e == ChipError::NotInDomain,
     );
-    let id = chip.init_domain().unwrap();
+    // The admission must be the operator key's signature over this chip.
+    let stranger = Operator::new();
+    expect_err(
+        "init_domain with another key's admission",
+        chip.init_domain(
+            &operator.public_spki(),
+            &stranger.admit(&*chip).operator_signature,
+        ),
+        |e| matches!(e, ChipError::AdmissionRefused { .. }),
+    );
+    expect_err(
+        "init_domain with a garbage operator key",
+        chip.init_domain(b"not a key", b"sig"),
+        |e| matches!(e, ChipError::Invalid(_)),
+    );
+    let id = operator.init_domain(&*chip);
     assert!(!id.is_empty());
-    assert_eq!(chip.info().unwrap().domain_id.as_deref(), Some(id.as_str()));
+    let info = chip.info().unwrap();
+    assert_eq!(info.domain_id.as_deref(), Some(id.as_str()));
+    assert_eq!(info.operator_key, Some(operator.public_spki()));
     expect_err(
         "second init_domain",
-        chip.init_domain(),
+        chip.init_domain(
+            &operator.public_spki(),
+            &operator.admit(&*chip).operator_signature,
+        ),
         |e| matches!(e, ChipError::AlreadyInDomain { domain_id } if *domain_id == id),
     );
 
-    let ca = UserCa::new("conformance user CA");
     expect_err(
         "garbage trust anchor",
         chip.set_trust_anchor(b"not a certificate"),
         |e| matches!(e, ChipError::Invalid(_)),
     );
-    chip.set_trust_anchor(&ca.cert_der).unwrap();
+    let ca = ChipCa::create(&*chip, "conformance user CA");
     chip.set_trust_anchor(&ca.cert_der)
         .expect("same anchor again is accepted");
+    let other = chip.generate_key(&ca_key_request()).unwrap();
+    let other_cert = chip
+        .issue_certificate(&IssueCertificate {
+            ca_key_handle: other.handle,
+            subject: CertificateSubject::Ca {
+                common_name: "other".into(),
+            },
+        })
+        .unwrap();
     expect_err(
         "different trust anchor",
-        chip.set_trust_anchor(&UserCa::new("other").cert_der),
+        chip.set_trust_anchor(&other_cert),
         |e| *e == ChipError::TrustAnchorAlreadySet,
     );
     assert_eq!(
         chip.info().unwrap().trust_anchor.as_deref(),
         Some(ca.cert_der.as_slice())
     );
-
-    expect_err(
-        "user key without user id",
-        chip.generate_key(KeyPurpose::User, ""),
-        |e| matches!(e, ChipError::Invalid(_)),
-    );
-    expect_err(
-        "CA key with a user id",
-        chip.generate_key(KeyPurpose::Ca, "alice"),
-        |e| matches!(e, ChipError::Invalid(_)),
-    );
 }
 
-/// The signature activation rules of `sign_authorized` and `sign_digest`.
-pub fn authorized_signing(make: &dyn Fn() -> Box<dyn ChipBackend>) {
+/// Binding a device with the activation code, and every check of `sign_authorized`.
+pub fn binding_and_signing(make: Make<'_>) {
     let chip = make();
-    chip.init_domain().unwrap();
-    let ca = UserCa::new("conformance user CA");
-    let alice_phone = ca.issue_device("alice", "alice-phone");
+    Operator::new().init_domain(&*chip);
+    let (key, code) = testing::enrol(&*chip, "alice");
+    assert_eq!(key.binding_seq, 0);
+    let phone = Device::new("alice");
     let (tx, tx_hash) = testing::canonical_tx("12.5", 120);
 
-    let key = chip.generate_key(KeyPurpose::User, "alice").unwrap();
+    // Nothing is bound yet: the key signs nothing.
     expect_err(
-        "sign before trust anchor",
-        chip.sign_authorized(&alice_phone.request(&key.handle, &tx)),
-        |e| *e == ChipError::TrustAnchorNotSet,
+        "sign before any device is bound",
+        chip.sign_authorized(&phone.request(&key.handle, &tx)),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
     );
-    chip.set_trust_anchor(&ca.cert_der).unwrap();
+    // Binding needs the code and a proof by the device key.
+    expect_err(
+        "bind with a wrong code",
+        chip.bind_device(&phone.bind_request(&key.handle, "WRONG-CODE")),
+        |e| *e == ChipError::ActivationInvalid,
+    );
+    let mut forged = phone.bind_request(&key.handle, &code);
+    forged.proof = Device::new("alice").bind_request(&key.handle, &code).proof;
+    expect_err(
+        "bind with another key's proof",
+        chip.bind_device(&forged),
+        |e| *e == ChipError::BadRegistrationProof,
+    );
+    let mut bob_asks = phone.bind_request(&key.handle, &code);
+    bob_asks.user_id = "bob".into();
+    expect_err(
+        "bind naming another user",
+        chip.bind_device(&bob_asks),
+        |e| *e == ChipError::UserMismatch,
+    );
+    let bound = chip
+        .bind_device(&phone.bind_request(&key.handle, &code))
+        .unwrap();
+    assert_eq!(bound.binding_seq, 1);
+    assert_eq!(bound.device_id.as_deref(), Some(phone.device_id.as_str()));
+    let again = chip
+        .bind_device(&phone.bind_request(&key.handle, &code))
+        .unwrap();
+    assert_eq!(again.binding_seq, 1, "a retried bind changes nothing");
+    expect_err(
+        "a second device with the used code",
+        chip.bind_device(&Device::new("alice").bind_request(&key.handle, &code)),
+        |e| *e == ChipError::ActivationInvalid,
+    );
+    // An expired activation binds nothing.
+    let (expired_code, mut pending) = testing::activation();
+    pending.expires_at = testing::now_unix() - 1;
+    let late = chip
+        .generate_key(&GenerateKey {
+            purpose: KeyPurpose::User,
+            user_id: "carol".into(),
+            activation: Some(pending),
+        })
+        .unwrap();
+    expect_err(
+        "bind with an expired code",
+        chip.bind_device(&Device::new("carol").bind_request(&late.handle, &expired_code)),
+        |e| *e == ChipError::ActivationInvalid,
+    );
 
     // Happy path: the signature verifies over the hash of the exact transaction bytes.
     let public = PublicKey::from_spki_der(&key.public_key_spki).unwrap();
     let signed = chip
-        .sign_authorized(&alice_phone.request(&key.handle, &tx))
+        .sign_authorized(&phone.request(&key.handle, &tx))
         .unwrap();
-    assert_eq!(
-        signed.digest, tx_hash,
-        "the chip signs sha256(canonical_transaction)"
-    );
+    assert_eq!(signed.digest, tx_hash, "the chip signs sha256(canonical_transaction)");
     public
         .verify_digest(&tx_hash, &signed.signature_der)
         .expect("signature verifies");
-    // A retry of the same request returns the same signature.
     let again = chip
-        .sign_authorized(&alice_phone.request(&key.handle, &tx))
+        .sign_authorized(&phone.request(&key.handle, &tx))
         .unwrap();
     assert_eq!(again, signed, "a repeated request gets the same signature");
 
-    // Same transaction with another key of the same user: refused by the replay guard.
-    let key2 = chip.generate_key(KeyPurpose::User, "alice").unwrap();
-    expect_err(
-        "same tx hash with another key",
-        chip.sign_authorized(&alice_phone.request(&key2.handle, &tx)),
-        |e| *e == ChipError::Replay,
-    );
-
     let fresh = || testing::canonical_tx("12.5", 120).0;
-
-    // Unknown handle.
+    // A device that is not bound, even one naming the right user.
+    let stranger = Device::new("alice");
     expect_err(
-        "unknown handle",
-        chip.sign_authorized(&alice_phone.request("0123abcd", &fresh())),
-        |e| matches!(e, ChipError::UnknownKey { .. }),
+        "an unbound device",
+        chip.sign_authorized(&stranger.request(&key.handle, &fresh())),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
     );
-    // Wrong user: bob's valid device asks to use alice's key.
-    let bob_phone = ca.issue_device("bob", "bob-phone");
+    // The bound device's id with another key's signature.
+    let mut req = phone.request(&key.handle, &fresh());
+    req.authorization_signature = stranger.authorize_for("alice", &req.canonical_transaction);
+    expect_err("signature by another key", chip.sign_authorized(&req), |e| {
+        *e == ChipError::BadAuthorization
+    });
+    // A real authorization, with the amount changed afterwards.
+    let (orig, _) = testing::canonical_tx("10", 120);
+    let mut req = phone.request(&key.handle, &orig);
+    let mut t = yunkey_crypto::tx::decode(&orig).unwrap();
+    t.amount = "9999.99".into();
+    req.canonical_transaction = yunkey_crypto::tx::encode(&t).unwrap();
+    expect_err("altered amount", chip.sign_authorized(&req), |e| {
+        *e == ChipError::BadAuthorization
+    });
+    // A real authorization replayed against another user's key.
+    let (bob_key, bob_code) = testing::enrol(&*chip, "bob");
+    let bob_phone = Device::new("bob");
+    chip.bind_device(&bob_phone.bind_request(&bob_key.handle, &bob_code))
+        .unwrap();
+    let alice_req = phone.request(&key.handle, &fresh());
+    let mut on_bob = alice_req.clone();
+    on_bob.key_handle = bob_key.handle.clone();
     expect_err(
-        "wrong user",
-        chip.sign_authorized(&bob_phone.request(&key.handle, &fresh())),
+        "alice's authorization on bob's key",
+        chip.sign_authorized(&on_bob),
         |e| *e == ChipError::UserMismatch,
     );
-    // Device certificate from another CA.
-    let rogue = UserCa::new("conformance user CA").issue_device("alice", "alice-phone");
+    on_bob.user_id = "bob".into();
     expect_err(
-        "device cert from another CA",
-        chip.sign_authorized(&rogue.request(&key.handle, &fresh())),
-        |e| matches!(e, ChipError::UntrustedDeviceCertificate { .. }),
+        "alice's authorization on bob's key, naming bob",
+        chip.sign_authorized(&on_bob),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
     );
-    // Device certificate naming another user, presented for alice.
-    let t = fresh();
-    let mut req = bob_phone.request(&key.handle, &t);
-    req.user_id = "alice".into();
-    req.authorization_signature = bob_phone.authorize_for("alice", &t);
-    expect_err(
-        "device cert naming another user",
-        chip.sign_authorized(&req),
-        |e| matches!(e, ChipError::DeviceCertificateNames { .. }),
-    );
-    // Device id not named by the certificate.
-    let mut req = alice_phone.request(&key.handle, &fresh());
-    req.device_id = "alice-laptop".into();
-    expect_err(
-        "device cert naming another device",
-        chip.sign_authorized(&req),
-        |e| matches!(e, ChipError::DeviceCertificateNames { .. }),
-    );
-    // Device certificate outside its validity period.
-    let now = testing::now_unix();
-    let old = ca.issue_device_with("alice", "alice-old", now - 7200, now - 3600);
-    expect_err(
-        "expired device cert",
-        chip.sign_authorized(&old.request(&key.handle, &fresh())),
-        |e| *e == ChipError::DeviceCertificateNotValidNow,
-    );
-    // Tampered transaction: amount changed after the device signed.
-    let t = fresh();
-    let mut req = alice_phone.request(&key.handle, &t);
-    let text = String::from_utf8(t)
-        .unwrap()
-        .replace("amount:12.5", "amount:125");
-    req.canonical_transaction = text.into_bytes();
-    expect_err("changed amount", chip.sign_authorized(&req), |e| {
-        *e == ChipError::BadAuthorization
-    });
-    // Non-canonical transaction bytes (signed by the device, still refused).
-    let t = fresh();
-    let text = String::from_utf8(t)
-        .unwrap()
-        .replace("amount:12.5", "amount:12.50");
-    let req = alice_phone.request(&key.handle, text.as_bytes());
-    expect_err(
-        "non-canonical transaction",
-        chip.sign_authorized(&req),
-        |e| matches!(e, ChipError::Invalid(_)),
-    );
-    // Expired, and too far in the future.
-    let (t, _) = testing::canonical_tx_at("12.5", now - 1);
+    // Expired, and too far ahead.
+    let (old, _) = testing::canonical_tx_at("1", testing::now_unix() - 5);
     expect_err(
         "expired",
-        chip.sign_authorized(&alice_phone.request(&key.handle, &t)),
+        chip.sign_authorized(&phone.request(&key.handle, &old)),
         |e| matches!(e, ChipError::Expiry(ExpiryError::Expired { .. })),
     );
-    let (t, _) = testing::canonical_tx("12.5", 3600);
+    let (far, _) = testing::canonical_tx("1", 3600);
     expect_err(
         "too far ahead",
-        chip.sign_authorized(&alice_phone.request(&key.handle, &t)),
+        chip.sign_authorized(&phone.request(&key.handle, &far)),
         |e| matches!(e, ChipError::Expiry(ExpiryError::TooFar { .. })),
     );
-    // Authorization signed by another key, and garbage.
-    let t = fresh();
-    let mut req = alice_phone.request(&key.handle, &t);
-    req.authorization_signature = bob_phone.authorize_for("alice", &t);
     expect_err(
-        "authorization by another key",
-        chip.sign_authorized(&req),
-        |e| *e == ChipError::BadAuthorization,
+        "not canonical",
+        chip.sign_authorized(&phone.request(&key.handle, b"hello")),
+        |e| matches!(e, ChipError::Invalid(_)),
     );
-    req.authorization_signature = vec![0x30, 0x00];
-    expect_err("malformed authorization", chip.sign_authorized(&req), |e| {
-        *e == ChipError::BadAuthorization
+    // The coordinators know a newer binding than this chip.
+    let mut ahead = phone.request(&key.handle, &fresh());
+    ahead.binding_seq = 2;
+    expect_err("binding behind", chip.sign_authorized(&ahead), |e| {
+        *e == ChipError::BindingBehind { have: 1, need: 2 }
     });
-    // Authorization for another user id than the request.
-    let t = fresh();
-    let mut req = alice_phone.request(&key.handle, &t);
-    req.authorization_signature = alice_phone.authorize_for("bob", &t);
+    // The same transaction with another key of the same user: the replay guard.
+    let (key2, code2) = testing::enrol(&*chip, "alice");
+    chip.bind_device(&phone.bind_request(&key2.handle, &code2))
+        .unwrap();
     expect_err(
-        "authorization for another user",
-        chip.sign_authorized(&req),
-        |e| *e == ChipError::BadAuthorization,
+        "same tx hash with another key",
+        chip.sign_authorized(&phone.request(&key2.handle, &tx)),
+        |e| *e == ChipError::Replay,
     );
-
-    // CA keys: sign digests, refuse authorized signing; user keys refuse digests.
-    let ca_key = chip.generate_key(KeyPurpose::Ca, "").unwrap();
-    let digest = yunkey_crypto::sha256(b"certificate body");
-    let s = chip.sign_digest(&ca_key.handle, &digest).unwrap();
-    assert_eq!(s.digest, digest);
-    PublicKey::from_spki_der(&ca_key.public_key_spki)
-        .unwrap()
-        .verify_digest(&digest, &s.signature_der)
-        .expect("CA signature verifies");
+    // A CA key does not sign transactions.
+    let ca = chip.generate_key(&ca_key_request()).unwrap();
+    let on_ca = phone.request(&ca.handle, &fresh());
+    expect_err("CA key", chip.sign_authorized(&on_ca), |e| {
+        *e == ChipError::NotAUserKey
+    });
     expect_err(
-        "CA key via sign_authorized",
-        chip.sign_authorized(&alice_phone.request(&ca_key.handle, &fresh())),
-        |e| *e == ChipError::NotAUserKey,
-    );
-    expect_err(
-        "user key via sign_digest",
-        chip.sign_digest(&key.handle, &digest),
-        |e| *e == ChipError::UserKeyNeedsAuthorization,
-    );
-    expect_err(
-        "unknown handle via sign_digest",
-        chip.sign_digest("feedface", &digest),
+        "unknown handle",
+        chip.sign_authorized(&SignAuthorized {
+            key_handle: "00ff".into(),
+            ..phone.request(&key.handle, &fresh())
+        }),
         |e| matches!(e, ChipError::UnknownKey { .. }),
     );
 }
 
-/// Domain export/import between chips; wrapped keys open on every member and nowhere else.
-pub fn domain_transfer_and_wrapping(make: &dyn Fn() -> Box<dyn ChipBackend>) {
+/// Revoking a device and a user, on the chip that decides it and on a replica that learns it.
+pub fn revocation(make: Make<'_>) {
+    let a = make();
+    let b = make();
+    let operator = Operator::new();
+    operator.init_domain(&*a);
+    operator.join(&*a, &*b);
+    let (key, code) = testing::enrol(&*a, "alice");
+    let phone = Device::new("alice");
+    let tablet = Device::new("alice");
+    let bound = a
+        .bind_device(&phone.bind_request(&key.handle, &code))
+        .unwrap();
+    // B holds a replica with the binding as it was after the phone bound.
+    let replica = b
+        .unwrap_key(&bound.wrapped_key, KeyPurpose::User, "alice")
+        .unwrap();
+    assert_eq!(replica.binding_seq, 1, "a replica carries the binding");
+    let tx = || testing::canonical_tx("5", 120).0;
+    b.sign_authorized(&phone.request(&replica.handle, &tx()))
+        .expect("the replica serves the bound device");
+
+    expect_err(
+        "revoke a device that is not bound",
+        a.revoke(&Revoke {
+            key_handle: key.handle.clone(),
+            user_id: "alice".into(),
+            device_id: Some(tablet.device_id.clone()),
+        }),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
+    );
+    let revoked = a
+        .revoke(&Revoke {
+            key_handle: key.handle.clone(),
+            user_id: "alice".into(),
+            device_id: Some(phone.device_id.clone()),
+        })
+        .unwrap();
+    assert_eq!(revoked.binding_seq, 2);
+    expect_err(
+        "a revoked device",
+        a.sign_authorized(&phone.request(&key.handle, &tx())),
+        |e| matches!(e, ChipError::DeviceRevoked { .. }),
+    );
+    // B has not seen it; the coordinators' seq makes it refuse until it has.
+    let mut req = phone.request(&replica.handle, &tx());
+    req.binding_seq = revoked.binding_seq;
+    expect_err("replica behind", b.sign_authorized(&req), |e| {
+        matches!(e, ChipError::BindingBehind { have: 1, need: 2 })
+    });
+    let updated = b
+        .update_binding(&replica.handle, &revoked.wrapped_key)
+        .unwrap();
+    assert_eq!(updated.binding_seq, 2);
+    expect_err(
+        "the replica refuses once the revocation reached it",
+        b.sign_authorized(&phone.request(&replica.handle, &tx())),
+        |e| matches!(e, ChipError::DeviceRevoked { .. }),
+    );
+    // An older wrapped key does not undo it, nor does a binding forked elsewhere.
+    b.update_binding(&replica.handle, &bound.wrapped_key)
+        .unwrap();
+    expect_err(
+        "after replaying the older binding",
+        b.sign_authorized(&phone.request(&replica.handle, &tx())),
+        |e| matches!(e, ChipError::DeviceRevoked { .. }),
+    );
+    expect_err(
+        "a revoked device cannot bind again",
+        a.bind_device(&phone.bind_request(&key.handle, &code)),
+        |e| matches!(e, ChipError::DeviceRevoked { .. }),
+    );
+    // Another key's wrapped form is not an update of this one.
+    let (other, _) = testing::enrol(&*a, "alice");
+    expect_err(
+        "update with another key",
+        b.update_binding(&replica.handle, &other.wrapped_key),
+        |e| *e == ChipError::KeyMismatch,
+    );
+
+    // Revoking the user.
+    let (key2, code2) = testing::enrol(&*a, "dave");
+    let dave = Device::new("dave");
+    a.bind_device(&dave.bind_request(&key2.handle, &code2))
+        .unwrap();
+    let gone = a
+        .revoke(&Revoke {
+            key_handle: key2.handle.clone(),
+            user_id: "dave".into(),
+            device_id: None,
+        })
+        .unwrap();
+    let again = a
+        .revoke(&Revoke {
+            key_handle: key2.handle.clone(),
+            user_id: "dave".into(),
+            device_id: None,
+        })
+        .unwrap();
+    assert_eq!(again.binding_seq, gone.binding_seq, "revoking twice is a no-op");
+    expect_err(
+        "a revoked user",
+        a.sign_authorized(&dave.request(&key2.handle, &testing::canonical_tx("1", 60).0)),
+        |e| *e == ChipError::UserRevoked,
+    );
+    let restored = b
+        .unwrap_key(&gone.wrapped_key, KeyPurpose::User, "dave")
+        .unwrap();
+    expect_err(
+        "a key restored from the revoked wrapped form",
+        b.sign_authorized(&dave.request(&restored.handle, &testing::canonical_tx("1", 60).0)),
+        |e| *e == ChipError::UserRevoked,
+    );
+}
+
+/// Certificates are built by the chip from checked input, only with a CA key.
+pub fn certificates(make: Make<'_>) {
+    let chip = make();
+    let operator = Operator::new();
+    operator.init_domain(&*chip);
+    let (key, code) = testing::enrol(&*chip, "alice");
+    let phone = Device::new("alice");
+    let bound = chip
+        .bind_device(&phone.bind_request(&key.handle, &code))
+        .unwrap();
+    let issue = |ca: &str, subject: CertificateSubject| {
+        chip.issue_certificate(&IssueCertificate {
+            ca_key_handle: ca.into(),
+            subject,
+        })
+    };
+    let ca_key = chip.generate_key(&ca_key_request()).unwrap();
+    let user_subject = || CertificateSubject::User {
+        wrapped_user_key: bound.wrapped_key.clone(),
+        display_name: "Alice".into(),
+    };
+    expect_err(
+        "a user certificate before the anchor",
+        issue(&ca_key.handle, user_subject()),
+        |e| *e == ChipError::TrustAnchorNotSet,
+    );
+    let ca = ChipCa::create(&*chip, "conformance user CA");
+    expect_err(
+        "a CA key whose certificate is not the anchor",
+        issue(&ca_key.handle, user_subject()),
+        |e| *e == ChipError::AnchorKeyMismatch,
+    );
+    expect_err("a user key as CA", issue(&key.handle, user_subject()), |e| {
+        *e == ChipError::NotACaKey
+    });
+
+    let ca_public = PublicKey::from_spki_der(&ca.key.public_key_spki).unwrap();
+    let check = |der: &[u8], subject_spki: &[u8]| {
+        let cert = x509_cert::Certificate::from_der(der).expect("a DER certificate");
+        let tbs = der::Encode::to_der(&cert.tbs_certificate).unwrap();
+        ca_public
+            .verify_message(&tbs, cert.signature.raw_bytes())
+            .expect("signed by the CA key");
+        let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info).unwrap();
+        assert_eq!(spki, subject_spki, "certifies the right key");
+        cert
+    };
+    let user_cert = issue(&ca.key.handle, user_subject()).unwrap();
+    let cert = check(&user_cert, &key.public_key_spki);
+    assert!(cert.tbs_certificate.subject.to_string().contains("CN=alice"));
+    let device_cert = issue(
+        &ca.key.handle,
+        CertificateSubject::Device {
+            wrapped_user_key: bound.wrapped_key.clone(),
+            device_id: phone.device_id.clone(),
+        },
+    )
+    .unwrap();
+    check(&device_cert, &phone.key.public_key().to_spki_der());
+
+    // A device certificate only for a bound device, from the wrapped form that binds it.
+    expect_err(
+        "a device not in the binding",
+        issue(
+            &ca.key.handle,
+            CertificateSubject::Device {
+                wrapped_user_key: bound.wrapped_key.clone(),
+                device_id: Device::new("alice").device_id,
+            },
+        ),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
+    );
+    expect_err(
+        "the wrapped form from before the device bound",
+        issue(
+            &ca.key.handle,
+            CertificateSubject::Device {
+                wrapped_user_key: key.wrapped_key.clone(),
+                device_id: phone.device_id.clone(),
+            },
+        ),
+        |e| matches!(e, ChipError::DeviceNotBound { .. }),
+    );
+    let mut altered = bound.wrapped_key.clone();
+    let n = altered.len();
+    altered[n / 2] ^= 1;
+    expect_err(
+        "an altered wrapped key",
+        issue(
+            &ca.key.handle,
+            CertificateSubject::User {
+                wrapped_user_key: altered,
+                display_name: String::new(),
+            },
+        ),
+        |e| matches!(e, ChipError::Unseal { .. } | ChipError::Invalid(_)),
+    );
+    let foreign = make();
+    Operator::new().init_domain(&*foreign);
+    let (foreign_key, _) = testing::enrol(&*foreign, "alice");
+    expect_err(
+        "a key of another domain",
+        issue(
+            &ca.key.handle,
+            CertificateSubject::User {
+                wrapped_user_key: foreign_key.wrapped_key,
+                display_name: String::new(),
+            },
+        ),
+        |e| matches!(e, ChipError::Unseal { .. }),
+    );
+    let revoked = chip
+        .revoke(&Revoke {
+            key_handle: key.handle.clone(),
+            user_id: "alice".into(),
+            device_id: Some(phone.device_id.clone()),
+        })
+        .unwrap();
+    expect_err(
+        "a revoked device",
+        issue(
+            &ca.key.handle,
+            CertificateSubject::Device {
+                wrapped_user_key: revoked.wrapped_key,
+                device_id: phone.device_id.clone(),
+            },
+        ),
+        |e| matches!(e, ChipError::DeviceRevoked { .. }),
+    );
+}
+
+/// The domain goes only to admitted chips; wrapped keys open only inside the domain.
+pub fn domain_transfer_and_wrapping(make: Make<'_>) {
     let a = make();
     let b = make();
     let c = make();
-    let id = a.init_domain().unwrap();
-    let ca = UserCa::new("conformance user CA");
-    a.set_trust_anchor(&ca.cert_der).unwrap();
-    let phone = ca.issue_device("alice", "alice-phone");
-    let key_a = a.generate_key(KeyPurpose::User, "alice").unwrap();
-    assert_eq!(
-        a.wrap_key(&key_a.handle).unwrap().len(),
-        key_a.wrapped_key.len()
-    );
+    let operator = Operator::new();
+    let id = operator.init_domain(&*a);
+    let ca = ChipCa::create(&*a, "conformance user CA");
+    let (key_a, code) = testing::enrol(&*a, "alice");
+    let phone = Device::new("alice");
+    let bound = a
+        .bind_device(&phone.bind_request(&key_a.handle, &code))
+        .unwrap();
+    assert_eq!(a.wrap_key(&key_a.handle).unwrap().len(), bound.wrapped_key.len());
 
-    // B joins A's domain (and learns the trust anchor with it).
-    let b_transport = b.info().unwrap().transport_public_key;
-    let export = a.export_domain(&b_transport).unwrap();
+    // Export needs the operator's admission of exactly the recipient.
+    let b_info = b.info().unwrap();
+    let unsigned = ChipAdmission {
+        chip_id: b_info.chip_id.clone(),
+        transport_public_key: b_info.transport_public_key.clone(),
+        operator_signature: vec![0x30, 0x00],
+    };
+    expect_err("export without admission", a.export_domain(&unsigned), |e| {
+        matches!(e, ChipError::AdmissionRefused { .. })
+    });
+    expect_err(
+        "export admitted by another key",
+        a.export_domain(&Operator::new().admit(&*b)),
+        |e| matches!(e, ChipError::AdmissionRefused { .. }),
+    );
+    let mut swapped = operator.admit(&*b);
+    swapped.transport_public_key = c.info().unwrap().transport_public_key;
+    expect_err(
+        "an admission moved to another transport key",
+        a.export_domain(&swapped),
+        |e| matches!(e, ChipError::AdmissionRefused { .. }),
+    );
+    let export = a.export_domain(&operator.admit(&*b)).unwrap();
     assert_eq!(export.domain_id, id);
     expect_err(
         "envelope for another chip",
@@ -293,34 +589,25 @@ pub fn domain_transfer_and_wrapping(make: &dyn Fn() -> Box<dyn ChipBackend>) {
         |e| matches!(e, ChipError::Unseal { .. }),
     );
     assert_eq!(b.import_domain(&export.envelope).unwrap(), id);
-    assert_eq!(
-        b.import_domain(&export.envelope).unwrap(),
-        id,
-        "import is idempotent"
-    );
-    assert_eq!(
-        b.info().unwrap().trust_anchor.as_deref(),
-        Some(ca.cert_der.as_slice())
-    );
+    assert_eq!(b.import_domain(&export.envelope).unwrap(), id, "import is idempotent");
+    let b_info = b.info().unwrap();
+    assert_eq!(b_info.trust_anchor.as_deref(), Some(ca.cert_der.as_slice()));
+    assert_eq!(b_info.operator_key, Some(operator.public_spki()));
 
-    // Wrong purpose or user for the wrapped key.
     expect_err(
         "unwrap as another user",
-        b.unwrap_key(&key_a.wrapped_key, KeyPurpose::User, "bob"),
+        b.unwrap_key(&bound.wrapped_key, KeyPurpose::User, "bob"),
         |e| *e == ChipError::WrappedKeyMismatch,
     );
     expect_err(
         "unwrap as a CA key",
-        b.unwrap_key(&key_a.wrapped_key, KeyPurpose::Ca, ""),
+        b.unwrap_key(&bound.wrapped_key, KeyPurpose::Ca, ""),
         |e| *e == ChipError::WrappedKeyMismatch,
     );
     let key_b = b
-        .unwrap_key(&key_a.wrapped_key, KeyPurpose::User, "alice")
+        .unwrap_key(&bound.wrapped_key, KeyPurpose::User, "alice")
         .unwrap();
-    assert_eq!(
-        key_b.public_key_spki, key_a.public_key_spki,
-        "same key on both chips"
-    );
+    assert_eq!(key_b.public_key_spki, key_a.public_key_spki, "same key on both chips");
     let public = PublicKey::from_spki_der(&key_a.public_key_spki).unwrap();
     for (chip, handle) in [(&a, &key_a.handle), (&b, &key_b.handle)] {
         let (tx, hash) = testing::canonical_tx("1000", 60);
@@ -329,18 +616,20 @@ pub fn domain_transfer_and_wrapping(make: &dyn Fn() -> Box<dyn ChipBackend>) {
             .verify_digest(&hash, &s.signature_der)
             .expect("replica signature verifies");
     }
+    // B's own wrap of the replica opens on A (one format across chips).
+    let rewrapped = b.wrap_key(&key_b.handle).unwrap();
+    a.unwrap_key(&rewrapped, KeyPurpose::User, "alice")
+        .expect("a replica's wrapped form imports back");
 
     // C in its own domain: A's wrapped keys do not open there, and it cannot join A's.
-    let other = c.init_domain().unwrap();
+    let other = Operator::new().init_domain(&*c);
     assert_ne!(other, id);
     expect_err(
         "unwrap in another domain",
-        c.unwrap_key(&key_a.wrapped_key, KeyPurpose::User, "alice"),
+        c.unwrap_key(&bound.wrapped_key, KeyPurpose::User, "alice"),
         |e| matches!(e, ChipError::Unseal { .. }),
     );
-    let to_c = a
-        .export_domain(&c.info().unwrap().transport_public_key)
-        .unwrap();
+    let to_c = a.export_domain(&operator.admit(&*c)).unwrap();
     expect_err(
         "import into a chip of another domain",
         c.import_domain(&to_c.envelope),
@@ -348,25 +637,27 @@ pub fn domain_transfer_and_wrapping(make: &dyn Fn() -> Box<dyn ChipBackend>) {
     );
     expect_err(
         "garbage wrapped key",
-        b.unwrap_key(b"\x01", KeyPurpose::User, "alice"),
+        b.unwrap_key(b"\x02", KeyPurpose::User, "alice"),
         |e| matches!(e, ChipError::Invalid(_)),
     );
 }
 
 /// Deleting keys, and the capacity limit.
-pub fn delete_and_capacity(make: &dyn Fn() -> Box<dyn ChipBackend>) {
+pub fn delete_and_capacity(make: Make<'_>) {
     let chip = make();
-    chip.init_domain().unwrap();
+    Operator::new().init_domain(&*chip);
     let capacity = chip.info().unwrap().capacity;
-    let k = chip.generate_key(KeyPurpose::Ca, "").unwrap();
+    let k = chip.generate_key(&ca_key_request()).unwrap();
     assert!(chip.delete_key(&k.handle).unwrap());
-    assert!(
-        !chip.delete_key(&k.handle).unwrap(),
-        "second delete reports no key"
-    );
+    assert!(!chip.delete_key(&k.handle).unwrap(), "second delete reports no key");
     expect_err(
-        "sign with a deleted key",
-        chip.sign_digest(&k.handle, &[0u8; 32]),
+        "issue with a deleted key",
+        chip.issue_certificate(&IssueCertificate {
+            ca_key_handle: k.handle.clone(),
+            subject: CertificateSubject::Ca {
+                common_name: "x".into(),
+            },
+        }),
         |e| matches!(e, ChipError::UnknownKey { .. }),
     );
     expect_err("wrap a deleted key", chip.wrap_key(&k.handle), |e| {
@@ -374,25 +665,22 @@ pub fn delete_and_capacity(make: &dyn Fn() -> Box<dyn ChipBackend>) {
     });
     assert_eq!(chip.info().unwrap().used, 0);
 
-    let mut handles = Vec::new();
+    let mut keys = Vec::new();
     for i in 0..capacity {
-        handles.push(
-            chip.generate_key(KeyPurpose::User, &format!("user-{i}"))
-                .unwrap(),
-        );
+        keys.push(testing::enrol(&*chip, &format!("user-{i}")).0);
     }
     assert_eq!(chip.info().unwrap().used, capacity);
     expect_err(
         "generate beyond capacity",
-        chip.generate_key(KeyPurpose::User, "one-more"),
+        chip.generate_key(&ca_key_request()),
         |e| matches!(e, ChipError::Full { .. }),
     );
     expect_err(
         "unwrap beyond capacity",
-        chip.unwrap_key(&handles[0].wrapped_key, KeyPurpose::User, "user-0"),
+        chip.unwrap_key(&keys[0].wrapped_key, KeyPurpose::User, "user-0"),
         |e| matches!(e, ChipError::Full { .. }),
     );
-    assert!(chip.delete_key(&handles[0].handle).unwrap());
-    chip.unwrap_key(&handles[0].wrapped_key, KeyPurpose::User, "user-0")
+    assert!(chip.delete_key(&keys[0].handle).unwrap());
+    chip.unwrap_key(&keys[0].wrapped_key, KeyPurpose::User, "user-0")
         .expect("room again after a delete");
 }

@@ -26,12 +26,12 @@ pub enum ChipError {
         /// The configured capacity.
         capacity: u64,
     },
-    /// A user key was asked to sign a bare digest.
-    #[error("user keys sign only with a device authorization (use SignAuthorized)")]
-    UserKeyNeedsAuthorization,
     /// A non-user key was asked to sign a device-authorized transaction.
     #[error("key is not a user key; SignAuthorized signs only with purpose USER keys")]
     NotAUserKey,
+    /// Certificates are issued only with a CA key.
+    #[error("key is not a CA key; certificates are issued only with purpose CA keys")]
+    NotACaKey,
     /// The key belongs to another user than the request names.
     #[error("key does not belong to the requested user_id")]
     UserMismatch,
@@ -41,25 +41,55 @@ pub enum ChipError {
     /// The authorization's expiry is in the past or too far ahead.
     #[error("{0}")]
     Expiry(ExpiryError),
-    /// The device certificate is not signed by the trust anchor (or uses another algorithm).
-    #[error("device certificate is not issued by this cluster's user CA: {reason}")]
-    UntrustedDeviceCertificate {
-        /// What failed.
-        reason: &'static str,
-    },
-    /// The device certificate is outside its validity period.
-    #[error("device certificate is not valid now (outside its validity period)")]
-    DeviceCertificateNotValidNow,
-    /// The device certificate does not name the requested user and device.
-    #[error("device certificate does not name user {user_id:?} and device {device_id:?}")]
-    DeviceCertificateNames {
-        /// The requested user.
-        user_id: String,
-        /// The requested device.
+    /// The device is not bound to this user key on this chip.
+    #[error("device {device_id:?} is not bound to this user's key on this chip")]
+    DeviceNotBound {
+        /// The device the request named.
         device_id: String,
     },
-    /// The authorization signature does not verify under the device certificate's key.
-    #[error("authorization signature does not verify for this transaction, user and device")]
+    /// The device was revoked for this key.
+    #[error("device {device_id:?} is revoked for this user's key")]
+    DeviceRevoked {
+        /// The revoked device.
+        device_id: String,
+    },
+    /// The user is revoked: the key signs nothing more.
+    #[error("the user is revoked; this key signs nothing more")]
+    UserRevoked,
+    /// This chip's binding of the key is older than the one the request was decided on.
+    #[error("this chip's binding of the key is at seq {have}, the request needs seq {need}; send the newer wrapped key with UpdateBinding first")]
+    BindingBehind {
+        /// The chip's binding seq.
+        have: u64,
+        /// The seq the request names.
+        need: u64,
+    },
+    /// A wrapped key offered for a key record is another key.
+    #[error("the wrapped key is not the key held under this handle")]
+    KeyMismatch,
+    /// The activation code is wrong, used or expired.
+    #[error("the activation code is wrong, already used or expired; ask the business for a new enrolment")]
+    ActivationInvalid,
+    /// The device's proof of possession does not verify.
+    #[error("the registration proof does not verify with device_public_key for this user and activation code")]
+    BadRegistrationProof,
+    /// The key has as many devices bound as it may.
+    #[error("the key has {max} devices bound already")]
+    TooManyDevices {
+        /// [`crate::binding::MAX_DEVICES`].
+        max: usize,
+    },
+    /// The operator's admission of a chip does not verify with the domain's operator key.
+    #[error("chip admission refused: {reason}")]
+    AdmissionRefused {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The trust anchor is not the certificate of the CA key asked to issue.
+    #[error("the trust anchor is not this CA key's certificate; set the anchor issued with this key")]
+    AnchorKeyMismatch,
+    /// The authorization signature does not verify under the bound device key.
+    #[error("authorization signature does not verify with the bound device key for this transaction and user")]
     BadAuthorization,
     /// The same transaction was already signed by this chip with a different key.
     #[error("this transaction hash was already signed with a different key")]
@@ -79,7 +109,7 @@ pub enum ChipError {
         /// What failed to open ("wrapped key", "domain envelope").
         what: &'static str,
     },
-    /// No trust anchor has been set, so no device certificate can be checked.
+    /// No trust anchor has been set, so no certificate can be issued under it.
     #[error("chip has no trust anchor; SetTrustAnchor first")]
     TrustAnchorNotSet,
     /// A different trust anchor is already set (it is write-once).
@@ -119,15 +149,22 @@ impl ChipError {
             ChipError::Invalid(_) => "invalid",
             ChipError::UnknownKey { .. } => "unknown_key",
             ChipError::Full { .. } => "full",
-            ChipError::UserKeyNeedsAuthorization => "user_key_needs_authorization",
             ChipError::NotAUserKey => "not_a_user_key",
+            ChipError::NotACaKey => "not_a_ca_key",
             ChipError::UserMismatch => "user_mismatch",
             ChipError::WrappedKeyMismatch => "wrapped_key_mismatch",
             ChipError::Expiry(ExpiryError::Expired { .. }) => "expired",
             ChipError::Expiry(ExpiryError::TooFar { .. }) => "expiry_too_far",
-            ChipError::UntrustedDeviceCertificate { .. } => "untrusted_device_certificate",
-            ChipError::DeviceCertificateNotValidNow => "device_certificate_not_valid_now",
-            ChipError::DeviceCertificateNames { .. } => "device_certificate_names",
+            ChipError::DeviceNotBound { .. } => "device_not_bound",
+            ChipError::DeviceRevoked { .. } => "device_revoked",
+            ChipError::UserRevoked => "user_revoked",
+            ChipError::BindingBehind { .. } => "binding_behind",
+            ChipError::KeyMismatch => "key_mismatch",
+            ChipError::ActivationInvalid => "activation_invalid",
+            ChipError::BadRegistrationProof => "bad_registration_proof",
+            ChipError::TooManyDevices { .. } => "too_many_devices",
+            ChipError::AdmissionRefused { .. } => "admission_refused",
+            ChipError::AnchorKeyMismatch => "anchor_key_mismatch",
             ChipError::BadAuthorization => "bad_authorization",
             ChipError::Replay => "replay",
             ChipError::NotInDomain => "not_in_domain",

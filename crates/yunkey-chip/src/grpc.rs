@@ -2,12 +2,15 @@
 //! callers with the node role, validates its fields, runs the backend call on a blocking
 //! thread and maps errors with [`crate::status::to_status`].
 
-use crate::{ChipBackend, ChipError, KeyPurpose, SignAuthorized};
+use crate::binding::PendingActivation;
+use crate::{
+    BindDevice, CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey,
+    IssueCertificate, KeyPurpose, Rebound, Revoke, SignAuthorized,
+};
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 use yunkey_crypto::validate::{self, InvalidField};
-use yunkey_crypto::Digest;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::chip_service_server::{ChipService, ChipServiceServer};
 use yunkey_proto::v1::{self as pb, Algorithm};
@@ -65,6 +68,14 @@ fn owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Status> {
         KeyPurpose::User => id("user_id", user_id),
         KeyPurpose::Ca if user_id.is_empty() => Ok(()),
         KeyPurpose::Ca => Err(invalid("user_id", "must be empty for a CA key")),
+    }
+}
+
+fn binding_response(r: Rebound) -> pb::BindingResponse {
+    pb::BindingResponse {
+        wrapped_key: r.wrapped_key,
+        binding_seq: r.binding_seq,
+        device_id: r.device_id.unwrap_or_default(),
     }
 }
 
@@ -150,6 +161,8 @@ impl ChipService for ChipGrpc {
             transport_public_key: info.transport_public_key,
             domain_id: info.domain_id.unwrap_or_default(),
             trust_anchor: info.trust_anchor.unwrap_or_default(),
+            operator_key: info.operator_key.unwrap_or_default(),
+            custody: info.custody,
         }))
     }
 
@@ -158,7 +171,12 @@ impl ChipService for ChipGrpc {
         req: Request<pb::InitDomainRequest>,
     ) -> Result<Response<pb::DomainResponse>, Status> {
         role::require(&req, &[Role::Node])?;
-        let domain_id = self.run(|b| b.init_domain()).await?;
+        let r = req.into_inner();
+        blob("operator_key", &r.operator_key)?;
+        blob("admission_signature", &r.admission_signature)?;
+        let domain_id = self
+            .run(move |b| b.init_domain(&r.operator_key, &r.admission_signature))
+            .await?;
         Ok(Response::new(pb::DomainResponse { domain_id }))
     }
 
@@ -167,11 +185,19 @@ impl ChipService for ChipGrpc {
         req: Request<pb::ExportDomainRequest>,
     ) -> Result<Response<pb::ExportDomainResponse>, Status> {
         role::require(&req, &[Role::Node])?;
-        let r = req.into_inner();
-        blob("recipient_transport_key", &r.recipient_transport_key)?;
-        let e = self
-            .run(move |b| b.export_domain(&r.recipient_transport_key))
-            .await?;
+        let r = req
+            .into_inner()
+            .recipient
+            .ok_or_else(|| invalid("recipient", "is required"))?;
+        id("recipient.chip_id", &r.chip_id)?;
+        blob("recipient.transport_key", &r.transport_key)?;
+        blob("recipient.operator_signature", &r.operator_signature)?;
+        let recipient = ChipAdmission {
+            chip_id: r.chip_id,
+            transport_public_key: r.transport_key,
+            operator_signature: r.operator_signature,
+        };
+        let e = self.run(move |b| b.export_domain(&recipient)).await?;
         Ok(Response::new(pb::ExportDomainResponse {
             envelope: e.envelope,
             domain_id: e.domain_id,
@@ -223,12 +249,38 @@ impl ChipService for ChipGrpc {
         }
         let p = purpose(r.purpose)?;
         owner(p, &r.user_id)?;
-        let g = self.run(move |b| b.generate_key(p, &r.user_id)).await?;
+        let activation = match (p, r.activation_code_sha256.len()) {
+            (KeyPurpose::User, 32) => Some(PendingActivation {
+                code_sha256: r.activation_code_sha256.try_into().expect("32 bytes"),
+                expires_at: r.activation_expires_at,
+            }),
+            (KeyPurpose::User, 0) => None,
+            (KeyPurpose::User, _) => {
+                return Err(invalid(
+                    "activation_code_sha256",
+                    "must be a 32-byte SHA-256 (or empty for a key no device can bind)",
+                ))
+            }
+            (KeyPurpose::Ca, 0) => None,
+            (KeyPurpose::Ca, _) => {
+                return Err(invalid(
+                    "activation_code_sha256",
+                    "must be empty for a CA key",
+                ))
+            }
+        };
+        let request = GenerateKey {
+            purpose: p,
+            user_id: r.user_id,
+            activation,
+        };
+        let g = self.run(move |b| b.generate_key(&request)).await?;
         self.update_key_gauge();
         Ok(Response::new(pb::GenerateKeyResponse {
             key_handle: g.handle,
             public_key: g.public_key_spki,
             wrapped_key: g.wrapped_key,
+            binding_seq: g.binding_seq,
         }))
     }
 
@@ -241,7 +293,6 @@ impl ChipService for ChipGrpc {
         id("key_handle", &r.key_handle)?;
         id("user_id", &r.user_id)?;
         blob("canonical_transaction", &r.canonical_transaction)?;
-        blob("device_certificate", &r.device_certificate)?;
         let authz = r
             .authorization
             .ok_or_else(|| invalid("authorization", "is required"))?;
@@ -251,27 +302,106 @@ impl ChipService for ChipGrpc {
             key_handle: r.key_handle,
             user_id: r.user_id,
             canonical_transaction: r.canonical_transaction,
-            device_certificate: r.device_certificate,
             device_id: authz.device_id,
             authorization_signature: authz.signature,
+            binding_seq: r.binding_seq,
         };
         self.sign(move |b| b.sign_authorized(&request)).await
     }
 
-    async fn sign_digest(
+    async fn bind_device(
         &self,
-        req: Request<pb::SignDigestRequest>,
-    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        req: Request<pb::BindDeviceRequest>,
+    ) -> Result<Response<pb::BindingResponse>, Status> {
         role::require(&req, &[Role::Node])?;
         let r = req.into_inner();
         id("key_handle", &r.key_handle)?;
-        let digest: Digest = r
-            .digest
-            .as_slice()
-            .try_into()
-            .map_err(|_| invalid("digest", "must be a 32-byte SHA-256 digest"))?;
-        self.sign(move |b| b.sign_digest(&r.key_handle, &digest))
-            .await
+        id("user_id", &r.user_id)?;
+        blob("device_public_key", &r.device_public_key)?;
+        blob("proof", &r.proof)?;
+        let request = BindDevice {
+            key_handle: r.key_handle,
+            user_id: r.user_id,
+            activation_code: r.activation_code,
+            device_public_key: r.device_public_key,
+            proof: r.proof,
+        };
+        let rebound = self.run(move |b| b.bind_device(&request)).await?;
+        Ok(Response::new(binding_response(rebound)))
+    }
+
+    async fn update_binding(
+        &self,
+        req: Request<pb::UpdateBindingRequest>,
+    ) -> Result<Response<pb::BindingResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        blob("wrapped_key", &r.wrapped_key)?;
+        let rebound = self
+            .run(move |b| b.update_binding(&r.key_handle, &r.wrapped_key))
+            .await?;
+        Ok(Response::new(binding_response(rebound)))
+    }
+
+    async fn revoke_binding(
+        &self,
+        req: Request<pb::RevokeBindingRequest>,
+    ) -> Result<Response<pb::BindingResponse>, Status> {
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        id("user_id", &r.user_id)?;
+        if !r.device_id.is_empty() {
+            id("device_id", &r.device_id)?;
+        }
+        let request = Revoke {
+            key_handle: r.key_handle,
+            user_id: r.user_id,
+            device_id: (!r.device_id.is_empty()).then_some(r.device_id),
+        };
+        let rebound = self.run(move |b| b.revoke(&request)).await?;
+        Ok(Response::new(binding_response(rebound)))
+    }
+
+    async fn issue_certificate(
+        &self,
+        req: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        use pb::issue_certificate_request::Subject;
+        role::require(&req, &[Role::Node])?;
+        let r = req.into_inner();
+        id("ca_key_handle", &r.ca_key_handle)?;
+        let subject = match r.subject {
+            Some(Subject::CaCommonName(common_name)) => CertificateSubject::Ca { common_name },
+            Some(Subject::User(u)) => {
+                blob("user.wrapped_user_key", &u.wrapped_user_key)?;
+                CertificateSubject::User {
+                    wrapped_user_key: u.wrapped_user_key,
+                    display_name: u.display_name,
+                }
+            }
+            Some(Subject::Device(d)) => {
+                blob("device.wrapped_user_key", &d.wrapped_user_key)?;
+                id("device.device_id", &d.device_id)?;
+                CertificateSubject::Device {
+                    wrapped_user_key: d.wrapped_user_key,
+                    device_id: d.device_id,
+                }
+            }
+            None => {
+                return Err(invalid(
+                    "subject",
+                    "give ca_common_name, user or device",
+                ))
+            }
+        };
+        let request = IssueCertificate {
+            ca_key_handle: r.ca_key_handle,
+            subject,
+        };
+        let certificate = self.run(move |b| b.issue_certificate(&request)).await?;
+        Ok(Response::new(pb::IssueCertificateResponse { certificate }))
     }
 
     async fn wrap_key(
@@ -302,6 +432,7 @@ impl ChipService for ChipGrpc {
             key_handle: g.handle,
             public_key: g.public_key_spki,
             wrapped_key: g.wrapped_key,
+            binding_seq: g.binding_seq,
         }))
     }
 

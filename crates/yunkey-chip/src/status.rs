@@ -10,8 +10,26 @@
 use crate::ChipError;
 use tonic::Status;
 
-/// Maps a chip error to the status a caller sees, with a message that says what to fix.
+/// Metadata key of a chip status that names the [`ChipError::kind`], so a coordinator decides
+/// on the typed reason (see [`error_kind`]) rather than on a code or a message.
+pub const ERROR_KIND_HEADER: &str = "x-yunkey-chip-error";
+
+/// The [`ChipError::kind`] a chip put in a status, if any.
+pub fn error_kind(status: &Status) -> Option<&str> {
+    status.metadata().get(ERROR_KIND_HEADER)?.to_str().ok()
+}
+
+/// Maps a chip error to the status a caller sees, with a message that says what to fix, and
+/// its kind in the [`ERROR_KIND_HEADER`] metadata.
 pub fn to_status(err: &ChipError) -> Status {
+    let mut status = status_of(err);
+    if let Ok(kind) = err.kind().parse() {
+        status.metadata_mut().insert(ERROR_KIND_HEADER, kind);
+    }
+    status
+}
+
+fn status_of(err: &ChipError) -> Status {
     let msg = err.to_string();
     match err {
         ChipError::Invalid(_) => Status::invalid_argument(msg),
@@ -19,15 +37,22 @@ pub fn to_status(err: &ChipError) -> Status {
         ChipError::Full { .. } => Status::resource_exhausted(format!(
             "{msg}; delete keys or place the key on another chip"
         )),
-        ChipError::UserKeyNeedsAuthorization
-        | ChipError::NotAUserKey
+        ChipError::NotAUserKey
+        | ChipError::NotACaKey
         | ChipError::UserMismatch
         | ChipError::WrappedKeyMismatch
-        | ChipError::UntrustedDeviceCertificate { .. }
-        | ChipError::DeviceCertificateNotValidNow
-        | ChipError::DeviceCertificateNames { .. }
+        | ChipError::DeviceNotBound { .. }
+        | ChipError::DeviceRevoked { .. }
+        | ChipError::UserRevoked
+        | ChipError::KeyMismatch
+        | ChipError::ActivationInvalid
+        | ChipError::BadRegistrationProof
+        | ChipError::AdmissionRefused { .. }
         | ChipError::BadAuthorization
         | ChipError::Replay => Status::permission_denied(msg),
+        ChipError::TooManyDevices { .. } => Status::resource_exhausted(format!(
+            "{msg}; revoke a device before binding another"
+        )),
         ChipError::Expiry(_) => {
             Status::failed_precondition(format!("{msg}; ask the device for a fresh authorization"))
         }
@@ -36,6 +61,8 @@ pub fn to_status(err: &ChipError) -> Status {
         | ChipError::Unseal { .. }
         | ChipError::TrustAnchorNotSet
         | ChipError::TrustAnchorAlreadySet
+        | ChipError::BindingBehind { .. }
+        | ChipError::AnchorKeyMismatch
         | ChipError::ChipIdMismatch { .. } => Status::failed_precondition(msg),
         ChipError::Storage { op, detail } => {
             tracing::error!(op, detail, "chip storage failure");
@@ -65,8 +92,15 @@ mod tests {
             (ChipError::NotAUserKey, Code::PermissionDenied),
             (ChipError::UserMismatch, Code::PermissionDenied),
             (
-                ChipError::UntrustedDeviceCertificate { reason: "x" },
+                ChipError::DeviceNotBound {
+                    device_id: "dev-1".into(),
+                },
                 Code::PermissionDenied,
+            ),
+            (ChipError::UserRevoked, Code::PermissionDenied),
+            (
+                ChipError::BindingBehind { have: 1, need: 2 },
+                Code::FailedPrecondition,
             ),
             (
                 ChipError::Expiry(ExpiryError::Expired {
@@ -89,7 +123,9 @@ mod tests {
             ),
         ];
         for (err, code) in cases {
-            assert_eq!(to_status(&err).code(), code, "{err}");
+            let status = to_status(&err);
+            assert_eq!(status.code(), code, "{err}");
+            assert_eq!(error_kind(&status), Some(err.kind()));
         }
         let s = to_status(&ChipError::storage(
             "writing a key",

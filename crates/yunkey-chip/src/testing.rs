@@ -1,11 +1,11 @@
-//! Fixtures for tests and the [`crate::conformance`] suite: a user CA, device certificates
-//! (made with rcgen, like the coordinator's user CA makes them), device authorizations and
-//! canonical transactions. Not for production use: keys here are throwaway.
+//! Fixtures for tests and the [`crate::conformance`] suite: an operator who admits chips, a
+//! user CA made inside a chip, devices that bind with an activation code and authorize
+//! transactions, and canonical transactions. Not for production use: keys here are throwaway.
 
-use p256::pkcs8::EncodePrivateKey;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+use crate::binding::PendingActivation;
+use crate::{
+    BindDevice, CertificateSubject, ChipAdmission, ChipBackend, GenerateKey, GeneratedKey,
+    IssueCertificate, KeyPurpose,
 };
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::{authz, names, tx, Digest};
@@ -19,102 +19,151 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// An rcgen key pair holding the same P-256 scalar as `key`.
-fn rcgen_key(key: &PrivateKey) -> KeyPair {
-    let secret = key.to_secret_bytes();
-    let sk = p256::SecretKey::from_slice(&secret).expect("valid scalar");
-    let der = sk.to_pkcs8_der().expect("PKCS#8 encoding");
-    KeyPair::try_from(der.as_bytes()).expect("rcgen reads P-256 PKCS#8")
+/// The holder of a domain's operator key.
+#[derive(Debug)]
+pub struct Operator {
+    /// The operator's private key.
+    pub key: PrivateKey,
 }
 
-/// A user CA (ECDSA P-256) that issues device certificates.
-pub struct UserCa {
-    key: KeyPair,
-    params: CertificateParams,
-    /// The CA certificate (DER): the chips' trust anchor.
+impl Default for Operator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Operator {
+    /// A fresh operator key.
+    pub fn new() -> Self {
+        Self {
+            key: PrivateKey::generate(),
+        }
+    }
+
+    /// The operator key's SubjectPublicKeyInfo DER.
+    pub fn public_spki(&self) -> Vec<u8> {
+        self.key.public_key().to_spki_der()
+    }
+
+    /// The operator's admission of `chip`.
+    pub fn admit(&self, chip: &dyn ChipBackend) -> ChipAdmission {
+        let info = chip.info().expect("chip info");
+        let message = authz::chip_admission_message(&info.chip_id, &info.transport_public_key);
+        ChipAdmission {
+            chip_id: info.chip_id,
+            transport_public_key: info.transport_public_key,
+            operator_signature: self.key.sign_message(&message),
+        }
+    }
+
+    /// Creates a domain in `chip` with this operator's key; returns its id.
+    pub fn init_domain(&self, chip: &dyn ChipBackend) -> String {
+        let admission = self.admit(chip);
+        chip.init_domain(&self.public_spki(), &admission.operator_signature)
+            .expect("init_domain")
+    }
+
+    /// Joins `to` to the domain of `from`.
+    pub fn join(&self, from: &dyn ChipBackend, to: &dyn ChipBackend) -> String {
+        let export = from.export_domain(&self.admit(to)).expect("export_domain");
+        to.import_domain(&export.envelope).expect("import_domain")
+    }
+}
+
+/// A CA key made in a chip and its self-signed certificate, set as the chip's trust anchor.
+#[derive(Debug, Clone)]
+pub struct ChipCa {
+    /// The CA key as generated.
+    pub key: GeneratedKey,
+    /// The CA certificate (DER).
     pub cert_der: Vec<u8>,
 }
 
-impl std::fmt::Debug for UserCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserCa").finish_non_exhaustive()
+impl ChipCa {
+    /// Makes the CA in `chip` (which must be in a domain) and sets it as its trust anchor.
+    pub fn create(chip: &dyn ChipBackend, name: &str) -> Self {
+        let key = chip
+            .generate_key(&GenerateKey {
+                purpose: KeyPurpose::Ca,
+                user_id: String::new(),
+                activation: None,
+            })
+            .expect("CA key");
+        let cert_der = chip
+            .issue_certificate(&IssueCertificate {
+                ca_key_handle: key.handle.clone(),
+                subject: CertificateSubject::Ca {
+                    common_name: name.into(),
+                },
+            })
+            .expect("CA certificate");
+        chip.set_trust_anchor(&cert_der).expect("trust anchor");
+        Self { key, cert_der }
     }
 }
 
-impl UserCa {
-    /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(365);
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Self {
-            cert_der: cert.der().to_vec(),
-            key,
-            params,
-        }
-    }
-
-    /// A device certificate for `device_id` of `user_id`, valid from an hour ago for a year.
-    pub fn issue_device(&self, user_id: &str, device_id: &str) -> Device {
-        let now = now_unix();
-        self.issue_device_with(user_id, device_id, now - 3600, now + 365 * 86400)
-    }
-
-    /// A device certificate with explicit validity (Unix seconds).
-    pub fn issue_device_with(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        not_before: i64,
-        not_after: i64,
-    ) -> Device {
-        let key = PrivateKey::generate();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, device_id);
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![
-            SanType::URI(names::user_uri(user_id).try_into().expect("URI")),
-            SanType::URI(names::device_uri(device_id).try_into().expect("URI")),
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).expect("time");
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).expect("time");
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params
-            .signed_by(&rcgen_key(&key), &issuer)
-            .expect("device certificate");
-        Device {
-            user_id: user_id.to_owned(),
-            device_id: device_id.to_owned(),
-            cert_der: cert.der().to_vec(),
-            key,
-        }
-    }
+/// A fresh activation code and its pending activation (valid for an hour).
+pub fn activation() -> (String, PendingActivation) {
+    let code = format!("CODE-{}", hex::encode(yunkey_crypto::random_bytes::<6>()));
+    let pending = PendingActivation {
+        code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+        expires_at: now_unix() + 3600,
+    };
+    (code, pending)
 }
 
-/// A user's device: its id, certificate and key.
+/// Generates a user key for `user_id` in `chip` with a fresh activation; returns the key and
+/// the activation code.
+pub fn enrol(chip: &dyn ChipBackend, user_id: &str) -> (GeneratedKey, String) {
+    let (code, pending) = activation();
+    let key = chip
+        .generate_key(&GenerateKey {
+            purpose: KeyPurpose::User,
+            user_id: user_id.into(),
+            activation: Some(pending),
+        })
+        .expect("user key");
+    (key, code)
+}
+
+/// A user's device: its key and the id derived from it.
 #[derive(Debug)]
 pub struct Device {
     /// The user it belongs to.
     pub user_id: String,
-    /// Its id.
+    /// Its id ([`names::device_id`] of its key).
     pub device_id: String,
-    /// Its certificate (DER).
-    pub cert_der: Vec<u8>,
     /// Its private key.
     pub key: PrivateKey,
 }
 
 impl Device {
+    /// A new device of `user_id`.
+    pub fn new(user_id: &str) -> Self {
+        let key = PrivateKey::generate();
+        Self {
+            user_id: user_id.to_owned(),
+            device_id: names::device_id(&key.public_key().to_spki_der()),
+            key,
+        }
+    }
+
+    /// The request binding this device to `key_handle` with `activation_code`.
+    pub fn bind_request(&self, key_handle: &str, activation_code: &str) -> BindDevice {
+        let spki = self.key.public_key().to_spki_der();
+        BindDevice {
+            key_handle: key_handle.to_owned(),
+            user_id: self.user_id.clone(),
+            activation_code: activation_code.to_owned(),
+            proof: self.key.sign_message(&authz::registration_message(
+                &self.user_id,
+                activation_code,
+                &spki,
+            )),
+            device_public_key: spki,
+        }
+    }
+
     /// The device's signature approving `canonical_transaction` for `user_id`.
     pub fn authorize_for(&self, user_id: &str, canonical_transaction: &[u8]) -> Vec<u8> {
         let tx_hash = yunkey_crypto::sha256(canonical_transaction);
@@ -136,9 +185,9 @@ impl Device {
             key_handle: key_handle.to_owned(),
             user_id: self.user_id.clone(),
             canonical_transaction: canonical_transaction.to_vec(),
-            device_certificate: self.cert_der.clone(),
             device_id: self.device_id.clone(),
             authorization_signature: self.authorize(canonical_transaction),
+            binding_seq: 0,
         }
     }
 }

@@ -1,24 +1,41 @@
-//! The wrapped-key format: a private key sealed under the security domain's key, readable
-//! by every chip of the domain (nothing chip-specific is bound in).
+//! The wrapped-key format: a private key under the security domain's keys, readable and
+//! checkable by every chip of the domain and by nothing else.
 //!
 //! ```text
-//! version (1) || purpose (1) || user_id length (2, big-endian) || user_id || sealed scalar
+//! 2 (1) || algorithm (1) || purpose (1) || user_id (lp) || public_key_spki (lp)
+//!   || binding (lp) || kwp (lp) || tag (32)
 //! ```
-//! The scalar is sealed with AES-256-GCM ([`yunkey_crypto::seal`]) under the domain key with
-//! associated data `"yunkey-wrapped-key" || version || purpose || user_id length || user_id`,
-//! so the metadata cannot be changed without the unwrap failing.
+//! - `kwp` is AES-256 key wrap with padding (RFC 5649) of the key's PKCS#8 DER under the
+//!   domain's key-encryption key ([`DomainKeys::kek`]), made and opened by the chip's
+//!   [`crate::KeyCustody`] (a PKCS#11 token does it with `C_WrapKey`).
+//! - `tag` is HMAC-SHA256 under the domain's MAC key over `"yunkey-wrapped-key/2"` and every
+//!   byte before it. So the metadata (owner, purpose, public key, the [`Binding`]) is
+//!   authenticated by the domain: a chip can read and trust it without unwrapping the key,
+//!   and nobody outside the domain can alter it.
+//! - `lp` is a 2-byte big-endian length and the bytes.
+//!
+//! Format 1 (AES-GCM of the raw scalar, no binding) is no longer read: its keys carry no
+//! device binding, so a chip could not decide who may use them. See `docs/operations.md`.
 
+use crate::binding::Binding;
+use crate::custody::Kek;
 use crate::{ChipError, KeyPurpose};
-use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::validate::InvalidField;
+use zeroize::Zeroizing;
 
 /// Current format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The only algorithm so far: ECDSA P-256.
+pub const ALG_P256: u8 = 1;
+const TAG_LABEL: &[u8] = b"yunkey-wrapped-key/2";
+const TAG_LEN: usize = 32;
 
 /// Appends `bytes` with a 2-byte big-endian length prefix.
 pub(crate) fn put_lp(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u16::try_from(bytes.len()).expect("identifiers are at most 128 bytes");
+    let len = u16::try_from(bytes.len()).expect("fields are shorter than 64 KiB");
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);
 }
@@ -30,90 +47,153 @@ pub(crate) fn take_lp(input: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((field, &input[2 + len..]))
 }
 
-fn aad(purpose: KeyPurpose, user_id: &str) -> Vec<u8> {
-    let mut aad = b"yunkey-wrapped-key".to_vec();
-    aad.push(VERSION);
-    aad.push(purpose.to_byte());
-    put_lp(&mut aad, user_id.as_bytes());
-    aad
+/// The keys a chip derives from the domain secret. Wiped on drop.
+#[derive(Clone)]
+pub struct DomainKeys {
+    kek: Kek,
+    mac: Zeroizing<[u8; 32]>,
 }
 
-/// Wraps `key` under the domain key.
-pub fn wrap(domain: &SealKey, purpose: KeyPurpose, user_id: &str, key: &PrivateKey) -> Vec<u8> {
-    let secret = key.to_secret_bytes();
-    let mut out = vec![VERSION, purpose.to_byte()];
-    put_lp(&mut out, user_id.as_bytes());
-    out.extend_from_slice(&domain.seal(&aad(purpose, user_id), &secret));
-    out
-}
-
-/// Reads the metadata of a wrapped key without opening it.
-pub fn metadata(wrapped: &[u8]) -> Result<(KeyPurpose, String, &[u8]), ChipError> {
-    let bad = |reason: &str| ChipError::Invalid(InvalidField::new("wrapped_key", reason));
-    match wrapped.first() {
-        Some(&VERSION) => {}
-        Some(_) => return Err(bad("has an unknown format version")),
-        None => return Err(bad("must not be empty")),
+impl DomainKeys {
+    /// Derives the key-encryption and MAC keys from the domain secret (HKDF-SHA256).
+    pub fn derive(secret: &SealKey) -> Self {
+        Self {
+            kek: Kek::new(keywrap::derive_key(secret.expose(), b"yunkey-domain-kek/2")),
+            mac: keywrap::derive_key(secret.expose(), b"yunkey-domain-mac/2"),
+        }
     }
-    let purpose = wrapped
-        .get(1)
-        .and_then(|b| KeyPurpose::from_byte(*b))
-        .ok_or_else(|| bad("names an unknown purpose"))?;
-    let (user, sealed) = take_lp(&wrapped[2..]).ok_or_else(|| bad("is truncated"))?;
-    let user = std::str::from_utf8(user).map_err(|_| bad("has a non-UTF-8 user id"))?;
-    Ok((purpose, user.to_owned(), sealed))
+
+    /// The key-encryption key the custody wraps keys under.
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
 }
 
-/// Opens a wrapped key; checks that it was wrapped for `purpose` and `user_id`.
-pub fn unwrap(
-    domain: &SealKey,
-    wrapped: &[u8],
-    purpose: KeyPurpose,
-    user_id: &str,
-) -> Result<PrivateKey, ChipError> {
-    let (w_purpose, w_user, sealed) = metadata(wrapped)?;
-    if w_purpose != purpose || w_user != user_id {
-        return Err(ChipError::WrappedKeyMismatch);
+impl std::fmt::Debug for DomainKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DomainKeys(<redacted>)")
     }
-    let secret = domain
-        .open(&aad(purpose, user_id), sealed)
-        .map_err(|_| ChipError::Unseal {
-            what: "wrapped key",
+}
+
+/// A wrapped key whose tag verified: its metadata is what a chip of the domain wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// What the key may be used for.
+    pub purpose: KeyPurpose,
+    /// The owning user (empty for cluster keys).
+    pub user_id: String,
+    /// SubjectPublicKeyInfo DER of the key.
+    pub public_key_spki: Vec<u8>,
+    /// The binding when it was wrapped.
+    pub binding: Binding,
+    /// The custody's RFC 5649 wrap of the PKCS#8 key.
+    pub kwp: Vec<u8>,
+}
+
+fn bad(reason: &str) -> ChipError {
+    ChipError::Invalid(InvalidField::new("wrapped_key", reason))
+}
+
+impl WrappedKey {
+    /// Encodes and tags the key under the domain's MAC key.
+    pub fn seal(&self, keys: &DomainKeys) -> Vec<u8> {
+        let mut out = vec![VERSION, ALG_P256, self.purpose.to_byte()];
+        put_lp(&mut out, self.user_id.as_bytes());
+        put_lp(&mut out, &self.public_key_spki);
+        put_lp(&mut out, &self.binding.encode());
+        put_lp(&mut out, &self.kwp);
+        let tag = keywrap::hmac_sha256(&keys.mac, &[TAG_LABEL, &out]);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Checks the tag under the domain's MAC key and reads the metadata. Fails with
+    /// [`ChipError::Unseal`] for a key of another domain or one that was altered.
+    pub fn open(keys: &DomainKeys, bytes: &[u8]) -> Result<Self, ChipError> {
+        match bytes.first() {
+            Some(&VERSION) => {}
+            Some(1) => {
+                return Err(bad(
+                    "is in format 1 (before device binding), which this version no longer reads",
+                ))
+            }
+            Some(_) => return Err(bad("has an unknown format version")),
+            None => return Err(bad("must not be empty")),
+        }
+        if bytes.len() < 3 + TAG_LEN {
+            return Err(bad("is truncated"));
+        }
+        let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+        keywrap::verify_hmac_sha256(&keys.mac, &[TAG_LABEL, body], tag).map_err(|_| {
+            ChipError::Unseal {
+                what: "wrapped key",
+            }
         })?;
-    PrivateKey::from_secret_bytes(&secret).map_err(|_| ChipError::Unseal {
-        what: "wrapped key",
-    })
+        if body[1] != ALG_P256 {
+            return Err(bad("names an unknown algorithm"));
+        }
+        let purpose = KeyPurpose::from_byte(body[2]).ok_or_else(|| bad("names an unknown purpose"))?;
+        let (user, rest) = take_lp(&body[3..]).ok_or_else(|| bad("is truncated"))?;
+        let (spki, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
+        let (binding, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
+        let (kwp, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
+        if !rest.is_empty() {
+            return Err(bad("has trailing bytes"));
+        }
+        let user_id = std::str::from_utf8(user)
+            .map_err(|_| bad("has a non-UTF-8 user id"))?
+            .to_owned();
+        PublicKey::from_spki_der(spki).map_err(|_| bad("carries a bad public key"))?;
+        Ok(Self {
+            purpose,
+            user_id,
+            public_key_spki: spki.to_vec(),
+            binding: Binding::decode(binding)?,
+            kwp: kwp.to_vec(),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sample() -> WrappedKey {
+        WrappedKey {
+            purpose: KeyPurpose::User,
+            user_id: "alice".into(),
+            public_key_spki: yunkey_crypto::ecdsa::PrivateKey::generate()
+                .public_key()
+                .to_spki_der(),
+            binding: Binding {
+                seq: 1,
+                ..Binding::default()
+            },
+            kwp: vec![7; 40],
+        }
+    }
+
     #[test]
     fn round_trip_and_binding() {
-        let d = SealKey::generate();
-        let k = PrivateKey::generate();
-        let w = wrap(&d, KeyPurpose::User, "alice", &k);
-        let back = unwrap(&d, &w, KeyPurpose::User, "alice").unwrap();
-        assert_eq!(back.public_key(), k.public_key());
-        assert_eq!(
-            unwrap(&d, &w, KeyPurpose::User, "bob").unwrap_err(),
-            ChipError::WrappedKeyMismatch
-        );
-        assert_eq!(
-            unwrap(&d, &w, KeyPurpose::Ca, "alice").unwrap_err(),
-            ChipError::WrappedKeyMismatch
-        );
+        let keys = DomainKeys::derive(&SealKey::generate());
+        let w = sample();
+        let bytes = w.seal(&keys);
+        assert_eq!(WrappedKey::open(&keys, &bytes).unwrap(), w);
+        // Another domain cannot read it as its own.
+        let other = DomainKeys::derive(&SealKey::generate());
         assert!(matches!(
-            unwrap(&SealKey::generate(), &w, KeyPurpose::User, "alice"),
+            WrappedKey::open(&other, &bytes),
             Err(ChipError::Unseal { .. })
         ));
-        // Rewriting the metadata in place breaks the seal.
-        let mut forged = w.clone();
-        forged[1] = KeyPurpose::Ca.to_byte();
+        // Every byte is covered by the tag: flip each one and the open fails.
+        for i in 1..bytes.len() {
+            let mut forged = bytes.clone();
+            forged[i] ^= 0x01;
+            assert!(WrappedKey::open(&keys, &forged).is_err(), "byte {i}");
+        }
         assert!(matches!(
-            unwrap(&d, &forged, KeyPurpose::Ca, "alice"),
-            Err(ChipError::Unseal { .. })
+            WrappedKey::open(&keys, &[1, 0, 0]),
+            Err(ChipError::Invalid(_))
         ));
     }
 }

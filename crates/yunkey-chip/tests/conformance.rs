@@ -1,7 +1,7 @@
 //! The backend conformance suite against the soft chip on sled.
 
 use std::sync::Mutex;
-use yunkey_chip::{conformance, ChipBackend, SoftChip, SoftChipConfig};
+use yunkey_chip::{conformance, ChipBackend, SoftChip, ChipConfig};
 
 #[test]
 fn soft_chip_on_sled_passes_conformance() {
@@ -13,7 +13,7 @@ fn soft_chip_on_sled_passes_conformance() {
         *n += 1;
         let chip = SoftChip::open(
             dir.path(),
-            SoftChipConfig {
+            ChipConfig {
                 chip_id: format!("chip-{n}"),
                 capacity: 6,
                 zone: "test".into(),

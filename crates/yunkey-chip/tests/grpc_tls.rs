@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use tonic::transport::{Channel, Server};
 use tonic::Code;
-use yunkey_chip::testing::{self, UserCa};
-use yunkey_chip::{ChipGrpc, SoftChip, SoftChipConfig};
+use yunkey_chip::testing::{self, Device, Operator};
+use yunkey_chip::{ChipBackend, ChipConfig, ChipGrpc, SoftChip};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
@@ -35,14 +35,17 @@ async fn chip_service_over_tls_checks_roles() {
 
     let chip = SoftChip::open(
         chip_dir.path(),
-        SoftChipConfig {
+        ChipConfig {
             chip_id: "chip-grpc".into(),
             capacity: 4,
             zone: "z".into(),
         },
     )
     .unwrap();
-    let service = ChipGrpc::new(Arc::new(chip)).into_server();
+    let chip: Arc<dyn ChipBackend> = Arc::new(chip);
+    let operator = Operator::new();
+    let admission = operator.admit(&*chip);
+    let service = ChipGrpc::new(chip).into_server();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(
@@ -63,49 +66,103 @@ async fn chip_service_over_tls_checks_roles() {
     assert_eq!(info.chip_id, "chip-grpc");
     assert_eq!(info.capacity, 4);
     assert!(info.domain_id.is_empty());
+    let user_key_request = |code: &str| pb::GenerateKeyRequest {
+        algorithm: pb::Algorithm::Unspecified as i32,
+        purpose: pb::KeyPurpose::User as i32,
+        user_id: "alice".into(),
+        activation_code_sha256: yunkey_crypto::sha256(code.as_bytes()).to_vec(),
+        activation_expires_at: testing::now_unix() + 600,
+    };
     let status = node
-        .generate_key(pb::GenerateKeyRequest {
-            algorithm: pb::Algorithm::EcdsaP256 as i32,
-            purpose: pb::KeyPurpose::User as i32,
-            user_id: "alice".into(),
-        })
+        .generate_key(user_key_request("CODE"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        yunkey_chip::status::error_kind(&status),
+        Some("not_in_domain")
+    );
+    let status = node
+        .init_domain(pb::InitDomainRequest {
+            operator_key: operator.public_spki(),
+            admission_signature: vec![0x30, 0x00],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let domain = node
-        .init_domain(pb::InitDomainRequest {})
+        .init_domain(pb::InitDomainRequest {
+            operator_key: operator.public_spki(),
+            admission_signature: admission.operator_signature.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!domain.domain_id.is_empty());
-    let ca = UserCa::new("user CA");
-    node.set_trust_anchor(pb::SetTrustAnchorRequest {
-        certificate: ca.cert_der.clone(),
-    })
-    .await
-    .unwrap();
-    let key = node
+    let ca_key = node
         .generate_key(pb::GenerateKeyRequest {
-            algorithm: pb::Algorithm::Unspecified as i32,
-            purpose: pb::KeyPurpose::User as i32,
-            user_id: "alice".into(),
+            algorithm: pb::Algorithm::EcdsaP256 as i32,
+            purpose: pb::KeyPurpose::Ca as i32,
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    let phone = ca.issue_device("alice", "alice-phone");
-    let (tx, hash) = testing::canonical_tx("99.99", 60);
-    let signed = node
-        .sign_authorized(pb::SignAuthorizedRequest {
-            key_handle: key.key_handle.clone(),
-            user_id: "alice".into(),
-            canonical_transaction: tx.clone(),
-            device_certificate: phone.cert_der.clone(),
-            authorization: Some(pb::Authorization {
-                device_id: "alice-phone".into(),
-                signature: phone.authorize(&tx),
-            }),
+    let ca_cert = node
+        .issue_certificate(pb::IssueCertificateRequest {
+            ca_key_handle: ca_key.key_handle.clone(),
+            subject: Some(pb::issue_certificate_request::Subject::CaCommonName(
+                "user CA".into(),
+            )),
         })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate;
+    node.set_trust_anchor(pb::SetTrustAnchorRequest {
+        certificate: ca_cert,
+    })
+    .await
+    .unwrap();
+    let key = node
+        .generate_key(user_key_request("CODE-1234"))
+        .await
+        .unwrap()
+        .into_inner();
+    let phone = Device::new("alice");
+    let bind = phone.bind_request(&key.key_handle, "CODE-1234");
+    let bound = node
+        .bind_device(pb::BindDeviceRequest {
+            key_handle: bind.key_handle,
+            user_id: bind.user_id,
+            activation_code: bind.activation_code,
+            device_public_key: bind.device_public_key,
+            proof: bind.proof,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bound.binding_seq, 1);
+    assert_eq!(bound.device_id, phone.device_id);
+    let (tx, hash) = testing::canonical_tx("99.99", 60);
+    let sign_request = |binding_seq| pb::SignAuthorizedRequest {
+        key_handle: key.key_handle.clone(),
+        user_id: "alice".into(),
+        canonical_transaction: tx.clone(),
+        authorization: Some(pb::Authorization {
+            device_id: phone.device_id.clone(),
+            signature: phone.authorize(&tx),
+        }),
+        binding_seq,
+    };
+    let status = node.sign_authorized(sign_request(5)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        yunkey_chip::status::error_kind(&status),
+        Some("binding_behind")
+    );
+    let signed = node
+        .sign_authorized(sign_request(1))
         .await
         .unwrap()
         .into_inner();
@@ -116,17 +173,19 @@ async fn chip_service_over_tls_checks_roles() {
         .unwrap();
     // Field validation and error mapping.
     let status = node
-        .sign_digest(pb::SignDigestRequest {
-            key_handle: key.key_handle.clone(),
-            digest: vec![0; 31],
+        .issue_certificate(pb::IssueCertificateRequest {
+            ca_key_handle: key.key_handle.clone(),
+            subject: None,
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let status = node
-        .sign_digest(pb::SignDigestRequest {
-            key_handle: key.key_handle.clone(),
-            digest: vec![0; 32],
+        .issue_certificate(pb::IssueCertificateRequest {
+            ca_key_handle: key.key_handle.clone(),
+            subject: Some(pb::issue_certificate_request::Subject::CaCommonName(
+                "mine".into(),
+            )),
         })
         .await
         .unwrap_err();
@@ -141,8 +200,7 @@ async fn chip_service_over_tls_checks_roles() {
     let status = node
         .generate_key(pb::GenerateKeyRequest {
             algorithm: pb::Algorithm::Sm2 as i32,
-            purpose: pb::KeyPurpose::User as i32,
-            user_id: "alice".into(),
+            ..user_key_request("CODE")
         })
         .await
         .unwrap_err();

@@ -8,6 +8,8 @@ use crate::Digest;
 pub const AUTHZ_HEADER: &str = "yunkey-authz/1";
 /// First line of a registration proof message.
 pub const REGISTER_HEADER: &str = "yunkey-register/1";
+/// First line of an operator's chip admission.
+pub const ADMISSION_HEADER: &str = "yunkey-chip-admission/1";
 
 /// The bytes a device signs to approve the transaction whose hash is `tx_hash` for `user_id`.
 ///
@@ -42,6 +44,21 @@ pub fn registration_message(
     .into_bytes()
 }
 
+/// The bytes an operator signs with the domain's operator key to admit a chip: only a chip
+/// admitted this way receives the security domain from another chip.
+///
+/// ```text
+/// yunkey-chip-admission/1\nchip_id:<chip_id>\ntransport_key_sha256:<hex>\n
+/// ```
+/// where the hash is SHA-256 of the chip's transport key (SubjectPublicKeyInfo DER).
+pub fn chip_admission_message(chip_id: &str, transport_spki_der: &[u8]) -> Vec<u8> {
+    format!(
+        "{ADMISSION_HEADER}\nchip_id:{chip_id}\ntransport_key_sha256:{}\n",
+        hex::encode(crate::sha256(transport_spki_der))
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +76,8 @@ mod tests {
         let r = registration_message("alice", "CODE", b"key");
         assert_ne!(r, registration_message("alice", "CODF", b"key"));
         assert_ne!(r, registration_message("alice", "CODE", b"kez"));
+        let a = chip_admission_message("chip-1", b"key");
+        assert_ne!(a, chip_admission_message("chip-2", b"key"));
+        assert_ne!(a, chip_admission_message("chip-1", b"kez"));
     }
 }

@@ -10,7 +10,7 @@
 use crate::{CryptoError, Digest};
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -72,6 +72,12 @@ impl PublicKey {
         }
     }
 
+    /// SHA-256 of the SubjectPublicKeyInfo DER, in hex: the fingerprint operators compare
+    /// (for example a chip's transport key before they admit it).
+    pub fn fingerprint(&self) -> String {
+        hex::encode(crate::sha256(&self.to_spki_der()))
+    }
+
     pub(crate) fn inner(&self) -> &VerifyingKey {
         &self.key
     }
@@ -110,6 +116,23 @@ impl PrivateKey {
     /// The 32-byte scalar, in a buffer that is wiped when dropped.
     pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(self.0.to_bytes().to_vec())
+    }
+
+    /// The key as a PKCS#8 PrivateKeyInfo DER document (what [`crate::keywrap`] wraps and a
+    /// PKCS#11 token unwraps), in a buffer that is wiped when dropped.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        let doc = self
+            .0
+            .to_pkcs8_der()
+            .expect("encoding a valid P-256 key as PKCS#8 cannot fail");
+        Zeroizing::new(doc.as_bytes().to_vec())
+    }
+
+    /// Reads a PKCS#8 PrivateKeyInfo DER document holding a P-256 key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
+        SigningKey::from_pkcs8_der(der)
+            .map(Self)
+            .map_err(|_| CryptoError::Malformed("not a PKCS#8 P-256 private key"))
     }
 
     /// The matching public key.

@@ -3,7 +3,9 @@
 //! Everything here is pure computation, no IO: the canonical transaction encoding and its
 //! hash ([`tx`]), the messages a device signs ([`authz`]), ECDSA P-256 signing and
 //! verification ([`ecdsa`]), authenticated sealing of key material at rest ([`seal`]) and
-//! the envelope that carries the security domain from one chip to another ([`envelope`]).
+//! the envelope that carries the security domain from one chip to another ([`envelope`]),
+//! and the key wrapping and message authentication of the domain's wrapped keys
+//! ([`keywrap`]).
 //!
 //! It sits under both ends of the sign path: the terminal builds and signs with it, the
 //! coordinator and the chip check with it. It may depend on `yunkey-proto` and RustCrypto
@@ -13,6 +15,7 @@ pub mod authz;
 pub mod ecdsa;
 pub mod envelope;
 mod error;
+pub mod keywrap;
 pub mod names;
 pub mod seal;
 pub mod tx;

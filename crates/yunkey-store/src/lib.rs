@@ -9,15 +9,19 @@
 //! Durability: nothing written is durable until [`Db::flush`] returns. Callers flush before
 //! they acknowledge (see the comments at each flush in the Raft store and the chip).
 //!
+//! It also holds the one helper for state files outside a database, [`write_file_atomic`].
+//!
 //! This crate depends on storage engines only; it knows nothing of Raft, chips or users.
 
 mod error;
+mod file;
 mod memory;
 mod sled_engine;
 
 pub mod conformance;
 
 pub use error::StoreError;
+pub use file::write_file_atomic;
 
 use std::path::Path;
 use std::sync::Arc;

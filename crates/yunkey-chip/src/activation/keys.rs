@@ -1,0 +1,153 @@
+//! Key lifecycle: generate, copy in (unwrap), copy out (wrap), delete. Every key leaves the
+//! chip only as a [`WrappedKey`], with its binding, under the domain's keys.
+
+use super::store::KeyRecord;
+use super::ActivationModule;
+use crate::binding::Binding;
+use crate::wrapped::{DomainKeys, WrappedKey};
+use crate::{ChipError, GenerateKey, GeneratedKey, KeyPurpose};
+use yunkey_crypto::validate::{self, InvalidField};
+
+pub(super) fn new_handle() -> String {
+    hex::encode(yunkey_crypto::random_bytes::<16>())
+}
+
+pub(super) fn check_owner(purpose: KeyPurpose, user_id: &str) -> Result<(), ChipError> {
+    match purpose {
+        KeyPurpose::User => validate::identifier("user_id", user_id)?,
+        KeyPurpose::Ca if !user_id.is_empty() => {
+            return Err(InvalidField::new("user_id", "must be empty for a CA key").into())
+        }
+        KeyPurpose::Ca => {}
+    }
+    Ok(())
+}
+
+impl ActivationModule {
+    /// The record's key wrapped, with its binding, under the domain's keys.
+    pub(super) fn wrap_record(
+        &self,
+        record: &KeyRecord,
+        keys: &DomainKeys,
+    ) -> Result<Vec<u8>, ChipError> {
+        let kwp = self.custody.export_wrapped(&record.key_ref, keys.kek())?;
+        Ok(WrappedKey {
+            purpose: record.purpose,
+            user_id: record.user_id.clone(),
+            public_key_spki: record.public_key_spki.clone(),
+            binding: record.binding.clone(),
+            kwp,
+        }
+        .seal(keys))
+    }
+
+    /// Stores a new record under a fresh handle, within capacity, durably. On failure the
+    /// custody's key is destroyed (a token object must not be left behind).
+    fn store_new(&self, record: KeyRecord, keys: &DomainKeys) -> Result<GeneratedKey, ChipError> {
+        let result = self.store_new_inner(&record, keys);
+        if result.is_err() {
+            let _ = self.custody.destroy(&record.key_ref);
+        }
+        result
+    }
+
+    fn store_new_inner(
+        &self,
+        record: &KeyRecord,
+        keys: &DomainKeys,
+    ) -> Result<GeneratedKey, ChipError> {
+        let mut used = self.lock_writes();
+        if *used >= self.config.capacity {
+            return Err(ChipError::Full {
+                capacity: self.config.capacity,
+            });
+        }
+        let wrapped_key = self.wrap_record(record, keys)?;
+        let handle = new_handle();
+        self.store.put(&*self.custody, &handle, record)?;
+        *used += 1;
+        Ok(GeneratedKey {
+            wrapped_key,
+            public_key_spki: record.public_key_spki.clone(),
+            binding_seq: record.binding.seq,
+            handle,
+        })
+    }
+
+    pub(super) fn generate_checked(&self, req: &GenerateKey) -> Result<GeneratedKey, ChipError> {
+        check_owner(req.purpose, &req.user_id)?;
+        if req.purpose == KeyPurpose::Ca && req.activation.is_some() {
+            return Err(InvalidField::new("activation", "a CA key has no device activation").into());
+        }
+        let keys = self.domain_keys()?;
+        if *self.lock_writes() >= self.config.capacity {
+            return Err(ChipError::Full {
+                capacity: self.config.capacity,
+            });
+        }
+        let key = self.custody.generate()?;
+        let record = KeyRecord {
+            purpose: req.purpose,
+            user_id: req.user_id.clone(),
+            public_key_spki: key.public_key.to_spki_der(),
+            binding: Binding {
+                activation: req.activation.clone(),
+                ..Binding::default()
+            },
+            key_ref: key.key_ref,
+        };
+        self.store_new(record, &keys)
+    }
+
+    pub(super) fn unwrap_checked(
+        &self,
+        wrapped: &[u8],
+        purpose: KeyPurpose,
+        user_id: &str,
+    ) -> Result<GeneratedKey, ChipError> {
+        check_owner(purpose, user_id)?;
+        let keys = self.domain_keys()?;
+        let w = WrappedKey::open(&keys, wrapped)?;
+        if w.purpose != purpose || w.user_id != user_id {
+            return Err(ChipError::WrappedKeyMismatch);
+        }
+        let key = self.custody.import_wrapped(&w.kwp, keys.kek())?;
+        if key.public_key.to_spki_der() != w.public_key_spki {
+            let _ = self.custody.destroy(&key.key_ref);
+            return Err(ChipError::Unseal {
+                what: "wrapped key",
+            });
+        }
+        let record = KeyRecord {
+            purpose,
+            user_id: user_id.to_owned(),
+            public_key_spki: w.public_key_spki,
+            binding: w.binding,
+            key_ref: key.key_ref,
+        };
+        self.store_new(record, &keys)
+    }
+
+    pub(super) fn wrap_checked(&self, handle: &str) -> Result<Vec<u8>, ChipError> {
+        validate::identifier("key_handle", handle)?;
+        let keys = self.domain_keys()?;
+        let record = self.store.load(&*self.custody, handle)?;
+        self.wrap_record(&record, &keys)
+    }
+
+    pub(super) fn delete_checked(&self, handle: &str) -> Result<bool, ChipError> {
+        validate::identifier("key_handle", handle)?;
+        let mut used = self.lock_writes();
+        if !self.store.has_key(handle)? {
+            return Ok(false);
+        }
+        let record = self.store.load(&*self.custody, handle)?;
+        self.store.remove(handle)?;
+        *used = used.saturating_sub(1);
+        // The record is gone, so the key is unusable; a token also drops its object.
+        if let Err(e) = self.custody.destroy(&record.key_ref) {
+            tracing::warn!(chip = %self.config.chip_id, error = %e, "custody could not destroy a deleted key's object");
+        }
+        Ok(true)
+    }
+}

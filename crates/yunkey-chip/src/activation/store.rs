@@ -1,0 +1,271 @@
+//! The module's state in its database: two trees, every secret record sealed under the
+//! custody's key with associated data naming the chip and the record, so a record cannot be
+//! moved to another chip, handle or name.
+//!
+//! - `meta`: `format` (plain, [`FORMAT`]), `chip_id` (plain), and sealed: `transport_key`,
+//!   `domain_key`, `operator_key`, `trust_anchor`.
+//! - `keys`: handle -> sealed [`KeyRecord`].
+//!
+//! Format 1 stores (the soft chip before device binding) have no `format` entry; they are
+//! refused with a message that says so, since their keys carry no binding to migrate.
+
+use super::DomainState;
+use crate::anchor::TrustAnchor;
+use crate::binding::Binding;
+use crate::custody::{KeyCustody, KeyRef};
+use crate::wrapped::{put_lp, take_lp, DomainKeys};
+use crate::{ChipError, KeyPurpose};
+use std::sync::Arc;
+use yunkey_crypto::ecdsa::{PrivateKey, PublicKey};
+use yunkey_crypto::seal::SealKey;
+use yunkey_store::{Batch, Db, Tree};
+use zeroize::Zeroizing;
+
+/// Version of the module's stored format.
+pub(crate) const FORMAT: u8 = 2;
+const META_FORMAT: &[u8] = b"format";
+const META_CHIP_ID: &[u8] = b"chip_id";
+pub(super) const META_TRANSPORT: &str = "transport_key";
+pub(super) const META_DOMAIN: &str = "domain_key";
+pub(super) const META_OPERATOR: &str = "operator_key";
+pub(super) const META_ANCHOR: &str = "trust_anchor";
+
+/// A key as the module keeps it.
+#[derive(Debug)]
+pub(super) struct KeyRecord {
+    pub purpose: KeyPurpose,
+    pub user_id: String,
+    pub public_key_spki: Vec<u8>,
+    pub binding: Binding,
+    pub key_ref: KeyRef,
+}
+
+impl KeyRecord {
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![FORMAT, self.purpose.to_byte()]);
+        put_lp(&mut out, self.user_id.as_bytes());
+        put_lp(&mut out, &self.public_key_spki);
+        put_lp(&mut out, &self.binding.encode());
+        put_lp(&mut out, self.key_ref.as_bytes());
+        out
+    }
+
+    fn decode(handle: &str, bytes: &[u8]) -> Result<Self, ChipError> {
+        let corrupt = || ChipError::storage("reading a key", format!("record {handle} is corrupt"));
+        if bytes.first() != Some(&FORMAT) {
+            return Err(corrupt());
+        }
+        let purpose = bytes
+            .get(1)
+            .and_then(|b| KeyPurpose::from_byte(*b))
+            .ok_or_else(corrupt)?;
+        let (user, rest) = take_lp(&bytes[2..]).ok_or_else(corrupt)?;
+        let (spki, rest) = take_lp(rest).ok_or_else(corrupt)?;
+        let (binding, rest) = take_lp(rest).ok_or_else(corrupt)?;
+        let (key_ref, rest) = take_lp(rest).ok_or_else(corrupt)?;
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(Self {
+            purpose,
+            user_id: std::str::from_utf8(user).map_err(|_| corrupt())?.to_owned(),
+            public_key_spki: spki.to_vec(),
+            binding: Binding::decode(binding).map_err(|_| corrupt())?,
+            key_ref: KeyRef::new(key_ref.to_vec()),
+        })
+    }
+}
+
+/// The module's trees.
+pub(super) struct Store {
+    db: Db,
+    meta: Tree,
+    keys: Tree,
+    chip_id: String,
+}
+
+impl Store {
+    /// Opens the trees and checks the stored format and chip id.
+    pub fn open(db: Db, chip_id: &str) -> Result<Self, ChipError> {
+        let meta = db.tree("meta")?;
+        let keys = db.tree("keys")?;
+        if let Some(stored) = meta.get(META_CHIP_ID)? {
+            if stored != chip_id.as_bytes() {
+                return Err(ChipError::ChipIdMismatch {
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    configured: chip_id.to_owned(),
+                });
+            }
+            match meta.get(META_FORMAT)?.as_deref() {
+                Some([FORMAT]) => {}
+                None => {
+                    return Err(ChipError::storage(
+                        "opening the chip",
+                        "this chip directory is in format 1 (before device binding); its keys \
+                         cannot be bound to devices, so it is not migrated: re-create the cluster \
+                         (docs/operations.md, \"Upgrading from format 1\")",
+                    ))
+                }
+                Some(other) => {
+                    return Err(ChipError::storage(
+                        "opening the chip",
+                        format!("unknown stored format {other:?}; this yunkey is too old for it"),
+                    ))
+                }
+            }
+        }
+        Ok(Self {
+            db,
+            meta,
+            keys,
+            chip_id: chip_id.to_owned(),
+        })
+    }
+
+    fn aad(&self, label: &str, name: &str) -> Vec<u8> {
+        let mut aad = label.as_bytes().to_vec();
+        put_lp(&mut aad, self.chip_id.as_bytes());
+        put_lp(&mut aad, name.as_bytes());
+        aad
+    }
+
+    /// The chip's transport key, made and stored (durably) on first open.
+    pub fn load_or_create_transport(
+        &self,
+        custody: &dyn KeyCustody,
+    ) -> Result<PrivateKey, ChipError> {
+        if let Some(secret) = self.get_meta(custody, META_TRANSPORT)? {
+            return PrivateKey::from_secret_bytes(&secret)
+                .map_err(|_| ChipError::storage("opening the chip", "transport key is corrupt"));
+        }
+        let transport = PrivateKey::generate();
+        let mut batch = Batch::new();
+        batch.insert(META_CHIP_ID, self.chip_id.as_bytes());
+        batch.insert(META_FORMAT, vec![FORMAT]);
+        batch.insert(
+            META_TRANSPORT.as_bytes(),
+            custody.seal(
+                &self.aad("yunkey-meta/2", META_TRANSPORT),
+                &transport.to_secret_bytes(),
+            )?,
+        );
+        self.meta.apply(batch)?;
+        // Durability point: the chip's identity and transport key exist before anyone can
+        // learn the transport public key.
+        self.db.flush()?;
+        Ok(transport)
+    }
+
+    /// The domain state stored by earlier runs.
+    pub fn load_domain(&self, custody: &dyn KeyCustody) -> Result<DomainState, ChipError> {
+        let mut state = DomainState::default();
+        if let Some(secret) = self.get_meta(custody, META_DOMAIN)? {
+            let secret = SealKey::from_bytes(&secret)
+                .map_err(|_| ChipError::storage("opening the chip", "domain key is corrupt"))?;
+            state.keys = Some(DomainKeys::derive(&secret));
+            state.secret = Some(secret);
+        }
+        if let Some(der) = self.get_meta(custody, META_OPERATOR)? {
+            let key = PublicKey::from_spki_der(&der)
+                .map_err(|_| ChipError::storage("opening the chip", "operator key is corrupt"))?;
+            state.operator = Some((key, der.to_vec()));
+        }
+        if let Some(der) = self.get_meta(custody, META_ANCHOR)? {
+            state.anchor = Some(Arc::new(TrustAnchor::parse(&der).map_err(|_| {
+                ChipError::storage("opening the chip", "trust anchor is corrupt")
+            })?));
+        }
+        Ok(state)
+    }
+
+    fn get_meta(
+        &self,
+        custody: &dyn KeyCustody,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ChipError> {
+        match self.meta.get(name.as_bytes())? {
+            Some(sealed) => Ok(Some(custody.open(&self.aad("yunkey-meta/2", name), &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes sealed meta records atomically and durably.
+    pub fn put_meta(
+        &self,
+        custody: &dyn KeyCustody,
+        records: &[(&str, &[u8])],
+    ) -> Result<(), ChipError> {
+        let mut batch = Batch::new();
+        for (name, value) in records {
+            batch.insert(
+                name.as_bytes(),
+                custody.seal(&self.aad("yunkey-meta/2", name), value)?,
+            );
+        }
+        self.meta.apply(batch)?;
+        // Durability point: domain state is on disk before the caller reports success.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The number of key records.
+    pub fn key_count(&self) -> u64 {
+        self.keys.len() as u64
+    }
+
+    /// Whether a record exists under `handle`.
+    pub fn has_key(&self, handle: &str) -> Result<bool, ChipError> {
+        Ok(self.keys.get(handle.as_bytes())?.is_some())
+    }
+
+    /// Reads and opens the record under `handle`.
+    pub fn load(&self, custody: &dyn KeyCustody, handle: &str) -> Result<KeyRecord, ChipError> {
+        let sealed = self
+            .keys
+            .get(handle.as_bytes())?
+            .ok_or_else(|| ChipError::UnknownKey {
+                handle: handle.to_owned(),
+            })?;
+        let plain = custody
+            .open(&self.aad("yunkey-key-record/2", handle), &sealed)
+            .map_err(|_| {
+                ChipError::storage("reading a key", format!("record {handle} fails authentication"))
+            })?;
+        KeyRecord::decode(handle, &plain)
+    }
+
+    /// Seals and writes the record under `handle`, durably.
+    pub fn put(
+        &self,
+        custody: &dyn KeyCustody,
+        handle: &str,
+        record: &KeyRecord,
+    ) -> Result<(), ChipError> {
+        let sealed = custody.seal(&self.aad("yunkey-key-record/2", handle), &record.encode())?;
+        self.keys.insert(handle.as_bytes(), &sealed)?;
+        // Durability point: the record is on disk before its handle or new binding is handed
+        // out.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes the record under `handle`, durably.
+    pub fn remove(&self, handle: &str) -> Result<(), ChipError> {
+        self.keys.remove(handle.as_bytes())?;
+        // Durability point: the key is gone from disk before we report it deleted.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Test-only: the raw trees, to tamper with records.
+    #[cfg(test)]
+    pub fn keys_tree(&self) -> &Tree {
+        &self.keys
+    }
+
+    /// Test-only: flush.
+    #[cfg(test)]
+    pub fn flush(&self) -> Result<(), ChipError> {
+        Ok(self.db.flush()?)
+    }
+}

@@ -1,0 +1,126 @@
+//! The key-custody seam: the few things a chip's key store must do, with no policy in it.
+//!
+//! Everything that decides *whether* a key may be used lives above this trait, in the
+//! [`crate::ActivationModule`], and is the same for every backend. A custody backend only
+//! keeps keys: it generates a P-256 key pair inside, exports and imports it wrapped under the
+//! domain's key-encryption key, signs a digest that the module has already checked, destroys
+//! a key, and seals the module's own records at rest under a key that never leaves it.
+//!
+//! Two backends exist: the soft custody ([`crate::soft::SoftCustody`], a master key in a
+//! file) and a PKCS#11 token (crate `yunkey-chip-pkcs11`). Both pass [`crate::conformance`].
+//!
+//! Wrapped keys are the PKCS#8 DER of the private key under AES-256 key wrap with padding
+//! (RFC 5649, `CKM_AES_KEY_WRAP_PAD`), so a key wrapped by one backend imports into the other.
+
+use crate::ChipError;
+use std::fmt;
+use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::Digest;
+use zeroize::Zeroizing;
+
+/// A backend's reference to a key it keeps: opaque to the module, stored by it inside the
+/// key's sealed record. For the soft custody it is the private scalar itself; for a token it
+/// is the object's `CKA_ID`. Wiped on drop, never printed.
+pub struct KeyRef(Zeroizing<Vec<u8>>);
+
+impl KeyRef {
+    /// A reference from the backend's bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The backend's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyRef(<redacted>)")
+    }
+}
+
+/// A key pair a backend made or imported.
+#[derive(Debug)]
+pub struct CustodyKey {
+    /// How the backend finds the private key again.
+    pub key_ref: KeyRef,
+    /// Its public key.
+    pub public_key: PublicKey,
+}
+
+/// The domain's key-encryption key (AES-256), derived inside the module from the domain
+/// secret. Wiped on drop, never printed; its fingerprint lets a backend cache a token object.
+#[derive(Clone)]
+pub struct Kek(Zeroizing<[u8; 32]>);
+
+impl Kek {
+    pub(crate) fn new(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(bytes)
+    }
+
+    /// The key bytes, for the backend's wrap and unwrap.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A public, non-reversible name of this key.
+    pub fn fingerprint(&self) -> String {
+        let mut input = b"yunkey-kek-fingerprint/1".to_vec();
+        input.extend_from_slice(&self.0[..]);
+        hex::encode(&yunkey_crypto::sha256(&input)[..8])
+    }
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kek({})", self.fingerprint())
+    }
+}
+
+/// A digest that the activation module has decided may be signed: only the module can make
+/// one, so a backend's `sign` cannot be reached around the checks from outside this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedDigest(Digest);
+
+impl CheckedDigest {
+    pub(crate) fn new(digest: Digest) -> Self {
+        Self(digest)
+    }
+
+    /// The SHA-256 digest to sign.
+    pub fn digest(&self) -> &Digest {
+        &self.0
+    }
+}
+
+/// What a chip's key store offers the activation module. Every call may block (disk, token
+/// IO); implementations must be safe to call from many threads.
+pub trait KeyCustody: Send + Sync {
+    /// A short description for logs and `GetInfo` (`soft`, `pkcs11:<token label>`).
+    fn describe(&self) -> String;
+
+    /// Encrypts and authenticates one of the module's records under a key that never leaves
+    /// the backend, binding `aad`.
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ChipError>;
+
+    /// Opens what [`KeyCustody::seal`] produced with the same `aad`; a record that was altered,
+    /// moved or made elsewhere fails with [`ChipError::Storage`].
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ChipError>;
+
+    /// Generates a P-256 key pair inside; the private key never leaves in the clear.
+    fn generate(&self) -> Result<CustodyKey, ChipError>;
+
+    /// The private key as AES-256-KWP (RFC 5649) of its PKCS#8 DER under `kek`.
+    fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError>;
+
+    /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend).
+    fn import_wrapped(&self, wrapped: &[u8], kek: &Kek) -> Result<CustodyKey, ChipError>;
+
+    /// Signs a digest the module checked; returns a DER ECDSA signature with low S.
+    fn sign(&self, key: &KeyRef, digest: &CheckedDigest) -> Result<Vec<u8>, ChipError>;
+
+    /// Destroys the key (a no-op for backends whose key lives only in the module's record).
+    fn destroy(&self, key: &KeyRef) -> Result<(), ChipError>;
+}
