@@ -29,6 +29,7 @@ pub fn device(record: &DeviceRecord) -> Device {
         public_key: record.public_key.clone(),
         certificate: record.certificate.clone(),
         registered_at: record.registered_at,
+        revoked_at: record.revoked_at.unwrap_or_default(),
     }
 }
 

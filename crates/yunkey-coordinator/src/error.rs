@@ -30,6 +30,17 @@ pub enum CoordError {
         /// The device.
         device_id: String,
     },
+    /// The device is revoked.
+    #[error("device {device_id:?} of user {user_id:?} is revoked; register a new device")]
+    DeviceRevoked {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// A chip's operator admission is missing or does not verify.
+    #[error("chip admission refused: {0}")]
+    AdmissionRefused(String),
     /// The device key is registered already.
     #[error(
         "device key {0:?} is registered already; a device key serves one user (make a new key)"
@@ -116,6 +127,8 @@ impl CoordError {
             | CoordError::DeviceTaken(_) => Code::AlreadyExists,
             CoordError::UserRevoked(_)
             | CoordError::UnknownDevice { .. }
+            | CoordError::DeviceRevoked { .. }
+            | CoordError::AdmissionRefused(_)
             | CoordError::BadAuthorization(_)
             | CoordError::ActivationInvalid => Code::PermissionDenied,
             CoordError::Expired(_)
@@ -163,6 +176,9 @@ impl From<crate::state::Rejection> for CoordError {
                 CoordError::BadAuthorization("device is not registered to this user".into())
             }
             R::CaExists => CoordError::Internal("the user CA already exists".into()),
+            R::StaleBinding { committed } => CoordError::Unavailable(format!(
+                "another change to this user's key committed first (binding seq {committed}); retry"
+            )),
             R::NodeIdUsed {
                 node_id,
                 first_address,
