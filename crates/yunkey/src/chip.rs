@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use yunkey_chip::SoftChipConfig;
+use yunkey_chip::ChipConfig;
 
 /// `yunkey chip`.
 pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
@@ -15,7 +15,7 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let config = SoftChipConfig {
+    let config = ChipConfig {
         chip_id: args.id.clone(),
         capacity: args.capacity,
         zone: args.zone.clone(),

@@ -102,6 +102,27 @@ pub enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Create the security domain's operator key (PKCS#8 PEM, mode 0600). It admits chips to
+    /// the domain and is fixed when the first chip creates the domain: keep it offline.
+    OperatorKey {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Admit a chip: sign its `identity.json` with the operator key. Put the result into the
+    /// chip's data directory as `admission.json`; coordinators can then admit the chip.
+    AdmitChip {
+        /// The operator key made by `yunkey pki operator-key`.
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// The chip's `identity.json` (from its data directory). Compare its
+        /// `transport_key_sha256` with the fingerprint the chip logged at start-up.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Where to write the admission [default: `admission.json` beside the identity].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,52 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
                 || format!("issued a {role} certificate for {name}: {}", cert.display()),
             );
         }
+        PkiCommand::OperatorKey { out } => {
+            let key = crate::admission::create_operator_key(out)?;
+            let fingerprint = key.public_key().fingerprint();
+            output::print(
+                g.json,
+                serde_json::json!({ "operator_key": out, "public_key_sha256": fingerprint }),
+                || {
+                    format!(
+                        "created the operator key {} (public key SHA-256 {fingerprint}); keep it offline",
+                        out.display()
+                    )
+                },
+            );
+        }
+        PkiCommand::AdmitChip {
+            operator_key,
+            identity,
+            out,
+        } => {
+            let operator = crate::admission::load_operator_key(operator_key)?;
+            let (chip, transport) = crate::admission::read_identity(identity)?;
+            let signed = crate::admission::sign(&operator, &chip.chip_id, &transport)?;
+            let out = out.clone().unwrap_or_else(|| {
+                identity
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(crate::admission::ADMISSION_FILE)
+            });
+            crate::admission::write_admission(&out, &signed)?;
+            output::print(
+                g.json,
+                serde_json::json!({
+                    "chip_id": chip.chip_id,
+                    "transport_key_sha256": chip.transport_key_sha256,
+                    "admission": out,
+                }),
+                || {
+                    format!(
+                        "admitted chip {} (transport key SHA-256 {}): {}",
+                        chip.chip_id,
+                        chip.transport_key_sha256,
+                        out.display()
+                    )
+                },
+            );
+        }
     }
     Ok(())
 }
