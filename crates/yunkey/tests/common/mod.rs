@@ -448,6 +448,11 @@ impl Cluster {
         let pki = dir.path().join("pki");
         pki_cli(&["init", "--ca-dir", ca.to_str().unwrap()]);
         pki_cli(&[
+            "operator-key",
+            "--out",
+            dir.path().join("operator-key.pem").to_str().unwrap(),
+        ]);
+        pki_cli(&[
             "issue",
             "--ca-dir",
             ca.to_str().unwrap(),
@@ -525,8 +530,36 @@ impl Cluster {
         }
     }
 
-    /// Starts `yunkey chip --id ID`.
+    /// The operator key that admits this cluster's chips.
+    pub fn operator_key(&self) -> PathBuf {
+        self.dir.path().join("operator-key.pem")
+    }
+
+    /// Starts `yunkey chip --id ID` and admits it: the operator signs the `identity.json` it
+    /// writes, with `yunkey pki admit-chip`, into its data directory.
     pub fn start_chip(&self, id: &str, zone: &str) -> Proc {
+        let chip = self.spawn_chip(id, zone);
+        let identity = self.dir.path().join(id).join("identity.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !identity.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chip {id} wrote no identity.json"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pki_cli(&[
+            "admit-chip",
+            "--operator-key",
+            self.operator_key().to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ]);
+        chip
+    }
+
+    /// Starts `yunkey chip --id ID` without admitting it.
+    pub fn spawn_chip(&self, id: &str, zone: &str) -> Proc {
         let data = self.dir.path().join(id);
         Proc::spawn(
             id,
