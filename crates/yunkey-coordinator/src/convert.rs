@@ -33,7 +33,8 @@ pub fn device(record: &DeviceRecord) -> Device {
     }
 }
 
-fn holder(record: &HolderRecord) -> Holder {
+/// A holder as the API shows it.
+pub fn holder(record: &HolderRecord) -> Holder {
     Holder {
         chip_id: record.chip_id.clone(),
         key_handle: record.key_handle.clone(),

@@ -55,7 +55,10 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
     status.users = core.view.user_count()?;
     status.devices = core.view.device_count()?;
     status.chips = core.view.chips()?.len() as u64;
-    status.user_ca_certificate = core.view.ca()?.map(|c| c.certificate).unwrap_or_default();
+    if let Some(ca) = core.view.ca()? {
+        status.user_ca_holders = ca.holders.iter().map(crate::convert::holder).collect();
+        status.user_ca_certificate = ca.certificate;
+    }
     status.version = env!("CARGO_PKG_VERSION").to_owned();
     Ok(status)
 }

@@ -215,6 +215,18 @@ impl Dev {
         self.connection(self.tls(Some(files::NODE), Some(files::NODE_KEY)))
     }
 
+    /// A connection to a chip's ChipService presenting the node certificate: what an attacker
+    /// holding a coordinator's identity can do.
+    pub fn chip_as_node(&self, chip_endpoint: &str) -> Connection {
+        Connection::new(&ConnectionOptions {
+            endpoints: vec![chip_endpoint.to_owned()],
+            tls: self.tls(Some(files::NODE), Some(files::NODE_KEY)),
+            domain: None,
+            deadline: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
     /// A connection with a client certificate from a CA the cluster does not trust.
     pub fn untrusted(&self) -> Connection {
         let other = tempfile::tempdir().unwrap();
