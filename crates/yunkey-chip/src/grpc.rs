@@ -422,12 +422,7 @@ impl ChipService for ChipGrpc {
                     device_id: d.device_id,
                 }
             }
-            None => {
-                return Err(invalid(
-                    "subject",
-                    "give ca_common_name, user or device",
-                ))
-            }
+            None => return Err(invalid("subject", "give ca_common_name, user or device")),
         };
         let request = IssueCertificate {
             ca_key_handle: r.ca_key_handle,

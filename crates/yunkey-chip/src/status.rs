@@ -54,9 +54,9 @@ fn status_of(err: &ChipError) -> Status {
         | ChipError::AdmissionRefused { .. }
         | ChipError::BadAuthorization
         | ChipError::Replay => Status::permission_denied(msg),
-        ChipError::TooManyDevices { .. } => Status::resource_exhausted(format!(
-            "{msg}; revoke a device before binding another"
-        )),
+        ChipError::TooManyDevices { .. } => {
+            Status::resource_exhausted(format!("{msg}; revoke a device before binding another"))
+        }
         ChipError::Expiry(_) => {
             Status::failed_precondition(format!("{msg}; ask the device for a fresh authorization"))
         }

@@ -40,7 +40,13 @@ pub async fn update_holder(
 
 /// Pushes a committed binding to every holder but `done` (best effort: a holder that misses it
 /// is brought up to date by the sign path).
-pub async fn push(core: &Core, user_id: &str, holders: &[HolderRecord], done: &str, rebinding: &Rebinding) {
+pub async fn push(
+    core: &Core,
+    user_id: &str,
+    holders: &[HolderRecord],
+    done: &str,
+    rebinding: &Rebinding,
+) {
     let pushes = holders
         .iter()
         .filter(|h| h.chip_id != done)

@@ -169,8 +169,7 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
             device_id: req.device_id.clone(),
         });
     }
-    let (revoked_on, rebinding) =
-        revoke_in_chips(core, &user, Some(&req.device_id)).await;
+    let (revoked_on, rebinding) = revoke_in_chips(core, &user, Some(&req.device_id)).await;
     core.propose(
         &request_id,
         actor,
@@ -211,7 +210,10 @@ pub async fn revoke_in_chips(
         })
         .await;
     match revoked {
-        Ok((holder, resp)) => (Some(holder.chip_id), Some(crate::bindings::rebinding(&resp))),
+        Ok((holder, resp)) => (
+            Some(holder.chip_id),
+            Some(crate::bindings::rebinding(&resp)),
+        ),
         Err(e) => {
             tracing::warn!(
                 user = %user.user_id,

@@ -136,9 +136,7 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
                         // This holder missed a binding change: bring it up to date, once.
                         Err(status) if crate::chips::binding_behind(&status) => {
                             crate::bindings::update_holder(core, &holder, wrapped_key).await?;
-                            client
-                                .sign_authorized(core.chips.request(request))
-                                .await?
+                            client.sign_authorized(core.chips.request(request)).await?
                         }
                         other => other?,
                     };

@@ -94,7 +94,11 @@ pub fn read_identity(path: &Path) -> anyhow::Result<(ChipIdentity, Vec<u8>)> {
 }
 
 /// The operator's admission of a chip.
-pub fn sign(operator: &PrivateKey, chip_id: &str, transport_spki: &[u8]) -> anyhow::Result<AdmissionFile> {
+pub fn sign(
+    operator: &PrivateKey,
+    chip_id: &str,
+    transport_spki: &[u8],
+) -> anyhow::Result<AdmissionFile> {
     yunkey_crypto::validate::identifier("chip_id", chip_id)?;
     let transport = PublicKey::from_spki_der(transport_spki)?;
     let signature = operator.sign_message(&chip_admission_message(chip_id, transport_spki));
@@ -193,7 +197,10 @@ mod tests {
         let got = source(dir.path())().expect("the admission is read");
         PublicKey::from_spki_der(&got.operator_key)
             .unwrap()
-            .verify_message(&chip_admission_message("chip-7", &transport), &got.signature)
+            .verify_message(
+                &chip_admission_message("chip-7", &transport),
+                &got.signature,
+            )
             .expect("the admission verifies");
 
         std::fs::write(dir.path().join(ADMISSION_FILE), b"{}").unwrap();

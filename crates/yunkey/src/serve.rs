@@ -76,7 +76,6 @@ pub fn node_tls(dir: &Path) -> anyhow::Result<TlsMaterial> {
     .with_context(|| format!("loading the node TLS identity from {}", dir.display()))
 }
 
-
 /// Writes `path` atomically and durably: the file and its directory are fsynced.
 pub fn write_file_synced(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     yunkey_store::write_file_atomic(path, contents, 0o644)

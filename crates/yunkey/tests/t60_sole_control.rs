@@ -258,7 +258,10 @@ async fn a_node_identity_cannot_sign_for_a_user() {
         .await
         .unwrap()
         .into_inner();
-    assert!(!verdict.valid, "a key alice never enrolled does not sign as alice");
+    assert!(
+        !verdict.valid,
+        "a key alice never enrolled does not sign as alice"
+    );
 
     // The legitimate path still works, through the coordinators.
     let signed = KeyServiceClient::new(dev.business().current_channel())
@@ -420,7 +423,10 @@ async fn the_domain_and_admission_need_the_operator() {
         "alice",
     )
     .unwrap_err();
-    assert!(matches!(err, yunkey_chip::ChipError::Unseal { .. }), "{err}");
+    assert!(
+        matches!(err, yunkey_chip::ChipError::Unseal { .. }),
+        "{err}"
+    );
 
     // AdmitChip of a chip without an operator admission (a `yunkey chip` served with the
     // dev cluster's node certificate): refused, and not registered.

@@ -10,8 +10,8 @@ use yunkey_crypto::validate;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
-    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest,
-    SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
+    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeDeviceRequest,
+    RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.

@@ -335,7 +335,10 @@ fn device_revocation_and_bindings_commit_only_forward() {
     );
     let alice = sm.view().user("alice").unwrap().unwrap();
     assert_eq!(alice.devices[0].revoked_at, Some(4));
-    assert_eq!((alice.binding_seq, &alice.wrapped_key[..]), (2, &b"wrapped-2"[..]));
+    assert_eq!(
+        (alice.binding_seq, &alice.wrapped_key[..]),
+        (2, &b"wrapped-2"[..])
+    );
     // A revoked device consumes nothing.
     assert_eq!(
         sm.run("s2", 5, consume("alice", "d1", 2)),
