@@ -21,10 +21,9 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
             hosts,
             out,
         } => {
-            let role = match role.as_str() {
-                "node" => Role::Node,
-                _ => Role::Client,
-            };
+            let role = Role::from_name(role).ok_or_else(|| {
+                anyhow::anyhow!("--role {role:?}: expected node, client or operator")
+            })?;
             let subject = Subject {
                 role,
                 name: name.clone(),
