@@ -34,7 +34,7 @@ async fn raw_call(channel: Channel, path: &str) -> (Code, String) {
     }
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let request = tonic::Request::new(tokio_stream::iter(vec![()]));
-    let path = PathAndQuery::from_maybe_shared(path.to_owned()).unwrap();
+    let path = PathAndQuery::try_from(path).unwrap();
     match grpc.streaming(request, path, codec).await {
         Err(status) => (status.code(), status.message().to_owned()),
         Ok(response) => match response.into_inner().message().await {
