@@ -185,7 +185,7 @@ mod tests {
         let (identity, spki) = read_identity(&dir.path().join(IDENTITY_FILE)).unwrap();
         assert_eq!((identity.chip_id.as_str(), &spki), ("chip-7", &transport));
 
-        let op_path = dir.path().join("operator-key.pem");
+        let op_path = dir.path().join("domain-operator-key.pem");
         let operator = create_operator_key(&op_path).unwrap();
         assert!(create_operator_key(&op_path).is_err(), "never overwritten");
         assert_eq!(

@@ -3,8 +3,8 @@
 //! coordinator (Raft on sled) serving the public API. Data lives in `--data`; starting again
 //! on the same directory keeps every user.
 //!
-//! Like the dev TLS CA, the dev cluster's operator key (`operator-key.pem`, which admits chips
-//! to the security domain) is kept in the data directory, and `yunkey dev` admits its own
+//! Like the dev TLS CA, the dev cluster's domain operator key (`domain-operator-key.pem`, which
+//! admits chips to the security domain) is kept in the data directory, and `yunkey dev` admits its own
 //! chips with it. That is for development only: in production the operator key stays offline
 //! (docs/operations.md, "Admitting chips").
 
@@ -25,8 +25,8 @@ use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::Role;
 
-/// The dev cluster's operator key, in the data directory.
-pub const OPERATOR_KEY_FILE: &str = "operator-key.pem";
+/// The dev cluster's domain operator key, in the data directory.
+pub const OPERATOR_KEY_FILE: &str = "domain-operator-key.pem";
 
 /// Serves one soft chip on a loopback port, admitted by `operator`; returns its endpoint.
 async fn start_chip(

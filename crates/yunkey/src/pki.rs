@@ -21,10 +21,9 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
             hosts,
             out,
         } => {
-            let role = match role.as_str() {
-                "node" => Role::Node,
-                _ => Role::Client,
-            };
+            let role = Role::from_name(role).ok_or_else(|| {
+                anyhow::anyhow!("--role {role:?}: expected node, client or operator")
+            })?;
             let subject = Subject {
                 role,
                 name: name.clone(),
@@ -38,26 +37,26 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
                 || format!("issued a {role} certificate for {name}: {}", cert.display()),
             );
         }
-        PkiCommand::OperatorKey { out } => {
+        PkiCommand::DomainOperatorKey { out } => {
             let key = crate::admission::create_operator_key(out)?;
             let fingerprint = key.public_key().fingerprint();
             output::print(
                 g.json,
-                serde_json::json!({ "operator_key": out, "public_key_sha256": fingerprint }),
+                serde_json::json!({ "domain_operator_key": out, "public_key_sha256": fingerprint }),
                 || {
                     format!(
-                        "created the operator key {} (public key SHA-256 {fingerprint}); keep it offline",
+                        "created the domain operator key {} (public key SHA-256 {fingerprint}); keep it offline",
                         out.display()
                     )
                 },
             );
         }
         PkiCommand::AdmitChip {
-            operator_key,
+            domain_operator_key,
             identity,
             out,
         } => {
-            let operator = crate::admission::load_operator_key(operator_key)?;
+            let operator = crate::admission::load_operator_key(domain_operator_key)?;
             let (chip, transport) = crate::admission::read_identity(identity)?;
             let signed = crate::admission::sign(&operator, &chip.chip_id, &transport)?;
             let out = out.clone().unwrap_or_else(|| {

@@ -13,7 +13,7 @@ use tonic::transport::Server;
 use yunkey_chip::{ChipBackend, ChipConfig, ChipGrpc, SoftChip};
 use yunkey_net::pki::files;
 use yunkey_net::tls::TlsMaterial;
-use yunkey_net::TlsFiles;
+use yunkey_net::{AccessLayer, TlsFiles};
 
 /// Resolves once `rx` says stop.
 pub async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -51,6 +51,8 @@ pub async fn serve_chip(
     let service = ChipGrpc::new(Arc::new(chip)).with_admission(crate::admission::source(dir));
     let router = Server::builder()
         .tls_config(tls.server()?)?
+        // Every call is checked against the access table (every ChipService RPC: role node).
+        .layer(AccessLayer)
         .add_service(service.into_server());
     let task = tokio::spawn(async move {
         let incoming = yunkey_net::incoming(listener);

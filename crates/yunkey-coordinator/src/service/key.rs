@@ -27,6 +27,9 @@ impl KeyApi {
     }
 }
 
+/// The caller's name for the audit trail, after checking its role: `client`, as every
+/// `KeyService` row of the access table says (`yunkey_net::access::RPC_ROLES`; the access
+/// layer has checked it already).
 fn admit<T>(req: &Request<T>) -> Result<String, Status> {
     role::require(req, &[Role::Client])?;
     Ok(role::peer_name(req))

@@ -445,7 +445,16 @@ async fn the_domain_and_admission_need_the_operator() {
             dev.data.display().to_string(),
         ],
     );
-    let mut cluster = ClusterServiceClient::new(dev.as_node().current_channel());
+    // A coordinator's (node) identity may not call AdmitChip at all; the operator's TLS
+    // identity may, but the chip still needs the domain operator key's admission.
+    let status = ClusterServiceClient::new(dev.as_node().current_channel())
+        .admit_chip(pb::AdmitChipRequest {
+            endpoint: rogue_proc.endpoint.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut cluster = ClusterServiceClient::new(dev.operator().current_channel());
     let status = cluster
         .admit_chip(pb::AdmitChipRequest {
             endpoint: rogue_proc.endpoint.clone(),
@@ -453,15 +462,16 @@ async fn the_domain_and_admission_need_the_operator() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("no operator admission"), "{status:?}");
     // With an admission signed by another operator key: refused too.
     let forged = std::process::Command::new(common::bin())
-        .args(["pki", "operator-key", "--out"])
+        .args(["pki", "domain-operator-key", "--out"])
         .arg(rogue_data.path().join("op.pem"))
         .output()
         .unwrap();
     assert!(forged.status.success());
     let signed = std::process::Command::new(common::bin())
-        .args(["pki", "admit-chip", "--operator-key"])
+        .args(["pki", "admit-chip", "--domain-operator-key"])
         .arg(rogue_data.path().join("op.pem"))
         .arg("--identity")
         .arg(rogue_data.path().join("identity.json"))
@@ -475,6 +485,7 @@ async fn the_domain_and_admission_need_the_operator() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("another operator key"), "{status:?}");
     let listed = cluster
         .list_chips(pb::ListChipsRequest {})
         .await
