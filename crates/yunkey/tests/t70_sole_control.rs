@@ -101,7 +101,8 @@ async fn a_node_identity_cannot_sign_for_a_user() {
     let holder = alice_user.holders[0].clone();
     let mallory = attacker_device("alice");
 
-    // 1. No CA key signs a digest any more: the RPC is gone.
+    // 1. No CA key signs a digest any more: the RPC is gone (the access layer refuses a path
+    //    it has no row for before the service would answer UNIMPLEMENTED).
     let first_endpoint = ClusterServiceClient::new(dev.as_node().current_channel())
         .list_chips(pb::ListChipsRequest {})
         .await
@@ -122,7 +123,10 @@ async fn a_node_identity_cannot_sign_for_a_user() {
         )
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(
+        matches!(status.code(), Code::PermissionDenied | Code::Unimplemented),
+        "{status:?}"
+    );
 
     // 2. A device certificate for the attacker's device, from the CA key in a chip: the chip
     //    certifies only devices bound in the wrapped key it is given.
