@@ -1,5 +1,7 @@
 //! `yunkey chip`: one soft chip as its own process, serving ChipService over TLS with the
-//! node identity. Coordinators admit it with `yunkey coordinator --chip URL` (or AdmitChip).
+//! node identity. The operator admits it with the domain operator key (`yunkey pki
+//! admit-chip` on its `identity.json`); coordinators then add it with
+//! `yunkey coordinator --chip URL` (or AdmitChip).
 
 use crate::cli::{ChipArgs, Global};
 use crate::serve::{node_tls, serve_chip, shutdown_signal};
@@ -29,6 +31,12 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         args.capacity,
         g.data.display()
     );
+    if !g.data.join(crate::admission::ADMISSION_FILE).exists() {
+        println!(
+            "not admitted yet: sign {} with `yunkey pki admit-chip` and put admission.json there",
+            g.data.join(crate::admission::IDENTITY_FILE).display()
+        );
+    }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;
     eprintln!("stopping");
