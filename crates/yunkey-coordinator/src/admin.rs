@@ -1,7 +1,6 @@
 //! Cluster administration done by coordinators: admitting chips to the security domain and
 //! creating the user CA inside chips.
 
-use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
@@ -10,8 +9,8 @@ use std::time::Duration;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::{authz, validate};
 use yunkey_proto::v1::{
-    Algorithm, ChipAdmission, ExportDomainRequest, GetInfoRequest, ImportDomainRequest,
-    InitDomainRequest, KeyPurpose, SetTrustAnchorRequest,
+    Algorithm, ChipAdmission, ExportDomainRequest, ImportDomainRequest, InitDomainRequest,
+    KeyPurpose, SetTrustAnchorRequest,
 };
 
 /// Checks the operator's admission a chip reports against the domain's operator key (or, for
@@ -59,32 +58,26 @@ fn check_admission(
 /// cluster's security domain (creating the domain, with the operator key, on the first chip),
 /// gives it the user CA as trust anchor, and registers it.
 pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<ChipRecord> {
-    let mut client = core.chips.client(endpoint)?;
+    let client = core.chips.at(endpoint, endpoint)?;
     let info = client
-        .get_info(core.chips.request(GetInfoRequest {}))
+        .get_info(core.chips.config().call_timeout)
         .await
-        .map_err(|s| {
-            CoordError::Unavailable(format!(
-                "cannot reach a chip at {endpoint}: {}",
-                s.message()
-            ))
-        })?
-        .into_inner();
+        .map_err(|f| CoordError::Unavailable(format!("cannot reach a chip at {endpoint}: {f}")))?;
     validate::identifier("chip_id", &info.chip_id)?;
     let domain_operator_key = core.view.operator_key()?;
     check_admission(&info, domain_operator_key.as_deref())?;
-    let chip_err = chip_err(&info.chip_id);
 
     let domain_id = match (core.view.domain()?, info.domain_id.is_empty()) {
-        (None, true) => client
-            .init_domain(core.chips.request(InitDomainRequest {
-                operator_key: info.admission_operator_key.clone(),
-                admission_signature: info.admission_signature.clone(),
-            }))
-            .await
-            .map_err(chip_err)?
-            .into_inner()
-            .domain_id,
+        (None, true) => {
+            client
+                .init_domain(InitDomainRequest {
+                    operator_key: info.admission_operator_key.clone(),
+                    admission_signature: info.admission_signature.clone(),
+                })
+                .await
+                .map_err(CoordError::Chip)?
+                .domain_id
+        }
         (None, false) => info.domain_id.clone(),
         (Some(cluster), false) if cluster == info.domain_id => cluster,
         (Some(cluster), false) => {
@@ -104,10 +97,9 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             )
             .await?;
             let joined = client
-                .import_domain(core.chips.request(ImportDomainRequest { envelope }))
+                .import_domain(ImportDomainRequest { envelope })
                 .await
-                .map_err(chip_err)?
-                .into_inner();
+                .map_err(CoordError::Chip)?;
             if joined.domain_id != cluster {
                 return Err(CoordError::Internal("imported domain id does not match the cluster's".into()));
             }
@@ -116,11 +108,11 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     };
     if let Some(ca) = core.view.ca()? {
         client
-            .set_trust_anchor(core.chips.request(SetTrustAnchorRequest {
+            .set_trust_anchor(SetTrustAnchorRequest {
                 certificate: ca.certificate,
-            }))
+            })
             .await
-            .map_err(chip_err_owned(&info.chip_id))?;
+            .map_err(CoordError::Chip)?;
     }
     let record = ChipRecord {
         chip_id: info.chip_id.clone(),
@@ -147,32 +139,24 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     Ok(core.view.chip(&record.chip_id)?.unwrap_or(record))
 }
 
-fn chip_err_owned(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError {
-    let id = chip_id.to_owned();
-    move |status| CoordError::Chip {
-        chip_id: id,
-        status,
-    }
-}
-
 /// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key.
 async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec<u8>> {
     let mut last =
         CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
     for member in core.view.chips()? {
-        let exported = async {
-            core.chips
-                .client_for(&member)?
-                .export_domain(core.chips.request(ExportDomainRequest {
-                    recipient: Some(recipient.clone()),
-                }))
-                .await
-                .map_err(chip_err(&member.chip_id))
-        }
-        .await;
-        match exported {
-            Ok(resp) => return Ok(resp.into_inner().envelope),
-            Err(e) => last = e,
+        let Ok(chip) = core.chips.at(&member.chip_id, &member.endpoint) else {
+            continue;
+        };
+        match chip
+            .export_domain(ExportDomainRequest {
+                recipient: Some(recipient.clone()),
+            })
+            .await
+        {
+            Ok(resp) => return Ok(resp.envelope),
+            // A refused admission is refused by every member.
+            Err(failure) if !failure.try_another_holder() => return Err(CoordError::Chip(failure)),
+            Err(failure) => last = CoordError::Chip(failure),
         }
     }
     Err(last)
@@ -250,12 +234,12 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     for chip in core.view.chips()? {
         let set = async {
             core.chips
-                .client_for(&chip)?
-                .set_trust_anchor(core.chips.request(SetTrustAnchorRequest {
+                .at(&chip.chip_id, &chip.endpoint)?
+                .set_trust_anchor(SetTrustAnchorRequest {
                     certificate: ca.certificate.clone(),
-                }))
+                })
                 .await
-                .map_err(chip_err(&chip.chip_id))
+                .map_err(CoordError::Chip)
         }
         .await;
         if let Err(e) = set {

@@ -4,6 +4,7 @@
 //! (revocations are never undone). A holder that missed a push refuses to sign once a request
 //! names the newer seq, and the sign path then pushes the committed wrapped key and retries.
 
+use crate::chip_client::{ChipClient, ChipResult};
 use crate::core::Core;
 use crate::state::{HolderRecord, Rebinding};
 use yunkey_proto::v1::{BindingResponse, UpdateBindingRequest};
@@ -16,26 +17,19 @@ pub fn rebinding(resp: &BindingResponse) -> Rebinding {
     }
 }
 
-/// Sends `wrapped_key` to one holder.
+/// Sends `wrapped_key` to one holder; returns the holder's binding seq.
 pub async fn update_holder(
-    core: &Core,
+    chip: &dyn ChipClient,
     holder: &HolderRecord,
     wrapped_key: &[u8],
-) -> Result<u64, tonic::Status> {
-    let endpoint = core.chips.endpoint_of(&holder.chip_id).ok_or_else(|| {
-        tonic::Status::unavailable(format!("chip {} has no known endpoint", holder.chip_id))
-    })?;
-    let mut client = core
-        .chips
-        .client(&endpoint)
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let resp = client
-        .update_binding(core.chips.request(UpdateBindingRequest {
+) -> ChipResult<u64> {
+    let resp = chip
+        .update_binding(UpdateBindingRequest {
             key_handle: holder.key_handle.clone(),
             wrapped_key: wrapped_key.to_vec(),
-        }))
+        })
         .await?;
-    Ok(resp.into_inner().binding_seq)
+    Ok(resp.binding_seq)
 }
 
 /// Pushes a committed binding to every holder but `done` (best effort: a holder that misses it
@@ -51,12 +45,18 @@ pub async fn push(
         .iter()
         .filter(|h| h.chip_id != done)
         .map(|h| async move {
-            if let Err(status) = update_holder(core, h, &rebinding.wrapped_key).await {
+            let pushed = match core.chips.chip(&h.chip_id) {
+                Ok(chip) => update_holder(&*chip, h, &rebinding.wrapped_key)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = pushed {
                 tracing::warn!(
                     chip = %h.chip_id,
                     user = user_id,
                     seq = rebinding.binding_seq,
-                    error = %status.message(),
+                    error,
                     "a holder did not take the new binding yet; signing will bring it up to date"
                 );
             }

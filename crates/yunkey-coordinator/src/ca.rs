@@ -26,18 +26,12 @@ impl CertIssuer {
     async fn issue(&self, holders: &[HolderRecord], subject: Subject) -> Result<Vec<u8>> {
         let (_, certificate) = self
             .chips
-            .first_answer(holders, "the user CA key", |mut client, holder| {
-                let request = self.chips.request(IssueCertificateRequest {
+            .first_answer(holders, "the user CA key", |chip, holder| {
+                let request = IssueCertificateRequest {
                     ca_key_handle: holder.key_handle,
                     subject: Some(subject.clone()),
-                });
-                async move {
-                    Ok(client
-                        .issue_certificate(request)
-                        .await?
-                        .into_inner()
-                        .certificate)
-                }
+                };
+                async move { Ok(chip.issue_certificate(request).await?.certificate) }
             })
             .await?;
         Ok(certificate)

@@ -6,16 +6,15 @@
 //! [`ChipsConfig::down_after`] is *down*. Health is local to each coordinator (it is an
 //! observation, not replicated state).
 
+use crate::chip_client::{ChipClient, ChipFailure, ChipResult, GrpcChip};
 use crate::error::{CoordError, Result};
 use crate::state::{ChipRecord, HolderRecord, StateView};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use yunkey_net::ChannelPool;
-use yunkey_proto::v1::chip_service_client::ChipServiceClient;
-use yunkey_proto::v1::{ChipInfo, ChipState, GetInfoRequest};
+use yunkey_proto::v1::{ChipInfo, ChipState};
 
 /// Heartbeat and health thresholds.
 #[derive(Debug, Clone)]
@@ -56,6 +55,8 @@ pub struct Chips {
     config: ChipsConfig,
     health: Arc<RwLock<HashMap<String, Health>>>,
     endpoints: Arc<RwLock<HashMap<String, String>>>,
+    /// Clients that replace the network for some endpoints (unit tests: in-process chips).
+    local: Arc<RwLock<HashMap<String, Arc<dyn ChipClient>>>>,
     round_robin: Arc<AtomicUsize>,
 }
 
@@ -67,6 +68,7 @@ impl Chips {
             config,
             health: Arc::default(),
             endpoints: Arc::default(),
+            local: Arc::default(),
             round_robin: Arc::default(),
         }
     }
@@ -76,15 +78,43 @@ impl Chips {
         &self.config
     }
 
-    /// A client for the chip at `endpoint`.
-    pub fn client(&self, endpoint: &str) -> Result<ChipServiceClient<Channel>> {
-        let channel = self
-            .pool
-            .get(endpoint)
-            .map_err(|e| CoordError::Unavailable(format!("chip endpoint {endpoint}: {e}")))?;
-        Ok(ChipServiceClient::new(channel)
-            .max_decoding_message_size(yunkey_net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(yunkey_net::MAX_MESSAGE_BYTES))
+    /// The client for the chip at `endpoint` (named `name` in errors: its id, or the
+    /// endpoint before admission), with the sign-path timeout.
+    pub fn at(&self, name: &str, endpoint: &str) -> Result<Arc<dyn ChipClient>> {
+        if let Some(local) = self.local.read().expect("poisoned").get(endpoint) {
+            return Ok(local.clone());
+        }
+        let channel = self.pool.get(endpoint).map_err(|e| {
+            CoordError::Chip(ChipFailure::Unreachable {
+                chip_id: name.to_owned(),
+                detail: format!("endpoint {endpoint}: {e}"),
+            })
+        })?;
+        Ok(Arc::new(GrpcChip::new(
+            name,
+            channel,
+            self.config.call_timeout,
+        )))
+    }
+
+    /// The client for a registered chip, by id.
+    pub fn chip(&self, chip_id: &str) -> Result<Arc<dyn ChipClient>> {
+        let endpoint = self.endpoint_of(chip_id).ok_or_else(|| {
+            CoordError::Chip(ChipFailure::Unreachable {
+                chip_id: chip_id.to_owned(),
+                detail: "no known endpoint (not in the registry yet)".into(),
+            })
+        })?;
+        self.at(chip_id, &endpoint)
+    }
+
+    /// Serves `endpoint` with `client` instead of the network (unit tests: an in-process chip,
+    /// `yunkey_chip::ChipGrpc::in_process`).
+    pub fn insert_local(&self, endpoint: &str, client: Arc<dyn ChipClient>) {
+        self.local
+            .write()
+            .expect("poisoned")
+            .insert(endpoint.to_owned(), client);
     }
 
     /// Remembers where a registered chip listens (the heartbeat loop keeps this current).
@@ -102,18 +132,6 @@ impl Chips {
             .expect("poisoned")
             .get(chip_id)
             .cloned()
-    }
-
-    /// A client for a registered chip.
-    pub fn client_for(&self, chip: &ChipRecord) -> Result<ChipServiceClient<Channel>> {
-        self.client(&chip.endpoint)
-    }
-
-    /// A request with the sign-path timeout.
-    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(msg);
-        req.set_timeout(self.config.call_timeout);
-        req
     }
 
     /// Health of a chip as this node sees it.
@@ -202,12 +220,8 @@ impl Chips {
             let beats = chips.into_iter().map(|chip| {
                 let this = self.clone();
                 async move {
-                    let info = match this.client_for(&chip) {
-                        Ok(mut client) => {
-                            let mut req = tonic::Request::new(GetInfoRequest {});
-                            req.set_timeout(this.config.heartbeat_timeout);
-                            client.get_info(req).await.ok().map(|r| r.into_inner())
-                        }
+                    let info = match this.at(&chip.chip_id, &chip.endpoint) {
+                        Ok(client) => client.get_info(this.config.heartbeat_timeout).await.ok(),
                         Err(_) => None,
                     };
                     let before = this.state(&chip.chip_id);
@@ -238,12 +252,12 @@ impl Chips {
 }
 
 impl Chips {
-    /// Calls the holders of a key in routing order until one answers, the one way every
-    /// coordinator-to-holder call picks its chip. A holder that is unreachable is marked
-    /// suspect and the next is tried; one that lost the key or failed inside (NOT_FOUND,
-    /// INTERNAL, RESOURCE_EXHAUSTED) is skipped; any other refusal is about the request
-    /// itself and is final, since every holder would give it. `what` names the key in the
-    /// error when no holder answers.
+    /// Calls the holders of a key in routing order until one answers: the one way every
+    /// coordinator-to-holder call picks its chip. A holder whose failure another holder may
+    /// not share ([`ChipFailure::try_another_holder`]: unreachable, timed out, key missing,
+    /// failed inside) is skipped, and an unreachable one is marked suspect at once; a refusal
+    /// of the request itself is final, since every holder would give it. `what` names the key
+    /// in the error when no holder answers.
     pub async fn first_answer<T, F, Fut>(
         &self,
         holders: &[HolderRecord],
@@ -251,47 +265,28 @@ impl Chips {
         mut call: F,
     ) -> Result<(HolderRecord, T)>
     where
-        F: FnMut(ChipServiceClient<Channel>, HolderRecord) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+        F: FnMut(Arc<dyn ChipClient>, HolderRecord) -> Fut,
+        Fut: std::future::Future<Output = ChipResult<T>>,
     {
         let mut last = CoordError::Unavailable(format!("no chip holding {what} is reachable"));
         for holder in self.order_holders(holders) {
-            let Some(endpoint) = self.endpoint_of(&holder.chip_id) else {
+            let Ok(client) = self.chip(&holder.chip_id) else {
                 continue;
             };
-            let client = self.client(&endpoint)?;
             match call(client, holder.clone()).await {
                 Ok(value) => return Ok((holder.clone(), value)),
-                Err(status) => {
-                    use tonic::Code;
-                    match status.code() {
-                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
-                            // Route around it at once; the heartbeat decides when it is back.
-                            self.mark_missed(&holder.chip_id);
-                        }
-                        Code::NotFound | Code::Internal | Code::ResourceExhausted => {
-                            tracing::warn!(chip = %holder.chip_id, code = ?status.code(), "holder failed; trying the next one");
-                        }
-                        _ => return Err(chip_err(&holder.chip_id)(status)),
+                Err(failure) if failure.try_another_holder() => {
+                    if failure.chip_unhealthy() {
+                        // Route around it at once; the heartbeat decides when it is back.
+                        self.mark_missed(&holder.chip_id);
+                    } else {
+                        tracing::warn!(chip = %holder.chip_id, error = %failure, "holder failed; trying the next one");
                     }
-                    last = chip_err(&holder.chip_id)(status);
+                    last = CoordError::Chip(failure);
                 }
+                Err(failure) => return Err(CoordError::Chip(failure)),
             }
         }
         Err(last)
-    }
-}
-
-/// Whether a chip refused because its binding of the key is older than the request's: send it
-/// the committed wrapped key with `UpdateBinding`, then retry.
-pub fn binding_behind(status: &tonic::Status) -> bool {
-    yunkey_proto::chip_error::kind(status) == Some(yunkey_proto::chip_error::BINDING_BEHIND)
-}
-
-/// Maps a chip call's status into a coordinator error naming the chip.
-pub fn chip_err(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError + '_ {
-    move |status| CoordError::Chip {
-        chip_id: chip_id.to_owned(),
-        status,
     }
 }

@@ -81,15 +81,15 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     // The decision: a holder binds the device against the code hash it sealed.
     let (bound_on, bound) = core
         .chips
-        .first_answer(&user.holders, "the user's key", |mut client, holder| {
-            let request = core.chips.request(BindDeviceRequest {
+        .first_answer(&user.holders, "the user's key", |chip, holder| {
+            let request = BindDeviceRequest {
                 key_handle: holder.key_handle,
                 user_id: req.user_id.clone(),
                 activation_code: req.activation_code.clone(),
                 device_public_key: req.device_public_key.clone(),
                 proof: req.proof.clone(),
-            });
-            async move { Ok(client.bind_device(request).await?.into_inner()) }
+            };
+            async move { chip.bind_device(request).await }
         })
         .await?;
     let rebinding = crate::bindings::rebinding(&bound);
@@ -200,13 +200,13 @@ pub async fn revoke_in_chips(
 ) -> (Option<String>, Option<crate::state::Rebinding>) {
     let revoked = core
         .chips
-        .first_answer(&user.holders, "the user's key", |mut client, holder| {
-            let request = core.chips.request(RevokeBindingRequest {
+        .first_answer(&user.holders, "the user's key", |chip, holder| {
+            let request = RevokeBindingRequest {
                 key_handle: holder.key_handle,
                 user_id: user.user_id.clone(),
                 device_id: device_id.unwrap_or_default().to_owned(),
-            });
-            async move { Ok(client.revoke_binding(request).await?.into_inner()) }
+            };
+            async move { chip.revoke_binding(request).await }
         })
         .await;
     match revoked {

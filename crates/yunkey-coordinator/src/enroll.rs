@@ -1,7 +1,6 @@
 //! Enrolment: a key generated inside a chip chosen by placement, copied (wrapped) to the
 //! other replicas, a certificate from the user CA, and one Raft entry that commits it all.
 
-use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
@@ -177,17 +176,14 @@ fn response(core: &Core, user_id: &str, activation_code: String) -> Result<Enrol
 /// Best-effort removal of keys that were generated but not committed.
 async fn delete_keys(core: &Core, holders: &[HolderRecord]) {
     for h in holders {
-        let Some(endpoint) = core.chips.endpoint_of(&h.chip_id) else {
-            continue;
-        };
         let deleted = async {
             core.chips
-                .client(&endpoint)?
-                .delete_key(core.chips.request(KeyHandleRequest {
+                .chip(&h.chip_id)?
+                .delete_key(KeyHandleRequest {
                     key_handle: h.key_handle.clone(),
-                }))
+                })
                 .await
-                .map_err(chip_err(&h.chip_id))
+                .map_err(CoordError::Chip)
         }
         .await;
         if let Err(e) = deleted {

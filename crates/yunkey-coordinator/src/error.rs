@@ -79,13 +79,8 @@ pub enum CoordError {
     #[error("{0}")]
     NoCapacity(String),
     /// A chip refused or failed.
-    #[error("chip {chip_id}: {status}")]
-    Chip {
-        /// The chip.
-        chip_id: String,
-        /// Its status.
-        status: Status,
-    },
+    #[error("{0}")]
+    Chip(crate::chip_client::ChipFailure),
     /// A membership change named a node id that was used before.
     #[error("node id {node_id} was used before (first added with address {first_address}); node ids are never reused: pick a new id for this node and start it on an empty data dir")]
     NodeIdUsed {
@@ -149,12 +144,7 @@ impl CoordError {
                 Code::Unavailable
             }
             CoordError::NoCapacity(_) => Code::ResourceExhausted,
-            CoordError::Chip { status, .. } => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded => Code::Unavailable,
-                Code::PermissionDenied => Code::PermissionDenied,
-                Code::FailedPrecondition => Code::FailedPrecondition,
-                _ => Code::Internal,
-            },
+            CoordError::Chip(failure) => failure.code(),
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
     }
@@ -162,10 +152,7 @@ impl CoordError {
 
 impl From<CoordError> for Status {
     fn from(e: CoordError) -> Status {
-        let message = match &e {
-            CoordError::Chip { chip_id, status } => format!("chip {chip_id}: {}", status.message()),
-            other => other.to_string(),
-        };
+        let message = e.to_string();
         let mut status = Status::new(e.code(), message);
         if let CoordError::NotLeader { leader_address, .. } = &e {
             if let Ok(value) = leader_address.parse() {

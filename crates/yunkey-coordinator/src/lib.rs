@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod bindings;
 pub mod ca;
+pub mod chip_client;
 pub mod chips;
 pub mod clock;
 pub mod convert;

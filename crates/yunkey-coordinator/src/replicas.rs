@@ -1,7 +1,6 @@
 //! Creating a key on its chosen holders: generated inside the first chip, then copied to the
 //! others as the wrapped key (only the domain key opens it, inside a chip).
 
-use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{ChipRecord, HolderRecord};
@@ -35,17 +34,16 @@ pub async fn create_key(
     })?;
     let generated = core
         .chips
-        .client_for(first)?
-        .generate_key(core.chips.request(GenerateKeyRequest {
+        .at(&first.chip_id, &first.endpoint)?
+        .generate_key(GenerateKeyRequest {
             algorithm: algorithm as i32,
             purpose: purpose as i32,
             user_id: user_id.to_owned(),
             activation_code_sha256: activation.map(|a| a.0.to_vec()).unwrap_or_default(),
             activation_expires_at: activation.map(|a| a.1).unwrap_or_default(),
-        }))
+        })
         .await
-        .map_err(chip_err(&first.chip_id))?
-        .into_inner();
+        .map_err(CoordError::Chip)?;
     let mut holders = vec![HolderRecord {
         chip_id: first.chip_id.clone(),
         key_handle: generated.key_handle.clone(),
@@ -53,20 +51,20 @@ pub async fn create_key(
     for replica in &chosen[1..] {
         let copied = async {
             core.chips
-                .client_for(replica)?
-                .unwrap_key(core.chips.request(UnwrapKeyRequest {
+                .at(&replica.chip_id, &replica.endpoint)?
+                .unwrap_key(UnwrapKeyRequest {
                     wrapped_key: generated.wrapped_key.clone(),
                     purpose: purpose as i32,
                     user_id: user_id.to_owned(),
-                }))
+                })
                 .await
-                .map_err(chip_err(&replica.chip_id))
+                .map_err(CoordError::Chip)
         }
         .await;
         match copied {
             Ok(resp) => holders.push(HolderRecord {
                 chip_id: replica.chip_id.clone(),
-                key_handle: resp.into_inner().key_handle,
+                key_handle: resp.key_handle,
             }),
             Err(e) => {
                 tracing::warn!(chip = %replica.chip_id, error = %e, ?purpose, "replica copy failed")

@@ -119,7 +119,7 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
         .first_answer(
             &user.holders,
             &format!("user {:?}'s key", req.user_id),
-            |mut client, holder| {
+            |chip, holder| {
                 let request = SignAuthorizedRequest {
                     key_handle: holder.key_handle.clone(),
                     user_id: req.user_id.clone(),
@@ -128,21 +128,14 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
                     binding_seq: user.binding_seq,
                 };
                 async move {
-                    let started = std::time::Instant::now();
-                    let first = client
-                        .sign_authorized(core.chips.request(request.clone()))
-                        .await;
-                    let resp = match first {
+                    match chip.sign_authorized(request.clone()).await {
                         // This holder missed a binding change: bring it up to date, once.
-                        Err(status) if crate::chips::binding_behind(&status) => {
-                            crate::bindings::update_holder(core, &holder, wrapped_key).await?;
-                            client.sign_authorized(core.chips.request(request)).await?
+                        Err(failure) if failure.binding_behind() => {
+                            crate::bindings::update_holder(&*chip, &holder, wrapped_key).await?;
+                            Ok(chip.sign_authorized(request).await?.signature)
                         }
-                        other => other?,
-                    };
-                    metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign")
-                        .record(started.elapsed().as_secs_f64());
-                    Ok(resp.into_inner().signature)
+                        other => Ok(other?.signature),
+                    }
                 }
             },
         )
