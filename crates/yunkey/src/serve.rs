@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use yunkey_chip::{ChipGrpc, SoftChip, SoftChipConfig};
+use yunkey_chip::{ChipBackend, ChipConfig, ChipGrpc, SoftChip};
 use yunkey_net::pki::files;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::TlsFiles;
@@ -35,7 +35,7 @@ pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
 /// `stop` says so. Returns its endpoint and the server task.
 pub async fn serve_chip(
     dir: &Path,
-    config: SoftChipConfig,
+    config: ChipConfig,
     tls: &TlsMaterial,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
@@ -43,10 +43,22 @@ pub async fn serve_chip(
     let id = config.chip_id.clone();
     let chip = SoftChip::open(dir, config)
         .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
+    serve_opened_chip(Arc::new(chip), id, tls, listener, stop)
+}
+
+/// Serves the ChipService of an opened chip (any backend) over TLS on `listener` until
+/// `stop` says so. Returns its endpoint and the server task.
+pub fn serve_opened_chip(
+    chip: Arc<dyn ChipBackend>,
+    id: String,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(String, JoinHandle<()>)> {
     let endpoint = endpoint_of(&listener)?;
     let router = Server::builder()
         .tls_config(tls.server()?)?
-        .add_service(ChipGrpc::new(Arc::new(chip)).into_server());
+        .add_service(ChipGrpc::new(chip).into_server());
     let task = tokio::spawn(async move {
         let incoming = yunkey_net::incoming(listener);
         if let Err(e) = router
