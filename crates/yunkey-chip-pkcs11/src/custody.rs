@@ -313,6 +313,8 @@ impl Pkcs11Custody {
                 | RvError::DataInvalid
                 | RvError::DataLenRange
                 | RvError::GeneralError
+                // SoftHSM2's answer to a wrap under another key-encryption key.
+                | RvError::FunctionFailed
                 | RvError::TemplateInconsistent
                 | RvError::AttributeValueInvalid,
                 _,
