@@ -11,6 +11,12 @@
 //!
 //! Sealed records are `1 (version) || IV (12) || ciphertext || tag (16)`, the version and the
 //! caller's associated data both authenticated.
+//!
+//! Two SoftHSM2 (2.6) behaviours shape the wrapping code, checked by the tests:
+//! - `C_WrapKey` zero-pads the PKCS#8 to a multiple of 8 bytes before RFC 5649, so the soft
+//!   custody reads a PKCS#8 followed by up to 7 zero bytes; `C_UnwrapKey` takes both forms.
+//! - an unwrapped private key has no `CKA_EC_POINT` nor `CKA_PUBLIC_KEY_INFO`, so the custody
+//!   recovers its public key from two signatures and adds the public object itself.
 
 use crate::ec;
 use crate::options::Pkcs11Options;
