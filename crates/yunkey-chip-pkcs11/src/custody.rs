@@ -385,14 +385,11 @@ impl KeyCustody for Pkcs11Custody {
     }
 
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ChipError> {
-        let fails = || {
-            ChipError::storage(
-                "opening a sealed record",
-                "it fails authentication under the token's sealing key",
-            )
-        };
         if sealed.first() != Some(&SEAL_VERSION) || sealed.len() < 1 + IV_LEN + 16 {
-            return Err(fails());
+            return Err(ChipError::storage(
+                "opening a sealed record",
+                "it is not a record sealed by a token (version or length)",
+            ));
         }
         let mut bound = vec![SEAL_VERSION];
         bound.extend_from_slice(aad);
@@ -403,22 +400,21 @@ impl KeyCustody for Pkcs11Custody {
                 let key = self.master_key(s, generation, false)?;
                 let mut iv = iv;
                 let params = GcmParams::new(&mut iv, &bound, TAG_BITS.into())?;
-                match s.decrypt(&Mechanism::AesGcm(params), key, body) {
-                    Ok(plain) => Ok(Zeroizing::new(plain)),
-                    // A session problem is retried; anything else is a record that does not
-                    // authenticate (SoftHSM2 says CKR_GENERAL_ERROR for a bad tag).
-                    Err(
-                        e @ Error::Pkcs11(
-                            RvError::SessionHandleInvalid
-                            | RvError::SessionClosed
-                            | RvError::UserNotLoggedIn,
-                            _,
-                        ),
-                    ) => Err(e.into()),
-                    Err(_) => Err(fails().into()),
-                }
+                Ok(Zeroizing::new(s.decrypt(
+                    &Mechanism::AesGcm(params),
+                    key,
+                    body,
+                )?))
             })
-            .map_err(|e| e.into_chip("opening a sealed record"))
+            .map_err(|e| match e {
+                // What a token says about a record that does not authenticate varies
+                // (SoftHSM2: CKR_GENERAL_ERROR); a lost login was retried already.
+                Failure::Token(e) => ChipError::storage(
+                    "opening a sealed record",
+                    format!("it fails authentication under the token's sealing key ({e})"),
+                ),
+                Failure::Chip(e) => e,
+            })
     }
 
     fn generate(&self) -> Result<CustodyKey, ChipError> {

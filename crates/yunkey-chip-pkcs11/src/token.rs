@@ -5,14 +5,14 @@
 //! while the token is healthy: it holds the login (which PKCS#11 shares among all sessions of
 //! the process) and owns the session objects (the domain's key-encryption keys), which live
 //! as long as the session that made them. Object handles stay valid while any session is
-//! open; if a call fails because the session or login is gone (the token was reset or
-//! removed), the pool is dropped, the anchor reopened and logged in, every cached handle
+//! open; if a call fails and its session is no longer logged in (the token was reset,
+//! removed, or logged out), the pool is dropped, the anchor reopened and logged in, every cached handle
 //! forgotten (the `generation` changes), and the call tried once more.
 
 use crate::options::{Pin, TokenSelector};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,21 @@ fn session_lost(e: &Failure) -> bool {
             _
         ))
     )
+}
+
+/// Whether `session` is still logged in as the user. A token that lost the login answers
+/// calls on private objects with errors such as `CKR_KEY_HANDLE_INVALID`, not with
+/// `CKR_USER_NOT_LOGGED_IN`, so a failed call asks.
+fn logged_in(session: &Session) -> bool {
+    session
+        .get_session_info()
+        .map(|i| {
+            matches!(
+                i.session_state(),
+                SessionState::RwUser | SessionState::RoUser
+            )
+        })
+        .unwrap_or(false)
 }
 
 /// Why a call on a session failed: the token refused it, or the custody found something
@@ -255,14 +270,18 @@ impl Token {
                     self.checkin(session);
                     return Ok(v);
                 }
-                Err(e) if session_lost(&e) && !retried => {
-                    drop(session);
-                    tracing::warn!(token = %self.label, error = %e, "PKCS#11 session lost; logging in again");
-                    self.reconnect()?;
-                    retried = true;
-                }
                 Err(e) => {
-                    if session_lost(&e) {
+                    // Any failure counts, also "no such object": a token that lost the login
+                    // hides its private objects.
+                    let lost = session_lost(&e) || !logged_in(&session);
+                    if lost && !retried {
+                        drop(session);
+                        tracing::warn!(token = %self.label, error = %e, "PKCS#11 session or login lost; logging in again");
+                        self.reconnect()?;
+                        retried = true;
+                        continue;
+                    }
+                    if lost {
                         // Make the next call start from a fresh login.
                         drop(session);
                         *self.lock_anchor() = None;

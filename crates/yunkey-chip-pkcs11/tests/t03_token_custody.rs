@@ -291,3 +291,53 @@ fn open_fails_clearly() {
     .to_string();
     assert!(err.contains("loading the PKCS#11 module"), "{err}");
 }
+
+#[test]
+fn a_lost_login_is_restored_and_the_call_retried() {
+    let mut label = None;
+    let custody = Arc::new(Pkcs11Custody::open(fresh(&mut label)).unwrap());
+    let dir = softhsm().chip_dir("relogin");
+    let chip = yunkey_chip::ActivationModule::open(
+        yunkey_store::Db::open_sled(dir.join("store")).unwrap(),
+        custody.clone(),
+        common::config("relogin"),
+    )
+    .unwrap();
+    Operator::new().init_domain(&chip);
+    let (key, code) = testing::enrol(&chip, "carol");
+    let phone = Device::new("carol");
+    chip.bind_device(&phone.bind_request(&key.handle, &code))
+        .unwrap();
+    let wrapped = chip.wrap_key(&key.handle).unwrap();
+    let public = yunkey_crypto::ecdsa::PublicKey::from_spki_der(&key.public_key_spki).unwrap();
+
+    // Someone logs the process out of the token (as a token reset would): every session of
+    // the process loses the login, and the domain key's session object with the anchor.
+    for round in 0..2 {
+        inspect(label.as_deref().unwrap()).logout().unwrap();
+        let (tx, hash) = testing::canonical_tx(&(round + 1).to_string(), 60);
+        let signed = chip
+            .sign_authorized(&phone.request(&key.handle, &tx))
+            .expect("signs after logging in again");
+        public.verify_digest(&hash, &signed.signature_der).unwrap();
+        assert_eq!(chip.wrap_key(&key.handle).unwrap(), wrapped);
+    }
+    // A key this instance has not looked up yet: logged out, the token hides it, so the
+    // lookup fails; the custody logs in again and finds it.
+    let fresh_key = custody.generate().unwrap();
+    let other =
+        Pkcs11Custody::open(softhsm().options(TokenSelector::Label(label.unwrap()))).unwrap();
+    let keys = kek();
+    let expected = custody
+        .export_wrapped(&fresh_key.key_ref, keys.kek())
+        .unwrap();
+    inspect(&other.describe()["pkcs11:".len()..])
+        .logout()
+        .unwrap();
+    assert_eq!(
+        other
+            .export_wrapped(&fresh_key.key_ref, keys.kek())
+            .unwrap(),
+        expected
+    );
+}
