@@ -219,6 +219,23 @@ fn main() {
             get("pkcs11") / get("soft")
         );
     }
+    // The soft custody's signature alone (yunkey_crypto, the p256 crate), for comparison.
+    let key = yunkey_crypto::ecdsa::PrivateKey::generate();
+    let digest = yunkey_crypto::sha256(b"bench");
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(key.sign_digest(&digest));
+    }
+    println!(
+        "one P-256 signature in software (p256 crate, as SoftCustody::sign): {:.1} us",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    // The token's signature alone: CKM_ECDSA on a session key, straight through cryptoki.
+    println!(
+        "one CKM_ECDSA C_Sign in the token: {:.1} us",
+        token_sign_us(&args.module, &digest, n)
+    );
     // The per-record cost on the sign path: opening the key's sealed record.
     let record = vec![7u8; 200];
     let token = Pkcs11Custody::open(Pkcs11Options::new(
@@ -240,4 +257,36 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e6 / n as f64
         );
     }
+}
+
+/// Microseconds per `C_Sign` (CKM_ECDSA, P-256) of a session key in the `bench` token.
+fn token_sign_us(module: &std::path::Path, digest: &[u8], n: usize) -> f64 {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+    use cryptoki::session::UserType;
+    let ctx = Pkcs11::new(module).expect("module");
+    // Already initialised by the chip in this process: that is fine.
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "bench")
+        .expect("bench token");
+    let session = ctx.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let (_, private) = session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::Token(false), Attribute::EcParams(p256)],
+            &[Attribute::Token(false), Attribute::Sign(true)],
+        )
+        .unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(session.sign(&Mechanism::Ecdsa, private, digest).unwrap());
+    }
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
 }
