@@ -78,12 +78,13 @@ ETCD_BENCH=${CARGO_TARGET_DIR:-$ROOT/tools/etcd-bench/target}/release/etcd-bench
 [ -x "$ETCD_BENCH" ] || die "$ETCD_BENCH not built"
 
 PKI=$WORK/pki
-# One cluster CA; one node identity (127.0.0.1) for every process and one client identity, in
-# the layout --tls-dir and the etcd flags below expect.
+# One cluster CA; one node identity (127.0.0.1) for every process, one client and one operator
+# identity, in the layout --tls-dir and the etcd flags below expect.
 "$YUNKEY" pki init --ca-dir "$WORK/ca" >/dev/null
 "$YUNKEY" pki issue --ca-dir "$WORK/ca" --role node --name bench-node \
     --host 127.0.0.1 --host localhost --out "$PKI" >/dev/null
 "$YUNKEY" pki issue --ca-dir "$WORK/ca" --role client --name bench-client --out "$PKI" >/dev/null
+"$YUNKEY" pki issue --ca-dir "$WORK/ca" --role operator --name bench-operator --out "$PKI" >/dev/null
 
 # ctl.sh start|kill NAME: the processes of both clusters, by name; their command lines are in
 # $WORK/cmd/NAME, their pids in $WORK/pids/NAME.pid (the exit trap kills whatever is left).
@@ -143,6 +144,8 @@ for n in 1 2 3; do
 done
 YK_CLIENT=(--endpoint "https://127.0.0.1:$(yk_port 1),https://127.0.0.1:$(yk_port 2),https://127.0.0.1:$(yk_port 3)"
     --ca "$PKI/ca.pem" --cert "$PKI/client.pem" --key "$PKI/client-key.pem")
+# Membership changes need the operator role.
+YK_OPERATOR=(--ca "$PKI/ca.pem" --cert "$PKI/operator.pem" --key "$PKI/operator-key.pem")
 
 echo "== yunkey: 2 chips, 3 coordinators (load $(load))" >&2
 for c in 1 2; do "$CTL" start "chip-$c"; done
@@ -154,7 +157,7 @@ wait_log yk-1 "ready:" 60
 for n in 2 3; do
     "$CTL" start "yk-$n"
     wait_log "yk-$n" "endpoint:" 60
-    "$YUNKEY" "${YK_CLIENT[@]}" --endpoint "https://127.0.0.1:$(yk_port 1)" ctl add-node \
+    "$YUNKEY" "${YK_OPERATOR[@]}" --endpoint "https://127.0.0.1:$(yk_port 1)" ctl add-node \
         --node-id "$n" --address "https://127.0.0.1:$(yk_port $n)" >&2
 done
 for n in 2 3; do wait_log "yk-$n" "ready:" 60; done

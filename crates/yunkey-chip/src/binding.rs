@@ -59,7 +59,10 @@ pub struct Binding {
 }
 
 fn corrupt(reason: &str) -> ChipError {
-    ChipError::Invalid(InvalidField::new("wrapped_key", format!("binding {reason}")))
+    ChipError::Invalid(InvalidField::new(
+        "wrapped_key",
+        format!("binding {reason}"),
+    ))
 }
 
 impl Binding {
@@ -121,7 +124,10 @@ impl Binding {
             return Err(corrupt("has an unknown format version"));
         }
         let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>, ChipError> {
-            let v = rest.get(..n).ok_or_else(|| corrupt("is truncated"))?.to_vec();
+            let v = rest
+                .get(..n)
+                .ok_or_else(|| corrupt("is truncated"))?
+                .to_vec();
             *rest = &rest[n..];
             Ok(v)
         };
@@ -236,7 +242,10 @@ mod tests {
         };
         let e = b.encode();
         assert_eq!(Binding::decode(&e).unwrap(), b);
-        assert_eq!(Binding::decode(&Binding::default().encode()).unwrap(), Binding::default());
+        assert_eq!(
+            Binding::decode(&Binding::default().encode()).unwrap(),
+            Binding::default()
+        );
         let mut trailing = e.clone();
         trailing.push(0);
         assert!(Binding::decode(&trailing).is_err());

@@ -52,8 +52,14 @@ pub fn fresh_chip_and_domain(make: Make<'_>) {
     let info = chip.info().unwrap();
     assert_eq!(info.used, 0, "fresh chip holds no keys");
     assert!(info.domain_id.is_none(), "fresh chip is in no domain");
-    assert!(info.trust_anchor.is_none(), "fresh chip has no trust anchor");
-    assert!(info.operator_key.is_none(), "fresh chip has no operator key");
+    assert!(
+        info.trust_anchor.is_none(),
+        "fresh chip has no trust anchor"
+    );
+    assert!(
+        info.operator_key.is_none(),
+        "fresh chip has no operator key"
+    );
     assert!(
         (6..=64).contains(&info.capacity),
         "conformance chips have capacity 6..=64"
@@ -198,7 +204,10 @@ pub fn binding_and_signing(make: Make<'_>) {
     let signed = chip
         .sign_authorized(&phone.request(&key.handle, &tx))
         .unwrap();
-    assert_eq!(signed.digest, tx_hash, "the chip signs sha256(canonical_transaction)");
+    assert_eq!(
+        signed.digest, tx_hash,
+        "the chip signs sha256(canonical_transaction)"
+    );
     public
         .verify_digest(&tx_hash, &signed.signature_der)
         .expect("signature verifies");
@@ -218,9 +227,11 @@ pub fn binding_and_signing(make: Make<'_>) {
     // The bound device's id with another key's signature.
     let mut req = phone.request(&key.handle, &fresh());
     req.authorization_signature = stranger.authorize_for("alice", &req.canonical_transaction);
-    expect_err("signature by another key", chip.sign_authorized(&req), |e| {
-        *e == ChipError::BadAuthorization
-    });
+    expect_err(
+        "signature by another key",
+        chip.sign_authorized(&req),
+        |e| *e == ChipError::BadAuthorization,
+    );
     // A real authorization, with the amount changed afterwards.
     let (orig, _) = testing::canonical_tx("10", 120);
     let mut req = phone.request(&key.handle, &orig);
@@ -397,7 +408,10 @@ pub fn revocation(make: Make<'_>) {
             device_id: None,
         })
         .unwrap();
-    assert_eq!(again.binding_seq, gone.binding_seq, "revoking twice is a no-op");
+    assert_eq!(
+        again.binding_seq, gone.binding_seq,
+        "revoking twice is a no-op"
+    );
     expect_err(
         "a revoked user",
         a.sign_authorized(&dave.request(&key2.handle, &testing::canonical_tx("1", 60).0)),
@@ -445,9 +459,11 @@ pub fn certificates(make: Make<'_>) {
         issue(&ca_key.handle, user_subject()),
         |e| *e == ChipError::AnchorKeyMismatch,
     );
-    expect_err("a user key as CA", issue(&key.handle, user_subject()), |e| {
-        *e == ChipError::NotACaKey
-    });
+    expect_err(
+        "a user key as CA",
+        issue(&key.handle, user_subject()),
+        |e| *e == ChipError::NotACaKey,
+    );
 
     let ca_public = PublicKey::from_spki_der(&ca.key.public_key_spki).unwrap();
     let check = |der: &[u8], subject_spki: &[u8]| {
@@ -462,7 +478,11 @@ pub fn certificates(make: Make<'_>) {
     };
     let user_cert = issue(&ca.key.handle, user_subject()).unwrap();
     let cert = check(&user_cert, &key.public_key_spki);
-    assert!(cert.tbs_certificate.subject.to_string().contains("CN=alice"));
+    assert!(cert
+        .tbs_certificate
+        .subject
+        .to_string()
+        .contains("CN=alice"));
     let device_cert = issue(
         &ca.key.handle,
         CertificateSubject::Device {
@@ -557,7 +577,10 @@ pub fn domain_transfer_and_wrapping(make: Make<'_>) {
     let bound = a
         .bind_device(&phone.bind_request(&key_a.handle, &code))
         .unwrap();
-    assert_eq!(a.wrap_key(&key_a.handle).unwrap().len(), bound.wrapped_key.len());
+    assert_eq!(
+        a.wrap_key(&key_a.handle).unwrap().len(),
+        bound.wrapped_key.len()
+    );
 
     // Export needs the operator's admission of exactly the recipient.
     let b_info = b.info().unwrap();
@@ -566,9 +589,11 @@ pub fn domain_transfer_and_wrapping(make: Make<'_>) {
         transport_public_key: b_info.transport_public_key.clone(),
         operator_signature: vec![0x30, 0x00],
     };
-    expect_err("export without admission", a.export_domain(&unsigned), |e| {
-        matches!(e, ChipError::AdmissionRefused { .. })
-    });
+    expect_err(
+        "export without admission",
+        a.export_domain(&unsigned),
+        |e| matches!(e, ChipError::AdmissionRefused { .. }),
+    );
     expect_err(
         "export admitted by another key",
         a.export_domain(&Operator::new().admit(&*b)),
@@ -589,7 +614,11 @@ pub fn domain_transfer_and_wrapping(make: Make<'_>) {
         |e| matches!(e, ChipError::Unseal { .. }),
     );
     assert_eq!(b.import_domain(&export.envelope).unwrap(), id);
-    assert_eq!(b.import_domain(&export.envelope).unwrap(), id, "import is idempotent");
+    assert_eq!(
+        b.import_domain(&export.envelope).unwrap(),
+        id,
+        "import is idempotent"
+    );
     let b_info = b.info().unwrap();
     assert_eq!(b_info.trust_anchor.as_deref(), Some(ca.cert_der.as_slice()));
     assert_eq!(b_info.operator_key, Some(operator.public_spki()));
@@ -607,7 +636,10 @@ pub fn domain_transfer_and_wrapping(make: Make<'_>) {
     let key_b = b
         .unwrap_key(&bound.wrapped_key, KeyPurpose::User, "alice")
         .unwrap();
-    assert_eq!(key_b.public_key_spki, key_a.public_key_spki, "same key on both chips");
+    assert_eq!(
+        key_b.public_key_spki, key_a.public_key_spki,
+        "same key on both chips"
+    );
     let public = PublicKey::from_spki_der(&key_a.public_key_spki).unwrap();
     for (chip, handle) in [(&a, &key_a.handle), (&b, &key_b.handle)] {
         let (tx, hash) = testing::canonical_tx("1000", 60);
@@ -649,7 +681,10 @@ pub fn delete_and_capacity(make: Make<'_>) {
     let capacity = chip.info().unwrap().capacity;
     let k = chip.generate_key(&ca_key_request()).unwrap();
     assert!(chip.delete_key(&k.handle).unwrap());
-    assert!(!chip.delete_key(&k.handle).unwrap(), "second delete reports no key");
+    assert!(
+        !chip.delete_key(&k.handle).unwrap(),
+        "second delete reports no key"
+    );
     expect_err(
         "issue with a deleted key",
         chip.issue_certificate(&IssueCertificate {

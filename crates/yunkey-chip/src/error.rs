@@ -86,7 +86,9 @@ pub enum ChipError {
         reason: &'static str,
     },
     /// The trust anchor is not the certificate of the CA key asked to issue.
-    #[error("the trust anchor is not this CA key's certificate; set the anchor issued with this key")]
+    #[error(
+        "the trust anchor is not this CA key's certificate; set the anchor issued with this key"
+    )]
     AnchorKeyMismatch,
     /// The authorization signature does not verify under the bound device key.
     #[error("authorization signature does not verify with the bound device key for this transaction and user")]

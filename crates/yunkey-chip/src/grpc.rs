@@ -18,11 +18,28 @@ use yunkey_proto::v1::{self as pb, Algorithm};
 /// Longest opaque blob (certificate, envelope, wrapped key, transaction) accepted.
 const MAX_BLOB: usize = 16 * 1024;
 
+/// The operator's admission of this chip, as the chip process was given it: the operator key
+/// (SPKI DER) and its signature over the chip's id and transport key. The chip reports it in
+/// `GetInfo` so that coordinators can pass it to the chip that exports the domain; the
+/// exporting chip checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAdmission {
+    /// The operator key, SubjectPublicKeyInfo DER.
+    pub operator_key: Vec<u8>,
+    /// DER ECDSA signature over [`yunkey_crypto::authz::chip_admission_message`].
+    pub signature: Vec<u8>,
+}
+
+/// Where the server finds the chip's admission, read on every `GetInfo` (so an operator can
+/// drop it in while the chip runs).
+pub type AdmissionSource = Arc<dyn Fn() -> Option<OperatorAdmission> + Send + Sync>;
+
 /// The ChipService gRPC server over a backend.
 #[derive(Clone)]
 pub struct ChipGrpc {
     backend: Arc<dyn ChipBackend>,
     chip: String,
+    admission: Option<AdmissionSource>,
 }
 
 impl std::fmt::Debug for ChipGrpc {
@@ -91,7 +108,17 @@ impl ChipGrpc {
         if let Ok(info) = &info {
             metrics::gauge!("yunkey_chip_keys", "chip" => chip.clone()).set(info.used as f64);
         }
-        Self { backend, chip }
+        Self {
+            backend,
+            chip,
+            admission: None,
+        }
+    }
+
+    /// Reports the admission `source` gives in `GetInfo`.
+    pub fn with_admission(mut self, source: AdmissionSource) -> Self {
+        self.admission = Some(source);
+        self
     }
 
     /// The tonic service, accepting messages up to [`yunkey_net::MAX_MESSAGE_BYTES`].
@@ -153,6 +180,10 @@ impl ChipService for ChipGrpc {
         role::require(&req, &[Role::Node])?;
         let info = self.run(|b| b.info()).await?;
         metrics::gauge!("yunkey_chip_keys", "chip" => self.chip.clone()).set(info.used as f64);
+        let admission = self.admission.as_ref().and_then(|source| source());
+        let (admission_operator_key, admission_signature) = admission
+            .map(|a| (a.operator_key, a.signature))
+            .unwrap_or_default();
         Ok(Response::new(pb::ChipInfo {
             chip_id: info.chip_id,
             capacity: info.capacity,
@@ -163,6 +194,8 @@ impl ChipService for ChipGrpc {
             trust_anchor: info.trust_anchor.unwrap_or_default(),
             operator_key: info.operator_key.unwrap_or_default(),
             custody: info.custody,
+            admission_operator_key,
+            admission_signature,
         }))
     }
 
@@ -389,12 +422,7 @@ impl ChipService for ChipGrpc {
                     device_id: d.device_id,
                 }
             }
-            None => {
-                return Err(invalid(
-                    "subject",
-                    "give ca_common_name, user or device",
-                ))
-            }
+            None => return Err(invalid("subject", "give ca_common_name, user or device")),
         };
         let request = IssueCertificate {
             ca_key_handle: r.ca_key_handle,

@@ -42,5 +42,5 @@ pub use backend::{
 };
 pub use custody::KeyCustody;
 pub use error::ChipError;
-pub use grpc::ChipGrpc;
+pub use grpc::{AdmissionSource, ChipGrpc, OperatorAdmission};
 pub use soft::{SoftChip, SoftCustody};

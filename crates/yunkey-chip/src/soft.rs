@@ -97,7 +97,10 @@ impl KeyCustody for SoftCustody {
     }
 
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
-        Ok(keywrap::wrap_kwp(kek.expose(), &Self::key(key)?.to_pkcs8_der()))
+        Ok(keywrap::wrap_kwp(
+            kek.expose(),
+            &Self::key(key)?.to_pkcs8_der(),
+        ))
     }
 
     fn import_wrapped(&self, wrapped: &[u8], kek: &Kek) -> Result<CustodyKey, ChipError> {

@@ -14,6 +14,10 @@ use tonic::Status;
 /// on the typed reason (see [`error_kind`]) rather than on a code or a message.
 pub const ERROR_KIND_HEADER: &str = "x-yunkey-chip-error";
 
+/// The kind of [`ChipError::BindingBehind`]: the chip needs the committed wrapped key
+/// (`UpdateBinding`) before it can decide.
+pub const KIND_BINDING_BEHIND: &str = "binding_behind";
+
 /// The [`ChipError::kind`] a chip put in a status, if any.
 pub fn error_kind(status: &Status) -> Option<&str> {
     status.metadata().get(ERROR_KIND_HEADER)?.to_str().ok()
@@ -50,9 +54,9 @@ fn status_of(err: &ChipError) -> Status {
         | ChipError::AdmissionRefused { .. }
         | ChipError::BadAuthorization
         | ChipError::Replay => Status::permission_denied(msg),
-        ChipError::TooManyDevices { .. } => Status::resource_exhausted(format!(
-            "{msg}; revoke a device before binding another"
-        )),
+        ChipError::TooManyDevices { .. } => {
+            Status::resource_exhausted(format!("{msg}; revoke a device before binding another"))
+        }
         ChipError::Expiry(_) => {
             Status::failed_precondition(format!("{msg}; ask the device for a fresh authorization"))
         }
@@ -122,6 +126,10 @@ mod tests {
                 Code::InvalidArgument,
             ),
         ];
+        assert_eq!(
+            ChipError::BindingBehind { have: 0, need: 1 }.kind(),
+            KIND_BINDING_BEHIND
+        );
         for (err, code) in cases {
             let status = to_status(&err);
             assert_eq!(status.code(), code, "{err}");

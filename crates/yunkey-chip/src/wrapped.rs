@@ -134,7 +134,8 @@ impl WrappedKey {
         if body[1] != ALG_P256 {
             return Err(bad("names an unknown algorithm"));
         }
-        let purpose = KeyPurpose::from_byte(body[2]).ok_or_else(|| bad("names an unknown purpose"))?;
+        let purpose =
+            KeyPurpose::from_byte(body[2]).ok_or_else(|| bad("names an unknown purpose"))?;
         let (user, rest) = take_lp(&body[3..]).ok_or_else(|| bad("is truncated"))?;
         let (spki, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
         let (binding, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;

@@ -1,7 +1,7 @@
 //! The backend conformance suite against the soft chip on sled.
 
 use std::sync::Mutex;
-use yunkey_chip::{conformance, ChipBackend, SoftChip, ChipConfig};
+use yunkey_chip::{conformance, ChipBackend, ChipConfig, SoftChip};
 
 #[test]
 fn soft_chip_on_sled_passes_conformance() {

@@ -3,7 +3,7 @@
 use crate::ClientError;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -30,6 +30,10 @@ pub struct ConnectionOptions {
 #[derive(Debug, Clone)]
 pub struct Connection {
     channels: Arc<Vec<(String, Channel)>>,
+    /// Channels to leaders named by a hint that are not among `channels`.
+    hinted: Arc<Mutex<Vec<(String, Channel)>>>,
+    tls: TlsMaterial,
+    domain: Option<String>,
     next: Arc<AtomicUsize>,
     deadline: Duration,
 }
@@ -52,9 +56,38 @@ impl Connection {
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Self {
             channels: Arc::new(channels),
+            hinted: Arc::default(),
+            tls: opts.tls.clone(),
+            domain: opts.domain.clone(),
             next: Arc::default(),
             deadline: opts.deadline,
         })
+    }
+
+    /// The channel to the leader a refusal names in its `x-yunkey-leader` metadata, if it
+    /// names one (an `https://` URL). Reuses a channel to a known endpoint.
+    fn hinted_channel(&self, status: &tonic::Status) -> Option<(String, Channel)> {
+        let hint = status
+            .metadata()
+            .get(yunkey_net::LEADER_HINT_METADATA)?
+            .to_str()
+            .ok()?
+            .trim()
+            .to_owned();
+        if !hint.starts_with("https://") {
+            return None;
+        }
+        if let Some(known) = self.channels.iter().find(|(e, _)| *e == hint) {
+            return Some(known.clone());
+        }
+        let mut hinted = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = hinted.iter().find(|(e, _)| *e == hint) {
+            return Some(known.clone());
+        }
+        let channel =
+            yunkey_net::pool::connect_lazy(&hint, &self.tls, self.domain.as_deref()).ok()?;
+        hinted.push((hint.clone(), channel.clone()));
+        Some((hint, channel))
     }
 
     fn channel(&self, attempt: usize) -> &(String, Channel) {
@@ -78,8 +111,10 @@ impl Connection {
     }
 
     /// Runs `call` on a channel, retrying UNAVAILABLE (and connection failures) with
-    /// exponential backoff on the next endpoint until the deadline. The request itself,
-    /// including its `request_id`, must be the same on every attempt.
+    /// exponential backoff on the next endpoint until the deadline. A refusal that names the
+    /// leader (`x-yunkey-leader` metadata: a request only the leader serves, such as a
+    /// membership change) is retried there next, with the same certificate and trust root.
+    /// The request itself, including its `request_id`, must be the same on every attempt.
     pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
@@ -88,8 +123,13 @@ impl Connection {
         let end = Instant::now() + self.deadline;
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0;
+        let mut redirect: Option<(String, Channel)> = None;
+        // Followed leader hints; a few at most without a pause (stale views can disagree).
+        let mut hops = 0;
         loop {
-            let (endpoint, channel) = self.channel(attempt).clone();
+            let (endpoint, channel) = redirect
+                .take()
+                .unwrap_or_else(|| self.channel(attempt).clone());
             match call(channel).await {
                 Ok(resp) => {
                     if attempt > 0 {
@@ -98,10 +138,16 @@ impl Connection {
                     return Ok(resp.into_inner());
                 }
                 Err(status) if retryable(&status) && Instant::now() + backoff < end => {
-                    tracing::debug!(%endpoint, code = ?status.code(), "retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(250));
-                    attempt += 1;
+                    redirect = self
+                        .hinted_channel(&status)
+                        .filter(|(hint, _)| *hint != endpoint && hops < 3);
+                    hops += usize::from(redirect.is_some());
+                    tracing::debug!(%endpoint, code = ?status.code(), leader = ?redirect.as_ref().map(|r| &r.0), "retrying");
+                    if redirect.is_none() {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(250));
+                        attempt += 1;
+                    }
                 }
                 Err(status) => return Err(status.into()),
             }

@@ -70,7 +70,9 @@ fn enroll(i: u64) -> Op {
         user_id: user_id.clone(),
         algorithm: 1,
         public_key: filler(i * 4, 91),
-        wrapped_key: filler(i * 4 + 1, 120),
+        // A format 2 wrapped key: header, binding, RFC 5649 wrap of PKCS#8, HMAC (~320 bytes).
+        wrapped_key: filler(i * 4 + 1, 320),
+        binding_seq: 0,
         certificate: filler(i * 4 + 2, 400),
         state: UserState::Active,
         holders: CHIPS
@@ -192,8 +194,10 @@ async fn main() {
                         placed: 0,
                         transport_key: filler(index, 91),
                         admitted_at: NOW,
+                        admission_signature: filler(index + 1, 71),
                     },
                     domain_id: "domain-bench".into(),
+                    operator_key: filler(index + 2, 91),
                 },
                 format!("admit-{c}"),
             );

@@ -7,14 +7,57 @@ use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
 use crate::state::{CaRecord, ChipRecord, Command, CommandResult, Op, Rejection};
 use std::time::Duration;
-use yunkey_crypto::validate;
+use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::{authz, validate};
 use yunkey_proto::v1::{
-    Algorithm, ExportDomainRequest, GetInfoRequest, ImportDomainRequest, InitDomainRequest,
-    KeyPurpose, SetTrustAnchorRequest,
+    Algorithm, ChipAdmission, ExportDomainRequest, GetInfoRequest, ImportDomainRequest,
+    InitDomainRequest, KeyPurpose, SetTrustAnchorRequest,
 };
 
-/// Admits the chip at `endpoint`: joins it to the cluster's security domain (creating the
-/// domain on the first chip), gives it the user CA as trust anchor, and registers it.
+/// Checks the operator's admission a chip reports against the domain's operator key (or, for
+/// the first chip, against the key it names). The chips check it again themselves; this check
+/// only keeps an unadmitted chip out of the registry with a clear message.
+fn check_admission(
+    info: &yunkey_proto::v1::ChipInfo,
+    domain_operator_key: Option<&[u8]>,
+) -> Result<()> {
+    if info.admission_signature.is_empty() || info.admission_operator_key.is_empty() {
+        return Err(CoordError::AdmissionRefused(format!(
+            "chip {} has no operator admission; sign one with `yunkey pki admit-chip` and put it \
+             in the chip's data directory as admission.json",
+            info.chip_id
+        )));
+    }
+    if let Some(domain_key) = domain_operator_key {
+        if domain_key != info.admission_operator_key.as_slice() {
+            return Err(CoordError::AdmissionRefused(format!(
+                "chip {} was admitted by another operator key than this cluster's",
+                info.chip_id
+            )));
+        }
+    }
+    let operator = PublicKey::from_spki_der(&info.admission_operator_key).map_err(|_| {
+        CoordError::AdmissionRefused(format!(
+            "chip {} reports an operator key that is not a P-256 public key",
+            info.chip_id
+        ))
+    })?;
+    operator
+        .verify_message(
+            &authz::chip_admission_message(&info.chip_id, &info.transport_public_key),
+            &info.admission_signature,
+        )
+        .map_err(|_| {
+            CoordError::AdmissionRefused(format!(
+                "chip {}'s admission does not verify for its id and transport key (signed for another chip?)",
+                info.chip_id
+            ))
+        })
+}
+
+/// Admits the chip at `endpoint`: checks the operator's admission it reports, joins it to the
+/// cluster's security domain (creating the domain, with the operator key, on the first chip),
+/// gives it the user CA as trust anchor, and registers it.
 pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<ChipRecord> {
     let mut client = core.chips.client(endpoint)?;
     let info = client
@@ -28,11 +71,16 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
         })?
         .into_inner();
     validate::identifier("chip_id", &info.chip_id)?;
+    let domain_operator_key = core.view.operator_key()?;
+    check_admission(&info, domain_operator_key.as_deref())?;
     let chip_err = chip_err(&info.chip_id);
 
     let domain_id = match (core.view.domain()?, info.domain_id.is_empty()) {
         (None, true) => client
-            .init_domain(core.chips.request(InitDomainRequest {}))
+            .init_domain(core.chips.request(InitDomainRequest {
+                operator_key: info.admission_operator_key.clone(),
+                admission_signature: info.admission_signature.clone(),
+            }))
             .await
             .map_err(chip_err)?
             .into_inner()
@@ -46,7 +94,15 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             )))
         }
         (Some(cluster), true) => {
-            let envelope = export_from_member(core, &info.transport_public_key).await?;
+            let envelope = export_from_member(
+                core,
+                ChipAdmission {
+                    chip_id: info.chip_id.clone(),
+                    transport_key: info.transport_public_key.clone(),
+                    operator_signature: info.admission_signature.clone(),
+                },
+            )
+            .await?;
             let joined = client
                 .import_domain(core.chips.request(ImportDomainRequest { envelope }))
                 .await
@@ -74,6 +130,7 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
         placed: 0,
         transport_key: info.transport_public_key.clone(),
         admitted_at: crate::clock::now(),
+        admission_signature: info.admission_signature.clone(),
     };
     core.propose(
         "",
@@ -81,6 +138,7 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
         Op::AdmitChip {
             chip: record.clone(),
             domain_id,
+            operator_key: info.admission_operator_key.clone(),
         },
     )
     .await?;
@@ -97,8 +155,8 @@ fn chip_err_owned(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError {
     }
 }
 
-/// Asks a healthy member chip to encrypt the domain to a new chip's transport key.
-async fn export_from_member(core: &Core, transport_key: &[u8]) -> Result<Vec<u8>> {
+/// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key.
+async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec<u8>> {
     let mut last =
         CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
     for member in core.view.chips()? {
@@ -106,7 +164,7 @@ async fn export_from_member(core: &Core, transport_key: &[u8]) -> Result<Vec<u8>
             core.chips
                 .client_for(&member)?
                 .export_domain(core.chips.request(ExportDomainRequest {
-                    recipient_transport_key: transport_key.to_vec(),
+                    recipient: Some(recipient.clone()),
                 }))
                 .await
                 .map_err(chip_err(&member.chip_id))
@@ -146,16 +204,18 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
             "the user CA needs at least one healthy chip".into(),
         ));
     }
-    let (generated, holders) =
-        crate::replicas::create_key(core, &chosen, Algorithm::EcdsaP256, KeyPurpose::Ca, "")
-            .await?;
+    let (generated, holders) = crate::replicas::create_key(
+        core,
+        &chosen,
+        Algorithm::EcdsaP256,
+        KeyPurpose::Ca,
+        "",
+        None,
+    )
+    .await?;
     let certificate = core
         .issuer
-        .self_signed_ca(
-            generated.public_key.clone(),
-            holders.clone(),
-            "yunkey user CA",
-        )
+        .self_signed_ca(&holders, "yunkey user CA")
         .await?;
     let record = CaRecord {
         certificate,

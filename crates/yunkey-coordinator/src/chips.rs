@@ -237,6 +237,57 @@ impl Chips {
     }
 }
 
+impl Chips {
+    /// Calls the holders of a key in routing order until one answers, the one way every
+    /// coordinator-to-holder call picks its chip. A holder that is unreachable is marked
+    /// suspect and the next is tried; one that lost the key or failed inside (NOT_FOUND,
+    /// INTERNAL, RESOURCE_EXHAUSTED) is skipped; any other refusal is about the request
+    /// itself and is final, since every holder would give it. `what` names the key in the
+    /// error when no holder answers.
+    pub async fn first_answer<T, F, Fut>(
+        &self,
+        holders: &[HolderRecord],
+        what: &str,
+        mut call: F,
+    ) -> Result<(HolderRecord, T)>
+    where
+        F: FnMut(ChipServiceClient<Channel>, HolderRecord) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let mut last = CoordError::Unavailable(format!("no chip holding {what} is reachable"));
+        for holder in self.order_holders(holders) {
+            let Some(endpoint) = self.endpoint_of(&holder.chip_id) else {
+                continue;
+            };
+            let client = self.client(&endpoint)?;
+            match call(client, holder.clone()).await {
+                Ok(value) => return Ok((holder.clone(), value)),
+                Err(status) => {
+                    use tonic::Code;
+                    match status.code() {
+                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
+                            // Route around it at once; the heartbeat decides when it is back.
+                            self.mark_missed(&holder.chip_id);
+                        }
+                        Code::NotFound | Code::Internal | Code::ResourceExhausted => {
+                            tracing::warn!(chip = %holder.chip_id, code = ?status.code(), "holder failed; trying the next one");
+                        }
+                        _ => return Err(chip_err(&holder.chip_id)(status)),
+                    }
+                    last = chip_err(&holder.chip_id)(status);
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Whether a chip refused because its binding of the key is older than the request's: send it
+/// the committed wrapped key with `UpdateBinding`, then retry.
+pub fn binding_behind(status: &tonic::Status) -> bool {
+    yunkey_chip::status::error_kind(status) == Some(yunkey_chip::status::KIND_BINDING_BEHIND)
+}
+
 /// Maps a chip call's status into a coordinator error naming the chip.
 pub fn chip_err(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError + '_ {
     move |status| CoordError::Chip {

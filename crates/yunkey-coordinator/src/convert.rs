@@ -29,10 +29,12 @@ pub fn device(record: &DeviceRecord) -> Device {
         public_key: record.public_key.clone(),
         certificate: record.certificate.clone(),
         registered_at: record.registered_at,
+        revoked_at: record.revoked_at.unwrap_or_default(),
     }
 }
 
-fn holder(record: &HolderRecord) -> Holder {
+/// A holder as the API shows it.
+pub fn holder(record: &HolderRecord) -> Holder {
     Holder {
         chip_id: record.chip_id.clone(),
         key_handle: record.key_handle.clone(),

@@ -1,5 +1,11 @@
-//! Device registration: a device proves possession of its key and presents the one-time
-//! activation code; it receives a certificate from the user CA that binds it to the user.
+//! Devices: registration and revocation.
+//!
+//! Registration: a device proves possession of its key and presents the one-time activation
+//! code. The coordinator checks both against its state first, to fail fast, but the decision
+//! is a chip's: a holder of the user's key binds the device only if the code matches the hash
+//! sealed into the key at enrolment (`ChipService.BindDevice`). The CA key, in a chip, then
+//! certifies the device from the new wrapped key whose binding lists it; one Raft entry commits
+//! device, certificate and binding; the other holders get the binding pushed.
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
@@ -7,12 +13,12 @@ use crate::state::{CommandResult, DeviceRecord, Op, UserState};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_crypto::{authz, ct_eq, sha256};
-use yunkey_proto::v1::{RegisterDeviceRequest, RegisterDeviceResponse};
+use yunkey_proto::v1::{
+    BindDeviceRequest, RegisterDeviceRequest, RegisterDeviceResponse, RevokeBindingRequest,
+    RevokeDeviceRequest, User,
+};
 
-/// The device id of a device key: `dev-` and 20 hex digits of its SPKI's SHA-256.
-pub fn device_id(spki: &[u8]) -> String {
-    format!("dev-{}", hex::encode(&sha256(spki)[..10]))
-}
+pub use yunkey_crypto::names::device_id;
 
 /// Registers a user's first device.
 pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<RegisterDeviceResponse> {
@@ -71,16 +77,25 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
         _ => return Err(CoordError::ActivationInvalid),
     }
 
-    let (ca, ca_spki) = core.ca()?;
+    let (ca, _) = core.ca()?;
+    // The decision: a holder binds the device against the code hash it sealed.
+    let (bound_on, bound) = core
+        .chips
+        .first_answer(&user.holders, "the user's key", |mut client, holder| {
+            let request = core.chips.request(BindDeviceRequest {
+                key_handle: holder.key_handle,
+                user_id: req.user_id.clone(),
+                activation_code: req.activation_code.clone(),
+                device_public_key: req.device_public_key.clone(),
+                proof: req.proof.clone(),
+            });
+            async move { Ok(client.bind_device(request).await?.into_inner()) }
+        })
+        .await?;
+    let rebinding = crate::bindings::rebinding(&bound);
     let certificate = core
         .issuer
-        .device_certificate(
-            &ca,
-            ca_spki,
-            &req.user_id,
-            &device_id,
-            &req.device_public_key,
-        )
+        .device_certificate(&ca, &rebinding.wrapped_key, &device_id)
         .await?;
     let device = DeviceRecord {
         device_id: device_id.clone(),
@@ -88,6 +103,7 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
         public_key: req.device_public_key.clone(),
         certificate,
         registered_at: crate::clock::now(),
+        revoked_at: None,
     };
     let actor = format!("device:{device_id}");
     match core
@@ -98,11 +114,14 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
                 user_id: req.user_id.clone(),
                 code_sha256,
                 device,
+                rebinding: rebinding.clone(),
             },
         )
         .await?
     {
         CommandResult::DeviceRegistered { user_id, device_id } => {
+            crate::bindings::push(core, &user_id, &user.holders, &bound_on.chip_id, &rebinding)
+                .await;
             response(core, &user_id, &device_id)
         }
         other => Err(CoordError::Internal(format!("unexpected result {other:?}"))),
@@ -126,4 +145,82 @@ fn response(core: &Core, user_id: &str, device_id: &str) -> Result<RegisterDevic
         device: Some(crate::convert::device(device)),
         user_certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
     })
+}
+
+/// Revokes one device of a user: a holder of the key revokes it in the binding (so that no
+/// chip signs for it again, whoever asks), the revocation commits through Raft, and the other
+/// holders get it pushed. If no holder answers, the revocation still commits and coordinators
+/// refuse the device at once, but the chips do not know it until a holder is asked again
+/// (revoking again does that); this is logged.
+pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Result<User> {
+    validate::identifier("user_id", &req.user_id)?;
+    validate::identifier("device_id", &req.device_id)?;
+    validate::text("reason", &req.reason, 256, true)?;
+    let request_id = crate::enroll::request_id(&req.request_id, || {
+        format!("revoke-device-{}-{}", req.user_id, req.device_id)
+    })?;
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    if !user.devices.iter().any(|d| d.device_id == req.device_id) {
+        return Err(CoordError::UnknownDevice {
+            user_id: req.user_id.clone(),
+            device_id: req.device_id.clone(),
+        });
+    }
+    let (revoked_on, rebinding) = revoke_in_chips(core, &user, Some(&req.device_id)).await;
+    core.propose(
+        &request_id,
+        actor,
+        Op::RevokeDevice {
+            user_id: req.user_id.clone(),
+            device_id: req.device_id.clone(),
+            reason: req.reason.clone(),
+            rebinding: rebinding.clone(),
+        },
+    )
+    .await?;
+    if let (Some(chip), Some(r)) = (revoked_on, rebinding) {
+        crate::bindings::push(core, &req.user_id, &user.holders, &chip, &r).await;
+    }
+    let user = core
+        .view
+        .user(&req.user_id)?
+        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
+    Ok(crate::convert::user(&user))
+}
+
+/// Asks a holder to revoke the user (`device_id` `None`) or a device in the key's binding.
+/// Returns the chip that did it and the new binding, or `None`s if no holder answered (logged).
+pub async fn revoke_in_chips(
+    core: &Core,
+    user: &crate::state::UserRecord,
+    device_id: Option<&str>,
+) -> (Option<String>, Option<crate::state::Rebinding>) {
+    let revoked = core
+        .chips
+        .first_answer(&user.holders, "the user's key", |mut client, holder| {
+            let request = core.chips.request(RevokeBindingRequest {
+                key_handle: holder.key_handle,
+                user_id: user.user_id.clone(),
+                device_id: device_id.unwrap_or_default().to_owned(),
+            });
+            async move { Ok(client.revoke_binding(request).await?.into_inner()) }
+        })
+        .await;
+    match revoked {
+        Ok((holder, resp)) => (
+            Some(holder.chip_id),
+            Some(crate::bindings::rebinding(&resp)),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                user = %user.user_id,
+                error = %e,
+                "no holder took the revocation now; it commits anyway and reaches the chips with the next binding push"
+            );
+            (None, None)
+        }
+    }
 }

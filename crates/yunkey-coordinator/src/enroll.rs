@@ -67,7 +67,7 @@ pub async fn enroll(
     if core.view.user(&req.user_id)?.is_some() {
         return Err(CoordError::UserExists(req.user_id));
     }
-    let (ca, ca_spki) = core.ca()?;
+    let (ca, _) = core.ca()?;
 
     let registry = core.view.chips()?;
     let candidates: Vec<_> = registry
@@ -78,35 +78,40 @@ pub async fn enroll(
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas);
-    let (generated, holders) =
-        crate::replicas::create_key(core, &chosen, algorithm, KeyPurpose::User, &req.user_id)
-            .await?;
+    // The chip that generates the key seals the code's hash into the key's binding: only a
+    // device that presents this code can ever be bound to the key.
+    let code = new_activation_code();
+    let now = crate::clock::now();
+    let code_sha256 = yunkey_crypto::sha256(code.as_bytes());
+    let expires_at = now + core.config.activation_ttl_secs;
+    let (generated, holders) = crate::replicas::create_key(
+        core,
+        &chosen,
+        algorithm,
+        KeyPurpose::User,
+        &req.user_id,
+        Some((code_sha256, expires_at)),
+    )
+    .await?;
 
     let outcome = async {
         let certificate = core
             .issuer
-            .user_certificate(
-                &ca,
-                ca_spki.clone(),
-                &req.user_id,
-                &req.display_name,
-                &generated.public_key,
-            )
+            .user_certificate(&ca, &generated.wrapped_key, &req.display_name)
             .await?;
-        let code = new_activation_code();
-        let now = crate::clock::now();
         let user = UserRecord {
             user_id: req.user_id.clone(),
             algorithm: algorithm as i32,
             public_key: generated.public_key.clone(),
             wrapped_key: generated.wrapped_key.clone(),
+            binding_seq: generated.binding_seq,
             certificate,
             state: UserState::Active,
             holders: holders.clone(),
             devices: vec![],
             activation: Some(Activation {
-                code_sha256: yunkey_crypto::sha256(code.as_bytes()),
-                expires_at: now + core.config.activation_ttl_secs,
+                code_sha256,
+                expires_at,
                 enroll_request_id: request_id.clone(),
             }),
             created_at: now,

@@ -30,6 +30,17 @@ pub enum CoordError {
         /// The device.
         device_id: String,
     },
+    /// The device is revoked.
+    #[error("device {device_id:?} of user {user_id:?} is revoked; register a new device")]
+    DeviceRevoked {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+    },
+    /// A chip's operator admission is missing or does not verify.
+    #[error("chip admission refused: {0}")]
+    AdmissionRefused(String),
     /// The device key is registered already.
     #[error(
         "device key {0:?} is registered already; a device key serves one user (make a new key)"
@@ -89,9 +100,18 @@ pub enum CoordError {
     /// The cluster is not in a state that allows this request.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The leader answered a request forwarded to it with this status.
-    #[error("from the leader: {}", .0.message())]
-    Forwarded(Status),
+    /// Only the leader serves this request, and this node is not it. UNAVAILABLE, with the
+    /// leader's address also in the `x-yunkey-leader` metadata
+    /// ([`yunkey_net::LEADER_HINT_METADATA`]), so a client can send the same request there.
+    #[error("node {node_id} is not the leader; membership changes are made by the leader, node {leader_id} at {leader_address}: send the same request there (yunkey ctl does)")]
+    NotLeader {
+        /// This node.
+        node_id: u64,
+        /// The leader it knows.
+        leader_id: u64,
+        /// The leader's address.
+        leader_address: String,
+    },
     /// Raft could not commit.
     #[error("{0}")]
     Raft(String),
@@ -116,6 +136,8 @@ impl CoordError {
             | CoordError::DeviceTaken(_) => Code::AlreadyExists,
             CoordError::UserRevoked(_)
             | CoordError::UnknownDevice { .. }
+            | CoordError::DeviceRevoked { .. }
+            | CoordError::AdmissionRefused(_)
             | CoordError::BadAuthorization(_)
             | CoordError::ActivationInvalid => Code::PermissionDenied,
             CoordError::Expired(_)
@@ -123,7 +145,9 @@ impl CoordError {
             | CoordError::FailedPrecondition(_) => Code::FailedPrecondition,
             CoordError::NodeNotFound(_) => Code::NotFound,
             CoordError::Unimplemented(_) => Code::Unimplemented,
-            CoordError::Unavailable(_) | CoordError::Raft(_) => Code::Unavailable,
+            CoordError::Unavailable(_) | CoordError::Raft(_) | CoordError::NotLeader { .. } => {
+                Code::Unavailable
+            }
             CoordError::NoCapacity(_) => Code::ResourceExhausted,
             CoordError::Chip { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded => Code::Unavailable,
@@ -131,7 +155,6 @@ impl CoordError {
                 Code::FailedPrecondition => Code::FailedPrecondition,
                 _ => Code::Internal,
             },
-            CoordError::Forwarded(status) => status.code(),
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
     }
@@ -141,10 +164,17 @@ impl From<CoordError> for Status {
     fn from(e: CoordError) -> Status {
         let message = match &e {
             CoordError::Chip { chip_id, status } => format!("chip {chip_id}: {}", status.message()),
-            CoordError::Forwarded(status) => status.message().to_owned(),
             other => other.to_string(),
         };
-        Status::new(e.code(), message)
+        let mut status = Status::new(e.code(), message);
+        if let CoordError::NotLeader { leader_address, .. } = &e {
+            if let Ok(value) = leader_address.parse() {
+                status
+                    .metadata_mut()
+                    .insert(yunkey_net::LEADER_HINT_METADATA, value);
+            }
+        }
+        status
     }
 }
 
@@ -163,6 +193,9 @@ impl From<crate::state::Rejection> for CoordError {
                 CoordError::BadAuthorization("device is not registered to this user".into())
             }
             R::CaExists => CoordError::Internal("the user CA already exists".into()),
+            R::StaleBinding { committed } => CoordError::Unavailable(format!(
+                "another change to this user's key committed first (binding seq {committed}); retry"
+            )),
             R::NodeIdUsed {
                 node_id,
                 first_address,

@@ -19,6 +19,7 @@
 //! implementation (chips are reached only over gRPC).
 
 pub mod admin;
+pub mod bindings;
 pub mod ca;
 pub mod chips;
 pub mod clock;

@@ -3,8 +3,20 @@
 //! Node ids are never reused. Every id ever added is recorded in the replicated state
 //! ([`Op::RecordNodeId`]) before the node joins, and an `AddNode` for a recorded id is refused
 //! unless that node is still a member at the same address (a retry of an interrupted add).
-//! Called on a follower, a change is forwarded to the leader's `ClusterService` once (a
-//! request marked as forwarded is never forwarded again).
+//!
+//! Membership RPCs need role `operator` (`yunkey_net::access`), and only the leader serves
+//! them. A follower does not forward them with its own node identity: that would make a node
+//! certificate enough to change membership. It answers UNAVAILABLE naming the leader
+//! ([`CoordError::NotLeader`], with the address in the `x-yunkey-leader` metadata), and the
+//! operator's client sends the same request there.
+//!
+//! `AddNode` first asks the new node's `Status` at the given address (it must answer, over
+//! TLS with a node certificate, as that node id), then adds it as a learner, and promotes it
+//! to voter only once the leader's replication metrics show the learner has acknowledged
+//! the log up to the entry that added it ([`yunkey_raft::wait_caught_up`]). openraft's own
+//! `add_learner(.., blocking = true)` is not used: it reports a learner caught up when the
+//! leader's whole log is shorter than `replication_lag_threshold` (5,000 entries), even if
+//! the learner never answered, and a voter that never answers stalls every write.
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
@@ -13,21 +25,21 @@ use openraft::{BasicNode, ChangeMembers};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
-use yunkey_proto::v1::{AddNodeRequest, MembershipResponse, RemoveNodeRequest};
-
-/// Metadata key marking a membership request forwarded by a follower.
-pub const FORWARDED_HEADER: &str = "x-yunkey-forwarded";
+use yunkey_proto::v1::{AddNodeRequest, MembershipResponse, RemoveNodeRequest, StatusRequest};
 
 /// How long `AddNode` waits for the learner to catch up before giving up (the learner stays;
 /// retrying the same `AddNode` resumes).
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `AddNode` waits for the new node's `Status` answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A learner is promoted when it lags the leader's last log index by at most this many
+/// entries (and has acknowledged the entry that added it).
+pub const PROMOTE_MAX_LAG: u64 = 100;
+
 fn raft_err(what: &str) -> impl FnOnce(String) -> CoordError + '_ {
     move |e| CoordError::Unavailable(format!("{what}: {e}; retry the same request"))
-}
-
-fn is_leader(core: &Core) -> bool {
-    core.raft.raft().metrics().borrow().current_leader == Some(core.node_id)
 }
 
 fn response(core: &Core, log_index: u64) -> MembershipResponse {
@@ -46,36 +58,48 @@ fn response(core: &Core, log_index: u64) -> MembershipResponse {
     }
 }
 
-/// The leader's channel, for forwarding; refuses when this request was forwarded already.
-fn leader_client(
-    core: &Core,
-    forwarded: bool,
-) -> Result<ClusterServiceClient<tonic::transport::Channel>> {
-    if forwarded {
-        return Err(CoordError::Unavailable(format!(
-            "node {} is not the leader (the request was forwarded here); retry",
-            core.node_id
-        )));
+/// Ok on the leader; otherwise the refusal that names the leader (or says none is known).
+fn ensure_leader(core: &Core) -> Result<()> {
+    match core.raft.leader() {
+        Some((id, _)) if id == core.node_id => Ok(()),
+        Some((leader_id, leader_address)) => Err(CoordError::NotLeader {
+            node_id: core.node_id,
+            leader_id,
+            leader_address,
+        }),
+        None => Err(CoordError::Unavailable(
+            "no leader is known right now (an election is in progress); retry shortly".into(),
+        )),
     }
-    let (id, addr) = core.raft.leader().ok_or_else(|| {
-        CoordError::Unavailable("no leader is known right now; retry shortly".into())
-    })?;
-    if id == core.node_id {
-        return Err(CoordError::Unavailable(
-            "leadership is changing; retry shortly".into(),
-        ));
-    }
-    Ok(ClusterServiceClient::new(core.raft.peer_channel(&addr)?))
 }
 
-fn forwarded_request<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        FORWARDED_HEADER,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    req.set_timeout(CATCH_UP_TIMEOUT + Duration::from_secs(10));
-    req
+/// Asks the coordinator at `address` (with this node's identity) which node it is: it must
+/// answer, as `node_id`. Catches a wrong or unreachable address before it joins the cluster.
+async fn probe_new_node(core: &Core, node_id: u64, address: &str) -> Result<()> {
+    let mut client = ClusterServiceClient::new(core.raft.peer_channel(address)?);
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(PROBE_TIMEOUT);
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.status(req))
+        .await
+        .map_err(|_| format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
+        .and_then(|r| r.map_err(|s| format!("{:?}: {}", s.code(), s.message())));
+    let status = answer
+        .map_err(|why| {
+            CoordError::Unavailable(format!(
+                "cannot reach node {node_id} at {address} ({why}); start it first \
+                 (`yunkey coordinator --node-id {node_id} ...`) and check that the address is \
+                 reachable from the leader, then retry the same AddNode. Nothing was changed"
+            ))
+        })?
+        .into_inner();
+    if status.node_id != node_id {
+        return Err(CoordError::FailedPrecondition(format!(
+            "the coordinator at {address} is node {}, not node {node_id}; give AddNode the id \
+             it was started with (--node-id). Nothing was changed",
+            status.node_id
+        )));
+    }
+    Ok(())
 }
 
 /// On the leader: records every current member's id that is not recorded yet (the node that
@@ -115,12 +139,7 @@ async fn record(core: &Core, actor: &str, node_id: u64, address: &str) -> Result
 }
 
 /// `AddNode`: see `cluster.proto`.
-pub async fn add_node(
-    core: &Core,
-    actor: &str,
-    req: AddNodeRequest,
-    forwarded: bool,
-) -> Result<MembershipResponse> {
+pub async fn add_node(core: &Core, actor: &str, req: AddNodeRequest) -> Result<MembershipResponse> {
     if req.node_id == 0 {
         return Err(yunkey_crypto::validate::InvalidField::new("node_id", "must not be 0").into());
     }
@@ -132,14 +151,7 @@ pub async fn add_node(
         )
         .into());
     }
-    if !is_leader(core) {
-        let mut client = leader_client(core, forwarded)?;
-        return client
-            .add_node(forwarded_request(req))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(CoordError::Forwarded);
-    }
+    ensure_leader(core)?;
     let _one_change_at_a_time = core.membership_lock.lock().await;
     record_members(core, actor).await?;
     let (voter, member_addr) = {
@@ -150,12 +162,13 @@ pub async fn add_node(
             membership.get_node(&req.node_id).map(|n| n.addr.clone()),
         )
     };
-    match member_addr {
+    let recorded = match member_addr {
         // A retry of an add that was interrupted, or that already completed.
         Some(addr) if addr == req.address => {
             if voter {
                 return Ok(response(core, 0));
             }
+            true
         }
         Some(addr) => {
             return Err(CoordError::NodeIdUsed {
@@ -170,27 +183,38 @@ pub async fn add_node(
                     first_address: first.address,
                 });
             }
-            record(core, actor, req.node_id, &req.address).await?;
+            false
         }
+    };
+    // Before anything is recorded: a wrong or unreachable address changes nothing.
+    probe_new_node(core, req.node_id, &req.address).await?;
+    if !recorded {
+        record(core, actor, req.node_id, &req.address).await?;
     }
     tracing::info!(target: "yunkey::audit", actor, node = req.node_id, address = %req.address, "adding a learner");
-    tokio::time::timeout(
+    let added = core
+        .raft
+        .raft()
+        .add_learner(req.node_id, BasicNode::new(&req.address), false)
+        .await
+        .map_err(|e| raft_err("adding the learner")(e.to_string()))?;
+    // Promote only a learner that has acknowledged the log up to the entry that added it.
+    yunkey_raft::wait_caught_up(
+        core.raft.raft(),
+        req.node_id,
+        added.log_id.index,
+        PROMOTE_MAX_LAG,
         CATCH_UP_TIMEOUT,
-        core.raft
-            .raft()
-            .add_learner(req.node_id, BasicNode::new(&req.address), true),
     )
     .await
-    .map_err(|_| {
+    .map_err(|e| {
         CoordError::Unavailable(format!(
-            "node {} was added as a learner but did not catch up within {} s; check that it runs \
-             and is reachable at {}, then retry the same AddNode",
-            req.node_id,
-            CATCH_UP_TIMEOUT.as_secs(),
-            req.address
+            "node {} was added as a learner but is not promoted to voter: {e}; check that it \
+             runs and is reachable at {}, then retry the same AddNode (or remove it with \
+             RemoveNode)",
+            req.node_id, req.address
         ))
-    })?
-    .map_err(|e| raft_err("adding the learner")(e.to_string()))?;
+    })?;
     let promoted = core
         .raft
         .raft()
@@ -209,16 +233,8 @@ pub async fn remove_node(
     core: &Core,
     actor: &str,
     req: RemoveNodeRequest,
-    forwarded: bool,
 ) -> Result<MembershipResponse> {
-    if !is_leader(core) {
-        let mut client = leader_client(core, forwarded)?;
-        return client
-            .remove_node(forwarded_request(req))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(CoordError::Forwarded);
-    }
+    ensure_leader(core)?;
     let _one_change_at_a_time = core.membership_lock.lock().await;
     let (voters, member) = {
         let m = core.raft.raft().metrics().borrow().clone();

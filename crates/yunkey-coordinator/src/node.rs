@@ -9,11 +9,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use yunkey_net::role::{self, Role};
 use yunkey_net::tls::TlsMaterial;
-use yunkey_net::{ChannelPool, MAX_MESSAGE_BYTES};
+use yunkey_net::{AccessLayer, ChannelPool, MAX_MESSAGE_BYTES};
 use yunkey_proto::v1::cluster_service_server::ClusterServiceServer;
 use yunkey_proto::v1::key_service_server::KeyServiceServer;
 use yunkey_proto::v1::raft_service_server::RaftServiceServer;
@@ -133,20 +131,16 @@ impl Node {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| CoordError::Internal(format!("reflection: {e}")))?;
-        // Internal Raft traffic: only peers holding a node certificate.
-        let raft_service = InterceptedService::new(
-            RaftServiceServer::new(opened.server)
-                .max_decoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES),
-            |req: tonic::Request<()>| {
-                role::require(&req, &[Role::Node])?;
-                Ok(req)
-            },
-        );
+        // Internal Raft traffic: only peers holding a node certificate (the access table).
+        let raft_service = RaftServiceServer::new(opened.server)
+            .max_decoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES);
 
         let router = Server::builder()
             .tls_config(tls)
             .map_err(|e| CoordError::Internal(format!("TLS: {e}")))?
+            // Every call is checked against the access table before it is decoded.
+            .layer(AccessLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(

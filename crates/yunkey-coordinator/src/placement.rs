@@ -68,6 +68,7 @@ mod tests {
             placed,
             transport_key: vec![],
             admitted_at: 0,
+            admission_signature: vec![],
         }
     }
 

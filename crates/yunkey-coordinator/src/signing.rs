@@ -1,13 +1,13 @@
 //! The sign path. In order: fields, user and device (local state), expiry, the device's
 //! signature (checked here), the authorization consumed through Raft (replay defence and
-//! audit), then a healthy chip holding the key re-checks everything itself and signs the
-//! hash it computes from the canonical bytes.
+//! audit), then a healthy chip holding the key re-checks everything itself against the key's
+//! binding (the devices bound to it inside the chips) and signs the hash it computes from the
+//! canonical bytes. A holder whose binding is older than the committed one is sent the
+//! committed wrapped key first.
 
-use crate::chips::chip_err;
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{Op, UserState};
-use tonic::Code;
 use yunkey_crypto::authz;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::tx::{self, MAX_AUTHORIZATION_LIFETIME_SECS};
@@ -65,6 +65,12 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             user_id: req.user_id.clone(),
             device_id: authorization.device_id.clone(),
         })?;
+    if device.revoked_at.is_some() {
+        return Err(CoordError::DeviceRevoked {
+            user_id: req.user_id.clone(),
+            device_id: device.device_id.clone(),
+        });
+    }
     tx::check_expiry(
         tx.expires_at,
         crate::clock::now(),
@@ -107,61 +113,46 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
     .await?;
 
     let (ca, _) = core.ca()?;
-    let mut last = CoordError::Unavailable(format!(
-        "no chip holding user {:?}'s key is reachable",
-        req.user_id
-    ));
-    for holder in core.chips.order_holders(&user.holders) {
-        let Some(endpoint) = core.chips.endpoint_of(&holder.chip_id) else {
-            continue;
-        };
-        let mut client = core.chips.client(&endpoint)?;
-        let started = std::time::Instant::now();
-        let result = client
-            .sign_authorized(core.chips.request(SignAuthorizedRequest {
-                key_handle: holder.key_handle.clone(),
-                user_id: req.user_id.clone(),
-                canonical_transaction: canonical.clone(),
-                device_certificate: device.certificate.clone(),
-                authorization: Some(authorization.clone()),
-            }))
-            .await;
-        match result {
-            Ok(resp) => {
-                metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign")
-                    .record(started.elapsed().as_secs_f64());
-                return Ok(SignResponse {
-                    tx_hash: tx_hash.to_vec(),
-                    signature: resp.into_inner().signature,
-                    certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
-                    chip_id: holder.chip_id.clone(),
-                });
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                ) =>
-            {
-                // Route around it at once; the heartbeat decides when it is back.
-                core.chips.mark_missed(&holder.chip_id);
-                last = chip_err(&holder.chip_id)(status);
-            }
-            // This holder lost the key or failed inside: another holder may still serve.
-            // Refusals of the authorization itself are final (every chip would say the same).
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::NotFound | Code::Internal | Code::ResourceExhausted
-                ) =>
-            {
-                tracing::warn!(chip = %holder.chip_id, code = ?status.code(), "holder failed; trying the next one");
-                last = chip_err(&holder.chip_id)(status);
-            }
-            Err(status) => return Err(chip_err(&holder.chip_id)(status)),
-        }
-    }
-    Err(last)
+    let wrapped_key = &user.wrapped_key;
+    let (holder, signature) = core
+        .chips
+        .first_answer(
+            &user.holders,
+            &format!("user {:?}'s key", req.user_id),
+            |mut client, holder| {
+                let request = SignAuthorizedRequest {
+                    key_handle: holder.key_handle.clone(),
+                    user_id: req.user_id.clone(),
+                    canonical_transaction: canonical.clone(),
+                    authorization: Some(authorization.clone()),
+                    binding_seq: user.binding_seq,
+                };
+                async move {
+                    let started = std::time::Instant::now();
+                    let first = client
+                        .sign_authorized(core.chips.request(request.clone()))
+                        .await;
+                    let resp = match first {
+                        // This holder missed a binding change: bring it up to date, once.
+                        Err(status) if crate::chips::binding_behind(&status) => {
+                            crate::bindings::update_holder(core, &holder, wrapped_key).await?;
+                            client.sign_authorized(core.chips.request(request)).await?
+                        }
+                        other => other?,
+                    };
+                    metrics::histogram!("yunkey_chip_call_seconds", "op" => "sign")
+                        .record(started.elapsed().as_secs_f64());
+                    Ok(resp.into_inner().signature)
+                }
+            },
+        )
+        .await?;
+    Ok(SignResponse {
+        tx_hash: tx_hash.to_vec(),
+        signature,
+        certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
+        chip_id: holder.chip_id,
+    })
 }
 
 /// Checks a signature against a user's key.

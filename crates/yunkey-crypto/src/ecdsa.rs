@@ -128,6 +128,22 @@ impl PrivateKey {
         Zeroizing::new(doc.as_bytes().to_vec())
     }
 
+    /// The key as a PKCS#8 PEM document (`-----BEGIN PRIVATE KEY-----`), wiped when dropped.
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        let pem = self
+            .0
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .expect("encoding a valid P-256 key as PKCS#8 PEM cannot fail");
+        Zeroizing::new(pem.as_str().to_owned())
+    }
+
+    /// Reads a PKCS#8 PEM document holding a P-256 key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, CryptoError> {
+        SigningKey::from_pkcs8_pem(pem)
+            .map(Self)
+            .map_err(|_| CryptoError::Malformed("not a PKCS#8 PEM P-256 private key"))
+    }
+
     /// Reads a PKCS#8 PrivateKeyInfo DER document holding a P-256 key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         SigningKey::from_pkcs8_der(der)

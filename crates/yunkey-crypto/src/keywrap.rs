@@ -60,22 +60,23 @@ mod tests {
         // RFC 5649 section 6, second example (KEK truncated to AES-192 there); checked here with
         // an AES-256 round trip and a tamper check instead, plus the RFC 3394 AES-256 vector
         // for the unpadded core (RFC 3394 4.6: 256-bit data with a 256-bit KEK).
-        let kek: [u8; 32] = hex::decode(
-            "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
-        let data =
-            hex::decode("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
+        let kek: [u8; 32] =
+            hex::decode("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+                .unwrap()
+                .try_into()
                 .unwrap();
+        let data = hex::decode("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
+            .unwrap();
         let wrapped = aes_kw::KekAes256::from(kek).wrap_vec(&data).unwrap();
         assert_eq!(
             hex::encode_upper(&wrapped),
             "28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21"
         );
         let w = wrap_kwp(&kek, b"a PKCS#8 document of odd length");
-        assert_eq!(&unwrap_kwp(&kek, &w).unwrap()[..], b"a PKCS#8 document of odd length");
+        assert_eq!(
+            &unwrap_kwp(&kek, &w).unwrap()[..],
+            b"a PKCS#8 document of odd length"
+        );
         let mut bad = w.clone();
         bad[3] ^= 1;
         assert_eq!(unwrap_kwp(&kek, &bad).unwrap_err(), CryptoError::Unseal);

@@ -2,21 +2,27 @@
 //!
 //! - [`tls`]: loading TLS identities and building tonic server and client TLS configs
 //!   (rustls with the ring provider, installed once by [`install_crypto_provider`]).
-//! - [`pki`]: the development PKI that `yunkey dev` generates: a TLS CA, a node identity and a
-//!   business-client identity, with the peer's role carried in the certificate.
-//! - [`role`]: reading the caller's role from its verified client certificate, so each service
-//!   admits only the roles it serves (nodes for internal RPCs, clients for the business API).
+//! - [`pki`]: the development PKI that `yunkey dev` generates: a TLS CA, a node identity, a
+//!   business-client identity and an operator identity, with the peer's role carried in the
+//!   certificate.
+//! - [`role`]: reading the caller's role from its verified client certificate: `node`
+//!   (coordinators and chips), `client` (business backends) or `operator` (membership, chip
+//!   admission).
+//! - [`access`]: the one table of every RPC and the roles it accepts, and the tower layer that
+//!   enforces it in front of every yunkey server (default deny).
 //! - [`pool`]: one multiplexed gRPC channel per endpoint, reused by every call.
 //!
 //! It sits under every server and client of yunkey. It may depend on tonic, rustls and X.509
 //! crates only: no yunkey crate, no business logic.
 
+pub mod access;
 mod error;
 pub mod pki;
 pub mod pool;
 pub mod role;
 pub mod tls;
 
+pub use access::AccessLayer;
 pub use error::NetError;
 pub use pool::ChannelPool;
 pub use role::Role;
@@ -27,6 +33,11 @@ pub use tls::TlsFiles;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Metadata key in which a coordinator that is not the leader names the leader's
+/// `https://host:port`, when only the leader serves a request (membership changes). Clients
+/// send the same request there (`yunkey_client::Connection::call` does).
+pub const LEADER_HINT_METADATA: &str = "x-yunkey-leader";
 
 /// Largest gRPC message a yunkey server accepts or a client sends, in bytes. Every yunkey
 /// request is small; a larger one is refused before it is decoded.

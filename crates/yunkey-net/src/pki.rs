@@ -3,8 +3,8 @@
 //! - [`ClusterCa`]: the operator's node CA (`yunkey pki init` / `yunkey pki issue`): one
 //!   certificate per coordinator, chip and business backend, each with its own key, its name
 //!   in the subject and the hosts it is reached at.
-//! - [`DevPki`]: what `yunkey dev` generates for itself: a CA, one shared node identity and
-//!   one client identity.
+//! - [`DevPki`]: what `yunkey dev` generates for itself: a CA, one shared node identity, one
+//!   business-client identity and one operator identity.
 //!
 //! Production deployments may also bring their own CA and issue certificates with the same
 //! role SANs (see docs/security.md).
@@ -31,12 +31,17 @@ pub mod files {
     pub const CLIENT: &str = "client.pem";
     /// Business-client key.
     pub const CLIENT_KEY: &str = "client-key.pem";
+    /// Operator certificate (membership, chip admission, status).
+    pub const OPERATOR: &str = "operator.pem";
+    /// Operator key.
+    pub const OPERATOR_KEY: &str = "operator-key.pem";
 
     /// The certificate and key file names of a role's identity.
     pub fn identity(role: crate::Role) -> (&'static str, &'static str) {
         match role {
             crate::Role::Node => (NODE, NODE_KEY),
             crate::Role::Client => (CLIENT, CLIENT_KEY),
+            crate::Role::Operator => (OPERATOR, OPERATOR_KEY),
         }
     }
 }
@@ -97,8 +102,9 @@ impl ClusterCa {
     }
 
     /// Issues a certificate for `subject` into `out` (created if missing): a copy of
-    /// `ca.pem`, and `node.pem`/`node-key.pem` or `client.pem`/`client-key.pem`, the layout
-    /// `--tls-dir` expects. Refuses to overwrite an existing certificate or key.
+    /// `ca.pem`, and `node.pem`/`node-key.pem`, `client.pem`/`client-key.pem` or
+    /// `operator.pem`/`operator-key.pem` (see [`files::identity`]), the layout `--tls-dir`
+    /// expects. Refuses to overwrite an existing certificate or key.
     pub fn issue(&self, subject: &Subject, out: &Path) -> Result<TlsFiles, NetError> {
         let (cert_name, key_name) = files::identity(subject.role);
         for name in [cert_name, key_name] {
@@ -144,7 +150,7 @@ impl DevPki {
         }
         let ca_key_pem = read_string(&pki.path(files::CA_KEY))?;
         let ca_pem = read_string(&pki.path(files::CA))?;
-        for role in [Role::Node, Role::Client] {
+        for role in [Role::Node, Role::Client, Role::Operator] {
             let (cert, key) = files::identity(role);
             if !pki.path(cert).exists() || !pki.path(key).exists() {
                 let subject = Subject {
@@ -322,7 +328,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::ensure(dir.path()).unwrap();
         let ca_before = std::fs::read(pki.path(files::CA)).unwrap();
-        for (role, file) in [(Role::Node, files::NODE), (Role::Client, files::CLIENT)] {
+        for (role, file) in [
+            (Role::Node, files::NODE),
+            (Role::Client, files::CLIENT),
+            (Role::Operator, files::OPERATOR),
+        ] {
             let pem = std::fs::read_to_string(pki.path(file)).unwrap();
             let der = pem_to_der(&pem);
             assert_eq!(crate::role::role_of_certificate(&der), Some(role));
@@ -363,6 +373,18 @@ mod tests {
             .subject
             .to_string()
             .contains("CN=coord-1"));
+        // An operator identity: its own file names, role operator, no host needed.
+        let ops = Subject {
+            role: Role::Operator,
+            name: "ops-alice".into(),
+            hosts: vec![],
+        };
+        let o = ca.issue(&ops, &dir.path().join("ops")).unwrap();
+        let cert = o.cert.as_ref().unwrap();
+        assert!(cert.ends_with(files::OPERATOR), "{}", cert.display());
+        assert!(o.key.as_ref().unwrap().ends_with(files::OPERATOR_KEY));
+        let der = pem_to_der(&std::fs::read_to_string(cert).unwrap());
+        assert_eq!(crate::role::role_of_certificate(&der), Some(Role::Operator));
         // Never overwritten; bad names and hosts refused with the reason.
         let again = ca.issue(&subject("coord-1"), &dir.path().join("a"));
         assert!(again.unwrap_err().to_string().contains("already exists"));

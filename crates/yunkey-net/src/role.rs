@@ -17,16 +17,27 @@ pub const ROLE_URI_PREFIX: &str = "urn:yunkey:role:";
 pub enum Role {
     /// A coordinator or chip process of the cluster.
     Node,
-    /// A business backend or operator.
+    /// A business backend: enrols users and asks for signatures (`KeyService`).
     Client,
+    /// A person or tool that runs the cluster: membership, chip admission, and status.
+    Operator,
 }
 
 impl Role {
+    /// Every role, in the order the docs list them.
+    pub const ALL: [Role; 3] = [Role::Client, Role::Operator, Role::Node];
+
+    /// The role named `name` (`node`, `client` or `operator`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::from_uri(&format!("{ROLE_URI_PREFIX}{name}"))
+    }
+
     /// The role's name in certificates.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Node => "node",
             Role::Client => "client",
+            Role::Operator => "operator",
         }
     }
 
@@ -39,6 +50,7 @@ impl Role {
         match uri.strip_prefix(ROLE_URI_PREFIX)? {
             "node" => Some(Role::Node),
             "client" => Some(Role::Client),
+            "operator" => Some(Role::Operator),
             _ => None,
         }
     }
@@ -91,6 +103,23 @@ pub fn peer_role<T>(req: &Request<T>) -> Option<Role> {
 
 /// Admits the caller only if its certificate grants one of `allowed`.
 pub fn require<T>(req: &Request<T>, allowed: &[Role]) -> Result<Role, Status> {
+    let certs = req.peer_certs();
+    check_certs(
+        certs.as_deref().map(|c| c.as_slice()),
+        allowed,
+        "this service",
+    )
+}
+
+/// Admits a peer that presented `certs` (leaf first; `None` without a client certificate)
+/// only if the leaf grants one of `allowed`. `target` names what is being called, for the
+/// message: UNAUTHENTICATED without a certificate, PERMISSION_DENIED with the wrong role or
+/// none.
+pub fn check_certs<C: AsRef<[u8]>>(
+    certs: Option<&[C]>,
+    allowed: &[Role],
+    target: &str,
+) -> Result<Role, Status> {
     let names = || {
         allowed
             .iter()
@@ -98,20 +127,20 @@ pub fn require<T>(req: &Request<T>, allowed: &[Role]) -> Result<Role, Status> {
             .collect::<Vec<_>>()
             .join(" or ")
     };
-    let Some(certs) = req.peer_certs() else {
+    let Some(leaf) = certs.and_then(|c| c.first()) else {
         return Err(Status::unauthenticated(format!(
-            "this service requires a client certificate with role {}; none was presented",
+            "{target} requires a client certificate with role {}; none was presented",
             names()
         )));
     };
-    match certs.first().and_then(|c| role_of_certificate(c.as_ref())) {
+    match role_of_certificate(leaf.as_ref()) {
         Some(role) if allowed.contains(&role) => Ok(role),
         Some(role) => Err(Status::permission_denied(format!(
-            "client certificate has role {role}; this service requires role {}",
+            "client certificate has role {role}; {target} requires role {}",
             names()
         ))),
         None => Err(Status::permission_denied(format!(
-            "client certificate names no yunkey role; this service requires role {}",
+            "client certificate names no yunkey role; {target} requires role {}",
             names()
         ))),
     }

@@ -1,6 +1,6 @@
 //! TLS identities and tonic TLS configs. Servers ask for a client certificate but do not
 //! require one at the handshake: device traffic has none, and each service decides with
-//! [`crate::role::require`]. A certificate that is presented must chain to the CA.
+//! the access table ([`crate::access`]). A certificate that is presented must chain to the CA.
 
 use crate::NetError;
 use std::path::{Path, PathBuf};

@@ -14,3 +14,26 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every yunkey proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/yunkey_descriptor.bin"));
+
+/// Every RPC in an encoded `FileDescriptorSet`, as `(fully qualified service, method)`: for
+/// checking that each one has a row in the access table (`yunkey_net::access::RPC_ROLES`).
+pub fn rpc_methods(descriptor_set: &[u8]) -> Result<Vec<(String, String)>, prost::DecodeError> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(descriptor_set)?;
+    let mut out = Vec::new();
+    for file in &set.file {
+        let package = file.package.clone().unwrap_or_default();
+        for service in &file.service {
+            let name = service.name.clone().unwrap_or_default();
+            let full = if package.is_empty() {
+                name
+            } else {
+                format!("{package}.{name}")
+            };
+            for method in &service.method {
+                out.push((full.clone(), method.name.clone().unwrap_or_default()));
+            }
+        }
+    }
+    Ok(out)
+}

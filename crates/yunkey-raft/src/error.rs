@@ -26,3 +26,29 @@ pub enum WriteError {
     #[error("cannot encode command: {0}")]
     Codec(String),
 }
+
+/// Why [`crate::wait_caught_up()`] did not see the learner catch up.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatchUpError {
+    /// The deadline passed first. `matched` is the last log index the learner acknowledged
+    /// (`None`: it never answered), `last` the leader's last log index.
+    #[error("it acknowledged {} of the leader's {} log entries within {seconds} s", .matched.map_or("none".to_owned(), |m| format!("up to index {m}")), .last)]
+    Timeout {
+        /// Highest log index the learner acknowledged, if any.
+        matched: Option<u64>,
+        /// The leader's last log index.
+        last: u64,
+        /// The deadline, in seconds.
+        seconds: u64,
+    },
+    /// This node stopped being the leader while waiting.
+    #[error("this node stopped being the leader while waiting")]
+    NotLeader,
+    /// The learner was removed from the membership while waiting.
+    #[error("it was removed from the membership while waiting")]
+    Removed,
+    /// The local Raft node shut down.
+    #[error("the raft node shut down")]
+    Shutdown,
+}

@@ -14,6 +14,9 @@
 //!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
 //! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when
 //!   this node is not the leader, retrying until a deadline; it returns the entry's log index.
+//! - **Promoting learners safely**: [`wait_caught_up()`] waits, on the leader, until a learner
+//!   has acknowledged the log (openraft's blocking `add_learner` can report an unreachable
+//!   learner caught up at once).
 //! - **Linearizable reads anywhere**: [`ensure_linearizable()`] asks the leader for its read
 //!   index (`ReadIndex` RPC) when this node is a follower, then waits until this node has
 //!   applied it.
@@ -39,6 +42,7 @@ mod apply;
 mod codec;
 mod error;
 mod leader_call;
+mod learner;
 mod legacy;
 mod log_store;
 mod network;
@@ -56,7 +60,8 @@ use openraft::impls::OneshotResponder;
 use openraft::{BasicNode, Entry, RaftTypeConfig, TokioRuntime};
 
 pub use apply::Apply;
-pub use error::WriteError;
+pub use error::{CatchUpError, WriteError};
+pub use learner::{learner_progress, wait_caught_up, LearnerProgress};
 pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;

@@ -276,3 +276,90 @@ async fn write_without_leader_is_unavailable_after_deadline() {
     assert!(started.elapsed() < Duration::from_secs(2));
     node.stop().await;
 }
+
+/// An unreachable learner must never look caught up. openraft 0.9.25's blocking
+/// `add_learner` returns at once for it on a short log (its lag, the whole log, is under
+/// `replication_lag_threshold`); `wait_caught_up` waits for an acknowledgement and times out.
+/// A reachable learner passes, is promoted, and writes commit with both voters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_learner_is_never_caught_up() {
+    let test = async {
+        let leader = start(1).await;
+        leader
+            .raft
+            .initialize(BTreeMap::from([(1, leader.node())]))
+            .await
+            .unwrap();
+        leader_of(&[&leader], None).await;
+        write(&leader.raft, &leader.net, set("a", "1"), WAIT)
+            .await
+            .unwrap();
+
+        // Nothing listens on port 1.
+        let started = std::time::Instant::now();
+        let added = leader
+            .raft
+            .add_learner(9, BasicNode::new("127.0.0.1:1"), true)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "openraft's blocking add_learner waited for the unreachable learner; \
+             wait_caught_up may no longer be needed (took {:?})",
+            started.elapsed()
+        );
+        let err = yunkey_raft::wait_caught_up(
+            &leader.raft,
+            9,
+            added.log_id.index,
+            100,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                yunkey_raft::CatchUpError::Timeout { matched: None, .. }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("acknowledged none"), "{err}");
+        let m = leader.raft.metrics().borrow().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        assert_eq!(voters, vec![1], "the unreachable learner is not a voter");
+        // Writes still commit with the one voter.
+        write(&leader.raft, &leader.net, set("a", "2"), WAIT)
+            .await
+            .unwrap();
+
+        // A reachable learner acknowledges, is promoted, and counts in the quorum.
+        let second = start(2).await;
+        let added = leader
+            .raft
+            .add_learner(2, second.node(), false)
+            .await
+            .unwrap();
+        let matched = yunkey_raft::wait_caught_up(&leader.raft, 2, added.log_id.index, 100, WAIT)
+            .await
+            .unwrap();
+        assert!(matched >= added.log_id.index);
+        leader
+            .raft
+            .change_membership(
+                openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([2])),
+                false,
+            )
+            .await
+            .unwrap();
+        write(&leader.raft, &leader.net, set("a", "3"), WAIT)
+            .await
+            .unwrap();
+        wait_value(&second, "a", "3").await;
+        second.stop().await;
+        leader.stop().await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("learner test timed out");
+}

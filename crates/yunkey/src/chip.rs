@@ -110,8 +110,14 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let chip = tokio::task::spawn_blocking(move || backend.open(&data, config)).await??;
     let custody = chip.info().map(|i| i.custody).unwrap_or_default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (endpoint, task) =
-        serve_opened_chip(Arc::new(chip), args.id.clone(), &tls, listener, stop_rx)?;
+    let (endpoint, task) = serve_opened_chip(
+        &g.data,
+        Arc::new(chip),
+        args.id.clone(),
+        &tls,
+        listener,
+        stop_rx,
+    )?;
     println!(
         "yunkey chip {}: zone {}, capacity {}, keys in {custody}, data in {}",
         args.id,

@@ -33,10 +33,12 @@ pub struct Global {
     /// TLS trust root (PEM) [default: DATA/ca.pem].
     #[arg(long, global = true, env = "YUNKEY_CA")]
     pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) [default: DATA/client.pem].
+    /// Client certificate (PEM) [default: DATA/client.pem; for `ctl` and `status`,
+    /// DATA/operator.pem].
     #[arg(long, global = true, env = "YUNKEY_CERT")]
     pub cert: Option<PathBuf>,
-    /// Client key (PEM) [default: DATA/client-key.pem].
+    /// Client key (PEM) [default: DATA/client-key.pem; for `ctl` and `status`,
+    /// DATA/operator-key.pem].
     #[arg(long, global = true, env = "YUNKEY_KEY")]
     pub key: Option<PathBuf>,
     /// Print machine-readable JSON.
@@ -70,7 +72,8 @@ pub enum Command {
     /// Operate a coordinator cluster: membership and status.
     #[command(subcommand)]
     Ctl(CtlCommand),
-    /// The cluster's TLS certificates: a CA, and one identity per node and business backend.
+    /// The cluster's TLS certificates: a CA, and one identity per node, business backend and
+    /// operator.
     #[command(subcommand)]
     Pki(PkiCommand),
 }
@@ -88,8 +91,9 @@ pub enum PkiCommand {
         /// The CA directory made by `yunkey pki init`.
         #[arg(long)]
         ca_dir: PathBuf,
-        /// `node` for coordinators and chips, `client` for business backends and operators.
-        #[arg(long, value_parser = ["node", "client"])]
+        /// `node` for coordinators and chips, `client` for business backends, `operator` for
+        /// the people and tools that change membership and admit chips (`yunkey ctl`).
+        #[arg(long, value_parser = ["node", "client", "operator"])]
         role: String,
         /// The holder's name (certificate common name, shown in audit records).
         #[arg(long)]
@@ -97,10 +101,32 @@ pub enum PkiCommand {
         /// A DNS name or IP address the holder is dialed at (repeatable; nodes need one).
         #[arg(long = "host")]
         hosts: Vec<String>,
-        /// Output directory: gets `ca.pem` and `node.pem`/`node-key.pem` or
-        /// `client.pem`/`client-key.pem`.
+        /// Output directory: gets `ca.pem` and `node.pem`/`node-key.pem`,
+        /// `client.pem`/`client-key.pem` or `operator.pem`/`operator-key.pem`.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Create the security domain's operator key (PKCS#8 PEM, mode 0600). It admits chips to
+    /// the domain and is fixed when the first chip creates the domain: keep it offline. (It is
+    /// not the TLS identity of `--role operator`.)
+    DomainOperatorKey {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Admit a chip: sign its `identity.json` with the operator key. Put the result into the
+    /// chip's data directory as `admission.json`; coordinators can then admit the chip.
+    AdmitChip {
+        /// The domain operator key made by `yunkey pki domain-operator-key`.
+        #[arg(long)]
+        domain_operator_key: PathBuf,
+        /// The chip's `identity.json` (from its data directory). Compare its
+        /// `transport_key_sha256` with the fingerprint the chip logged at start-up.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Where to write the admission [default: `admission.json` beside the identity].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

@@ -1,5 +1,7 @@
 //! `yunkey ctl`: the operator's commands for a coordinator cluster: add and remove nodes
-//! (the leader carries them out, one at a time) and every node's status.
+//! (the leader carries them out, one at a time) and every node's status. They present the
+//! operator identity (`DATA/operator.pem`, or `--cert`/`--key`); a follower's refusal names
+//! the leader, and the connection sends the same request there.
 
 use crate::cli::{CtlCommand, Global};
 use crate::connect;
@@ -15,7 +17,7 @@ use yunkey_proto::v1::{
 pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
     match cmd {
         CtlCommand::AddNode { node_id, address } => {
-            let conn = connect::business(g)?;
+            let conn = connect::operator(g)?;
             let req = AddNodeRequest {
                 node_id: *node_id,
                 address: address.clone(),
@@ -30,7 +32,7 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::RemoveNode { node_id } => {
-            let conn = connect::business(g)?;
+            let conn = connect::operator(g)?;
             let req = RemoveNodeRequest { node_id: *node_id };
             let r = conn
                 .call(|ch| async move { yunkey_client::cluster_client(ch).remove_node(req).await })
@@ -45,7 +47,7 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
 
 /// `yunkey ctl probe`: one no-op write through Raft, timed (retries included).
 async fn probe(g: &Global) -> anyhow::Result<()> {
-    let conn = connect::business(g)?;
+    let conn = connect::operator(g)?;
     let started = std::time::Instant::now();
     let r = conn
         .call(|ch| async move {
@@ -88,7 +90,7 @@ fn print_membership(g: &Global, done: &str, r: &MembershipResponse) {
 }
 
 async fn node_status(g: &Global, address: &str) -> anyhow::Result<StatusResponse> {
-    let conn = connect::business_to(g, address, Duration::from_secs(2))?;
+    let conn = connect::operator_to(g, address, Duration::from_secs(2))?;
     Ok(conn
         .call(|ch| async move {
             let mut req = tonic::Request::new(StatusRequest {});
@@ -101,7 +103,7 @@ async fn node_status(g: &Global, address: &str) -> anyhow::Result<StatusResponse
 /// `yunkey ctl status` (and `yunkey status`): the cluster as the serving node sees it, then
 /// every member's own figures, asked at its address.
 pub async fn status(g: &Global) -> anyhow::Result<()> {
-    let conn = connect::business(g)?;
+    let conn = connect::operator(g)?;
     let first = conn
         .call(|ch| async move {
             yunkey_client::cluster_client(ch)

@@ -2,31 +2,45 @@
 //! real TLS sockets: three soft chips serving ChipService on loopback ports, and one
 //! coordinator (Raft on sled) serving the public API. Data lives in `--data`; starting again
 //! on the same directory keeps every user.
+//!
+//! Like the dev TLS CA, the dev cluster's domain operator key (`domain-operator-key.pem`, which
+//! admits chips to the security domain) is kept in the data directory, and `yunkey dev` admits its own
+//! chips with it. That is for development only: in production the operator key stays offline
+//! (docs/operations.md, "Admitting chips").
 
+use crate::admission;
 use crate::cli::{DevArgs, Global};
 use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
 use crate::output::cert_pem;
-use crate::serve::{install_metrics, serve_chip, shutdown_signal, stopped, write_file};
+use crate::serve::{install_metrics, serve_chip, shutdown_signal, stopped, write_file_synced};
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use yunkey_chip::SoftChipConfig;
+use yunkey_chip::ChipConfig;
 use yunkey_coordinator::{admin, Node, NodeOptions};
+use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::Role;
 
-/// Serves one soft chip on a loopback port; returns its endpoint.
+/// The dev cluster's domain operator key, in the data directory.
+pub const OPERATOR_KEY_FILE: &str = "domain-operator-key.pem";
+
+/// Serves one soft chip on a loopback port, admitted by `operator`; returns its endpoint.
 async fn start_chip(
     dir: &Path,
-    config: SoftChipConfig,
+    config: ChipConfig,
     tls: &TlsMaterial,
+    operator: &PrivateKey,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let (endpoint, _task) = serve_chip(dir, config, tls, listener, stop).await?;
+    let (identity, transport) = admission::read_identity(&dir.join(admission::IDENTITY_FILE))?;
+    let signed = admission::sign(operator, &identity.chip_id, &transport)?;
+    admission::write_admission(&dir.join(admission::ADMISSION_FILE), &signed)?;
     Ok(endpoint)
 }
 
@@ -37,18 +51,19 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(data.join(ENDPOINT_FILE));
     let pki = DevPki::ensure(data)?;
     let tls = pki.tls_files(Role::Node).load()?;
+    let operator = admission::ensure_operator_key(&data.join(OPERATOR_KEY_FILE))?;
     let metrics = install_metrics(&args.metrics)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut chip_endpoints = Vec::new();
     for i in 1..=args.chips {
-        let config = SoftChipConfig {
+        let config = ChipConfig {
             chip_id: format!("chip-{i}"),
             capacity: args.chip_capacity,
             zone: format!("zone-{}", (i - 1) % 3 + 1),
         };
         let dir = data.join("chips").join(&config.chip_id);
-        chip_endpoints.push(start_chip(&dir, config, &tls, stop_rx.clone()).await?);
+        chip_endpoints.push(start_chip(&dir, config, &tls, &operator, stop_rx.clone()).await?);
     }
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
@@ -90,12 +105,12 @@ pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
         }
     }
     let ca = admin::ensure_ca(&core, "dev").await?;
-    write_file(
+    write_file_synced(
         &data.join(USER_CA_FILE),
         cert_pem(&ca.certificate).as_bytes(),
     )?;
     node.set_ready().await;
-    write_file(
+    write_file_synced(
         &data.join(ENDPOINT_FILE),
         format!("{advertise}\n").as_bytes(),
     )?;

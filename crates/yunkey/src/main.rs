@@ -12,6 +12,7 @@
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
 
+mod admission;
 mod bench;
 mod bench_cluster;
 mod chip;

@@ -21,10 +21,9 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
             hosts,
             out,
         } => {
-            let role = match role.as_str() {
-                "node" => Role::Node,
-                _ => Role::Client,
-            };
+            let role = Role::from_name(role).ok_or_else(|| {
+                anyhow::anyhow!("--role {role:?}: expected node, client or operator")
+            })?;
             let subject = Subject {
                 role,
                 name: name.clone(),
@@ -36,6 +35,52 @@ pub fn run(g: &Global, cmd: &PkiCommand) -> anyhow::Result<()> {
                 g.json,
                 serde_json::json!({ "role": role.as_str(), "name": name, "certificate": cert }),
                 || format!("issued a {role} certificate for {name}: {}", cert.display()),
+            );
+        }
+        PkiCommand::DomainOperatorKey { out } => {
+            let key = crate::admission::create_operator_key(out)?;
+            let fingerprint = key.public_key().fingerprint();
+            output::print(
+                g.json,
+                serde_json::json!({ "domain_operator_key": out, "public_key_sha256": fingerprint }),
+                || {
+                    format!(
+                        "created the domain operator key {} (public key SHA-256 {fingerprint}); keep it offline",
+                        out.display()
+                    )
+                },
+            );
+        }
+        PkiCommand::AdmitChip {
+            domain_operator_key,
+            identity,
+            out,
+        } => {
+            let operator = crate::admission::load_operator_key(domain_operator_key)?;
+            let (chip, transport) = crate::admission::read_identity(identity)?;
+            let signed = crate::admission::sign(&operator, &chip.chip_id, &transport)?;
+            let out = out.clone().unwrap_or_else(|| {
+                identity
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(crate::admission::ADMISSION_FILE)
+            });
+            crate::admission::write_admission(&out, &signed)?;
+            output::print(
+                g.json,
+                serde_json::json!({
+                    "chip_id": chip.chip_id,
+                    "transport_key_sha256": chip.transport_key_sha256,
+                    "admission": out,
+                }),
+                || {
+                    format!(
+                        "admitted chip {} (transport key SHA-256 {}): {}",
+                        chip.chip_id,
+                        chip.transport_key_sha256,
+                        out.display()
+                    )
+                },
             );
         }
     }

@@ -13,7 +13,7 @@ use tonic::transport::Server;
 use yunkey_chip::{ChipBackend, ChipConfig, ChipGrpc, SoftChip};
 use yunkey_net::pki::files;
 use yunkey_net::tls::TlsMaterial;
-use yunkey_net::TlsFiles;
+use yunkey_net::{AccessLayer, TlsFiles};
 
 /// Resolves once `rx` says stop.
 pub async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -32,7 +32,9 @@ pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
 }
 
 /// Opens the soft chip in `dir` and serves its ChipService over TLS on `listener` until
-/// `stop` says so. Returns its endpoint and the server task.
+/// `stop` says so. Writes the chip's public `identity.json` for the operator and reports the
+/// `admission.json` the operator puts beside it ([`crate::admission`]). Returns its endpoint
+/// and the server task.
 pub async fn serve_chip(
     dir: &Path,
     config: ChipConfig,
@@ -43,22 +45,28 @@ pub async fn serve_chip(
     let id = config.chip_id.clone();
     let chip = SoftChip::open(dir, config)
         .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
-    serve_opened_chip(Arc::new(chip), id, tls, listener, stop)
+    serve_opened_chip(dir, Arc::new(chip), id, tls, listener, stop)
 }
 
-/// Serves the ChipService of an opened chip (any backend) over TLS on `listener` until
-/// `stop` says so. Returns its endpoint and the server task.
+/// Serves the ChipService of an opened chip of any backend, whose directory is `dir`, as
+/// [`serve_chip`] does for a soft chip.
 pub fn serve_opened_chip(
+    dir: &Path,
     chip: Arc<dyn ChipBackend>,
     id: String,
     tls: &TlsMaterial,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
+    let info = chip.info()?;
+    crate::admission::write_identity(dir, &id, &info.transport_public_key)?;
     let endpoint = endpoint_of(&listener)?;
+    let service = ChipGrpc::new(chip).with_admission(crate::admission::source(dir));
     let router = Server::builder()
         .tls_config(tls.server()?)?
-        .add_service(ChipGrpc::new(chip).into_server());
+        // Every call is checked against the access table (every ChipService RPC: role node).
+        .layer(AccessLayer)
+        .add_service(service.into_server());
     let task = tokio::spawn(async move {
         let incoming = yunkey_net::incoming(listener);
         if let Err(e) = router
@@ -83,30 +91,10 @@ pub fn node_tls(dir: &Path) -> anyhow::Result<TlsMaterial> {
     .with_context(|| format!("loading the node TLS identity from {}", dir.display()))
 }
 
-/// Writes `path` atomically (a temporary file, then a rename).
-pub fn write_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Writes `path` atomically and durably: the file and its directory are fsynced.
 pub fn write_file_synced(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
+    yunkey_store::write_file_atomic(path, contents, 0o644)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Starts the Prometheus endpoint on `addr`, unless it is `off`.

@@ -214,9 +214,9 @@ fn read_certificate(path: &std::path::Path) -> anyhow::Result<x509_cert::Certifi
     }
 }
 
-/// `yunkey status`.
+/// `yunkey status`: as the operator (the chip list is for operators).
 pub async fn status(g: &Global) -> anyhow::Result<()> {
-    let conn = connect::business(g)?;
+    let conn = connect::operator(g)?;
     let s = conn
         .call(|ch| async move {
             yunkey_client::cluster_client(ch)

@@ -474,7 +474,7 @@ async fn write_probe_roles_and_effect() {
         "applied {applied2} < {}",
         r.log_index
     );
-    // A node identity may probe too (role client or node, like the rest of ClusterService).
+    // A node identity may probe too (WriteProbe accepts every role: docs/api.md).
     let again = cluster_client(dev.as_node().current_channel())
         .write_probe(WriteProbeRequest {})
         .await

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use yunkey_client::{cluster_client, key_client, Connection};
+use yunkey_client::{cluster_client, key_client, ClientError, Connection};
 use yunkey_proto::v1::{
     AddNodeRequest, EnrollUserRequest, GetUserRequest, ReadConsistency, RemoveNodeRequest,
     StatusRequest, WriteProbeRequest,
@@ -164,8 +164,22 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         String::from_utf8_lossy(&out.stderr).contains("--init is only valid on an empty data dir")
     );
 
+    // A business certificate cannot change membership; a node certificate neither.
+    let refused = cluster_client(cluster.business(&[&ep(&nodes, 1)]).current_channel())
+        .add_node(AddNodeRequest {
+            node_id: 2,
+            address: ep(&nodes, 2),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("requires role operator"),
+        "{refused:?}"
+    );
+
     // Grow: add nodes 2 and 3 through node 1.
-    let admin = cluster.business(&[&ep(&nodes, 1)]);
+    let admin = cluster.operator(&[&ep(&nodes, 1)]);
     for id in [2, 3] {
         let req = AddNodeRequest {
             node_id: id,
@@ -184,6 +198,36 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         nodes.get_mut(&id).unwrap().wait_line("ready", READY);
     }
     eprintln!("cluster of 3 up after {:?}", started.elapsed());
+
+    // Only the leader serves membership changes. A follower names it (UNAVAILABLE, with its
+    // address in the `x-yunkey-leader` metadata) instead of forwarding with its own node
+    // identity; the operator's connection follows the hint to the leader.
+    let leader = leader_of(&cluster.business(&[&ep(&nodes, 1)])).await;
+    let follower = *nodes.keys().find(|id| **id != leader).unwrap();
+    let err = cluster_client(cluster.operator(&[&ep(&nodes, follower)]).current_channel())
+        .remove_node(RemoveNodeRequest { node_id: 42 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not the leader"), "{err:?}");
+    let hint = err
+        .metadata()
+        .get("x-yunkey-leader")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(hint, Some(ep(&nodes, leader)), "{err:?}");
+    let err = cluster
+        .operator(&[&ep(&nodes, follower)])
+        .call(|ch| async move {
+            cluster_client(ch)
+                .remove_node(RemoveNodeRequest { node_id: 42 })
+                .await
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Status { code: Code::NotFound, message } if message.contains("node 42")),
+        "the leader answers once the hint is followed: {err:?}"
+    );
 
     // A write probe through every node: a follower forwards it and answers once applied.
     for id in [1, 2, 3] {
@@ -295,7 +339,7 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     let (during, writers) = load(&cluster, &rest, 2, "shrink", stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let removed = cluster
-        .business(&rest.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .operator(&rest.iter().map(|s| s.as_str()).collect::<Vec<_>>())
         .call(|ch| async move {
             cluster_client(ch)
                 .remove_node(RemoveNodeRequest { node_id: victim })
@@ -324,17 +368,25 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     }
     nodes.get_mut(&victim).unwrap().kill9();
 
-    // A removed node's id is never used again, not even at a new address.
+    // A removed node's id is never used again, not even at a new address (asked of the
+    // leader: a follower would name the leader instead).
     let reuse = AddNodeRequest {
         node_id: victim,
         address: format!("https://127.0.0.1:{}", common::free_port()),
     };
-    let err = cluster_client(remaining.current_channel())
-        .add_node(reuse)
+    let err = cluster
+        .operator(&rest.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .call(|ch| {
+            let reuse = reuse.clone();
+            async move { cluster_client(ch).add_node(reuse).await }
+        })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("pick a new id"), "{err:?}");
+    let ClientError::Status { code, message } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(code, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("pick a new id"), "{message}");
     eprintln!(
         "removed node {victim} under load ({} enrolments during it); test took {:?}",
         during.len(),
@@ -357,7 +409,7 @@ async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) 
         let p = cluster.start_node(id, false, &[]);
         nodes.insert(id, p);
     }
-    let admin = cluster.business(&[&nodes[&1].endpoint]);
+    let admin = cluster.operator(&[&nodes[&1].endpoint]);
     for id in [2, 3] {
         let req = AddNodeRequest {
             node_id: id,

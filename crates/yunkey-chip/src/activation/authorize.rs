@@ -59,9 +59,8 @@ impl ActivationModule {
             tx::MAX_AUTHORIZATION_LIFETIME_SECS,
         )?;
         // 5.
-        let device_key = PublicKey::from_spki_der(&device.public_key_spki).map_err(|_| {
-            ChipError::storage("reading a key", "a bound device key is corrupt")
-        })?;
+        let device_key = PublicKey::from_spki_der(&device.public_key_spki)
+            .map_err(|_| ChipError::storage("reading a key", "a bound device key is corrupt"))?;
         let message = authz::authorization_message(&req.user_id, &req.device_id, tx_hash);
         device_key
             .verify_message(&message, &req.authorization_signature)

@@ -17,7 +17,11 @@ const MAX_SIGNATURE: usize = 72;
 
 impl ActivationModule {
     /// Loads a user key's record and checks that it belongs to `user_id`.
-    pub(super) fn load_user_key(&self, handle: &str, user_id: &str) -> Result<KeyRecord, ChipError> {
+    pub(super) fn load_user_key(
+        &self,
+        handle: &str,
+        user_id: &str,
+    ) -> Result<KeyRecord, ChipError> {
         validate::identifier("key_handle", handle)?;
         validate::identifier("user_id", user_id)?;
         let record = self.store.load(&*self.custody, handle)?;
@@ -54,10 +58,17 @@ impl ActivationModule {
     pub(super) fn bind_device_checked(&self, req: &BindDevice) -> Result<Rebound, ChipError> {
         validate::text("activation_code", &req.activation_code, 64, false)?;
         let device_key = PublicKey::from_spki_der(&req.device_public_key).map_err(|_| {
-            InvalidField::new("device_public_key", "must be a P-256 SubjectPublicKeyInfo (DER)")
+            InvalidField::new(
+                "device_public_key",
+                "must be a P-256 SubjectPublicKeyInfo (DER)",
+            )
         })?;
         if req.proof.is_empty() || req.proof.len() > MAX_SIGNATURE {
-            return Err(InvalidField::new("proof", "must be a DER ECDSA signature (1 to 72 bytes)").into());
+            return Err(InvalidField::new(
+                "proof",
+                "must be a DER ECDSA signature (1 to 72 bytes)",
+            )
+            .into());
         }
         let _writes = self.lock_writes();
         let record = self.load_user_key(&req.key_handle, &req.user_id)?;

@@ -107,10 +107,11 @@ fn leaf_params(
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     for uri in sans {
-        params.subject_alt_names.push(SanType::URI(
-            uri.try_into()
-                .map_err(|_| InvalidField::new("subject", "does not make a valid URI name"))?,
-        ));
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.try_into().map_err(|_| {
+                InvalidField::new("subject", "does not make a valid URI name")
+            })?));
     }
     params.key_usages = usages;
     params.serial_number = Some(serial());
@@ -119,7 +120,10 @@ fn leaf_params(
 }
 
 fn cert_err(e: rcgen::Error) -> ChipError {
-    ChipError::storage("issuing a certificate", format!("certificate generation failed: {e}"))
+    ChipError::storage(
+        "issuing a certificate",
+        format!("certificate generation failed: {e}"),
+    )
 }
 
 impl ActivationModule {
@@ -182,11 +186,12 @@ impl ActivationModule {
                 if user.binding.revoked {
                     return Err(ChipError::UserRevoked);
                 }
-                let device = user.binding.device(device_id).ok_or_else(|| {
-                    ChipError::DeviceNotBound {
-                        device_id: device_id.clone(),
-                    }
-                })?;
+                let device =
+                    user.binding
+                        .device(device_id)
+                        .ok_or_else(|| ChipError::DeviceNotBound {
+                            device_id: device_id.clone(),
+                        })?;
                 if device.revoked {
                     return Err(ChipError::DeviceRevoked {
                         device_id: device_id.clone(),

@@ -65,7 +65,10 @@ impl ActivationModule {
         let secret = SealKey::generate();
         self.store.put_meta(
             &*self.custody,
-            &[(META_DOMAIN, secret.expose()), (META_OPERATOR, operator_spki)],
+            &[
+                (META_DOMAIN, secret.expose()),
+                (META_OPERATOR, operator_spki),
+            ],
         )?;
         let id = secret.fingerprint();
         state.keys = Some(DomainKeys::derive(&secret));
@@ -78,12 +81,13 @@ impl ActivationModule {
         &self,
         recipient: &ChipAdmission,
     ) -> Result<ExportedDomain, ChipError> {
-        let transport = PublicKey::from_spki_der(&recipient.transport_public_key).map_err(|_| {
-            InvalidField::new(
-                "recipient.transport_key",
-                "must be a P-256 SubjectPublicKeyInfo (DER)",
-            )
-        })?;
+        let transport =
+            PublicKey::from_spki_der(&recipient.transport_public_key).map_err(|_| {
+                InvalidField::new(
+                    "recipient.transport_key",
+                    "must be a P-256 SubjectPublicKeyInfo (DER)",
+                )
+            })?;
         let state = self.read_state();
         let secret = state.secret.as_ref().ok_or(ChipError::NotInDomain)?;
         let (operator, operator_der) = state.operator.as_ref().ok_or(ChipError::NotInDomain)?;
@@ -96,7 +100,10 @@ impl ActivationModule {
         let mut plain = Zeroizing::new(Vec::new());
         put_lp(&mut plain, secret.expose());
         put_lp(&mut plain, operator_der);
-        put_lp(&mut plain, state.anchor.as_ref().map(|a| a.der()).unwrap_or(&[]));
+        put_lp(
+            &mut plain,
+            state.anchor.as_ref().map(|a| a.der()).unwrap_or(&[]),
+        );
         Ok(ExportedDomain {
             envelope: envelope::seal_to(&transport, DOMAIN_ENVELOPE_CONTEXT, &plain),
             domain_id: secret.fingerprint(),

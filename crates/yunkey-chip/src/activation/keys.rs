@@ -77,7 +77,9 @@ impl ActivationModule {
     pub(super) fn generate_checked(&self, req: &GenerateKey) -> Result<GeneratedKey, ChipError> {
         check_owner(req.purpose, &req.user_id)?;
         if req.purpose == KeyPurpose::Ca && req.activation.is_some() {
-            return Err(InvalidField::new("activation", "a CA key has no device activation").into());
+            return Err(
+                InvalidField::new("activation", "a CA key has no device activation").into(),
+            );
         }
         let keys = self.domain_keys()?;
         if *self.lock_writes() >= self.config.capacity {

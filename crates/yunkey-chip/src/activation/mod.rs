@@ -326,8 +326,12 @@ mod tests {
         secrets.push(secret(&chip, &ca.key.handle));
         secrets.push(chip.transport.to_secret_bytes());
         let state = chip.read_state();
-        secrets.push(Zeroizing::new(state.secret.as_ref().unwrap().expose().to_vec()));
-        secrets.push(Zeroizing::new(state.keys.as_ref().unwrap().kek().expose().to_vec()));
+        secrets.push(Zeroizing::new(
+            state.secret.as_ref().unwrap().expose().to_vec(),
+        ));
+        secrets.push(Zeroizing::new(
+            state.keys.as_ref().unwrap().kek().expose().to_vec(),
+        ));
         drop(state);
         chip.store.flush().unwrap();
         let mut files = Vec::new();
@@ -350,7 +354,9 @@ mod tests {
             }
         }
         let debug = format!("{chip:?} {:?}", chip.custody.describe());
-        assert!(secrets.iter().all(|s| !debug.contains(&hex::encode(&s[..]))));
+        assert!(secrets
+            .iter()
+            .all(|s| !debug.contains(&hex::encode(&s[..]))));
     }
 
     #[test]
@@ -365,7 +371,12 @@ mod tests {
             let (key, code) = testing::enrol(&chip, "alice");
             chip.bind_device(&phone.bind_request(&key.handle, &code))
                 .unwrap();
-            (domain, key, chip.info().unwrap().transport_public_key, ca.cert_der)
+            (
+                domain,
+                key,
+                chip.info().unwrap().transport_public_key,
+                ca.cert_der,
+            )
         };
         let chip = SoftChip::open(dir.path(), config("chip-1")).unwrap();
         let info = chip.info().unwrap();
@@ -424,7 +435,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = Db::open_sled(dir.path().join("store")).unwrap();
-            db.tree("meta").unwrap().insert(b"chip_id", b"chip-1").unwrap();
+            db.tree("meta")
+                .unwrap()
+                .insert(b"chip_id", b"chip-1")
+                .unwrap();
             db.flush().unwrap();
         }
         let err = SoftChip::open(dir.path(), config("chip-1")).unwrap_err();
@@ -486,9 +500,15 @@ mod tests {
         ] {
             assert!(text.contains(event), "{event} is audited:\n{text}");
         }
-        assert!(text.contains("admission_refused"), "the refused export is audited");
+        assert!(
+            text.contains("admission_refused"),
+            "the refused export is audited"
+        );
         for h in handles {
-            assert!(!text.contains(&h), "a key handle is in an INFO log:\n{text}");
+            assert!(
+                !text.contains(&h),
+                "a key handle is in an INFO log:\n{text}"
+            );
         }
     }
 }

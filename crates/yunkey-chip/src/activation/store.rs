@@ -184,7 +184,9 @@ impl Store {
         name: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ChipError> {
         match self.meta.get(name.as_bytes())? {
-            Some(sealed) => Ok(Some(custody.open(&self.aad("yunkey-meta/2", name), &sealed)?)),
+            Some(sealed) => Ok(Some(
+                custody.open(&self.aad("yunkey-meta/2", name), &sealed)?,
+            )),
             None => Ok(None),
         }
     }
@@ -229,7 +231,10 @@ impl Store {
         let plain = custody
             .open(&self.aad("yunkey-key-record/2", handle), &sealed)
             .map_err(|_| {
-                ChipError::storage("reading a key", format!("record {handle} fails authentication"))
+                ChipError::storage(
+                    "reading a key",
+                    format!("record {handle} fails authentication"),
+                )
             })?;
         KeyRecord::decode(handle, &plain)
     }

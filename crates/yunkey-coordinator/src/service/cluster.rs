@@ -1,23 +1,20 @@
-//! `ClusterService`: the operators' API (role `client` or `node`).
+//! `ClusterService`: the operators' API. Who may call each RPC is decided before the request
+//! gets here, by the access table (`yunkey_net::access::RPC_ROLES`): membership and chip
+//! admission need role `operator`.
 
 use super::observe;
 use crate::core::Core;
 use crate::error::CoordError;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-use yunkey_net::role::{self, Role};
+use yunkey_net::access;
+use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ListChipsRequest, ListChipsResponse,
     MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
     WriteProbeResponse,
 };
-
-fn forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata()
-        .get(crate::membership::FORWARDED_HEADER)
-        .is_some()
-}
 
 /// The `ClusterService` implementation.
 #[derive(Debug, Clone)]
@@ -32,8 +29,13 @@ impl ClusterApi {
     }
 }
 
-fn admit<T>(req: &Request<T>) -> Result<String, Status> {
-    role::require(req, &[Role::Client, Role::Node])?;
+/// The caller's name for the audit trail. Its role was checked by the access layer
+/// (`yunkey_net::AccessLayer`) against the RPC's row; this checks it again from the same table,
+/// in case the service is ever served without the layer.
+fn admit<T>(req: &Request<T>, method: &str) -> Result<String, Status> {
+    let certs = req.peer_certs();
+    let path = format!("/{}/{method}", access::CLUSTER_SERVICE);
+    access::check(&path, certs.as_deref().map(|c| c.as_slice()))?;
     Ok(role::peer_name(req))
 }
 
@@ -55,7 +57,10 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
     status.users = core.view.user_count()?;
     status.devices = core.view.device_count()?;
     status.chips = core.view.chips()?.len() as u64;
-    status.user_ca_certificate = core.view.ca()?.map(|c| c.certificate).unwrap_or_default();
+    if let Some(ca) = core.view.ca()? {
+        status.user_ca_holders = ca.holders.iter().map(crate::convert::holder).collect();
+        status.user_ca_certificate = ca.certificate;
+    }
     status.version = env!("CARGO_PKG_VERSION").to_owned();
     Ok(status)
 }
@@ -66,7 +71,7 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let actor = admit(&req)?;
+        let actor = admit(&req, "Status")?;
         observe("Status", &actor, status(&self.core)).await
     }
 
@@ -74,7 +79,7 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<ListChipsRequest>,
     ) -> Result<Response<ListChipsResponse>, Status> {
-        let actor = admit(&req)?;
+        let actor = admit(&req, "ListChips")?;
         observe("ListChips", &actor, async {
             Ok(ListChipsResponse {
                 chips: self
@@ -90,9 +95,8 @@ impl ClusterService for ClusterApi {
     }
 
     async fn admit_chip(&self, req: Request<AdmitChipRequest>) -> Result<Response<Chip>, Status> {
-        // Admission hands the security domain to a chip: node identities only.
-        role::require(&req, &[Role::Node])?;
-        let actor = role::peer_name(&req);
+        // Admission hands the security domain to a chip: operators only.
+        let actor = admit(&req, "AdmitChip")?;
         let endpoint = req.into_inner().endpoint;
         observe("AdmitChip", &actor, async {
             yunkey_crypto::validate::text("endpoint", &endpoint, 256, false)?;
@@ -106,12 +110,11 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<AddNodeRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        let actor = admit(&req)?;
-        let fwd = forwarded(&req);
+        let actor = admit(&req, "AddNode")?;
         observe(
             "AddNode",
             &actor,
-            crate::membership::add_node(&self.core, &actor, req.into_inner(), fwd),
+            crate::membership::add_node(&self.core, &actor, req.into_inner()),
         )
         .await
     }
@@ -120,12 +123,11 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        let actor = admit(&req)?;
-        let fwd = forwarded(&req);
+        let actor = admit(&req, "RemoveNode")?;
         observe(
             "RemoveNode",
             &actor,
-            crate::membership::remove_node(&self.core, &actor, req.into_inner(), fwd),
+            crate::membership::remove_node(&self.core, &actor, req.into_inner()),
         )
         .await
     }
@@ -134,7 +136,7 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<WriteProbeRequest>,
     ) -> Result<Response<WriteProbeResponse>, Status> {
-        let actor = admit(&req)?;
+        let actor = admit(&req, "WriteProbe")?;
         observe(
             "WriteProbe",
             &actor,

@@ -3,15 +3,15 @@
 use super::observe;
 use crate::core::Core;
 use crate::error::CoordError;
-use crate::state::Op;
+use crate::state::{Op, UserState};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use yunkey_crypto::validate;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
-    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeUserRequest,
-    SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
+    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeDeviceRequest,
+    RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.
@@ -27,6 +27,9 @@ impl KeyApi {
     }
 }
 
+/// The caller's name for the audit trail, after checking its role: `client`, as every
+/// `KeyService` row of the access table says (`yunkey_net::access::RPC_ROLES`; the access
+/// layer has checked it already).
 fn admit<T>(req: &Request<T>) -> Result<String, Status> {
     role::require(req, &[Role::Client])?;
     Ok(role::peer_name(req))
@@ -50,15 +53,23 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
     validate::text("reason", &req.reason, 256, true)?;
     let request_id =
         crate::enroll::request_id(&req.request_id, || format!("revoke-{}", req.user_id))?;
-    if core.view.user(&req.user_id)?.is_none() {
+    let Some(user) = core.view.user(&req.user_id)? else {
         return Err(CoordError::UserNotFound(req.user_id));
-    }
+    };
+    // A holder revokes the key's binding first, so that no chip signs for the user again,
+    // whoever asks; the revocation commits even if no holder answers (logged).
+    let (revoked_on, rebinding) = if user.state == UserState::Active {
+        crate::devices::revoke_in_chips(core, &user, None).await
+    } else {
+        (None, None)
+    };
     core.propose(
         &request_id,
         actor,
         Op::RevokeUser {
             user_id: req.user_id.clone(),
             reason: req.reason.clone(),
+            rebinding: rebinding.clone(),
         },
     )
     .await
@@ -66,6 +77,9 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
         CoordError::UserNotFound(_) => CoordError::UserNotFound(req.user_id.clone()),
         other => other,
     })?;
+    if let (Some(chip), Some(r)) = (revoked_on, rebinding) {
+        crate::bindings::push(core, &req.user_id, &user.holders, &chip, &r).await;
+    }
     let user = core
         .view
         .user(&req.user_id)?
@@ -106,6 +120,19 @@ impl KeyService for KeyApi {
             "RevokeUser",
             &actor,
             revoke(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn revoke_device(
+        &self,
+        req: Request<RevokeDeviceRequest>,
+    ) -> Result<Response<User>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "RevokeDevice",
+            &actor,
+            crate::devices::revoke(&self.core, &actor, req.into_inner()),
         )
         .await
     }

@@ -6,7 +6,12 @@ use serde::Serialize;
 use yunkey_store::StoreError;
 
 /// Version of the stored record format. Bump and add a migration when a record changes shape.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+///
+/// Format 2 (device bindings decided in chips) added `UserRecord::binding_seq`,
+/// `DeviceRecord::revoked_at` and `ChipRecord::admission_signature`. Format 1 state is not
+/// migrated: its users' keys carry no device binding, so no chip would sign with them; a
+/// format 1 cluster is re-created (docs/operations.md, "Upgrading from format 1").
+pub(crate) const FORMAT_VERSION: u8 = 2;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
@@ -23,6 +28,11 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         Some((&FORMAT_VERSION, rest)) => {
             bincode::deserialize(rest).map_err(|e| corrupt(e.to_string()))
         }
+        Some((1, _)) => Err(corrupt(
+            "format 1 (before device binding) is not migrated; re-create the cluster \
+             (docs/operations.md, \"Upgrading from format 1\")"
+                .into(),
+        )),
         Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
         None => Err(corrupt("empty value".into())),
     }

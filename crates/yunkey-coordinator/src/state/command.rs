@@ -1,7 +1,7 @@
 //! Commands: the only way the replicated state changes. The proposing node fills in `now`
 //! and everything random (keys, codes, ids) before proposing, so applying is deterministic.
 
-use super::model::{CaRecord, ChipRecord, DeviceRecord, NodeIdRecord, UserRecord};
+use super::model::{CaRecord, ChipRecord, DeviceRecord, NodeIdRecord, Rebinding, UserRecord};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -28,6 +28,8 @@ pub enum Op {
         chip: ChipRecord,
         /// The domain it joined; the first admission sets the cluster's domain.
         domain_id: String,
+        /// The domain's operator key (SPKI DER); the first admission records it.
+        operator_key: Vec<u8>,
     },
     /// Record the user CA (once).
     InitCa(CaRecord),
@@ -46,6 +48,8 @@ pub enum Op {
         code_sha256: [u8; 32],
         /// The device.
         device: DeviceRecord,
+        /// The key's binding with the device bound, decided by a chip.
+        rebinding: Rebinding,
     },
     /// Revoke a user.
     RevokeUser {
@@ -53,6 +57,19 @@ pub enum Op {
         user_id: String,
         /// Why.
         reason: String,
+        /// The key's binding with the user revoked, if a holder could be reached.
+        rebinding: Option<Rebinding>,
+    },
+    /// Revoke one device of a user.
+    RevokeDevice {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+        /// Why.
+        reason: String,
+        /// The key's binding with the device revoked, if a holder could be reached.
+        rebinding: Option<Rebinding>,
     },
     /// Consume a device authorization before its transaction is signed.
     ConsumeAuthorization {
@@ -82,6 +99,7 @@ impl Op {
             Op::EnrollUser { .. } => "enroll",
             Op::RegisterDevice { .. } => "register_device",
             Op::RevokeUser { .. } => "revoke",
+            Op::RevokeDevice { .. } => "revoke_device",
             Op::ConsumeAuthorization { .. } => "sign",
             Op::RecordNodeId(_) => "record_node_id",
             Op::Probe => "probe",
@@ -102,6 +120,9 @@ impl Op {
                 &[user_id.as_bytes(), device.device_id.as_bytes()],
             ),
             Op::RevokeUser { user_id, .. } => fingerprint(self.kind(), &[user_id.as_bytes()]),
+            Op::RevokeDevice {
+                user_id, device_id, ..
+            } => fingerprint(self.kind(), &[user_id.as_bytes(), device_id.as_bytes()]),
             Op::ConsumeAuthorization {
                 user_id, tx_hash, ..
             } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
@@ -145,6 +166,9 @@ impl fmt::Debug for Op {
                 write!(f, "RegisterDevice({user_id}, {})", device.device_id)
             }
             Op::RevokeUser { user_id, .. } => write!(f, "RevokeUser({user_id})"),
+            Op::RevokeDevice {
+                user_id, device_id, ..
+            } => write!(f, "RevokeDevice({user_id}, {device_id})"),
             Op::ConsumeAuthorization {
                 user_id, tx_hash, ..
             } => {
@@ -186,6 +210,8 @@ pub enum CommandResult {
     },
     /// The user is revoked.
     Revoked,
+    /// The device is revoked.
+    DeviceRevoked,
     /// The authorization is consumed: the transaction may be signed.
     Consumed,
     /// The node id is recorded as used.
@@ -207,6 +233,7 @@ impl fmt::Debug for CommandResult {
                 write!(f, "DeviceRegistered({device_id})")
             }
             CommandResult::Revoked => f.write_str("Revoked"),
+            CommandResult::DeviceRevoked => f.write_str("DeviceRevoked"),
             CommandResult::Consumed => f.write_str("Consumed"),
             CommandResult::NodeIdRecorded => f.write_str("NodeIdRecorded"),
             CommandResult::Probed => f.write_str("Probed"),
@@ -248,6 +275,11 @@ pub enum Rejection {
         node_id: u64,
         /// The address it was first added with.
         first_address: String,
+    },
+    /// The binding offered is older than the one committed (another change came first).
+    StaleBinding {
+        /// The committed seq.
+        committed: u64,
     },
     /// The chip belongs to another security domain than the cluster's.
     WrongDomain {

@@ -12,6 +12,7 @@
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord) |
 //! | `m/domain` | | domain id |
+//! | `m/operator_key` | | the domain's operator key (SPKI DER) |
 //! | `m/audit_seq` | | next audit sequence (u64 BE) |
 //! | `m/count/*` | | counters (u64 BE) |
 
@@ -48,6 +49,7 @@ pub(crate) const NODE_ID_PREFIX: &[u8] = b"n/";
 
 pub(crate) const CA: &[u8] = b"m/ca";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";
+pub(crate) const OPERATOR_KEY: &[u8] = b"m/operator_key";
 pub(crate) const AUDIT_SEQ: &[u8] = b"m/audit_seq";
 pub(crate) const COUNT_USERS: &[u8] = b"m/count/users";
 pub(crate) const COUNT_DEVICES: &[u8] = b"m/count/devices";

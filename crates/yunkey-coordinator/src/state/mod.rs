@@ -16,6 +16,6 @@ pub use apply::App;
 pub use command::{fingerprint, Command, CommandResult, Op, PriorRequest, Rejection};
 pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, LedgerEntry,
-    NodeIdRecord, UserRecord, UserState,
+    NodeIdRecord, Rebinding, UserRecord, UserState,
 };
 pub use view::StateView;

@@ -46,6 +46,8 @@ pub struct DeviceRecord {
     pub certificate: Vec<u8>,
     /// Unix seconds.
     pub registered_at: i64,
+    /// When it was revoked (Unix seconds); a revoked device authorizes nothing.
+    pub revoked_at: Option<i64>,
 }
 
 /// A user.
@@ -57,8 +59,12 @@ pub struct UserRecord {
     pub algorithm: i32,
     /// SubjectPublicKeyInfo DER.
     pub public_key: Vec<u8>,
-    /// The private key wrapped under the domain key (restores the key if every holder dies).
+    /// The private key wrapped under the domain's keys, with its device binding as of
+    /// `binding_seq` (restores the key if every holder dies; brings a holder's binding up to
+    /// date).
     pub wrapped_key: Vec<u8>,
+    /// The seq of the binding in `wrapped_key`; chips behind it refuse to sign.
+    pub binding_seq: u64,
     /// User certificate DER.
     pub certificate: Vec<u8>,
     /// Active or revoked.
@@ -92,6 +98,8 @@ pub struct ChipRecord {
     pub transport_key: Vec<u8>,
     /// Unix seconds.
     pub admitted_at: i64,
+    /// The operator's admission signature over its id and transport key.
+    pub admission_signature: Vec<u8>,
 }
 
 /// The user CA, whose key lives in chips.
@@ -143,4 +151,13 @@ pub struct NodeIdRecord {
     pub address: String,
     /// When (Unix seconds, the proposer's clock).
     pub added_at: i64,
+}
+
+/// A key's new binding, decided by a chip: the wrapped key that carries it and its seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebinding {
+    /// The key wrapped with the new binding.
+    pub wrapped_key: Vec<u8>,
+    /// The binding's seq.
+    pub binding_seq: u64,
 }

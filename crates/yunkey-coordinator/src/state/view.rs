@@ -47,6 +47,11 @@ impl StateView {
         self.get(keys::DOMAIN)
     }
 
+    /// The domain's operator key (SPKI DER), once the first chip is admitted.
+    pub fn operator_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(keys::OPERATOR_KEY)
+    }
+
     /// A chip.
     pub fn chip(&self, chip_id: &str) -> Result<Option<ChipRecord>, StoreError> {
         self.get(&keys::chip(chip_id))

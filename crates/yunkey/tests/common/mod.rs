@@ -210,9 +210,44 @@ impl Dev {
         self.connection(self.tls(None, None))
     }
 
+    /// An operator's connection (operator role: membership, chip admission).
+    pub fn operator(&self) -> Connection {
+        self.connection(self.tls(Some(files::OPERATOR), Some(files::OPERATOR_KEY)))
+    }
+
+    /// A connection to `endpoint` (a chip, say) as `role`, or without a certificate.
+    pub fn connection_to(&self, endpoint: &str, role: Option<yunkey_net::Role>) -> Connection {
+        let tls = match role {
+            Some(role) => {
+                let (cert, key) = files::identity(role);
+                self.tls(Some(cert), Some(key))
+            }
+            None => self.tls(None, None),
+        };
+        Connection::new(&ConnectionOptions {
+            endpoints: vec![endpoint.to_owned()],
+            tls,
+            domain: None,
+            deadline: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
     /// A connection presenting the node certificate.
     pub fn as_node(&self) -> Connection {
         self.connection(self.tls(Some(files::NODE), Some(files::NODE_KEY)))
+    }
+
+    /// A connection to a chip's ChipService presenting the node certificate: what an attacker
+    /// holding a coordinator's identity can do.
+    pub fn chip_as_node(&self, chip_endpoint: &str) -> Connection {
+        Connection::new(&ConnectionOptions {
+            endpoints: vec![chip_endpoint.to_owned()],
+            tls: self.tls(Some(files::NODE), Some(files::NODE_KEY)),
+            domain: None,
+            deadline: Duration::from_secs(10),
+        })
+        .unwrap()
     }
 
     /// A connection with a client certificate from a CA the cluster does not trust.
@@ -433,6 +468,8 @@ pub struct Cluster {
     pub ca: PathBuf,
     /// The business backend's TLS directory (`ca.pem`, `client.pem`, `client-key.pem`).
     pub pki: PathBuf,
+    /// The operator's TLS directory (`ca.pem`, `operator.pem`, `operator-key.pem`).
+    pub ops: PathBuf,
     /// Listen port of each coordinator id (kept for restarts: the address is in the membership).
     pub ports: std::collections::BTreeMap<u64, u16>,
     /// When set, coordinators run in their own network namespaces (see [`NetLab`]).
@@ -440,13 +477,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A fresh directory with a cluster CA and a business backend's certificate.
+    /// A fresh directory with a cluster CA, a business backend's certificate and an
+    /// operator's.
     pub fn new() -> Cluster {
         yunkey_net::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         let pki = dir.path().join("pki");
+        let ops = dir.path().join("ops");
         pki_cli(&["init", "--ca-dir", ca.to_str().unwrap()]);
+        pki_cli(&[
+            "domain-operator-key",
+            "--out",
+            dir.path().join("domain-operator-key.pem").to_str().unwrap(),
+        ]);
         pki_cli(&[
             "issue",
             "--ca-dir",
@@ -458,10 +502,22 @@ impl Cluster {
             "--out",
             pki.to_str().unwrap(),
         ]);
+        pki_cli(&[
+            "issue",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--role",
+            "operator",
+            "--name",
+            "ops-1",
+            "--out",
+            ops.to_str().unwrap(),
+        ]);
         Cluster {
             dir,
             ca,
             pki,
+            ops,
             ports: Default::default(),
             lab: None,
         }
@@ -525,8 +581,36 @@ impl Cluster {
         }
     }
 
-    /// Starts `yunkey chip --id ID`.
+    /// The operator key that admits this cluster's chips.
+    pub fn operator_key(&self) -> PathBuf {
+        self.dir.path().join("domain-operator-key.pem")
+    }
+
+    /// Starts `yunkey chip --id ID` and admits it: the operator signs the `identity.json` it
+    /// writes, with `yunkey pki admit-chip`, into its data directory.
     pub fn start_chip(&self, id: &str, zone: &str) -> Proc {
+        let chip = self.spawn_chip(id, zone);
+        let identity = self.dir.path().join(id).join("identity.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !identity.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chip {id} wrote no identity.json"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pki_cli(&[
+            "admit-chip",
+            "--domain-operator-key",
+            self.operator_key().to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ]);
+        chip
+    }
+
+    /// Starts `yunkey chip --id ID` without admitting it.
+    pub fn spawn_chip(&self, id: &str, zone: &str) -> Proc {
         let data = self.dir.path().join(id);
         Proc::spawn(
             id,
@@ -594,25 +678,40 @@ impl Cluster {
         Proc::spawn_in(netns.as_deref(), &format!("node-{id}"), &args)
     }
 
-    fn tls(&self, cert: &str, key: &str) -> yunkey_net::tls::TlsMaterial {
+    fn tls(&self, dir: &Path, cert: &str, key: &str) -> yunkey_net::tls::TlsMaterial {
         TlsFiles {
-            ca: self.pki.join(files::CA),
-            cert: Some(self.pki.join(cert)),
-            key: Some(self.pki.join(key)),
+            ca: dir.join(files::CA),
+            cert: Some(dir.join(cert)),
+            key: Some(dir.join(key)),
         }
         .load()
         .unwrap()
     }
 
-    /// A business backend's connection to `endpoints` (retries UNAVAILABLE on the next one).
-    pub fn business(&self, endpoints: &[&str]) -> Connection {
+    fn connect(&self, endpoints: &[&str], tls: yunkey_net::tls::TlsMaterial) -> Connection {
         Connection::new(&ConnectionOptions {
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
-            tls: self.tls(files::CLIENT, files::CLIENT_KEY),
+            tls,
             domain: None,
             deadline: Duration::from_secs(10),
         })
         .unwrap()
+    }
+
+    /// A business backend's connection to `endpoints` (retries UNAVAILABLE on the next one).
+    pub fn business(&self, endpoints: &[&str]) -> Connection {
+        self.connect(
+            endpoints,
+            self.tls(&self.pki, files::CLIENT, files::CLIENT_KEY),
+        )
+    }
+
+    /// An operator's connection to `endpoints` (membership changes; follows the leader hint).
+    pub fn operator(&self, endpoints: &[&str]) -> Connection {
+        self.connect(
+            endpoints,
+            self.tls(&self.ops, files::OPERATOR, files::OPERATOR_KEY),
+        )
     }
 }
 
