@@ -150,6 +150,12 @@ YK_OPERATOR=(--ca "$PKI/ca.pem" --cert "$PKI/operator.pem" --key "$PKI/operator-
 echo "== yunkey: 2 chips, 3 coordinators (load $(load))" >&2
 for c in 1 2; do "$CTL" start "chip-$c"; done
 for c in 1 2; do wait_log "chip-$c" "endpoint:" 60; done
+# The operator admits each chip to the security domain (docs/operations.md, "Admitting chips").
+"$YUNKEY" pki domain-operator-key --out "$WORK/domain-operator-key.pem" >/dev/null
+for c in 1 2; do
+    "$YUNKEY" pki admit-chip --domain-operator-key "$WORK/domain-operator-key.pem" \
+        --identity "$WORK/chip-$c/identity.json" >/dev/null
+done
 "$CTL" start yk-1-init
 mv "$WORK/pids/yk-1-init.pid" "$WORK/pids/yk-1.pid"
 mv "$WORK/log/yk-1-init.log" "$WORK/log/yk-1.log"

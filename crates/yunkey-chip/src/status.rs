@@ -10,18 +10,7 @@
 use crate::ChipError;
 use tonic::Status;
 
-/// Metadata key of a chip status that names the [`ChipError::kind`], so a coordinator decides
-/// on the typed reason (see [`error_kind`]) rather than on a code or a message.
-pub const ERROR_KIND_HEADER: &str = "x-yunkey-chip-error";
-
-/// The kind of [`ChipError::BindingBehind`]: the chip needs the committed wrapped key
-/// (`UpdateBinding`) before it can decide.
-pub const KIND_BINDING_BEHIND: &str = "binding_behind";
-
-/// The [`ChipError::kind`] a chip put in a status, if any.
-pub fn error_kind(status: &Status) -> Option<&str> {
-    status.metadata().get(ERROR_KIND_HEADER)?.to_str().ok()
-}
+pub use yunkey_proto::chip_error::{kind as error_kind, KIND_HEADER as ERROR_KIND_HEADER};
 
 /// Maps a chip error to the status a caller sees, with a message that says what to fix, and
 /// its kind in the [`ERROR_KIND_HEADER`] metadata.
@@ -128,7 +117,7 @@ mod tests {
         ];
         assert_eq!(
             ChipError::BindingBehind { have: 0, need: 1 }.kind(),
-            KIND_BINDING_BEHIND
+            yunkey_proto::chip_error::BINDING_BEHIND
         );
         for (err, code) in cases {
             let status = to_status(&err);

@@ -285,7 +285,7 @@ impl Chips {
 /// Whether a chip refused because its binding of the key is older than the request's: send it
 /// the committed wrapped key with `UpdateBinding`, then retry.
 pub fn binding_behind(status: &tonic::Status) -> bool {
-    yunkey_chip::status::error_kind(status) == Some(yunkey_chip::status::KIND_BINDING_BEHIND)
+    yunkey_proto::chip_error::kind(status) == Some(yunkey_proto::chip_error::BINDING_BEHIND)
 }
 
 /// Maps a chip call's status into a coordinator error naming the chip.

@@ -37,3 +37,19 @@ pub fn rpc_methods(descriptor_set: &[u8]) -> Result<Vec<(String, String)>, prost
     }
     Ok(out)
 }
+
+/// The typed reason a chip gives with a refusal, on the wire: the chip error's kind (for
+/// example `device_not_bound`) in the [`chip_error::KIND_HEADER`] response metadata. Chips set
+/// it (`yunkey_chip::status`); coordinators decide on it instead of on a code or a message.
+pub mod chip_error {
+    /// Metadata key carrying the chip error's kind.
+    pub const KIND_HEADER: &str = "x-yunkey-chip-error";
+    /// The chip's binding of a key is older than the request's: send it the committed wrapped
+    /// key (`UpdateBinding`), then retry.
+    pub const BINDING_BEHIND: &str = "binding_behind";
+
+    /// The kind a chip put in `status`, if any.
+    pub fn kind(status: &tonic::Status) -> Option<&str> {
+        status.metadata().get(KIND_HEADER)?.to_str().ok()
+    }
+}

@@ -1,5 +1,7 @@
 //! `yunkey chip`: one chip as its own process, serving ChipService over TLS with the node
-//! identity. Coordinators admit it with `yunkey coordinator --chip URL` (or AdmitChip).
+//! identity. The operator admits it with the domain operator key (`yunkey pki admit-chip` on
+//! its `identity.json`); coordinators then add it with `yunkey coordinator --chip URL` (or
+//! AdmitChip).
 //!
 //! The chip keeps its keys in software (`--backend soft`, the default: `master.key` in the
 //! data directory) or in a PKCS#11 token (`--backend pkcs11`); either way the signature
@@ -125,6 +127,12 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         args.capacity,
         g.data.display()
     );
+    if !g.data.join(crate::admission::ADMISSION_FILE).exists() {
+        println!(
+            "not admitted yet: sign {} with `yunkey pki admit-chip` and put admission.json there",
+            g.data.join(crate::admission::IDENTITY_FILE).display()
+        );
+    }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;
     eprintln!("stopping");

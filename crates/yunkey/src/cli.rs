@@ -269,6 +269,16 @@ pub enum UserCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Revoke one of a user's devices: its approvals are refused from now on, by the
+    /// coordinators and by every chip holding the key.
+    RevokeDevice {
+        user_id: String,
+        /// The device id (`dev-...`, as `user show` lists it).
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]

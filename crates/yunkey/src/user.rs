@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use yunkey_client::ClientError;
 use yunkey_proto::v1::{
-    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeUserRequest, StatusRequest, User,
-    UserStatus, VerifyRequest,
+    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest,
+    StatusRequest, User, UserStatus, VerifyRequest,
 };
 
 fn user_json(u: &User) -> serde_json::Value {
@@ -21,6 +21,7 @@ fn user_json(u: &User) -> serde_json::Value {
         "activation_pending": u.activation_pending,
         "devices": u.devices.iter().map(|d| json!({
             "device_id": d.device_id, "name": d.name, "registered_at": d.registered_at,
+            "revoked_at": (d.revoked_at != 0).then_some(d.revoked_at),
         })).collect::<Vec<_>>(),
         "holders": u.holders.iter().map(|h| h.chip_id.clone()).collect::<Vec<_>>(),
     })
@@ -38,7 +39,13 @@ fn user_text(u: &User) -> String {
         } else {
             u.devices
                 .iter()
-                .map(|d| d.device_id.clone())
+                .map(|d| {
+                    if d.revoked_at != 0 {
+                        format!("{} (revoked)", d.device_id)
+                    } else {
+                        d.device_id.clone()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         },
@@ -128,6 +135,27 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                 .await?;
             print(g.json, user_json(&user), || {
                 format!("revoked {}", user.user_id)
+            });
+        }
+        UserCommand::RevokeDevice {
+            user_id,
+            device,
+            reason,
+        } => {
+            let req = RevokeDeviceRequest {
+                request_id: String::new(),
+                user_id: user_id.clone(),
+                device_id: device.clone(),
+                reason: reason.clone(),
+            };
+            let user = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).revoke_device(req).await }
+                })
+                .await?;
+            print(g.json, user_json(&user), || {
+                format!("revoked device {device} of {}", user.user_id)
             });
         }
     }
