@@ -108,7 +108,8 @@ impl KeyCustody for SoftCustody {
             what: "wrapped key",
         };
         let pkcs8 = keywrap::unwrap_kwp(kek.expose(), wrapped).map_err(|_| unseal())?;
-        let key = PrivateKey::from_pkcs8_der(&pkcs8).map_err(|_| unseal())?;
+        let pkcs8 = without_zero_padding(&pkcs8).ok_or_else(unseal)?;
+        let key = PrivateKey::from_pkcs8_der(pkcs8).map_err(|_| unseal())?;
         Ok(Self::custody_key(key))
     }
 
@@ -120,6 +121,22 @@ impl KeyCustody for SoftCustody {
         // The scalar lives only in the module's record, which the module removed.
         Ok(())
     }
+}
+
+/// The DER value at the front of `bytes`, allowing up to 7 zero bytes after it.
+///
+/// SoftHSM2 (2.6) zero-pads the PKCS#8 it wraps to a multiple of 8 bytes before applying
+/// RFC 5649, so the padding is inside the wrap's message length; a chip must read such a key
+/// as well as the exact PKCS#8 it writes itself.
+fn without_zero_padding(bytes: &[u8]) -> Option<&[u8]> {
+    let (header, len) = match bytes {
+        [0x30, n, ..] if *n < 0x80 => (2, usize::from(*n)),
+        [0x30, 0x81, n, ..] => (3, usize::from(*n)),
+        [0x30, 0x82, hi, lo, ..] => (4, usize::from(u16::from_be_bytes([*hi, *lo]))),
+        _ => return None,
+    };
+    let (der, padding) = bytes.split_at_checked(header + len)?;
+    (padding.len() < 8 && padding.iter().all(|b| *b == 0)).then_some(der)
 }
 
 /// A software chip in a directory (see the module documentation for its layout).
@@ -136,5 +153,38 @@ impl SoftChip {
         let db = Db::open_sled(dir.join(STORE_DIR))
             .map_err(|e| ChipError::storage("opening the key store", e))?;
         ActivationModule::open(db, Arc::new(custody), config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pkcs8_with_softhsm_zero_padding() {
+        let custody = SoftCustody::new(SealKey::generate());
+        let kek = crate::wrapped::DomainKeys::derive(&SealKey::generate())
+            .kek()
+            .clone();
+        let key = PrivateKey::generate();
+        let mut padded = key.to_pkcs8_der().to_vec();
+        padded.resize(padded.len().next_multiple_of(8), 0);
+        let imported = custody
+            .import_wrapped(&keywrap::wrap_kwp(kek.expose(), &padded), &kek)
+            .unwrap();
+        assert_eq!(imported.public_key, key.public_key());
+        // Eight zeros, or a non-zero byte after the DER, are not padding.
+        for tail in [&[0u8; 8][..], &[0, 1][..]] {
+            let mut bad = key.to_pkcs8_der().to_vec();
+            bad.extend_from_slice(tail);
+            assert!(custody
+                .import_wrapped(&keywrap::wrap_kwp(kek.expose(), &bad), &kek)
+                .is_err());
+        }
+        assert_eq!(
+            without_zero_padding(&[0x30, 0x01, 0x05]),
+            Some(&[0x30, 0x01, 0x05][..])
+        );
+        assert_eq!(without_zero_padding(&[0x30, 0x05, 0x05]), None);
     }
 }

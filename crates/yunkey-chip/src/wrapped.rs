@@ -7,7 +7,9 @@
 //! ```
 //! - `kwp` is AES-256 key wrap with padding (RFC 5649) of the key's PKCS#8 DER under the
 //!   domain's key-encryption key ([`DomainKeys::kek`]), made and opened by the chip's
-//!   [`crate::KeyCustody`] (a PKCS#11 token does it with `C_WrapKey`).
+//!   [`crate::KeyCustody`] (a PKCS#11 token does it with `C_WrapKey`). SoftHSM2 2.6 zero-pads
+//!   the PKCS#8 to a multiple of 8 bytes before wrapping; readers accept up to 7 zero bytes
+//!   after the DER.
 //! - `tag` is HMAC-SHA256 under the domain's MAC key over `"yunkey-wrapped-key/2"` and every
 //!   byte before it. So the metadata (owner, purpose, public key, the [`Binding`]) is
 //!   authenticated by the domain: a chip can read and trust it without unwrapping the key,

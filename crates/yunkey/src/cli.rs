@@ -147,6 +147,22 @@ pub struct ChipArgs {
     /// Directory with `ca.pem`, `node.pem` and `node-key.pem` (the node TLS identity).
     #[arg(long)]
     pub tls_dir: PathBuf,
+    /// Where the chip keeps its keys: `soft` (a master key file in `--data`) or `pkcs11` (a
+    /// PKCS#11 token: needs --module, --slot or --token-label, and --pin-file).
+    #[arg(long, value_parser = ["soft", "pkcs11"], default_value = "soft")]
+    pub backend: String,
+    /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, required_if_eq("backend", "pkcs11"))]
+    pub module: Option<PathBuf>,
+    /// The token's PKCS#11 slot id, as `softhsm2-util --show-slots` or `pkcs11-tool -L` print it.
+    #[arg(long, conflicts_with = "token_label")]
+    pub slot: Option<u64>,
+    /// The token's label, instead of --slot.
+    #[arg(long)]
+    pub token_label: Option<String>,
+    /// A file holding the token's user PIN on its first line (keep it mode 0600).
+    #[arg(long, required_if_eq("backend", "pkcs11"))]
+    pub pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

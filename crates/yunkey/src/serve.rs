@@ -45,10 +45,23 @@ pub async fn serve_chip(
     let id = config.chip_id.clone();
     let chip = SoftChip::open(dir, config)
         .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
+    serve_opened_chip(dir, Arc::new(chip), id, tls, listener, stop)
+}
+
+/// Serves the ChipService of an opened chip of any backend, whose directory is `dir`, as
+/// [`serve_chip`] does for a soft chip.
+pub fn serve_opened_chip(
+    dir: &Path,
+    chip: Arc<dyn ChipBackend>,
+    id: String,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(String, JoinHandle<()>)> {
     let info = chip.info()?;
     crate::admission::write_identity(dir, &id, &info.transport_public_key)?;
     let endpoint = endpoint_of(&listener)?;
-    let service = ChipGrpc::new(Arc::new(chip)).with_admission(crate::admission::source(dir));
+    let service = ChipGrpc::new(chip).with_admission(crate::admission::source(dir));
     let router = Server::builder()
         .tls_config(tls.server()?)?
         // Every call is checked against the access table (every ChipService RPC: role node).
