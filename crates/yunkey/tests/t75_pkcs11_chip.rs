@@ -114,6 +114,54 @@ fn admit(cluster: &Cluster, id: &str) {
     ]);
 }
 
+/// A DER certificate as PEM.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// OpenSSL checks `signature` over `message` with the key of the certificate `cert_pem`.
+fn openssl_verifies(cert_pem: &str, message: &[u8], signature: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("user.pem"), cert_pem).unwrap();
+    std::fs::write(dir.path().join("tx.txt"), message).unwrap();
+    std::fs::write(dir.path().join("sig.der"), signature).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl is installed");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&[
+        "x509", "-in", "user.pem", "-pubkey", "-noout", "-out", "pub.pem",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        "pub.pem",
+        "-signature",
+        "sig.der",
+        "tx.txt",
+    ]);
+    assert!(ok && out.contains("Verified OK"), "OpenSSL: {out}");
+}
+
 fn connect(endpoint: &str, tls: yunkey_net::tls::TlsMaterial) -> Connection {
     Connection::new(&ConnectionOptions {
         endpoints: vec![endpoint.to_owned()],
@@ -189,6 +237,7 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
     holders.sort();
     assert_eq!(holders, ["chip-hsm", "chip-soft"]);
     let public = PublicKey::from_spki_der(&user.public_key).unwrap();
+    let user_certificate = enrolled.certificate_chain[0].clone();
 
     let key = PrivateKey::generate();
     let spki = key.public_key().to_spki_der();
@@ -214,10 +263,14 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
         key,
     };
 
+    let user_pem = pem_certificate(&user_certificate);
     let sign = |amount: String| {
         let business = business.clone();
         let public = public.clone();
-        let request = phone.sign_request("", transaction("acct-alice", &amount));
+        let user_pem = user_pem.clone();
+        let tx = transaction("acct-alice", &amount);
+        let canonical = yunkey_crypto::tx::encode(&tx).unwrap();
+        let request = phone.sign_request("", tx);
         async move {
             let signed = key_client(business.current_channel())
                 .sign(request)
@@ -228,6 +281,7 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
             public
                 .verify_digest(&digest, &signed.signature)
                 .expect("the signature verifies under alice's key");
+            openssl_verifies(&user_pem, &canonical, &signed.signature);
             signed.chip_id
         }
     };
