@@ -179,7 +179,7 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
         .iter()
         .map(|chip| Candidate {
             chip,
-            routable: core.chips.routable(&chip.chip_id),
+            routable: core.placeable(&chip.chip_id),
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas.max(2));

@@ -19,6 +19,8 @@ pub struct CoordinatorConfig {
     pub activation_ttl_secs: i64,
     /// How long a write may wait for a leader and commit.
     pub write_timeout: Duration,
+    /// How the reconciler paces repair, restore and drain.
+    pub repair: crate::repair::RepairConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -27,6 +29,7 @@ impl Default for CoordinatorConfig {
             replicas: 2,
             activation_ttl_secs: 7 * 24 * 3600,
             write_timeout: Duration::from_secs(10),
+            repair: crate::repair::RepairConfig::default(),
         }
     }
 }
@@ -46,9 +49,11 @@ pub struct Core {
     pub issuer: CertIssuer,
     /// Tunables.
     pub config: CoordinatorConfig,
+    /// Users the reconciler found needing a move and has not moved yet (its last pass).
+    pub repair_pending: std::sync::atomic::AtomicU64,
     /// Serializes membership changes on this node (the leader is their one controller).
     pub membership_lock: tokio::sync::Mutex<()>,
-    ca: OnceLock<(Arc<CaRecord>, Vec<u8>)>,
+    ca_spki: OnceLock<Vec<u8>>,
 }
 
 impl Core {
@@ -67,9 +72,16 @@ impl Core {
             issuer: CertIssuer::new(chips.clone()),
             chips,
             config,
+            repair_pending: Default::default(),
             membership_lock: tokio::sync::Mutex::new(()),
-            ca: OnceLock::new(),
+            ca_spki: OnceLock::new(),
         }
+    }
+
+    /// Whether new keys may go to a chip: it is up and not draining.
+    pub fn placeable(&self, chip_id: &str) -> bool {
+        self.chips.routable(chip_id)
+            && matches!(self.view.draining_since(chip_id), Ok(None))
     }
 
     /// Commits `op` through Raft and returns its result; a rejection becomes an error.
@@ -108,17 +120,22 @@ impl Core {
         }
     }
 
-    /// The user CA and its public key (SPKI DER). Write-once, so cached after first read.
+    /// The user CA as applied here and its public key (SPKI DER). The certificate is
+    /// write-once, so its key is parsed once; the record is read each time, since its holders
+    /// change with repair and drain.
     pub fn ca(&self) -> Result<(Arc<CaRecord>, Vec<u8>)> {
-        if let Some(ca) = self.ca.get() {
-            return Ok(ca.clone());
-        }
         let record = self.view.ca()?.ok_or_else(|| {
             CoordError::Unavailable(
                 "the user CA is not initialized yet; the cluster is still starting".into(),
             )
         })?;
-        let spki = crate::ca::certificate_spki(&record.certificate)?;
-        Ok(self.ca.get_or_init(|| (Arc::new(record), spki)).clone())
+        let spki = match self.ca_spki.get() {
+            Some(spki) => spki.clone(),
+            None => {
+                let spki = crate::ca::certificate_spki(&record.certificate)?;
+                self.ca_spki.get_or_init(|| spki).clone()
+            }
+        };
+        Ok((Arc::new(record), spki))
     }
 }

@@ -73,7 +73,7 @@ pub async fn enroll(
         .iter()
         .map(|chip| Candidate {
             chip,
-            routable: core.chips.routable(&chip.chip_id),
+            routable: core.placeable(&chip.chip_id),
         })
         .collect();
     let chosen = placement::place(&candidates, core.config.replicas);

@@ -89,6 +89,9 @@ pub enum CoordError {
         /// The address it was first added with.
         first_address: String,
     },
+    /// No chip with this id is registered.
+    #[error("chip {0:?} is not in the registry")]
+    ChipNotFound(String),
     /// A membership change named a node that is not a member.
     #[error("node {0} is not a member of the cluster")]
     NodeNotFound(u64),
@@ -138,7 +141,7 @@ impl CoordError {
             CoordError::Expired(_)
             | CoordError::NodeIdUsed { .. }
             | CoordError::FailedPrecondition(_) => Code::FailedPrecondition,
-            CoordError::NodeNotFound(_) => Code::NotFound,
+            CoordError::NodeNotFound(_) | CoordError::ChipNotFound(_) => Code::NotFound,
             CoordError::Unimplemented(_) => Code::Unimplemented,
             CoordError::Unavailable(_) | CoordError::Raft(_) | CoordError::NotLeader { .. } => {
                 Code::Unavailable
@@ -190,6 +193,16 @@ impl From<crate::state::Rejection> for CoordError {
                 node_id,
                 first_address,
             },
+            R::HolderExists { chip_id } => CoordError::FailedPrecondition(format!(
+                "the key already has a holder on chip {chip_id}"
+            )),
+            R::TooFewHolders { have } => CoordError::FailedPrecondition(format!(
+                "the key has {have} holders; dropping one would leave too few (add a holder first)"
+            )),
+            R::UnknownChip(id) => CoordError::ChipNotFound(id),
+            R::ChipNotEmpty { keys } => CoordError::FailedPrecondition(format!(
+                "the chip still holds {keys} keys; drain it first (yunkey ctl chip drain) and wait until it holds none"
+            )),
             R::WrongDomain { cluster } => CoordError::Unavailable(format!(
                 "chip belongs to another security domain than the cluster's ({cluster})"
             )),

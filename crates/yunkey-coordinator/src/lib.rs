@@ -33,6 +33,7 @@ pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod raft;
+pub mod repair;
 pub mod replicas;
 pub mod service;
 pub mod signing;

@@ -113,6 +113,7 @@ impl Node {
         ));
         tokio::spawn(chips.heartbeat_loop(opened.view));
         tokio::spawn(crate::raft::export_metrics(core.raft.clone()));
+        tokio::spawn(crate::repair::run(core.clone()));
 
         let tls = opts
             .tls

@@ -211,6 +211,12 @@ impl RaftHandle {
             })
     }
 
+    /// Whether this node is the leader now (by its own metrics).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(m.id)
+    }
+
     /// The current leader's id and address, if one is known.
     pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();

@@ -205,6 +205,16 @@ pub const RPC_ROLES: &[RpcRule] = &[
         "hands the security domain to a chip",
     ),
     cluster(
+        "DrainChip",
+        OPERATOR,
+        "moves every key off a chip",
+    ),
+    cluster(
+        "RemoveChip",
+        OPERATOR,
+        "takes a chip out of the registry (refused while it holds keys)",
+    ),
+    cluster(
         "AddNode",
         OPERATOR,
         "membership; served by the leader only (a follower answers UNAVAILABLE with the leader's address)",

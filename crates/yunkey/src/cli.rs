@@ -220,6 +220,24 @@ pub enum CtlCommand {
     Status,
     /// Commit one no-op write through Raft (a write-health probe) and show how long it took.
     Probe,
+    /// The chips: list them, drain one, remove a drained one.
+    #[command(subcommand)]
+    Chip(ChipCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChipCommand {
+    /// Every registered chip: state (as the serving node sees it), zone, keys placed, capacity.
+    List,
+    /// Move every key off a chip (add before remove, at the repair rate); new keys avoid it.
+    Drain {
+        chip_id: String,
+        /// Stop draining instead.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Take a chip out of the registry; refused while any key still lists it.
+    Remove { chip_id: String },
 }
 
 #[derive(Debug, Args)]

@@ -3,14 +3,14 @@
 //! operator identity (`DATA/operator.pem`, or `--cert`/`--key`); a follower's refusal names
 //! the leader, and the connection sends the same request there.
 
-use crate::cli::{CtlCommand, Global};
+use crate::cli::{ChipCommand, CtlCommand, Global};
 use crate::connect;
 use crate::output::print;
 use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
-    AddNodeRequest, MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
-    WriteProbeRequest,
+    AddNodeRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest, MembershipResponse,
+    RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
@@ -42,7 +42,99 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
         }
         CtlCommand::Status => status(g).await,
         CtlCommand::Probe => probe(g).await,
+        CtlCommand::Chip(cmd) => chip(g, cmd).await,
     }
+}
+
+fn chip_json(c: &Chip) -> serde_json::Value {
+    json!({
+        "chip_id": c.chip_id, "endpoint": c.endpoint, "zone": c.zone,
+        "state": chip_state(c.state), "keys": c.used, "capacity": c.capacity,
+        "last_heartbeat_ms": c.last_heartbeat_ms,
+    })
+}
+
+fn chip_state(state: i32) -> &'static str {
+    match ChipState::try_from(state) {
+        Ok(ChipState::Up) => "up",
+        Ok(ChipState::Suspect) => "suspect",
+        Ok(ChipState::Down) => "down",
+        Ok(ChipState::Draining) => "draining",
+        _ => "unknown",
+    }
+}
+
+/// `yunkey ctl chip ...`.
+async fn chip(g: &Global, cmd: &ChipCommand) -> anyhow::Result<()> {
+    let conn = connect::operator(g)?;
+    match cmd {
+        ChipCommand::List => {
+            let list = conn
+                .call(|ch| async move {
+                    yunkey_client::cluster_client(ch)
+                        .list_chips(ListChipsRequest {})
+                        .await
+                })
+                .await?;
+            print(
+                g.json,
+                json!({ "chips": list.chips.iter().map(chip_json).collect::<Vec<_>>() }),
+                || {
+                    let mut out = format!(
+                        "{:<16} {:<9} {:<10} {:>10} {:>12}",
+                        "chip", "state", "zone", "keys", "capacity"
+                    );
+                    for c in &list.chips {
+                        out.push_str(&format!(
+                            "\n{:<16} {:<9} {:<10} {:>10} {:>12}",
+                            c.chip_id,
+                            chip_state(c.state),
+                            c.zone,
+                            c.used,
+                            c.capacity
+                        ));
+                    }
+                    out
+                },
+            );
+        }
+        ChipCommand::Drain { chip_id, cancel } => {
+            let req = DrainChipRequest {
+                chip_id: chip_id.clone(),
+                cancel: *cancel,
+            };
+            let c = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::cluster_client(ch).drain_chip(req).await }
+                })
+                .await?;
+            print(g.json, chip_json(&c), || {
+                if *cancel {
+                    format!("chip {chip_id} is no longer draining")
+                } else {
+                    format!(
+                        "chip {chip_id} is draining: {} keys to move (yunkey ctl chip list shows progress)",
+                        c.used
+                    )
+                }
+            });
+        }
+        ChipCommand::Remove { chip_id } => {
+            let req = RemoveChipRequest {
+                chip_id: chip_id.clone(),
+            };
+            conn.call(|ch| {
+                let req = req.clone();
+                async move { yunkey_client::cluster_client(ch).remove_chip(req).await }
+            })
+            .await?;
+            print(g.json, json!({ "removed": chip_id }), || {
+                format!("chip {chip_id} removed from the registry")
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `yunkey ctl probe`: one no-op write through Raft, timed (retries included).
@@ -131,11 +223,18 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
             .map(|m| m.matched_index);
         rows.push((n.clone(), own, matched));
     }
+    // The reconciler runs on the leader: its count is the cluster's.
+    let repair_pending = rows
+        .iter()
+        .find(|(n, _, _)| n.node_id == first.leader_id)
+        .and_then(|(_, own, _)| own.as_ref().ok())
+        .map(|s| s.repair_pending_users);
     print(
         g.json,
         json!({
             "node_id": first.node_id, "leader_id": first.leader_id, "term": first.term,
             "users": first.users, "devices": first.devices, "chips": first.chips,
+            "repair_pending_users": repair_pending,
             "nodes": rows.iter().map(|(n, own, matched)| {
                 let own = own.as_ref().ok();
                 json!({
@@ -151,7 +250,7 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
         }),
         || {
             let mut out = format!(
-                "asked node {}: leader {}, term {}; users {}, devices {}, chips {}\n\
+                "asked node {}: leader {}, term {}; users {}, devices {}, chips {}; repair pending {}\n\
                  {:>4}  {:<9} {:>5} {:>9} {:>9} {:>9} {:>6}  address\n",
                 first.node_id,
                 first.leader_id,
@@ -159,6 +258,9 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
                 first.users,
                 first.devices,
                 first.chips,
+                repair_pending
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 "node",
                 "role",
                 "term",

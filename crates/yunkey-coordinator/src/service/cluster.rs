@@ -5,13 +5,15 @@
 use super::observe;
 use crate::core::Core;
 use crate::error::CoordError;
+use crate::state::Op;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use yunkey_net::access;
 use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
-    AddNodeRequest, AdmitChipRequest, Chip, ListChipsRequest, ListChipsResponse,
+    AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
+    ListChipsResponse, RemoveChipRequest, RemoveChipResponse,
     MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
     WriteProbeResponse,
 };
@@ -47,7 +49,10 @@ fn chip_proto(core: &Core, record: &crate::state::ChipRecord) -> Chip {
         zone: record.zone.clone(),
         capacity: record.capacity,
         used: record.placed,
-        state: core.chips.state(&record.chip_id) as i32,
+        state: match core.view.draining_since(&record.chip_id) {
+            Ok(Some(_)) => ChipState::Draining as i32,
+            _ => core.chips.state(&record.chip_id) as i32,
+        },
         last_heartbeat_ms: last_ms,
     }
 }
@@ -62,6 +67,9 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
         status.user_ca_certificate = ca.certificate;
     }
     status.version = env!("CARGO_PKG_VERSION").to_owned();
+    status.repair_pending_users = core
+        .repair_pending
+        .load(std::sync::atomic::Ordering::Relaxed);
     Ok(status)
 }
 
@@ -102,6 +110,55 @@ impl ClusterService for ClusterApi {
             yunkey_crypto::validate::text("endpoint", &endpoint, 256, false)?;
             let record = crate::admin::admit_chip(&self.core, &actor, &endpoint).await?;
             Ok(chip_proto(&self.core, &record))
+        })
+        .await
+    }
+
+    async fn drain_chip(&self, req: Request<DrainChipRequest>) -> Result<Response<Chip>, Status> {
+        let actor = admit(&req, "DrainChip")?;
+        let r = req.into_inner();
+        observe("DrainChip", &actor, async {
+            yunkey_crypto::validate::identifier("chip_id", &r.chip_id)?;
+            self.core
+                .propose(
+                    "",
+                    &actor,
+                    Op::SetDraining {
+                        chip_id: r.chip_id.clone(),
+                        draining: !r.cancel,
+                    },
+                )
+                .await?;
+            let record = self
+                .core
+                .view
+                .chip(&r.chip_id)?
+                .ok_or_else(|| CoordError::ChipNotFound(r.chip_id.clone()))?;
+            tracing::info!(target: "yunkey::audit", actor, chip = %r.chip_id, draining = !r.cancel, "chip draining set");
+            Ok(chip_proto(&self.core, &record))
+        })
+        .await
+    }
+
+    async fn remove_chip(
+        &self,
+        req: Request<RemoveChipRequest>,
+    ) -> Result<Response<RemoveChipResponse>, Status> {
+        let actor = admit(&req, "RemoveChip")?;
+        let r = req.into_inner();
+        observe("RemoveChip", &actor, async {
+            yunkey_crypto::validate::identifier("chip_id", &r.chip_id)?;
+            self.core
+                .propose(
+                    "",
+                    &actor,
+                    Op::RemoveChip {
+                        chip_id: r.chip_id.clone(),
+                    },
+                )
+                .await?;
+            tracing::info!(target: "yunkey::audit", actor, chip = %r.chip_id, "chip removed");
+            Ok(RemoveChipResponse {})
         })
         .await
     }

@@ -70,14 +70,18 @@ impl App {
     }
 }
 
-struct Writer<'a> {
+pub(super) struct Writer<'a> {
     tree: &'a Tree,
     batch: &'a mut Batch,
 }
 
 impl Writer<'_> {
-    fn put<T: serde::Serialize>(&mut self, key: &[u8], value: &T) {
+    pub(super) fn put<T: serde::Serialize>(&mut self, key: &[u8], value: &T) {
         self.batch.insert(key, encode(value));
+    }
+
+    pub(super) fn delete(&mut self, key: &[u8]) {
+        self.batch.remove(key);
     }
 
     /// Increments a counter and returns its new value.
@@ -105,7 +109,7 @@ fn take_rebinding(user: &mut crate::state::UserRecord, rebinding: Option<&Rebind
     }
 }
 
-fn reject(r: Rejection) -> Result<CommandResult, StoreError> {
+pub(super) fn reject(r: Rejection) -> Result<CommandResult, StoreError> {
     Ok(CommandResult::Rejected(r))
 }
 
@@ -283,6 +287,10 @@ fn apply_op(
             w.bump(keys::COUNT_SIGNATURES)?;
             Ok(CommandResult::Consumed)
         }
+        Op::AddHolder { .. }
+        | Op::RemoveHolder { .. }
+        | Op::SetDraining { .. }
+        | Op::RemoveChip { .. } => super::apply_fleet::apply(view, w, cmd),
         Op::RecordNodeId(record) => {
             if let Some(first) = view.node_id(record.node_id)? {
                 return reject(Rejection::NodeIdUsed {

@@ -1,7 +1,9 @@
 //! Commands: the only way the replicated state changes. The proposing node fills in `now`
 //! and everything random (keys, codes, ids) before proposing, so applying is deterministic.
 
-use super::model::{CaRecord, ChipRecord, DeviceRecord, NodeIdRecord, Rebinding, UserRecord};
+use super::model::{
+    CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner, NodeIdRecord, Rebinding, UserRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -82,6 +84,37 @@ pub enum Op {
         /// The transaction's expiry.
         expires_at: i64,
     },
+    /// Add a holder of a key (repair, restore, drain, rebalance): the chip imported the
+    /// wrapped key before this commits.
+    AddHolder {
+        /// Whose key.
+        owner: KeyOwner,
+        /// The new holder.
+        holder: HolderRecord,
+    },
+    /// Drop a holder of a key, only if at least `keep` other holders remain (add before
+    /// remove: never below what the move started with, and never below one).
+    RemoveHolder {
+        /// Whose key.
+        owner: KeyOwner,
+        /// The chip to drop.
+        chip_id: String,
+        /// Holders that must remain after the removal.
+        keep: u32,
+    },
+    /// Start (or stop) draining a chip: no new keys go to it, and the reconciler moves its
+    /// keys off.
+    SetDraining {
+        /// The chip.
+        chip_id: String,
+        /// Draining or not.
+        draining: bool,
+    },
+    /// Remove a chip from the registry; refused while any key lists it.
+    RemoveChip {
+        /// The chip.
+        chip_id: String,
+    },
     /// Record a coordinator node id as used, forever (before it joins the membership), so
     /// that no later node is ever added under it.
     RecordNodeId(NodeIdRecord),
@@ -102,6 +135,10 @@ impl Op {
             Op::RevokeDevice { .. } => "revoke_device",
             Op::ConsumeAuthorization { .. } => "sign",
             Op::RecordNodeId(_) => "record_node_id",
+            Op::AddHolder { .. } => "add_holder",
+            Op::RemoveHolder { .. } => "remove_holder",
+            Op::SetDraining { .. } => "set_draining",
+            Op::RemoveChip { .. } => "remove_chip",
             Op::Probe => "probe",
         }
     }
@@ -127,6 +164,18 @@ impl Op {
                 user_id, tx_hash, ..
             } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
             Op::RecordNodeId(r) => fingerprint(self.kind(), &[&r.node_id.to_be_bytes()]),
+            Op::AddHolder { owner, holder } => fingerprint(
+                self.kind(),
+                &[owner.to_string().as_bytes(), holder.chip_id.as_bytes()],
+            ),
+            Op::RemoveHolder { owner, chip_id, .. } => fingerprint(
+                self.kind(),
+                &[owner.to_string().as_bytes(), chip_id.as_bytes()],
+            ),
+            Op::SetDraining { chip_id, draining } => {
+                fingerprint(self.kind(), &[chip_id.as_bytes(), &[u8::from(*draining)]])
+            }
+            Op::RemoveChip { chip_id } => fingerprint(self.kind(), &[chip_id.as_bytes()]),
             Op::Probe => fingerprint(self.kind(), &[]),
         }
     }
@@ -179,6 +228,14 @@ impl fmt::Debug for Op {
                 )
             }
             Op::RecordNodeId(r) => write!(f, "RecordNodeId({}, {})", r.node_id, r.address),
+            Op::AddHolder { owner, holder } => {
+                write!(f, "AddHolder({owner}, {})", holder.chip_id)
+            }
+            Op::RemoveHolder { owner, chip_id, .. } => write!(f, "RemoveHolder({owner}, {chip_id})"),
+            Op::SetDraining { chip_id, draining } => {
+                write!(f, "SetDraining({chip_id}, {draining})")
+            }
+            Op::RemoveChip { chip_id } => write!(f, "RemoveChip({chip_id})"),
             Op::Probe => f.write_str("Probe"),
         }
     }
@@ -218,6 +275,12 @@ pub enum CommandResult {
     NodeIdRecorded,
     /// A probe went through Raft.
     Probed,
+    /// The holder set of a key changed (or already was as asked).
+    HoldersChanged,
+    /// The chip's draining state is set.
+    DrainingSet,
+    /// The chip is out of the registry.
+    ChipRemoved,
     /// Nothing changed, because of this.
     Rejected(Rejection),
 }
@@ -237,6 +300,9 @@ impl fmt::Debug for CommandResult {
             CommandResult::Consumed => f.write_str("Consumed"),
             CommandResult::NodeIdRecorded => f.write_str("NodeIdRecorded"),
             CommandResult::Probed => f.write_str("Probed"),
+            CommandResult::HoldersChanged => f.write_str("HoldersChanged"),
+            CommandResult::DrainingSet => f.write_str("DrainingSet"),
+            CommandResult::ChipRemoved => f.write_str("ChipRemoved"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
         }
     }
@@ -280,6 +346,23 @@ pub enum Rejection {
     StaleBinding {
         /// The committed seq.
         committed: u64,
+    },
+    /// The key has a holder on that chip already (under another handle).
+    HolderExists {
+        /// The chip.
+        chip_id: String,
+    },
+    /// Removing the holder would leave fewer than asked.
+    TooFewHolders {
+        /// Holders there are now.
+        have: u32,
+    },
+    /// No chip with this id is registered.
+    UnknownChip(String),
+    /// The chip still holds keys.
+    ChipNotEmpty {
+        /// How many keys list it.
+        keys: u64,
     },
     /// The chip belongs to another security domain than the cluster's.
     WrongDomain {

@@ -8,6 +8,7 @@
 //! | `l/` | tx hash (32 bytes) | [`LedgerEntry`](super::LedgerEntry) |
 //! | `r/` | request id | stored first result of that request |
 //! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
+//! | `s/` | chip id | Unix seconds since the chip is draining (absent: not draining) |
 //! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord) |
@@ -37,6 +38,10 @@ pub(crate) fn chip(id: &str) -> Vec<u8> {
     [b"c/", id.as_bytes()].concat()
 }
 pub(crate) const CHIP_PREFIX: &[u8] = b"c/";
+
+pub(crate) fn draining(id: &str) -> Vec<u8> {
+    [b"s/", id.as_bytes()].concat()
+}
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
     [&b"a/"[..], &seq.to_be_bytes()].concat()

@@ -6,6 +6,7 @@
 //! land in one atomic batch.
 
 mod apply;
+mod apply_fleet;
 mod codec;
 mod command;
 mod keys;
@@ -16,6 +17,6 @@ pub use apply::App;
 pub use command::{fingerprint, Command, CommandResult, Op, PriorRequest, Rejection};
 pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, LedgerEntry,
-    NodeIdRecord, Rebinding, UserRecord, UserState,
+    KeyOwner, NodeIdRecord, Rebinding, UserRecord, UserState,
 };
 pub use view::StateView;

@@ -161,3 +161,21 @@ pub struct Rebinding {
     /// The binding's seq.
     pub binding_seq: u64,
 }
+
+/// Whose key a holder change is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOwner {
+    /// A user's key.
+    User(String),
+    /// The user CA's key.
+    Ca,
+}
+
+impl std::fmt::Display for KeyOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyOwner::User(id) => write!(f, "user {id}"),
+            KeyOwner::Ca => f.write_str("the user CA"),
+        }
+    }
+}

@@ -65,6 +65,29 @@ impl StateView {
             .collect()
     }
 
+    /// Since when a chip is draining (Unix seconds), if it is.
+    pub fn draining_since(&self, chip_id: &str) -> Result<Option<i64>, StoreError> {
+        self.get(&keys::draining(chip_id))
+    }
+
+    /// Up to `limit` users with ids after `after` (all from the start when empty), in id order:
+    /// one page of a scan that resumes where the last page ended.
+    pub fn users_after(&self, after: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        let from = if after.is_empty() {
+            keys::USER_PREFIX.to_vec()
+        } else {
+            let mut k = keys::user(after);
+            k.push(0);
+            k
+        };
+        let end = b"u0".to_vec(); // the byte after '/'
+        self.tree
+            .range(&from, Some(&end))
+            .take(limit)
+            .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
+            .collect()
+    }
+
     /// The record of a coordinator node id, if it was ever added.
     pub fn node_id(&self, node_id: u64) -> Result<Option<NodeIdRecord>, StoreError> {
         self.get(&keys::node_id(node_id))
