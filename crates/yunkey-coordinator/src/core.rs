@@ -80,8 +80,7 @@ impl Core {
 
     /// Whether new keys may go to a chip: it is up and not draining.
     pub fn placeable(&self, chip_id: &str) -> bool {
-        self.chips.routable(chip_id)
-            && matches!(self.view.draining_since(chip_id), Ok(None))
+        self.chips.routable(chip_id) && matches!(self.view.draining_since(chip_id), Ok(None))
     }
 
     /// Commits `op` through Raft and returns its result; a rejection becomes an error.

@@ -198,6 +198,14 @@ pub struct CoordinatorArgs {
     /// above the 100 ms heartbeat and the disk's flush latency; use the same on every node.
     #[arg(long, value_name = "MIN-MAX")]
     pub election_timeout: Option<String>,
+    /// Seconds without a heartbeat after which a chip is down: its keys are then copied to
+    /// other chips from the wrapped copies (repair), and its holders dropped.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub chip_down_after: u64,
+    /// Most users the reconciler moves per second (repair, restore and drain), so that
+    /// moving keys never starves signing.
+    #[arg(long, default_value_t = 200, value_name = "USERS_PER_SECOND")]
+    pub repair_rate: u32,
 }
 
 #[derive(Debug, Subcommand)]

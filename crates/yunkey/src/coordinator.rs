@@ -123,6 +123,16 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         tls,
         args.replicas,
     );
+    anyhow::ensure!(
+        args.chip_down_after >= 1,
+        "--chip-down-after must be at least 1 second (heartbeats run every 250 ms)"
+    );
+    anyhow::ensure!(
+        args.repair_rate >= 1,
+        "--repair-rate must be at least 1 user per second"
+    );
+    opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
+    opts.config.repair.rate = args.repair_rate;
     if let Some(range) = &args.election_timeout {
         let (min, max) = parse_range(range)?;
         opts.raft.election_timeout_min = min;

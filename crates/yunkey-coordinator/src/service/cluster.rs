@@ -13,9 +13,8 @@ use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
-    ListChipsResponse, RemoveChipRequest, RemoveChipResponse,
-    MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
-    WriteProbeResponse,
+    ListChipsResponse, MembershipResponse, RemoveChipRequest, RemoveChipResponse,
+    RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest, WriteProbeResponse,
 };
 
 /// The `ClusterService` implementation.

@@ -231,7 +231,9 @@ impl fmt::Debug for Op {
             Op::AddHolder { owner, holder } => {
                 write!(f, "AddHolder({owner}, {})", holder.chip_id)
             }
-            Op::RemoveHolder { owner, chip_id, .. } => write!(f, "RemoveHolder({owner}, {chip_id})"),
+            Op::RemoveHolder { owner, chip_id, .. } => {
+                write!(f, "RemoveHolder({owner}, {chip_id})")
+            }
             Op::SetDraining { chip_id, draining } => {
                 write!(f, "SetDraining({chip_id}, {draining})")
             }

@@ -16,7 +16,7 @@ mod view;
 pub use apply::App;
 pub use command::{fingerprint, Command, CommandResult, Op, PriorRequest, Rejection};
 pub use model::{
-    Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, LedgerEntry,
-    KeyOwner, NodeIdRecord, Rebinding, UserRecord, UserState,
+    Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner,
+    LedgerEntry, NodeIdRecord, Rebinding, UserRecord, UserState,
 };
 pub use view::StateView;

@@ -325,7 +325,12 @@ pub fn transaction(payer: &str, amount: &str) -> Transaction {
 
 /// Enrols `user_id` and registers an in-memory device for them.
 pub async fn enroll_with_device(dev: &Dev, user_id: &str) -> TestDevice {
-    let enrolled = yunkey_client::key_client(dev.business().current_channel())
+    enroll_on(&dev.business(), &dev.device(), user_id).await
+}
+
+/// Enrols `user_id` through `business` and registers an in-memory device through `device`.
+pub async fn enroll_on(business: &Connection, device: &Connection, user_id: &str) -> TestDevice {
+    let enrolled = yunkey_client::key_client(business.current_channel())
         .enroll_user(EnrollUserRequest {
             request_id: format!("enroll-{user_id}"),
             user_id: user_id.to_owned(),
@@ -342,7 +347,7 @@ pub async fn enroll_with_device(dev: &Dev, user_id: &str) -> TestDevice {
         &enrolled.activation_code,
         &spki,
     ));
-    let registered = yunkey_client::terminal_client(dev.device().current_channel())
+    let registered = yunkey_client::terminal_client(device.current_channel())
         .register_device(RegisterDeviceRequest {
             request_id: String::new(),
             user_id: user_id.to_owned(),
@@ -655,6 +660,17 @@ impl Cluster {
 
     /// Starts coordinator `id` on its data directory (and its port, if it ran before).
     pub fn start_node(&mut self, id: u64, init: bool, chips: &[String]) -> Proc {
+        self.start_node_with(id, init, chips, &[])
+    }
+
+    /// [`Cluster::start_node`] with more `yunkey coordinator` flags.
+    pub fn start_node_with(
+        &mut self,
+        id: u64,
+        init: bool,
+        chips: &[String],
+        extra: &[&str],
+    ) -> Proc {
         let port = *self.ports.entry(id).or_insert_with(free_port);
         let mut args: Vec<String> = vec![
             "--data".into(),
@@ -674,6 +690,7 @@ impl Cluster {
             args.push("--chip".into());
             args.push(chip.clone());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let netns = self.lab.as_ref().map(|lab| lab.netns(id));
         Proc::spawn_in(netns.as_deref(), &format!("node-{id}"), &args)
     }
@@ -704,6 +721,18 @@ impl Cluster {
             endpoints,
             self.tls(&self.pki, files::CLIENT, files::CLIENT_KEY),
         )
+    }
+
+    /// A device's connection to `endpoints` (server-authenticated TLS only).
+    pub fn device(&self, endpoints: &[&str]) -> Connection {
+        let tls = TlsFiles {
+            ca: self.pki.join(files::CA),
+            cert: None,
+            key: None,
+        }
+        .load()
+        .unwrap();
+        self.connect(endpoints, tls)
     }
 
     /// An operator's connection to `endpoints` (membership changes; follows the leader hint).

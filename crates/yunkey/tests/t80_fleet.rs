@@ -1,0 +1,238 @@
+//! The chip fleet heals itself, with real processes and real signals: a chip killed with
+//! SIGKILL is replaced (every affected user back to R = 2 holders), a user whose every holder
+//! died is restored from the wrapped copy in Raft state and signs again under the same
+//! certificate, and a drained chip ends with no keys and can then be removed.
+
+mod common;
+
+use common::{enroll_on, transaction, Cluster, Proc, TestDevice};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use yunkey_client::{key_client, Connection};
+use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_proto::v1 as pb;
+use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
+
+const READY: Duration = Duration::from_secs(60);
+
+struct Fleet {
+    cluster: Cluster,
+    chips: BTreeMap<String, Proc>,
+    node: Proc,
+}
+
+/// One coordinator (chips down after 2 s) and `n` admitted chips in two zones.
+fn fleet(n: usize) -> Fleet {
+    let mut cluster = Cluster::new();
+    let mut chips = BTreeMap::new();
+    for i in 1..=n {
+        let id = format!("chip-{i}");
+        let chip = cluster.start_chip(&id, &format!("zone-{}", i % 2 + 1));
+        chips.insert(id, chip);
+    }
+    let urls: Vec<String> = chips.values().map(|c| c.endpoint.clone()).collect();
+    let mut node = cluster.start_node_with(1, true, &urls, &["--chip-down-after", "2"]);
+    node.wait_line("ready", READY);
+    Fleet {
+        cluster,
+        chips,
+        node,
+    }
+}
+
+impl Fleet {
+    fn business(&self) -> Connection {
+        self.cluster.business(&[&self.node.endpoint])
+    }
+
+    async fn user(&self, user_id: &str) -> pb::User {
+        key_client(self.business().current_channel())
+            .get_user(pb::GetUserRequest {
+                user_id: user_id.into(),
+                consistency: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn enrol(&self, n: usize) -> Vec<TestDevice> {
+        let business = self.business();
+        let device = self.cluster.device(&[&self.node.endpoint]);
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(enroll_on(&business, &device, &format!("user-{i}")).await);
+        }
+        out
+    }
+
+    /// Signs for `phone`'s user and checks the signature under the user's enrolled key.
+    async fn sign(&self, phone: &TestDevice, amount: &str) -> String {
+        let user = self.user(&phone.user_id).await;
+        let signed = key_client(self.business().current_channel())
+            .sign(phone.sign_request("", transaction(&phone.user_id, amount)))
+            .await
+            .unwrap_or_else(|e| panic!("{} cannot sign: {e:?}", phone.user_id))
+            .into_inner();
+        let digest: [u8; 32] = signed.tx_hash.as_slice().try_into().unwrap();
+        PublicKey::from_spki_der(&user.public_key)
+            .unwrap()
+            .verify_digest(&digest, &signed.signature)
+            .expect("the signature verifies under the user's enrolled key");
+        assert_eq!(
+            signed.certificate_chain[0], user.certificate,
+            "the same certificate"
+        );
+        signed.chip_id
+    }
+
+    /// Waits until `done` holds for every user, or panics after `limit`.
+    async fn wait_users(
+        &self,
+        phones: &[TestDevice],
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&pb::User) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut all = true;
+            for p in phones {
+                all &= done(&self.user(&p.user_id).await);
+            }
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn chips_listed(&self) -> Vec<pb::Chip> {
+        ClusterServiceClient::new(
+            self.cluster
+                .operator(&[&self.node.endpoint])
+                .current_channel(),
+        )
+        .list_chips(pb::ListChipsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .chips
+    }
+}
+
+fn holders(u: &pb::User) -> Vec<String> {
+    u.holders.iter().map(|h| h.chip_id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_chip_is_replaced_and_a_user_with_no_live_holder_is_restored() {
+    let mut f = fleet(4);
+    let phones = f.enrol(12).await;
+
+    // Kill the chip holding user-0's key: signing goes on at once on the other holder.
+    let victim = holders(&f.user("user-0").await)[0].clone();
+    f.chips.get_mut(&victim).unwrap().kill9();
+    let started = Instant::now();
+    assert_ne!(f.sign(&phones[0], "1").await, victim);
+    // After the down threshold, every user is back to 2 holders, none of them the dead chip.
+    f.wait_users(&phones, Duration::from_secs(60), "repair", |u| {
+        u.holders.len() == 2 && !holders(u).contains(&victim)
+    })
+    .await;
+    eprintln!("repair done {:?} after the kill", started.elapsed());
+    for p in &phones {
+        f.sign(p, "2").await;
+    }
+
+    // Kill both holders of user-1: its key is restored from the wrapped copy onto the one
+    // chip left, and it signs again under the same certificate.
+    let both = holders(&f.user("user-1").await);
+    for chip in &both {
+        f.chips.get_mut(chip).unwrap().kill9();
+    }
+    let alive: Vec<String> = f
+        .chips
+        .keys()
+        .filter(|c| **c != victim && !both.contains(c))
+        .cloned()
+        .collect();
+    assert_eq!(alive.len(), 1);
+    f.wait_users(&phones, Duration::from_secs(60), "restore", |u| {
+        holders(u).contains(&alive[0])
+    })
+    .await;
+    for p in &phones {
+        assert_eq!(f.sign(p, "3").await, alive[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_chip_ends_empty_and_is_removed() {
+    let f = fleet(3);
+    let phones = f.enrol(10).await;
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(["--endpoint", &f.node.endpoint])
+            .args(["--ca", f.cluster.ops.join("ca.pem").to_str().unwrap()])
+            .args([
+                "--cert",
+                f.cluster.ops.join("operator.pem").to_str().unwrap(),
+            ])
+            .args([
+                "--key",
+                f.cluster.ops.join("operator-key.pem").to_str().unwrap(),
+            ])
+            .arg("ctl")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let keys_on = |chips: &[pb::Chip], id: &str| {
+        chips
+            .iter()
+            .find(|c| c.chip_id == id)
+            .map(|c| c.used)
+            .unwrap_or(0)
+    };
+    assert!(keys_on(&f.chips_listed().await, "chip-1") > 0);
+    let (ok, out) = ctl(&["chip", "remove", "chip-1"]);
+    assert!(!ok && out.contains("still holds"), "{out}");
+    let (ok, out) = ctl(&["chip", "drain", "chip-1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&["chip", "list"]);
+    assert!(ok && out.contains("draining"), "{out}");
+
+    // Signing goes on while the keys move; then chip-1 holds none and nobody lists it.
+    for p in &phones {
+        f.sign(p, "4").await;
+    }
+    f.wait_users(&phones, Duration::from_secs(60), "drain", |u| {
+        u.holders.len() == 2 && !holders(u).contains(&"chip-1".to_owned())
+    })
+    .await;
+    assert_eq!(keys_on(&f.chips_listed().await, "chip-1"), 0);
+    for p in &phones {
+        assert_ne!(f.sign(p, "5").await, "chip-1");
+    }
+    let (ok, out) = ctl(&["chip", "remove", "chip-1"]);
+    assert!(ok, "{out}");
+    assert!(f.chips_listed().await.iter().all(|c| c.chip_id != "chip-1"));
+    // A new enrolment avoids it too (it is gone).
+    let more = enroll_on(
+        &f.business(),
+        &f.cluster.device(&[&f.node.endpoint]),
+        "late-user",
+    )
+    .await;
+    assert!(!holders(&f.user(&more.user_id).await).contains(&"chip-1".to_owned()));
+}
