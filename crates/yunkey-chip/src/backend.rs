@@ -214,6 +214,17 @@ pub struct ExportedDomain {
     pub domain_id: String,
 }
 
+/// A key as [`ChipBackend::list_keys`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListing {
+    /// Its handle.
+    pub handle: String,
+    /// User or CA key.
+    pub purpose: KeyPurpose,
+    /// The owner (empty for a CA key).
+    pub user_id: String,
+}
+
 /// A signature and the digest that was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
@@ -287,4 +298,8 @@ pub trait ChipBackend: Send + Sync {
 
     /// Destroys a key; `false` if there was none with this handle.
     fn delete_key(&self, handle: &str) -> Result<bool, ChipError>;
+
+    /// Up to `limit` keys with handles after `after` (all from the first when empty), in
+    /// handle order.
+    fn list_keys(&self, after: &str, limit: usize) -> Result<Vec<KeyListing>, ChipError>;
 }

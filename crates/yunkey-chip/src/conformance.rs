@@ -715,6 +715,25 @@ pub fn delete_and_capacity(make: Make<'_>) {
         chip.unwrap_key(&keys[0].wrapped_key, KeyPurpose::User, "user-0"),
         |e| matches!(e, ChipError::Full { .. }),
     );
+    // Listing pages through every key in handle order, with owner and purpose.
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = chip.list_keys(&after, 4).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.handle.clone();
+        listed.extend(page);
+    }
+    assert_eq!(listed.len() as u64, capacity);
+    assert!(listed.windows(2).all(|w| w[0].handle < w[1].handle));
+    for k in &keys {
+        let entry = listed
+            .iter()
+            .find(|l| l.handle == k.handle)
+            .expect("listed");
+        assert_eq!(entry.purpose, KeyPurpose::User);
+        assert!(entry.user_id.starts_with("user-"));
+    }
     assert!(chip.delete_key(&keys[0].handle).unwrap());
     chip.unwrap_key(&keys[0].wrapped_key, KeyPurpose::User, "user-0")
         .expect("room again after a delete");

@@ -486,6 +486,32 @@ impl ChipService for ChipGrpc {
         }))
     }
 
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.admit(&req)?;
+        let r = req.into_inner();
+        if r.limit > 1000 {
+            return Err(invalid("limit", "must be at most 1000"));
+        }
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let keys = self.run(move |b| b.list_keys(&r.after, limit)).await?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::KeyEntry {
+                    key_handle: k.handle,
+                    purpose: match k.purpose {
+                        KeyPurpose::User => pb::KeyPurpose::User as i32,
+                        KeyPurpose::Ca => pb::KeyPurpose::Ca as i32,
+                    },
+                    user_id: k.user_id,
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_key(
         &self,
         req: Request<pb::KeyHandleRequest>,

@@ -37,8 +37,8 @@ pub mod wrapped;
 pub use activation::{ActivationModule, ChipConfig};
 pub use backend::{
     BindDevice, CertificateSubject, ChipAdmission, ChipBackend, ChipInfo, ExportedDomain,
-    GenerateKey, GeneratedKey, IssueCertificate, KeyPurpose, Rebound, Revoke, SignAuthorized,
-    Signed,
+    GenerateKey, GeneratedKey, IssueCertificate, KeyListing, KeyPurpose, Rebound, Revoke,
+    SignAuthorized, Signed,
 };
 pub use custody::KeyCustody;
 pub use error::ChipError;

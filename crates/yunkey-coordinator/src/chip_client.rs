@@ -203,6 +203,8 @@ pub trait ChipClient: Send + Sync + fmt::Debug {
     async fn unwrap_key(&self, r: pb::UnwrapKeyRequest) -> ChipResult<pb::GenerateKeyResponse>;
     /// `DeleteKey`.
     async fn delete_key(&self, r: pb::KeyHandleRequest) -> ChipResult<pb::DeleteKeyResponse>;
+    /// `ListKeys`.
+    async fn list_keys(&self, r: pb::ListKeysRequest) -> ChipResult<pb::ListKeysResponse>;
 }
 
 /// [`ChipClient`] over the generated gRPC client, for any transport `T`.
@@ -330,6 +332,7 @@ grpc_chip_client! {
     issue_certificate(pb::IssueCertificateRequest) -> pb::IssueCertificateResponse;
     unwrap_key(pb::UnwrapKeyRequest) -> pb::GenerateKeyResponse;
     delete_key(pb::KeyHandleRequest) -> pb::DeleteKeyResponse;
+    list_keys(pb::ListKeysRequest) -> pb::ListKeysResponse;
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@
 //!    would leave fewer than R holders), and a drained chip's copy deleted.
 //!
 //! Every step is derived from committed state and idempotent, so a leader change half-way only
-//! repeats work: the new leader sees what committed and continues. A copy imported by a leader
-//! that died before committing it stays on that chip unreferenced (see "Left open" in
-//! `docs/operations.md`).
+//! repeats work: the new leader sees what committed and continues. Copies that no committed
+//! placement lists (a chip that came back after it was replaced, a copy imported by a leader
+//! that died before committing it) are deleted by [`sweep`].
 //!
 //! The rate is bounded (users per second, [`RepairConfig::rate`]) so that repair never starves
 //! signing. Revoked users are not repaired (their keys sign nothing).
@@ -40,6 +40,10 @@ pub struct RepairConfig {
     pub full_scan_every: Duration,
     /// Users read per page of a scan.
     pub page: usize,
+    /// Time between sweeps of the chips' copies that no placement lists (a chip that came back
+    /// after it was replaced, a copy imported by a leader that died before committing it). A
+    /// copy is deleted only if two sweeps at least this far apart both found it unlisted.
+    pub sweep_every: Duration,
 }
 
 impl Default for RepairConfig {
@@ -49,6 +53,7 @@ impl Default for RepairConfig {
             rate: 200,
             full_scan_every: Duration::from_secs(60),
             page: 1_000,
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -61,6 +66,9 @@ struct Scan {
     last_full: Option<Instant>,
     tokens: f64,
     last_refill: Instant,
+    last_sweep: Option<Instant>,
+    /// `(chip, handle)` copies the last sweep found unlisted.
+    unlisted: HashSet<(String, String)>,
 }
 
 /// Runs the reconciler forever (spawn it); it acts only while this node leads.
@@ -72,6 +80,8 @@ pub async fn run(core: Arc<Core>) {
         last_full: None,
         tokens: f64::from(config.rate),
         last_refill: Instant::now(),
+        last_sweep: None,
+        unlisted: HashSet::new(),
     };
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,11 +90,23 @@ pub async fn run(core: Arc<Core>) {
         if !core.raft.is_leader() {
             scan.scanning = false;
             scan.cursor.clear();
+            scan.unlisted.clear();
+            scan.last_sweep = None;
             set_pending(&core, 0);
             continue;
         }
         if let Err(e) = pass(&core, &config, &mut scan).await {
             tracing::warn!(error = %e, "repair pass failed; retrying at the next one");
+        }
+        if scan
+            .last_sweep
+            .is_none_or(|t| t.elapsed() >= config.sweep_every)
+        {
+            scan.last_sweep = Some(Instant::now());
+            match sweep(&core, &scan.unlisted).await {
+                Ok(unlisted) => scan.unlisted = unlisted,
+                Err(e) => tracing::warn!(error = %e, "sweep of unlisted copies failed"),
+            }
         }
     }
 }
@@ -262,4 +284,69 @@ async fn repair_key(
         }
     }
     Ok(())
+}
+
+/// Whether the committed placement lists `handle` on `chip_id`.
+fn listed(core: &Core, chip_id: &str, entry: &yunkey_proto::v1::KeyEntry) -> Result<bool> {
+    let holders = if entry.purpose == KeyPurpose::Ca as i32 {
+        core.view.ca()?.map(|c| c.holders).unwrap_or_default()
+    } else {
+        core.view
+            .user(&entry.user_id)?
+            .map(|u| u.holders)
+            .unwrap_or_default()
+    };
+    Ok(holders
+        .iter()
+        .any(|h| h.chip_id == chip_id && h.key_handle == entry.key_handle))
+}
+
+/// One sweep over the reachable chips: deletes every copy that this sweep and the previous one
+/// (at least [`RepairConfig::sweep_every`] earlier) both found unlisted by the committed
+/// placement; returns what this sweep found unlisted. The two sightings keep a copy that is
+/// being imported right now (its `AddHolder` not yet committed) from being deleted.
+async fn sweep(
+    core: &Core,
+    before: &HashSet<(String, String)>,
+) -> Result<HashSet<(String, String)>> {
+    let mut unlisted = HashSet::new();
+    for chip in core.view.chips()? {
+        if !core.chips.routable(&chip.chip_id) {
+            continue;
+        }
+        let client = core.chips.at(&chip.chip_id, &chip.endpoint)?;
+        let mut after = String::new();
+        loop {
+            let page = client
+                .list_keys(yunkey_proto::v1::ListKeysRequest {
+                    after: after.clone(),
+                    limit: 1000,
+                })
+                .await
+                .map_err(CoordError::Chip)?;
+            let Some(last) = page.keys.last() else { break };
+            after = last.key_handle.clone();
+            for entry in &page.keys {
+                if listed(core, &chip.chip_id, entry)? {
+                    continue;
+                }
+                let copy = (chip.chip_id.clone(), entry.key_handle.clone());
+                if before.contains(&copy) {
+                    let deleted = client
+                        .delete_key(KeyHandleRequest {
+                            key_handle: entry.key_handle.clone(),
+                        })
+                        .await;
+                    if deleted.is_ok() {
+                        metrics::counter!("yunkey_repair_moves_total", "kind" => "sweep")
+                            .increment(1);
+                        tracing::info!(target: "yunkey::audit", chip = %chip.chip_id, "an unlisted copy deleted");
+                    }
+                } else {
+                    unlisted.insert(copy);
+                }
+            }
+        }
+    }
+    Ok(unlisted)
 }

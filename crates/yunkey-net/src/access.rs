@@ -243,6 +243,7 @@ pub const RPC_ROLES: &[RpcRule] = &[
     chip("WrapKey"),
     chip("UnwrapKey"),
     chip("DeleteKey"),
+    chip("ListKeys"),
     raft("AppendEntries"),
     raft("Vote"),
     raft("InstallSnapshot"),

@@ -206,6 +206,10 @@ pub struct CoordinatorArgs {
     /// moving keys never starves signing.
     #[arg(long, default_value_t = 200, value_name = "USERS_PER_SECOND")]
     pub repair_rate: u32,
+    /// Seconds between sweeps of key copies that no placement lists any more (a chip that came
+    /// back after it was replaced); a copy is deleted when two sweeps in a row find it unlisted.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub sweep_every: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -133,6 +133,11 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     );
     opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
     opts.config.repair.rate = args.repair_rate;
+    anyhow::ensure!(
+        args.sweep_every >= 1,
+        "--sweep-every must be at least 1 second"
+    );
+    opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     if let Some(range) = &args.election_timeout {
         let (min, max) = parse_range(range)?;
         opts.raft.election_timeout_min = min;

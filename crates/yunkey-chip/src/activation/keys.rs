@@ -137,6 +137,27 @@ impl ActivationModule {
         self.wrap_record(&record, &keys)
     }
 
+    pub(super) fn list_checked(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::KeyListing>, ChipError> {
+        if !after.is_empty() {
+            validate::identifier("after", after)?;
+        }
+        let mut out = Vec::new();
+        for handle in self.store.handles_after(after, limit.clamp(1, 1000))? {
+            // Opening the record authenticates what is reported.
+            let record = self.store.load(&*self.custody, &handle)?;
+            out.push(crate::KeyListing {
+                handle,
+                purpose: record.purpose,
+                user_id: record.user_id,
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) fn delete_checked(&self, handle: &str) -> Result<bool, ChipError> {
         validate::identifier("key_handle", handle)?;
         let mut used = self.lock_writes();

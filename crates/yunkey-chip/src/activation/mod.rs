@@ -276,6 +276,10 @@ impl ChipBackend for ActivationModule {
         self.audit("key_delete", "", handle, &r);
         r
     }
+
+    fn list_keys(&self, after: &str, limit: usize) -> Result<Vec<crate::KeyListing>, ChipError> {
+        self.list_checked(after, limit)
+    }
 }
 
 #[cfg(test)]

@@ -262,6 +262,23 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `limit` handles after `after` (from the first when empty), in order.
+    pub fn handles_after(&self, after: &str, limit: usize) -> Result<Vec<String>, ChipError> {
+        let mut from = after.as_bytes().to_vec();
+        if !after.is_empty() {
+            from.push(0);
+        }
+        self.keys
+            .range(&from, None)
+            .take(limit)
+            .map(|e| {
+                let (k, _) = e?;
+                String::from_utf8(k)
+                    .map_err(|_| ChipError::storage("listing keys", "a handle is not UTF-8"))
+            })
+            .collect()
+    }
+
     /// Test-only: the raw trees, to tamper with records.
     #[cfg(test)]
     pub fn keys_tree(&self) -> &Tree {
