@@ -351,6 +351,14 @@ mod tests {
         };
         let cases = [
             (Status::unavailable("x"), true, true, Code::Unavailable),
+            // A hung chip (paused, cut off without a reset) ends in the channel's own timeout,
+            // which tonic reports as CANCELLED "Timeout expired" (found by the chaos suite).
+            (
+                Status::cancelled("Timeout expired"),
+                true,
+                true,
+                Code::Unavailable,
+            ),
             (
                 Status::deadline_exceeded("x"),
                 true,
