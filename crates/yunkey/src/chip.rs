@@ -23,7 +23,11 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         zone: args.zone.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (endpoint, task) = serve_chip(&g.data, config, &tls, listener, stop_rx).await?;
+    let admission = args
+        .admission
+        .clone()
+        .unwrap_or_else(|| g.data.join(crate::admission::ADMISSION_FILE));
+    let (endpoint, task) = serve_chip(&g.data, &admission, config, &tls, listener, stop_rx).await?;
     println!(
         "yunkey chip {}: zone {}, capacity {}, data in {}",
         args.id,
@@ -31,11 +35,17 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         args.capacity,
         g.data.display()
     );
-    if !g.data.join(crate::admission::ADMISSION_FILE).exists() {
+    if !admission.exists() {
+        let identity = g.data.join(crate::admission::IDENTITY_FILE);
         println!(
-            "not admitted yet: sign {} with `yunkey pki admit-chip` and put admission.json there",
-            g.data.join(crate::admission::IDENTITY_FILE).display()
+            "not admitted yet: sign {} with `yunkey pki admit-chip` and put the result at {}",
+            identity.display(),
+            admission.display()
         );
+        // The identity on one line, for hosts where the file is hard to reach (a container
+        // without a shell): `yunkey chip ... | grep '^identity: '`.
+        let (parsed, _) = crate::admission::read_identity(&identity)?;
+        println!("identity: {}", serde_json::to_string(&parsed)?);
     }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;

@@ -17,9 +17,15 @@ use yunkey_proto::v1::{
 pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
     match cmd {
         CtlCommand::AddNode { node_id, address } => {
+            // Without --node-id, the id the node itself reports (a node started with
+            // `--node-id auto` picked its own); the leader checks it again before adding.
+            let node_id = match node_id {
+                Some(id) => *id,
+                None => node_status(g, address).await?.node_id,
+            };
             let conn = connect::operator(g)?;
             let req = AddNodeRequest {
-                node_id: *node_id,
+                node_id,
                 address: address.clone(),
             };
             let r = conn

@@ -33,10 +33,11 @@ pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
 
 /// Opens the soft chip in `dir` and serves its ChipService over TLS on `listener` until
 /// `stop` says so. Writes the chip's public `identity.json` for the operator and reports the
-/// `admission.json` the operator puts beside it ([`crate::admission`]). Returns its endpoint
+/// `admission` file the operator provides ([`crate::admission`]). Returns its endpoint
 /// and the server task.
 pub async fn serve_chip(
     dir: &Path,
+    admission: &Path,
     config: ChipConfig,
     tls: &TlsMaterial,
     listener: TcpListener,
@@ -48,7 +49,7 @@ pub async fn serve_chip(
     let info = chip.info()?;
     crate::admission::write_identity(dir, &id, &info.transport_public_key)?;
     let endpoint = endpoint_of(&listener)?;
-    let service = ChipGrpc::new(Arc::new(chip)).with_admission(crate::admission::source(dir));
+    let service = ChipGrpc::new(Arc::new(chip)).with_admission(crate::admission::source(admission));
     let router = Server::builder()
         .tls_config(tls.server()?)?
         // Every call is checked against the access table (every ChipService RPC: role node).
