@@ -4,7 +4,7 @@
 //! `yunkey coordinator --chip URL` (or AdmitChip).
 
 use crate::cli::{ChipArgs, Global};
-use crate::serve::{node_tls, serve_chip, shutdown_signal};
+use crate::serve::{node_tls, serve_chip, serve_plain_health, shutdown_signal};
 use anyhow::Context;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -27,7 +27,8 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         .admission
         .clone()
         .unwrap_or_else(|| g.data.join(crate::admission::ADMISSION_FILE));
-    let (endpoint, task) = serve_chip(&g.data, &admission, config, &tls, listener, stop_rx).await?;
+    let (endpoint, task) =
+        serve_chip(&g.data, &admission, config, &tls, listener, stop_rx.clone()).await?;
     println!(
         "yunkey chip {}: zone {}, capacity {}, data in {}",
         args.id,
@@ -46,6 +47,18 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         // without a shell): `yunkey chip ... | grep '^identity: '`.
         let (parsed, _) = crate::admission::read_identity(&identity)?;
         println!("identity: {}", serde_json::to_string(&parsed)?);
+    }
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_service_status(
+            "yunkey.v1.ChipService",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    let health = tonic_health::server::HealthService::from_health_reporter(reporter);
+    let health = tonic_health::pb::health_server::HealthServer::new(health);
+    if let Some(h) = serve_plain_health(&args.health, health, stop_rx.clone()).await? {
+        println!("health: {h} (grpc.health.v1, plaintext)");
     }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;

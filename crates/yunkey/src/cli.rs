@@ -190,6 +190,10 @@ pub struct ChipArgs {
     /// Directory with `ca.pem`, `node.pem` and `node-key.pem` (the node TLS identity).
     #[arg(long)]
     pub tls_dir: PathBuf,
+    /// Address of a plaintext `grpc.health.v1` endpoint (for the kubelet's gRPC probes);
+    /// `off` disables it. It reports `yunkey.v1.ChipService` SERVING while the chip serves.
+    #[arg(long, default_value = "off")]
+    pub health: String,
     /// The operator's admission of this chip, read on every `GetInfo` (so it can arrive
     /// later, for example from a mounted Secret) [default: DATA/admission.json].
     #[arg(long, value_name = "FILE")]
@@ -228,6 +232,11 @@ pub struct CoordinatorArgs {
     /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
     #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
     pub metrics: String,
+    /// Address of a plaintext `grpc.health.v1` endpoint (for the kubelet's gRPC probes);
+    /// `off` disables it. Same statuses as on the TLS port: `yunkey.v1.KeyService` turns
+    /// SERVING once the node is ready.
+    #[arg(long, default_value = "off")]
+    pub health: String,
     /// Chips holding each user key.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,

@@ -6,7 +6,9 @@
 //! written to `DIR/node-id` on first start and checked on every later one.
 
 use crate::cli::{CoordinatorArgs, Global, NodeId};
-use crate::serve::{endpoint_of, install_metrics, node_tls, shutdown_signal, stopped};
+use crate::serve::{
+    endpoint_of, install_metrics, node_tls, serve_plain_health, shutdown_signal, stopped,
+};
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::sync::Arc;
@@ -160,6 +162,7 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     }
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
+    let health = serve_plain_health(&args.health, node.health_service(), stop_rx.clone()).await?;
     let initialized = core
         .raft
         .raft()
@@ -177,6 +180,9 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     }
     if let Some(m) = metrics {
         println!("metrics: http://{m}/metrics");
+    }
+    if let Some(h) = health {
+        println!("health: {h} (grpc.health.v1, plaintext)");
     }
     println!("endpoint: {advertise}");
 

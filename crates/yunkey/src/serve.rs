@@ -100,6 +100,41 @@ pub fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
     Ok(Some(addr))
 }
 
+/// The plaintext `grpc.health.v1` service that `--health` serves.
+pub type PlainHealth =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// Serves `health` without TLS on `addr` (the `--health` flag), unless it is `off`, until
+/// `stop` says so. For probes that cannot present a client certificate (the kubelet's gRPC
+/// probe); it answers nothing but serving statuses.
+pub async fn serve_plain_health(
+    addr: &str,
+    health: PlainHealth,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--health {addr:?} is not HOST:PORT or off"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--health)"))?;
+    let bound = listener.local_addr()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        if let Err(e) = Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
+            tracing::error!(error = %e, "health endpoint failed");
+        }
+    });
+    Ok(Some(bound))
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
