@@ -286,6 +286,14 @@ pub enum CtlCommand {
         #[arg(long)]
         node_id: u64,
     },
+    /// Register a chip with the cluster (AdmitChip): the leader checks the chip's operator
+    /// admission, hands it the security domain and adds it to the chip registry. Needed for
+    /// chips that no coordinator names with `--chip`.
+    AddChip {
+        /// The chip's `https://host:port`.
+        #[arg(long)]
+        address: String,
+    },
     /// Every coordinator's role, term, log, applied index and replication lag.
     Status,
     /// Commit one no-op write through Raft (a write-health probe) and show how long it took.

@@ -9,8 +9,8 @@ use crate::output::print;
 use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
-    AddNodeRequest, MembershipResponse, RemoveNodeRequest, StatusRequest, StatusResponse,
-    WriteProbeRequest,
+    AddNodeRequest, AdmitChipRequest, MembershipResponse, RemoveNodeRequest, StatusRequest,
+    StatusResponse, WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
@@ -44,6 +44,32 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
                 .call(|ch| async move { yunkey_client::cluster_client(ch).remove_node(req).await })
                 .await?;
             print_membership(g, &format!("node {node_id} removed"), &r);
+            Ok(())
+        }
+        CtlCommand::AddChip { address } => {
+            let conn = connect::operator(g)?;
+            let req = AdmitChipRequest {
+                endpoint: address.clone(),
+            };
+            let chip = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::cluster_client(ch).admit_chip(req).await }
+                })
+                .await?;
+            print(
+                g.json,
+                json!({
+                    "chip_id": chip.chip_id, "endpoint": chip.endpoint, "zone": chip.zone,
+                    "capacity": chip.capacity,
+                }),
+                || {
+                    format!(
+                        "chip {} at {} (zone {}, capacity {}) is registered",
+                        chip.chip_id, chip.endpoint, chip.zone, chip.capacity
+                    )
+                },
+            );
             Ok(())
         }
         CtlCommand::Status => status(g).await,
