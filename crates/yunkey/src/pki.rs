@@ -150,7 +150,7 @@ fn cluster(
         };
         ca.issue(&subject, &dir)?;
         report.push(format!(
-            "issued a {role} identity for {name} in {}",
+            "issued the {role} identity of {name} in {}",
             dir.display()
         ));
     }
