@@ -4,7 +4,7 @@
 //! `yunkey coordinator --chip URL` (or AdmitChip).
 
 use crate::cli::{ChipArgs, Global};
-use crate::serve::{node_tls, serve_chip, serve_plain_health, shutdown_signal};
+use crate::serve::{install_metrics, node_tls, serve_chip, serve_plain_health, shutdown_signal};
 use anyhow::Context;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -14,6 +14,7 @@ use yunkey_chip::ChipConfig;
 /// `yunkey chip`.
 pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let tls = node_tls(&args.tls_dir)?;
+    let metrics = install_metrics(&args.metrics)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -59,6 +60,9 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let health = tonic_health::pb::health_server::HealthServer::new(health);
     if let Some(h) = serve_plain_health(&args.health, health, stop_rx.clone()).await? {
         println!("health: {h} (grpc.health.v1, plaintext)");
+    }
+    if let Some(m) = metrics {
+        println!("metrics: http://{m}/metrics");
     }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;

@@ -190,6 +190,9 @@ pub struct ChipArgs {
     /// Directory with `ca.pem`, `node.pem` and `node-key.pem` (the node TLS identity).
     #[arg(long)]
     pub tls_dir: PathBuf,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
+    #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
+    pub metrics: String,
     /// Address of a plaintext `grpc.health.v1` endpoint (for the kubelet's gRPC probes);
     /// `off` disables it. It reports `yunkey.v1.ChipService` SERVING while the chip serves.
     #[arg(long, default_value = "off")]
