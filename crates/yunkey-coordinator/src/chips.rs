@@ -269,6 +269,11 @@ impl Chips {
                             // Route around it at once; the heartbeat decides when it is back.
                             self.mark_missed(&holder.chip_id);
                         }
+                        // A chip that hangs (paused, overloaded, cut off without a reset)
+                        // ends in the channel's own timeout: route around it too.
+                        Code::Cancelled if timed_out(&status) => {
+                            self.mark_missed(&holder.chip_id);
+                        }
                         Code::NotFound | Code::Internal | Code::ResourceExhausted => {
                             tracing::warn!(chip = %holder.chip_id, code = ?status.code(), "holder failed; trying the next one");
                         }
@@ -279,6 +284,16 @@ impl Chips {
             }
         }
         Err(last)
+    }
+}
+
+/// Whether a chip call ended without an answer in time: DEADLINE_EXCEEDED from the server, or
+/// the client channel's own timeout, which tonic reports as CANCELLED "Timeout expired".
+pub fn timed_out(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Cancelled => status.message().contains("Timeout expired"),
+        _ => false,
     }
 }
 
@@ -293,5 +308,24 @@ pub fn chip_err(chip_id: &str) -> impl FnOnce(tonic::Status) -> CoordError + '_ 
     move |status| CoordError::Chip {
         chip_id: chip_id.to_owned(),
         status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timed_out;
+    use tonic::Status;
+
+    #[test]
+    fn a_hung_chip_counts_as_unreachable_not_as_a_refusal() {
+        assert!(timed_out(&Status::cancelled("Timeout expired")));
+        assert!(timed_out(&Status::deadline_exceeded("deadline")));
+        assert!(!timed_out(&Status::cancelled("the client went away")));
+        assert!(!timed_out(&Status::internal("Timeout expired")));
+        let e = crate::CoordError::Chip {
+            chip_id: "chip-3".into(),
+            status: Status::cancelled("Timeout expired"),
+        };
+        assert_eq!(e.code(), tonic::Code::Unavailable);
     }
 }

@@ -151,6 +151,7 @@ impl CoordError {
             CoordError::NoCapacity(_) => Code::ResourceExhausted,
             CoordError::Chip { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded => Code::Unavailable,
+                Code::Cancelled if crate::chips::timed_out(status) => Code::Unavailable,
                 Code::PermissionDenied => Code::PermissionDenied,
                 Code::FailedPrecondition => Code::FailedPrecondition,
                 _ => Code::Internal,
