@@ -72,7 +72,8 @@ def step(state, op: Op):
             return [state]
         return [state] if enrolled and not revoked and devices > 0 else []
     if f == "revoke":
-        return [(enrolled, code_used, devices, True)] if enrolled else []
+        # Revocation also voids a pending activation code (RevokeUser clears it).
+        return [(enrolled, True, devices, True)] if enrolled else []
     if f == "read":
         if t == "info":
             return [state]
