@@ -120,9 +120,12 @@ impl Node {
             .server()
             .map_err(|e| CoordError::Internal(e.to_string()))?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        // The public services report SERVING only once the node can enrol and sign
+        // (`set_ready`); membership (ClusterService) works before, so that a new node can be
+        // added.
+        health.set_not_serving::<KeyServiceServer<KeyApi>>().await;
         health
-            .set_serving::<TerminalServiceServer<TerminalApi>>()
+            .set_not_serving::<TerminalServiceServer<TerminalApi>>()
             .await;
         health
             .set_serving::<ClusterServiceServer<ClusterApi>>()
@@ -165,6 +168,17 @@ impl Node {
                 .map_err(|e| CoordError::Internal(format!("gRPC server: {e}")))
         });
         Ok((Node { core, health }, task))
+    }
+
+    /// The same `grpc.health.v1` statuses as on the TLS port, as a service to serve without
+    /// TLS (for probes that cannot present a certificate, such as the kubelet's). It tells
+    /// only which services are SERVING.
+    pub fn health_service(
+        &self,
+    ) -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
+        tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        )
     }
 
     /// Reports the public services as SERVING on `grpc.health.v1` (call once the cluster

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::BasicNode;
+use openraft::{BasicNode, Raft};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -22,12 +22,20 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 /// every pause adds to the failover time clients see.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Calls `rpc` on `leader` with `data`, bounded by `end`. An unreachable leader is `Retry`
-/// (another may be elected); running out of time is `Unavailable` (`on_timeout` says what that
-/// means for the caller); any other status is `Remote`. Returns the reply's payload.
+/// Calls `rpc` on `leader` (node `leader_id`) with `data`, bounded by `end`. An unreachable
+/// leader is `Retry` (another may be elected); running out of time is `Unavailable`
+/// (`on_timeout` says what that means for the caller); any other status is `Remote`. Returns
+/// the reply's payload.
+///
+/// A leader cut off without a reset (packets dropped) never answers: the call would wait until
+/// `end` even though the rest of the cluster has elected another leader. So the call is also
+/// abandoned (`Retry`) as soon as this node learns of a leader other than `leader_id`; the
+/// request may still have reached the old leader, which is why writes carry request ids that
+/// the state machine deduplicates.
 pub(crate) async fn call_leader<C, F, Fut>(
+    raft: &Raft<C>,
+    (leader_id, leader): (Option<u64>, &BasicNode),
     net: &GrpcNetworkFactory<C>,
-    leader: &BasicNode,
     end: Instant,
     data: Vec<u8>,
     on_timeout: &str,
@@ -50,7 +58,31 @@ where
     let remaining = end.saturating_duration_since(Instant::now());
     let mut request = tonic::Request::new(RaftPayload { data });
     request.set_timeout(remaining);
-    match tokio::time::timeout(remaining, rpc(RaftServiceClient::new(channel), request)).await {
+    let call = tokio::time::timeout(remaining, rpc(RaftServiceClient::new(channel), request));
+    let replaced = async {
+        let moved = raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != leader_id,
+                "another leader is known",
+            )
+            .await;
+        match moved {
+            Ok(m) => m.current_leader,
+            // Timed out or shutting down: let the call itself decide.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let answer = tokio::select! {
+        answer = call => answer,
+        new = replaced => {
+            return Ok(Attempt::Retry(format!(
+                "leader {addr} was replaced by node {} while the request was pending",
+                new.unwrap_or_default()
+            )))
+        }
+    };
+    match answer {
         Err(_) => Err(WriteError::Unavailable(format!(
             "leader {addr} did not answer before the deadline ({on_timeout})"
         ))),

@@ -66,7 +66,7 @@ pub use log_store::LogStore;
 pub use network::{Connector, GrpcNetworkFactory};
 pub use network_client::GrpcNetwork;
 pub use reader::ensure_linearizable;
-pub use server::RaftGrpcServer;
+pub use server::{RaftGrpcServer, TARGET_HEADER};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use snapshot_file::SnapshotFile;
 pub use state_machine::StateMachineStore;

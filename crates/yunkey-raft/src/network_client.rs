@@ -74,6 +74,11 @@ impl<C: TypeConfig> GrpcNetwork<C> {
         let mut client = RaftServiceClient::new(channel);
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(ttl);
+        // The receiver refuses a request meant for another node id (see `TARGET_HEADER`).
+        request.metadata_mut().insert(
+            crate::server::TARGET_HEADER,
+            tonic::metadata::MetadataValue::from(self.target),
+        );
         let timeout = || {
             RPCError::Timeout(Timeout {
                 action: rpc,

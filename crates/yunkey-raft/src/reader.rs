@@ -49,7 +49,7 @@ pub async fn ensure_linearizable<C: TypeConfig>(
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 match f.leader_node {
                     Some(node) if f.leader_id != Some(net.id()) => {
-                        read_index_from(net, &node, end).await?
+                        read_index_from(raft, f.leader_id, net, &node, end).await?
                     }
                     _ => Attempt::Retry("no known leader".into()),
                 }
@@ -82,13 +82,16 @@ pub async fn ensure_linearizable<C: TypeConfig>(
 
 /// Asks `leader`'s `ReadIndex` RPC for the read index.
 async fn read_index_from<C: TypeConfig>(
+    raft: &Raft<C>,
+    leader_id: Option<u64>,
     net: &GrpcNetworkFactory<C>,
     leader: &BasicNode,
     end: Instant,
 ) -> Result<Attempt<u64>, WriteError> {
     let reply = match call_leader(
+        raft,
+        (leader_id, leader),
         net,
-        leader,
         end,
         vec![],
         "no read index",

@@ -55,6 +55,34 @@ impl<C: TypeConfig> RaftGrpcServer<C> {
     }
 }
 
+/// gRPC metadata naming the node id a Raft RPC is meant for. A node refuses a request meant
+/// for another id: a node that took over an address (a pod back on a new volume, under a new
+/// id) must never answer votes or entries for the member that was there before.
+pub const TARGET_HEADER: &str = "x-yunkey-raft-target";
+
+impl<C: TypeConfig> RaftGrpcServer<C> {
+    /// Refuses a request whose [`TARGET_HEADER`] names another node (a request without it, from
+    /// an older peer, is accepted).
+    fn check_target(&self, request: &Request<RaftPayload>) -> Result<(), Status> {
+        let Some(value) = request.metadata().get(TARGET_HEADER) else {
+            return Ok(());
+        };
+        let target: u64 = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("malformed {TARGET_HEADER}")))?;
+        let me = self.raft.metrics().borrow().id;
+        if target != me {
+            return Err(Status::failed_precondition(format!(
+                "this address now serves Raft node {me}, not node {target}: node {target} was \
+                 replaced; remove it from the cluster (yunkey ctl remove-node --node-id {target})"
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn parse<T: DeserializeOwned>(req: Request<RaftPayload>, what: &str) -> Result<T, Status> {
     decode(&req.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("malformed {what} payload: {e}")))
@@ -71,11 +99,13 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: AppendEntriesRequest<C> = parse(request, "AppendEntries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: VoteRequest<u64> = parse(request, "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -84,6 +114,7 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: InstallSnapshotRequest<C> = parse(request, "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }

@@ -72,7 +72,7 @@ pub async fn write<C: TypeConfig>(
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                 Some(node) if f.leader_id != Some(net.id()) => {
-                    forward(net, &node, &cmd, end).await?
+                    forward(raft, f.leader_id, net, &node, &cmd, end).await?
                 }
                 _ => Attempt::Retry("no known leader".into()),
             },
@@ -101,6 +101,8 @@ pub async fn write<C: TypeConfig>(
 
 /// Sends `cmd` to `leader`'s `ClientWrite` RPC, waiting at most until `end`.
 async fn forward<C: TypeConfig>(
+    raft: &Raft<C>,
+    leader_id: Option<u64>,
     net: &GrpcNetworkFactory<C>,
     leader: &BasicNode,
     cmd: &C::D,
@@ -108,8 +110,9 @@ async fn forward<C: TypeConfig>(
 ) -> Result<Attempt<(C::R, u64)>, WriteError> {
     let data = encode(cmd).map_err(|e| WriteError::Codec(e.to_string()))?;
     let reply = match call_leader(
+        raft,
+        (leader_id, leader),
         net,
-        leader,
         end,
         data,
         "the write may still commit",

@@ -363,3 +363,45 @@ async fn unreachable_learner_is_never_caught_up() {
         .await
         .expect("learner test timed out");
 }
+
+/// A node answers Raft RPCs only for its own id: one that took over the address of a removed
+/// or rebuilt member (a pod back on a new volume under a new id) never votes or accepts entries
+/// in that member's name. The check runs before the payload is even decoded.
+#[tokio::test]
+async fn a_node_refuses_raft_requests_meant_for_another_id() {
+    use yunkey_proto::v1::raft_service_client::RaftServiceClient;
+    use yunkey_proto::v1::RaftPayload;
+
+    let node = start(2).await;
+    let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RaftServiceClient::new(channel);
+    let request = |target: Option<&str>| {
+        let mut r = tonic::Request::new(RaftPayload {
+            data: b"not bincode".to_vec(),
+        });
+        if let Some(t) = target {
+            r.metadata_mut()
+                .insert(yunkey_raft::TARGET_HEADER, t.parse().unwrap());
+        }
+        r
+    };
+    let refused = client.vote(request(Some("7"))).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("not node 7"), "{refused:?}");
+    let refused = client.append_entries(request(Some("7"))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    // Its own id, or no header (an older peer): the request goes on to be decoded.
+    let own = client.vote(request(Some("2"))).await.unwrap_err();
+    assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
+    let legacy = client.vote(request(None)).await.unwrap_err();
+    assert_eq!(legacy.code(), tonic::Code::InvalidArgument, "{legacy:?}");
+    node.stop().await;
+}

@@ -117,10 +117,9 @@ pub fn write_admission(path: &Path, admission: &AdmissionFile) -> anyhow::Result
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Reads the admission in `dir`, if there is a readable one.
-fn read_admission(dir: &Path) -> Option<OperatorAdmission> {
-    let path = dir.join(ADMISSION_FILE);
-    let text = std::fs::read(&path).ok()?;
+/// Reads the admission file at `path`, if there is a readable one.
+fn read_admission(path: &Path) -> Option<OperatorAdmission> {
+    let text = std::fs::read(path).ok()?;
     let parsed = serde_json::from_slice::<AdmissionFile>(&text)
         .ok()
         .filter(|a| a.format == FORMAT)
@@ -136,10 +135,11 @@ fn read_admission(dir: &Path) -> Option<OperatorAdmission> {
     parsed
 }
 
-/// The chip server's view of `dir/admission.json`, read on every `GetInfo`.
-pub fn source(dir: &Path) -> AdmissionSource {
-    let dir = dir.to_owned();
-    Arc::new(move || read_admission(&dir))
+/// The chip server's view of its admission file (`DATA/admission.json`, or `yunkey chip
+/// --admission`), read on every `GetInfo`.
+pub fn source(path: &Path) -> AdmissionSource {
+    let path = path.to_owned();
+    Arc::new(move || read_admission(&path))
 }
 
 /// Reads the operator key (PKCS#8 PEM).

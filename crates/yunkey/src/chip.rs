@@ -8,7 +8,9 @@
 //! activation module runs here, in front of the keys, with its database in the data directory.
 
 use crate::cli::{ChipArgs, Global};
-use crate::serve::{node_tls, serve_opened_chip, shutdown_signal};
+use crate::serve::{
+    install_metrics, node_tls, serve_opened_chip, serve_plain_health, shutdown_signal,
+};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,6 +102,7 @@ impl ChipBackendKind {
 pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let backend = ChipBackendKind::from_args(args)?;
     let tls = node_tls(&args.tls_dir)?;
+    let metrics = install_metrics(&args.metrics)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -112,13 +115,18 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
     let chip = tokio::task::spawn_blocking(move || backend.open(&data, config)).await??;
     let custody = chip.info().map(|i| i.custody).unwrap_or_default();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admission = args
+        .admission
+        .clone()
+        .unwrap_or_else(|| g.data.join(crate::admission::ADMISSION_FILE));
     let (endpoint, task) = serve_opened_chip(
         &g.data,
+        &admission,
         Arc::new(chip),
         args.id.clone(),
         &tls,
         listener,
-        stop_rx,
+        stop_rx.clone(),
     )?;
     println!(
         "yunkey chip {}: zone {}, capacity {}, keys in {custody}, data in {}",
@@ -127,11 +135,32 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         args.capacity,
         g.data.display()
     );
-    if !g.data.join(crate::admission::ADMISSION_FILE).exists() {
+    if !admission.exists() {
+        let identity = g.data.join(crate::admission::IDENTITY_FILE);
         println!(
-            "not admitted yet: sign {} with `yunkey pki admit-chip` and put admission.json there",
-            g.data.join(crate::admission::IDENTITY_FILE).display()
+            "not admitted yet: sign {} with `yunkey pki admit-chip` and put the result at {}",
+            identity.display(),
+            admission.display()
         );
+        // The identity on one line, for hosts where the file is hard to reach (a container
+        // without a shell): `yunkey chip ... | grep '^identity: '`.
+        let (parsed, _) = crate::admission::read_identity(&identity)?;
+        println!("identity: {}", serde_json::to_string(&parsed)?);
+    }
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_service_status(
+            "yunkey.v1.ChipService",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    let health = tonic_health::server::HealthService::from_health_reporter(reporter);
+    let health = tonic_health::pb::health_server::HealthServer::new(health);
+    if let Some(h) = serve_plain_health(&args.health, health, stop_rx.clone()).await? {
+        println!("health: {h} (grpc.health.v1, plaintext)");
+    }
+    if let Some(m) = metrics {
+        println!("metrics: http://{m}/metrics");
     }
     println!("endpoint: {endpoint}");
     shutdown_signal().await;

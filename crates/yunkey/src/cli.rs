@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -47,6 +47,25 @@ pub struct Global {
     /// How long to keep retrying an unavailable cluster, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     pub timeout: u64,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "YUNKEY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +133,30 @@ pub enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a whole test cluster's TLS material in one step, keeping whatever already exists:
+    /// the CA in `--ca-dir` if missing, one directory `OUT/NAME` per identity, and the domain
+    /// operator key. For Compose and test clusters; in production keep the CA offline and use
+    /// `init` and `issue`.
+    Cluster {
+        /// Directory of the CA (created with a new CA unless it holds one).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Parent directory: each identity goes into `OUT/NAME`, laid out for `--tls-dir`.
+        #[arg(long)]
+        out: PathBuf,
+        /// A node identity (coordinator or chip), `NAME=HOST[,HOST...]` (repeatable).
+        #[arg(long = "node", value_name = "NAME=HOSTS")]
+        nodes: Vec<String>,
+        /// A business-backend identity `NAME` (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// An operator identity `NAME` (repeatable).
+        #[arg(long = "operator", value_name = "NAME")]
+        operators: Vec<String>,
+        /// Also create the domain operator key at this path, unless it exists.
+        #[arg(long)]
+        domain_operator_key: Option<PathBuf>,
+    },
     /// Admit a chip: sign its `identity.json` with the operator key. Put the result into the
     /// chip's data directory as `admission.json`; coordinators can then admit the chip.
     AdmitChip {
@@ -163,13 +206,26 @@ pub struct ChipArgs {
     /// A file holding the token's user PIN on its first line (keep it mode 0600).
     #[arg(long, required_if_eq("backend", "pkcs11"))]
     pub pin_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
+    #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
+    pub metrics: String,
+    /// Address of a plaintext `grpc.health.v1` endpoint (for the kubelet's gRPC probes);
+    /// `off` disables it. It reports `yunkey.v1.ChipService` SERVING while the chip serves.
+    #[arg(long, default_value = "off")]
+    pub health: String,
+    /// The operator's admission of this chip, read on every `GetInfo` (so it can arrive
+    /// later, for example from a mounted Secret) [default: DATA/admission.json].
+    #[arg(long, value_name = "FILE")]
+    pub admission: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
-    /// Raft node id. Never reuse an id, not even for a node rebuilt on a wiped disk.
-    #[arg(long)]
-    pub node_id: u64,
+    /// Raft node id, or `auto`. Never reuse an id, not even for a node rebuilt on a wiped
+    /// disk. `auto` takes the id recorded in `DATA/node-id`, or, on an empty data dir, a new
+    /// random one (recorded there): a pod that comes back on a new volume gets a new id.
+    #[arg(long, value_parser = parse_node_id)]
+    pub node_id: NodeId,
     /// Address the coordinator listens on.
     #[arg(long)]
     pub listen: SocketAddr,
@@ -181,14 +237,25 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     pub tls_dir: PathBuf,
     /// Initialize a new one-node cluster (only on an empty data directory).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bootstrap_file")]
     pub init: bool,
+    /// Initialize a new one-node cluster if the data directory is empty and FILE exists and
+    /// holds this node's advertised URL; otherwise start as usual (so the same command serves
+    /// every restart). Remove FILE once the cluster has formed, so that a node that comes back
+    /// on an empty volume waits to be added instead of starting a second cluster.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_file: Option<PathBuf>,
     /// A chip's `https://host:port`, admitted by the leader once it is up (repeatable).
     #[arg(long = "chip")]
     pub chips: Vec<String>,
     /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
     #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
     pub metrics: String,
+    /// Address of a plaintext `grpc.health.v1` endpoint (for the kubelet's gRPC probes);
+    /// `off` disables it. Same statuses as on the TLS port: `yunkey.v1.KeyService` turns
+    /// SERVING once the node is ready.
+    #[arg(long, default_value = "off")]
+    pub health: String,
     /// Chips holding each user key.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
@@ -212,13 +279,35 @@ pub struct CoordinatorArgs {
     pub sweep_every: u64,
 }
 
+/// `--node-id`: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeId {
+    /// This id.
+    Fixed(u64),
+    /// The id recorded in the data directory, or a new random one.
+    Auto,
+}
+
+fn parse_node_id(text: &str) -> Result<NodeId, String> {
+    if text == "auto" {
+        return Ok(NodeId::Auto);
+    }
+    match text.parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{text:?}: expected a node id of at least 1, or auto"
+        )),
+        Ok(id) => Ok(NodeId::Fixed(id)),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Add a coordinator: as a learner until it has caught up, then as a voter.
     AddNode {
-        /// A node id never used before in this cluster.
+        /// A node id never used before in this cluster [default: the id the node at
+        /// `--address` reports].
         #[arg(long)]
-        node_id: u64,
+        node_id: Option<u64>,
         /// Its `https://host:port`.
         #[arg(long)]
         address: String,
@@ -227,6 +316,14 @@ pub enum CtlCommand {
     RemoveNode {
         #[arg(long)]
         node_id: u64,
+    },
+    /// Register a chip with the cluster (AdmitChip): the leader checks the chip's operator
+    /// admission, hands it the security domain and adds it to the chip registry. Needed for
+    /// chips that no coordinator names with `--chip`.
+    AddChip {
+        /// The chip's `https://host:port`.
+        #[arg(long)]
+        address: String,
     },
     /// Every coordinator's role, term, log, applied index and replication lag.
     Status,

@@ -5,8 +5,10 @@
 //! (`yunkey ctl add-node`). The data directory belongs to one node id for life: the id is
 //! written to `DIR/node-id` on first start and checked on every later one.
 
-use crate::cli::{CoordinatorArgs, Global};
-use crate::serve::{endpoint_of, install_metrics, node_tls, shutdown_signal, stopped};
+use crate::cli::{CoordinatorArgs, Global, NodeId};
+use crate::serve::{
+    endpoint_of, install_metrics, node_tls, serve_plain_health, shutdown_signal, stopped,
+};
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,39 @@ use yunkey_coordinator::{admin, Core, Node, NodeOptions};
 pub const NODE_ID_FILE: &str = "node-id";
 /// The Raft store inside the data directory (as `Node::start` lays it out).
 const RAFT_DIR: &str = "raft";
+
+/// Resolves `--node-id`: a fixed id, or for `auto` the id recorded in `data`, else a new
+/// random one (from the OS RNG, below 2^53 so that JSON tools keep it exact). A random id on
+/// every new data dir is what keeps a node rebuilt on a wiped volume from reusing its old id;
+/// the leader also refuses any id used before (`AddNode`).
+fn resolve_node_id(data: &Path, arg: NodeId) -> anyhow::Result<u64> {
+    match arg {
+        NodeId::Fixed(id) => Ok(id),
+        NodeId::Auto => match std::fs::read_to_string(data.join(NODE_ID_FILE)) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is not a node id", data.join(NODE_ID_FILE).display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes: [u8; 8] = yunkey_crypto::random_bytes();
+                Ok((u64::from_le_bytes(bytes) >> 11).max(1))
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("reading {}", data.join(NODE_ID_FILE).display()))
+            }
+        },
+    }
+}
+
+/// Whether `--bootstrap-file` asks this node to initialize a new cluster: the file exists and
+/// its first line is this node's advertised URL.
+fn bootstrap_requested(file: &Path, advertise: &str) -> anyhow::Result<bool> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text.lines().next().map(str::trim) == Some(advertise)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
 
 /// Checks that `data` belongs to `node_id` (or to nobody yet) and records it durably.
 fn claim_data_dir(data: &Path, node_id: u64) -> anyhow::Result<()> {
@@ -93,10 +128,8 @@ fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
 /// `yunkey coordinator`.
 pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     let data = &g.data;
-    if args.node_id == 0 {
-        bail!("--node-id must be at least 1");
-    }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let node_id = resolve_node_id(data, args.node_id)?;
     let fresh = !data.join(RAFT_DIR).exists();
     if args.init && !fresh {
         bail!(
@@ -105,7 +138,7 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
             data.display()
         );
     }
-    claim_data_dir(data, args.node_id)?;
+    claim_data_dir(data, node_id)?;
     let tls = node_tls(&args.tls_dir)?;
     let metrics = install_metrics(&args.metrics)?;
     let listener = TcpListener::bind(args.listen)
@@ -116,13 +149,12 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         None => endpoint_of(&listener)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut opts = NodeOptions::new(
-        args.node_id,
-        data.clone(),
-        advertise.clone(),
-        tls,
-        args.replicas,
-    );
+    let init = args.init
+        || match &args.bootstrap_file {
+            Some(file) => fresh && bootstrap_requested(file, &advertise)?,
+            None => false,
+        };
+    let mut opts = NodeOptions::new(node_id, data.clone(), advertise.clone(), tls, args.replicas);
     anyhow::ensure!(
         args.chip_down_after >= 1,
         "--chip-down-after must be at least 1 second (heartbeats run every 250 ms)"
@@ -131,12 +163,12 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
         args.repair_rate >= 1,
         "--repair-rate must be at least 1 user per second"
     );
-    opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
-    opts.config.repair.rate = args.repair_rate;
     anyhow::ensure!(
         args.sweep_every >= 1,
         "--sweep-every must be at least 1 second"
     );
+    opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
+    opts.config.repair.rate = args.repair_rate;
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     if let Some(range) = &args.election_timeout {
         let (min, max) = parse_range(range)?;
@@ -145,26 +177,27 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     }
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
+    let health = serve_plain_health(&args.health, node.health_service(), stop_rx.clone()).await?;
     let initialized = core
         .raft
         .raft()
         .is_initialized()
         .await
         .map_err(|e| anyhow::anyhow!("reading the Raft state: {e}"))?;
-    if args.init {
-        core.raft
-            .initialize_single(args.node_id, &advertise)
-            .await?;
-        println!("node {}: initialized a new one-node cluster", args.node_id);
+    if init {
+        core.raft.initialize_single(node_id, &advertise).await?;
+        println!("node {node_id}: initialized a new one-node cluster");
     } else if !initialized {
         println!(
-            "node {}: not a member of any cluster yet; waiting to be added by the leader as a learner \
-             (yunkey ctl add-node --node-id {} --address {advertise})",
-            args.node_id, args.node_id
+            "node {node_id}: not a member of any cluster yet; waiting to be added by the leader as a learner \
+             (yunkey ctl add-node --node-id {node_id} --address {advertise})"
         );
     }
     if let Some(m) = metrics {
         println!("metrics: http://{m}/metrics");
+    }
+    if let Some(h) = health {
+        println!("health: {h} (grpc.health.v1, plaintext)");
     }
     println!("endpoint: {advertise}");
 
@@ -204,4 +237,33 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = core.raft.raft().shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_node_id_is_new_on_an_empty_dir_and_kept_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = resolve_node_id(dir.path(), NodeId::Auto).unwrap();
+        let b = resolve_node_id(dir.path(), NodeId::Auto).unwrap();
+        assert!((1..1 << 53).contains(&a) && b >= 1);
+        assert_ne!(a, b, "two empty dirs must not get the same id");
+        claim_data_dir(dir.path(), a).unwrap();
+        assert_eq!(resolve_node_id(dir.path(), NodeId::Auto).unwrap(), a);
+        assert_eq!(resolve_node_id(dir.path(), NodeId::Fixed(7)).unwrap(), 7);
+        assert!(claim_data_dir(dir.path(), 7).is_err());
+    }
+
+    #[test]
+    fn bootstrap_file_names_the_node_that_initializes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("init");
+        let me = "https://coord-0.yunkey:7443";
+        assert!(!bootstrap_requested(&file, me).unwrap());
+        std::fs::write(&file, format!("{me}\n")).unwrap();
+        assert!(bootstrap_requested(&file, me).unwrap());
+        assert!(!bootstrap_requested(&file, "https://coord-1.yunkey:7443").unwrap());
+    }
 }

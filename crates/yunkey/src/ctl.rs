@@ -9,17 +9,24 @@ use crate::output::print;
 use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
-    AddNodeRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest, MembershipResponse,
-    RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
+    AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
+    MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse,
+    WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
 pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
     match cmd {
         CtlCommand::AddNode { node_id, address } => {
+            // Without --node-id, the id the node itself reports (a node started with
+            // `--node-id auto` picked its own); the leader checks it again before adding.
+            let node_id = match node_id {
+                Some(id) => *id,
+                None => node_status(g, address).await?.node_id,
+            };
             let conn = connect::operator(g)?;
             let req = AddNodeRequest {
-                node_id: *node_id,
+                node_id,
                 address: address.clone(),
             };
             let r = conn
@@ -38,6 +45,32 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
                 .call(|ch| async move { yunkey_client::cluster_client(ch).remove_node(req).await })
                 .await?;
             print_membership(g, &format!("node {node_id} removed"), &r);
+            Ok(())
+        }
+        CtlCommand::AddChip { address } => {
+            let conn = connect::operator(g)?;
+            let req = AdmitChipRequest {
+                endpoint: address.clone(),
+            };
+            let chip = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::cluster_client(ch).admit_chip(req).await }
+                })
+                .await?;
+            print(
+                g.json,
+                json!({
+                    "chip_id": chip.chip_id, "endpoint": chip.endpoint, "zone": chip.zone,
+                    "capacity": chip.capacity,
+                }),
+                || {
+                    format!(
+                        "chip {} at {} (zone {}, capacity {}) is registered",
+                        chip.chip_id, chip.endpoint, chip.zone, chip.capacity
+                    )
+                },
+            );
             Ok(())
         }
         CtlCommand::Status => status(g).await,

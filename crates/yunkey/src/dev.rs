@@ -37,7 +37,15 @@ async fn start_chip(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let (endpoint, _task) = serve_chip(dir, config, tls, listener, stop).await?;
+    let (endpoint, _task) = serve_chip(
+        dir,
+        &dir.join(crate::admission::ADMISSION_FILE),
+        config,
+        tls,
+        listener,
+        stop,
+    )
+    .await?;
     let (identity, transport) = admission::read_identity(&dir.join(admission::IDENTITY_FILE))?;
     let signed = admission::sign(operator, &identity.chip_id, &transport)?;
     admission::write_admission(&dir.join(admission::ADMISSION_FILE), &signed)?;

@@ -33,10 +33,11 @@ pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
 
 /// Opens the soft chip in `dir` and serves its ChipService over TLS on `listener` until
 /// `stop` says so. Writes the chip's public `identity.json` for the operator and reports the
-/// `admission.json` the operator puts beside it ([`crate::admission`]). Returns its endpoint
+/// `admission` file the operator provides ([`crate::admission`]). Returns its endpoint
 /// and the server task.
 pub async fn serve_chip(
     dir: &Path,
+    admission: &Path,
     config: ChipConfig,
     tls: &TlsMaterial,
     listener: TcpListener,
@@ -45,13 +46,14 @@ pub async fn serve_chip(
     let id = config.chip_id.clone();
     let chip = SoftChip::open(dir, config)
         .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
-    serve_opened_chip(dir, Arc::new(chip), id, tls, listener, stop)
+    serve_opened_chip(dir, admission, Arc::new(chip), id, tls, listener, stop)
 }
 
 /// Serves the ChipService of an opened chip of any backend, whose directory is `dir`, as
 /// [`serve_chip`] does for a soft chip.
 pub fn serve_opened_chip(
     dir: &Path,
+    admission: &Path,
     chip: Arc<dyn ChipBackend>,
     id: String,
     tls: &TlsMaterial,
@@ -61,7 +63,7 @@ pub fn serve_opened_chip(
     let info = chip.info()?;
     crate::admission::write_identity(dir, &id, &info.transport_public_key)?;
     let endpoint = endpoint_of(&listener)?;
-    let service = ChipGrpc::new(chip).with_admission(crate::admission::source(dir));
+    let service = ChipGrpc::new(chip).with_admission(crate::admission::source(admission));
     let router = Server::builder()
         .tls_config(tls.server()?)?
         // Every call is checked against the access table (every ChipService RPC: role node).
@@ -110,6 +112,41 @@ pub fn install_metrics(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
         .install()
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
     Ok(Some(addr))
+}
+
+/// The plaintext `grpc.health.v1` service that `--health` serves.
+pub type PlainHealth =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// Serves `health` without TLS on `addr` (the `--health` flag), unless it is `off`, until
+/// `stop` says so. For probes that cannot present a client certificate (the kubelet's gRPC
+/// probe); it answers nothing but serving statuses.
+pub async fn serve_plain_health(
+    addr: &str,
+    health: PlainHealth,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--health {addr:?} is not HOST:PORT or off"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--health)"))?;
+    let bound = listener.local_addr()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        if let Err(e) = Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
+            tracing::error!(error = %e, "health endpoint failed");
+        }
+    });
+    Ok(Some(bound))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

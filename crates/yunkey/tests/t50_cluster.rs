@@ -444,6 +444,17 @@ async fn partitioned_leader_cannot_acknowledge() {
 
     let lab = cluster.lab.as_ref().unwrap();
     lab.isolate(old);
+    // A write that reaches a follower now is forwarded to the isolated leader. The follower
+    // must send it to the new leader once one is elected, not hold it until its 10 s write
+    // deadline or until the partition heals. (This lab takes links down, so the forward fails
+    // fast here; the silent case, packets dropped, is the chaos suite's `partition-leader`.)
+    let follower = nodes.keys().copied().find(|id| *id != old).unwrap();
+    let at_follower = cluster.business(&[&nodes[&follower].endpoint]);
+    let forwarded = tokio::spawn(async move {
+        let started = Instant::now();
+        enroll_at(&at_follower, "via-follower").await;
+        started.elapsed()
+    });
     // Straight to the isolated leader, with a 3 s deadline: no acknowledgement.
     let mut req = tonic::Request::new(enroll_req("during-partition"));
     req.set_timeout(Duration::from_secs(3));
@@ -475,13 +486,27 @@ async fn partitioned_leader_cannot_acknowledge() {
         "the isolated node is still named leader by the majority"
     );
 
+    let took = tokio::time::timeout(Duration::from_secs(20), forwarded)
+        .await
+        .expect("the write sent to a follower was not acknowledged during the partition")
+        .unwrap();
+    assert!(
+        took < Duration::from_secs(8),
+        "the write forwarded to the isolated leader waited {took:?}"
+    );
+
     lab.heal(old);
     // The client retries its unacknowledged write with the same request id, elsewhere.
     enroll_at(&at_majority, "during-partition").await;
     // Every node, the old leader included, holds every write and names the same leader.
     for (id, node) in &nodes {
         let conn = cluster.business(&[&node.endpoint]);
-        for user in ["before", "majority-side", "during-partition"] {
+        for user in [
+            "before",
+            "majority-side",
+            "during-partition",
+            "via-follower",
+        ] {
             read_at(&conn, user)
                 .await
                 .unwrap_or_else(|e| panic!("node {id} lacks {user}: {e}"));
