@@ -194,7 +194,7 @@ mod tests {
         );
         let admission = sign(&operator, "chip-7", &transport).unwrap();
         write_admission(&dir.path().join(ADMISSION_FILE), &admission).unwrap();
-        let got = source(dir.path())().expect("the admission is read");
+        let got = source(&dir.path().join(ADMISSION_FILE))().expect("the admission is read");
         PublicKey::from_spki_der(&got.operator_key)
             .unwrap()
             .verify_message(
@@ -204,6 +204,9 @@ mod tests {
             .expect("the admission verifies");
 
         std::fs::write(dir.path().join(ADMISSION_FILE), b"{}").unwrap();
-        assert!(source(dir.path())().is_none(), "a bad file is ignored");
+        assert!(
+            source(&dir.path().join(ADMISSION_FILE))().is_none(),
+            "a bad file is ignored"
+        );
     }
 }
