@@ -103,12 +103,14 @@ async fn chip_logs_json_and_serves_plain_health() {
         "{first}"
     );
     // Not admitted yet: the identity on one stdout line, as written to identity.json.
+    // Read up to `endpoint:`, which the chip prints once its health port is bound too.
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let identity = stdout
+    let lines: Vec<String> = stdout
         .lines()
         .map_while(Result::ok)
-        .find(|l| l.starts_with("identity: "))
-        .unwrap();
+        .take_while(|l| !l.starts_with("endpoint: "))
+        .collect();
+    let identity = lines.iter().find(|l| l.starts_with("identity: ")).unwrap();
     let identity: serde_json::Value =
         serde_json::from_str(identity.trim_start_matches("identity: ")).unwrap();
     assert_eq!(identity["chip_id"], "chip-x");
