@@ -169,7 +169,7 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
             device_id: req.device_id.clone(),
         });
     }
-    let (revoked_on, rebinding) = revoke_in_chips(core, &user, Some(&req.device_id)).await;
+    let revoked = revoke_in_chips(core, &user, Some(&req.device_id)).await;
     core.propose(
         &request_id,
         actor,
@@ -177,11 +177,11 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
             user_id: req.user_id.clone(),
             device_id: req.device_id.clone(),
             reason: req.reason.clone(),
-            rebinding: rebinding.clone(),
+            rebinding: revoked.as_ref().map(|(_, r)| r.clone()),
         },
     )
     .await?;
-    if let (Some(chip), Some(r)) = (revoked_on, rebinding) {
+    if let Some((chip, r)) = revoked {
         crate::bindings::push(core, &req.user_id, &user.holders, &chip, &r).await;
     }
     let user = core
@@ -192,12 +192,12 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
 }
 
 /// Asks a holder to revoke the user (`device_id` `None`) or a device in the key's binding.
-/// Returns the chip that did it and the new binding, or `None`s if no holder answered (logged).
+/// Returns the chip that did it and the new binding, or `None` if no holder answered (logged).
 pub async fn revoke_in_chips(
     core: &Core,
     user: &crate::state::UserRecord,
     device_id: Option<&str>,
-) -> (Option<String>, Option<crate::state::Rebinding>) {
+) -> Option<(String, crate::state::Rebinding)> {
     let revoked = core
         .chips
         .first_answer(&user.holders, "the user's key", |chip, holder| {
@@ -210,17 +210,14 @@ pub async fn revoke_in_chips(
         })
         .await;
     match revoked {
-        Ok((holder, resp)) => (
-            Some(holder.chip_id),
-            Some(crate::bindings::rebinding(&resp)),
-        ),
+        Ok((holder, resp)) => Some((holder.chip_id, crate::bindings::rebinding(&resp))),
         Err(e) => {
             tracing::warn!(
                 user = %user.user_id,
                 error = %e,
-                "no holder took the revocation now; it commits anyway and reaches the chips with the next binding push"
+                "no holder took the revocation now; it commits anyway; revoke again to carry it to the chips"
             );
-            (None, None)
+            None
         }
     }
 }

@@ -58,10 +58,10 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
     };
     // A holder revokes the key's binding first, so that no chip signs for the user again,
     // whoever asks; the revocation commits even if no holder answers (logged).
-    let (revoked_on, rebinding) = if user.state == UserState::Active {
+    let revoked = if user.state == UserState::Active {
         crate::devices::revoke_in_chips(core, &user, None).await
     } else {
-        (None, None)
+        None
     };
     core.propose(
         &request_id,
@@ -69,7 +69,7 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
         Op::RevokeUser {
             user_id: req.user_id.clone(),
             reason: req.reason.clone(),
-            rebinding: rebinding.clone(),
+            rebinding: revoked.as_ref().map(|(_, r)| r.clone()),
         },
     )
     .await
@@ -77,7 +77,7 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
         CoordError::UserNotFound(_) => CoordError::UserNotFound(req.user_id.clone()),
         other => other,
     })?;
-    if let (Some(chip), Some(r)) = (revoked_on, rebinding) {
+    if let Some((chip, r)) = revoked {
         crate::bindings::push(core, &req.user_id, &user.holders, &chip, &r).await;
     }
     let user = core
