@@ -40,6 +40,11 @@ ADDR = {"coord-1": "10.231.9.11", "coord-2": "10.231.9.12", "coord-3": "10.231.9
 # Codes after which an operation may or may not have taken effect.
 UNKNOWN = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN", "INTERNAL", "CANCELLED", "ERROR", "TIMEOUT", "ABORTED"}
 MAX_OPS_PER_USER = 40
+# Holders each user key has in the Compose cluster (the coordinators' default --replicas).
+REPLICAS = 2
+# How long after healing repair may take to bring every user back to R holders: the chip-down
+# threshold (10 s), a full scan for under-replicated users (at least every 60 s), and the moves.
+REPAIR_WAIT_S = 150
 
 
 def log(msg: str) -> None:
@@ -336,6 +341,26 @@ def user_value(out: dict) -> dict:
             "holders": out.get("holders", [])}
 
 
+def chip_states(cluster: Cluster) -> dict[str, str]:
+    """Chip id -> state as `yunkey ctl chip list` reports it."""
+    t, _, v = cluster.cli(["--timeout", "10", "ctl", "chip", "list"], cluster.operator, 30)
+    if t != "ok":
+        raise RuntimeError(f"ctl chip list failed after healing: {v}")
+    return {c["chip_id"]: c["state"] for c in v.get("chips", [])}
+
+
+def final_reads(work: "Workload", cluster: Cluster) -> dict[str, dict]:
+    """Every user as the cluster answers after healing (recorded as final reads)."""
+    final: dict[str, dict] = {}
+    for user in sorted(work.users):
+        h = work.op(-1, user, "read", ["--timeout", "20", "user", "show", user], cluster.business, 60, "final")
+        if h["type"] == "ok":
+            final[user] = h["value"]
+        elif h["code"] != "NOT_FOUND":
+            raise RuntimeError(f"final read of {user} failed: {h}")
+    return final
+
+
 def wait_healthy(cluster: Cluster, seconds: float) -> float:
     """Waits until a Raft write commits and every coordinator is up; returns the wait."""
     start = time.time()
@@ -447,19 +472,25 @@ def main() -> int:
         log("workload done; healed; waiting for the cluster")
         waited = wait_healthy(cluster, 180)
         log(f"healthy after {waited:.1f} s; final reads")
-        final: dict[str, dict] = {}
-        for user in sorted(work.users):
-            h = work.op(-1, user, "read", ["--timeout", "20", "user", "show", user], cluster.business, 60, "final")
-            if h["type"] == "ok":
-                final[user] = h["value"]
-            elif h["code"] != "NOT_FOUND":
-                raise RuntimeError(f"final read of {user} failed: {h}")
+        # Repair may still be moving keys off chips that were down: read until every user is
+        # back at R holders on chips that are up, or the repair deadline passes (the checker
+        # then reports who is not).
+        repair_deadline = time.time() + REPAIR_WAIT_S
+        while True:
+            fleet = {"replicas": REPLICAS, "chips": chip_states(cluster)}
+            final = final_reads(work, cluster)
+            missing = checker.check_replicas(final, REPLICAS, fleet["chips"])
+            if not missing or time.time() > repair_deadline:
+                break
+            log(f"{len(missing)} users not at R holders yet; reading again")
+            time.sleep(5)
     (out / "final.json").write_text(json.dumps(final, indent=1))
+    (out / "fleet.json").write_text(json.dumps(fleet, indent=1))
     (out / "nemeses.json").write_text(json.dumps(nemeses, indent=1))
 
     history = work.history
     lin = checker.check_linearizable(history)
-    ack = checker.check_acknowledged(history, final)
+    ack = checker.check_acknowledged(history, final) + checker.check_replicas(final, REPLICAS, fleet["chips"])
     sig = checker.check_signatures(history, final)
     summary = report(out, args, t0, end, history, nemeses, final, (lin, ack, sig))
     print(summary)

@@ -191,6 +191,29 @@ def check_acknowledged(history: list[dict], final: dict[str, dict]) -> list[dict
     return anomalies
 
 
+def check_replicas(final: dict[str, dict], replicas: int, chips: dict[str, str]) -> list[dict]:
+    """After healing, every user that is not revoked has exactly `replicas` holders, on
+    distinct chips that are in the registry and up (`chips`: chip id -> state)."""
+    anomalies = []
+    for user, got in sorted(final.items()):
+        if got.get("revoked"):
+            continue
+        holders = got.get("holders", [])
+        why = None
+        if len(set(holders)) != len(holders):
+            why = f"a chip is listed twice: {holders}"
+        elif len(holders) != replicas:
+            why = f"{len(holders)} holders, {replicas} wanted: {holders}"
+        else:
+            gone = [h for h in holders if chips.get(h) != "up"]
+            if gone:
+                why = f"holders not up after healing: {[(h, chips.get(h, 'not registered')) for h in gone]}"
+        if why:
+            anomalies.append({"check": "user not at R holders after healing", "user": user, "why": why,
+                              "final": got})
+    return anomalies
+
+
 def check_signatures(history: list[dict], final: dict[str, dict]) -> dict:
     """Every returned signature verifies under the user's certificate; no hash twice."""
     from cryptography import x509
@@ -283,6 +306,10 @@ def main(path: str) -> int:
     ack = check_acknowledged(history, final)
     sig = check_signatures(history, final)
     bad = lin["anomalies"] + ack + sig["anomalies"]
+    fleet = run / "fleet.json"
+    if fleet.exists():
+        f = json.loads(fleet.read_text())
+        bad += check_replicas(final, f["replicas"], f["chips"])
     print(f"users {lin['users']}, operations {lin['operations']}, signatures verified "
           f"{sig['verified']}, anomalies {len(bad)}")
     for a in bad:

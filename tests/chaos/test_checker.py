@@ -3,7 +3,7 @@
 
 import unittest
 
-from checker import check_linearizable, check_user, user_histories
+from checker import check_linearizable, check_replicas, check_user, user_histories
 
 
 def op(f, call, ret, type_="ok", user="u", **value):
@@ -76,6 +76,29 @@ class Checker(unittest.TestCase):
         out = check_linearizable(h)
         self.assertEqual(out["users"], 2)
         self.assertEqual([a["user"] for a in out["anomalies"]], ["a"])
+
+
+class Replicas(unittest.TestCase):
+    chips = {"chip-1": "up", "chip-2": "up", "chip-3": "down"}
+
+    def anomalies(self, holders, revoked=False):
+        return check_replicas({"u": {"holders": holders, "revoked": revoked}}, 2, self.chips)
+
+    def test_r_distinct_holders_up(self):
+        self.assertEqual(self.anomalies(["chip-1", "chip-2"]), [])
+
+    def test_below_r(self):
+        self.assertIn("1 holders", self.anomalies(["chip-1"])[0]["why"])
+
+    def test_a_chip_twice(self):
+        self.assertIn("twice", self.anomalies(["chip-1", "chip-1"])[0]["why"])
+
+    def test_a_holder_down_or_unregistered(self):
+        self.assertIn("down", self.anomalies(["chip-1", "chip-3"])[0]["why"])
+        self.assertIn("not registered", self.anomalies(["chip-1", "chip-9"])[0]["why"])
+
+    def test_revoked_users_are_not_repaired(self):
+        self.assertEqual(self.anomalies(["chip-3"], revoked=True), [])
 
 
 if __name__ == "__main__":

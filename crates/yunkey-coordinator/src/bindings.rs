@@ -32,8 +32,9 @@ pub async fn update_holder(
     Ok(resp.binding_seq)
 }
 
-/// Pushes a committed binding to every holder but `done` (best effort: a holder that misses it
-/// is brought up to date by the sign path).
+/// Pushes a committed binding to every holder but `done` that is up (best effort: a holder
+/// that misses it, or is suspect or down now, is brought up to date by the sign path, or
+/// replaced by repair; waiting here for a dead chip's timeout would only delay the caller).
 pub async fn push(
     core: &Core,
     user_id: &str,
@@ -44,6 +45,13 @@ pub async fn push(
     let pushes = holders
         .iter()
         .filter(|h| h.chip_id != done)
+        .filter(|h| {
+            let up = core.chips.routable(&h.chip_id);
+            if !up {
+                tracing::debug!(chip = %h.chip_id, user = user_id, "binding not pushed to a holder that is not up");
+            }
+            up
+        })
         .map(|h| async move {
             let pushed = match core.chips.chip(&h.chip_id) {
                 Ok(chip) => update_holder(&*chip, h, &rebinding.wrapped_key)

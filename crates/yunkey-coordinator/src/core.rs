@@ -51,6 +51,8 @@ pub struct Core {
     pub config: CoordinatorConfig,
     /// Users the reconciler found needing a move and has not moved yet (its last pass).
     pub repair_pending: std::sync::atomic::AtomicU64,
+    /// Rebalance moves planned and not yet carried out (on the leader).
+    pub rebalance_pending: std::sync::atomic::AtomicU64,
     /// Serializes membership changes on this node (the leader is their one controller).
     pub membership_lock: tokio::sync::Mutex<()>,
     ca_spki: OnceLock<Vec<u8>>,
@@ -73,6 +75,7 @@ impl Core {
             chips,
             config,
             repair_pending: Default::default(),
+            rebalance_pending: Default::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             ca_spki: OnceLock::new(),
         }
@@ -81,6 +84,15 @@ impl Core {
     /// Whether new keys may go to a chip: it is up and not draining.
     pub fn placeable(&self, chip_id: &str) -> bool {
         self.chips.routable(chip_id) && matches!(self.view.draining_since(chip_id), Ok(None))
+    }
+
+    /// A chip's state as operators see it: DRAINING while an operator drains it, else its
+    /// health on this node.
+    pub fn chip_state(&self, chip_id: &str) -> yunkey_proto::v1::ChipState {
+        match self.view.draining_since(chip_id) {
+            Ok(Some(_)) => yunkey_proto::v1::ChipState::Draining,
+            _ => self.chips.state(chip_id),
+        }
     }
 
     /// Commits `op` through Raft and returns its result; a rejection becomes an error.

@@ -1,7 +1,8 @@
 //! Placement: which chips get a new key. A pure function of the registry and health, so it
 //! is deterministic and testable; the leader computes it, Raft commits the outcome.
 //!
-//! Rule: among routable chips with free capacity, prefer distinct zones, then the most free
+//! Rule: among routable chips with free capacity, prefer zones not yet used (by the chips
+//! chosen so far and, when a key is repaired, by its surviving holders), then the most free
 //! capacity (ties by chip id). Returns up to `replicas` chips.
 
 use crate::state::ChipRecord;
@@ -17,6 +18,16 @@ pub struct Candidate<'a> {
 
 /// Chooses up to `replicas` chips for a new key; see the module doc.
 pub fn place<'a>(candidates: &[Candidate<'a>], replicas: usize) -> Vec<&'a ChipRecord> {
+    place_beside(candidates, replicas, &[])
+}
+
+/// Chooses up to `replicas` more chips for a key whose surviving holders are in `zones_held`:
+/// zones not held come first; see the module doc.
+pub fn place_beside<'a>(
+    candidates: &[Candidate<'a>],
+    replicas: usize,
+    zones_held: &[&str],
+) -> Vec<&'a ChipRecord> {
     let mut free: Vec<&ChipRecord> = candidates
         .iter()
         .filter(|c| c.routable && c.chip.placed < c.chip.capacity)
@@ -34,7 +45,8 @@ pub fn place<'a>(candidates: &[Candidate<'a>], replicas: usize) -> Vec<&'a ChipR
             if chosen.len() == replicas {
                 break;
             }
-            let zone_taken = chosen.iter().any(|c| c.zone == chip.zone);
+            let zone_taken = chosen.iter().any(|c| c.zone == chip.zone)
+                || zones_held.contains(&chip.zone.as_str());
             let already = chosen.iter().any(|c| c.chip_id == chip.chip_id);
             if !already && (pass == 1 || !zone_taken) {
                 chosen.push(chip);
@@ -125,6 +137,27 @@ mod tests {
             .collect();
         assert_eq!(ids, ["c"]);
         assert!(place(&cands[..2], 2).is_empty());
+    }
+
+    #[test]
+    fn a_repair_prefers_the_zones_the_survivors_are_not_in() {
+        let chips = [
+            chip("a", "z1", 10, 0),
+            chip("b", "z1", 10, 0),
+            chip("c", "z2", 10, 9),
+        ];
+        let cands: Vec<_> = chips
+            .iter()
+            .map(|c| Candidate {
+                chip: c,
+                routable: true,
+            })
+            .collect();
+        // Without survivors the emptiest chip wins; beside a survivor in z1, z2 does.
+        assert_eq!(place(&cands, 1)[0].chip_id, "a");
+        assert_eq!(place_beside(&cands, 1, &["z1"])[0].chip_id, "c");
+        // When no other zone has room, a chip of a held zone is still chosen.
+        assert_eq!(place_beside(&cands[..2], 1, &["z1"])[0].chip_id, "a");
     }
 
     #[test]

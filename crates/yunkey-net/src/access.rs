@@ -200,6 +200,11 @@ pub const RPC_ROLES: &[RpcRule] = &[
         "read-only; chip endpoints are for operators",
     ),
     cluster(
+        "GetPlacement",
+        OPERATOR_NODE,
+        "read-only; a user's holders and what the reconciler will do",
+    ),
+    cluster(
         "AdmitChip",
         OPERATOR,
         "hands the security domain to a chip",

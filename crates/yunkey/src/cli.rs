@@ -277,6 +277,11 @@ pub struct CoordinatorArgs {
     /// back after it was replaced); a copy is deleted when two sweeps in a row find it unlisted.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub sweep_every: u64,
+    /// How far (in % of the fleet mean) a chip's utilization may stray before the reconciler
+    /// moves keys to even the fleet out (when a chip joins or a capacity changes); `off`
+    /// turns rebalancing off. Moves share the --repair-rate budget, repair first.
+    #[arg(long, default_value = "10", value_name = "PERCENT|off", value_parser = parse_tolerance)]
+    pub rebalance_tolerance: Option<u32>,
 }
 
 /// `--node-id`: a number, or `auto`.
@@ -300,6 +305,18 @@ fn parse_node_id(text: &str) -> Result<NodeId, String> {
     }
 }
 
+fn parse_tolerance(text: &str) -> Result<Option<u32>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(p) if (1..=100).contains(&p) => Ok(Some(p)),
+        _ => Err(format!(
+            "{text:?}: expected a percentage from 1 to 100, or off"
+        )),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Add a coordinator: as a learner until it has caught up, then as a voter.
@@ -317,25 +334,32 @@ pub enum CtlCommand {
         #[arg(long)]
         node_id: u64,
     },
-    /// Register a chip with the cluster (AdmitChip): the leader checks the chip's operator
-    /// admission, hands it the security domain and adds it to the chip registry. Needed for
-    /// chips that no coordinator names with `--chip`.
-    AddChip {
-        /// The chip's `https://host:port`.
-        #[arg(long)]
-        address: String,
-    },
     /// Every coordinator's role, term, log, applied index and replication lag.
     Status,
     /// Commit one no-op write through Raft (a write-health probe) and show how long it took.
     Probe,
-    /// The chips: list them, drain one, remove a drained one.
+    /// The chips: add one, list them, drain one, remove a drained one.
     #[command(subcommand)]
     Chip(ChipCommand),
+    /// Where a user's key lives and why: each holder's chip, zone and health, and what the
+    /// reconciler will do about them.
+    Placement {
+        /// The user id.
+        user_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ChipCommand {
+    /// Register a chip with the cluster (AdmitChip): the leader checks the chip's operator
+    /// admission, hands it the security domain and adds it to the chip registry. Needed for
+    /// chips that no coordinator names with `--chip`; admitting a registered chip again
+    /// refreshes its endpoint.
+    Add {
+        /// The chip's `https://host:port`.
+        #[arg(long)]
+        address: String,
+    },
     /// Every registered chip: state (as the serving node sees it), zone, keys placed, capacity.
     List,
     /// Move every key off a chip (add before remove, at the repair rate); new keys avoid it.

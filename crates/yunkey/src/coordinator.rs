@@ -170,6 +170,9 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
     opts.config.repair.rate = args.repair_rate;
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
+    opts.config.repair.rebalance = args
+        .rebalance_tolerance
+        .map(yunkey_coordinator::rebalance::Tolerance::percent);
     if let Some(range) = &args.election_timeout {
         let (min, max) = parse_range(range)?;
         opts.raft.election_timeout_min = min;

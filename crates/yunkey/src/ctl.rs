@@ -9,7 +9,8 @@ use crate::output::print;
 use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
-    AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
+    AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, GetPlacementRequest,
+    ListChipsRequest,
     MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse,
     WriteProbeRequest,
 };
@@ -47,35 +48,10 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
             print_membership(g, &format!("node {node_id} removed"), &r);
             Ok(())
         }
-        CtlCommand::AddChip { address } => {
-            let conn = connect::operator(g)?;
-            let req = AdmitChipRequest {
-                endpoint: address.clone(),
-            };
-            let chip = conn
-                .call(|ch| {
-                    let req = req.clone();
-                    async move { yunkey_client::cluster_client(ch).admit_chip(req).await }
-                })
-                .await?;
-            print(
-                g.json,
-                json!({
-                    "chip_id": chip.chip_id, "endpoint": chip.endpoint, "zone": chip.zone,
-                    "capacity": chip.capacity,
-                }),
-                || {
-                    format!(
-                        "chip {} at {} (zone {}, capacity {}) is registered",
-                        chip.chip_id, chip.endpoint, chip.zone, chip.capacity
-                    )
-                },
-            );
-            Ok(())
-        }
         CtlCommand::Status => status(g).await,
         CtlCommand::Probe => probe(g).await,
         CtlCommand::Chip(cmd) => chip(g, cmd).await,
+        CtlCommand::Placement { user_id } => placement(g, user_id).await,
     }
 }
 
@@ -97,10 +73,78 @@ fn chip_state(state: i32) -> &'static str {
     }
 }
 
+/// `yunkey ctl placement USER_ID`.
+async fn placement(g: &Global, user_id: &str) -> anyhow::Result<()> {
+    let conn = connect::operator(g)?;
+    let req = GetPlacementRequest {
+        user_id: user_id.to_owned(),
+    };
+    let p = conn
+        .call(|ch| {
+            let req = req.clone();
+            async move { yunkey_client::cluster_client(ch).get_placement(req).await }
+        })
+        .await?;
+    print(
+        g.json,
+        json!({
+            "user_id": p.user_id, "replicas": p.replicas, "zones": p.zones,
+            "fleet_zones": p.fleet_zones, "revoked": p.revoked, "notes": p.notes,
+            "holders": p.holders.iter().map(|h| json!({
+                "chip_id": h.chip_id, "zone": h.zone, "state": chip_state(h.state),
+                "key_handle": h.key_handle, "note": h.note,
+            })).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut out = format!(
+                "user {}: {} of {} holders in {} zone(s)\n{:<16} {:<10} {:<9} note",
+                p.user_id,
+                p.holders.len(),
+                p.replicas,
+                p.zones,
+                "chip",
+                "zone",
+                "state"
+            );
+            for h in &p.holders {
+                out.push_str(&format!(
+                    "\n{:<16} {:<10} {:<9} {}",
+                    h.chip_id,
+                    h.zone,
+                    chip_state(h.state),
+                    h.note
+                ));
+            }
+            for n in &p.notes {
+                out.push_str(&format!("\n- {n}"));
+            }
+            out
+        },
+    );
+    Ok(())
+}
+
 /// `yunkey ctl chip ...`.
 async fn chip(g: &Global, cmd: &ChipCommand) -> anyhow::Result<()> {
     let conn = connect::operator(g)?;
     match cmd {
+        ChipCommand::Add { address } => {
+            let req = AdmitChipRequest {
+                endpoint: address.clone(),
+            };
+            let chip = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::cluster_client(ch).admit_chip(req).await }
+                })
+                .await?;
+            print(g.json, chip_json(&chip), || {
+                format!(
+                    "chip {} at {} (zone {}, capacity {}) is registered",
+                    chip.chip_id, chip.endpoint, chip.zone, chip.capacity
+                )
+            });
+        }
         ChipCommand::List => {
             let list = conn
                 .call(|ch| async move {

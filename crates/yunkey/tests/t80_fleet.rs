@@ -1,7 +1,8 @@
 //! The chip fleet heals itself, with real processes and real signals: a chip killed with
 //! SIGKILL is replaced (every affected user back to R = 2 holders), a user whose every holder
 //! died is restored from the wrapped copy in Raft state and signs again under the same
-//! certificate, and a drained chip ends with no keys and can then be removed.
+//! certificate, a drained chip ends with no keys and can then be removed, and a chip that
+//! joins gets its share of the keys (rebalance) without any key losing a zone.
 
 mod common;
 
@@ -21,8 +22,14 @@ struct Fleet {
     node: Proc,
 }
 
-/// One coordinator (chips down after 2 s) and `n` admitted chips in two zones.
+/// One coordinator (chips down after 2 s, rebalancing off: a chip that comes back must end
+/// empty) and `n` admitted chips in two zones.
 fn fleet(n: usize) -> Fleet {
+    fleet_with(n, &["--rebalance-tolerance", "off"])
+}
+
+/// [`fleet`] with more coordinator flags.
+fn fleet_with(n: usize, flags: &[&str]) -> Fleet {
     let mut cluster = Cluster::new();
     let mut chips = BTreeMap::new();
     for i in 1..=n {
@@ -31,12 +38,9 @@ fn fleet(n: usize) -> Fleet {
         chips.insert(id, chip);
     }
     let urls: Vec<String> = chips.values().map(|c| c.endpoint.clone()).collect();
-    let mut node = cluster.start_node_with(
-        1,
-        true,
-        &urls,
-        &["--chip-down-after", "2", "--sweep-every", "2"],
-    );
+    let mut args = vec!["--chip-down-after", "2", "--sweep-every", "2"];
+    args.extend_from_slice(flags);
+    let mut node = cluster.start_node_with(1, true, &urls, &args);
     node.wait_line("ready", READY);
     Fleet {
         cluster,
@@ -235,35 +239,38 @@ async fn a_killed_chip_is_replaced_and_a_user_with_no_live_holder_is_restored() 
     }
 }
 
+/// `yunkey ctl ARGS` as the operator against the fleet's coordinator: (success, output).
+fn ctl(f: &Fleet, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::bin())
+        .args(["--endpoint", &f.node.endpoint])
+        .args(["--ca", f.cluster.ops.join("ca.pem").to_str().unwrap()])
+        .args([
+            "--cert",
+            f.cluster.ops.join("operator.pem").to_str().unwrap(),
+        ])
+        .args([
+            "--key",
+            f.cluster.ops.join("operator-key.pem").to_str().unwrap(),
+        ])
+        .arg("ctl")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_chip_ends_empty_and_is_removed() {
     let f = fleet(3);
     let phones = f.enrol(10).await;
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
-            .args(["--endpoint", &f.node.endpoint])
-            .args(["--ca", f.cluster.ops.join("ca.pem").to_str().unwrap()])
-            .args([
-                "--cert",
-                f.cluster.ops.join("operator.pem").to_str().unwrap(),
-            ])
-            .args([
-                "--key",
-                f.cluster.ops.join("operator-key.pem").to_str().unwrap(),
-            ])
-            .arg("ctl")
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let ctl = |args: &[&str]| ctl(&f, args);
     let keys_on = |chips: &[pb::Chip], id: &str| {
         chips
             .iter()
@@ -302,4 +309,68 @@ async fn a_drained_chip_ends_empty_and_is_removed() {
     )
     .await;
     assert!(!holders(&f.user(&more.user_id).await).contains(&"chip-1".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chip_that_joins_gets_its_share_without_a_key_losing_a_zone() {
+    // Chips 1 and 3 are in zone-2, chip-2 in zone-1: every key has its zone-1 copy on chip-2,
+    // which holds twice the mean, and no move can fix that without a key losing a zone.
+    let mut f = fleet_with(3, &["--rebalance-tolerance", "10"]);
+    let phones = f.enrol(12).await;
+    let used = |chips: &[pb::Chip], id: &str| {
+        chips.iter().find(|c| c.chip_id == id).map(|c| c.used).unwrap()
+    };
+    let before = f.chips_listed().await;
+    assert_eq!(used(&before, "chip-2"), 12, "{before:?}");
+
+    // `ctl placement` explains a user's holders.
+    let (ok, out) = ctl(&f, &["placement", "user-0"]);
+    assert!(ok && out.contains("chip-2") && out.contains("zone-1"), "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    let (ok, out) = ctl(&f, &["--json", "placement", "user-0"]);
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["zones"], 2, "{json}");
+    assert_eq!(json["holders"].as_array().unwrap().len(), 2, "{json}");
+    let (ok, out) = ctl(&f, &["placement", "nobody"]);
+    assert!(!ok && out.contains("NOT_FOUND"), "{out}");
+
+    // chip-4 joins zone-1: the reconciler moves chip-2's copies to it until both are within
+    // the tolerance of their share.
+    let chip4 = f.cluster.start_chip("chip-4", "zone-1");
+    ClusterServiceClient::new(f.cluster.operator(&[&f.node.endpoint]).current_channel())
+        .admit_chip(pb::AdmitChipRequest {
+            endpoint: chip4.endpoint.clone(),
+        })
+        .await
+        .unwrap();
+    f.chips.insert("chip-4".into(), chip4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let chips = f.chips_listed().await;
+        let counts: Vec<u64> = ["chip-1", "chip-2", "chip-3", "chip-4"]
+            .iter()
+            .map(|id| used(&chips, id))
+            .collect();
+        // Mean 6 per chip; the tolerance is 10 % of it or one key.
+        if counts.iter().all(|&n| n.abs_diff(6) <= 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not balanced: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Every key still has two holders in two zones, and signs.
+    let zone_of = |c: &str| if c == "chip-2" || c == "chip-4" { 1 } else { 2 };
+    for p in &phones {
+        let h = holders(&f.user(&p.user_id).await);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_ne!(zone_of(&h[0]), zone_of(&h[1]), "{h:?}");
+        f.sign(p, "6").await;
+    }
+    let status = ClusterServiceClient::new(f.cluster.operator(&[&f.node.endpoint]).current_channel())
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.rebalance_pending_moves, 0);
 }

@@ -3,7 +3,7 @@
 # a throw-away pod: the image has no shell, and the coordinators' own pods hold no operator
 # identity. Examples:
 #   deploy/k8s/ops/ctl.sh yunkey ctl status
-#   deploy/k8s/ops/ctl.sh yunkey ctl add-chip --address https://yunkey-chip-4.yunkey-chip:7600
+#   deploy/k8s/ops/ctl.sh yunkey ctl chip add --address https://yunkey-chip-4.yunkey-chip:7600
 #   deploy/k8s/ops/ctl.sh yunkey ctl remove-node --node-id 123456789
 # Environment: IMAGE (default yunkey:0.1.0); RUN_OPTS (default "--rm -i"); KUBECTL_ARGS (extra
 # kubectl arguments). Not run against a live cluster yet (there is none here).

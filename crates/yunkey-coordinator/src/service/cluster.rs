@@ -12,8 +12,8 @@ use yunkey_net::access;
 use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
-    AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
-    ListChipsResponse, MembershipResponse, RemoveChipRequest, RemoveChipResponse,
+    AddNodeRequest, AdmitChipRequest, Chip, DrainChipRequest, GetPlacementRequest, ListChipsRequest,
+    ListChipsResponse, MembershipResponse, Placement, RemoveChipRequest, RemoveChipResponse,
     RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest, WriteProbeResponse,
 };
 
@@ -48,10 +48,7 @@ fn chip_proto(core: &Core, record: &crate::state::ChipRecord) -> Chip {
         zone: record.zone.clone(),
         capacity: record.capacity,
         used: record.placed,
-        state: match core.view.draining_since(&record.chip_id) {
-            Ok(Some(_)) => ChipState::Draining as i32,
-            _ => core.chips.state(&record.chip_id) as i32,
-        },
+        state: core.chip_state(&record.chip_id) as i32,
         last_heartbeat_ms: last_ms,
     }
 }
@@ -68,6 +65,9 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
     status.version = env!("CARGO_PKG_VERSION").to_owned();
     status.repair_pending_users = core
         .repair_pending
+        .load(std::sync::atomic::Ordering::Relaxed);
+    status.rebalance_pending_moves = core
+        .rebalance_pending
         .load(std::sync::atomic::Ordering::Relaxed);
     Ok(status)
 }
@@ -97,6 +97,19 @@ impl ClusterService for ClusterApi {
                     .map(|c| chip_proto(&self.core, c))
                     .collect(),
             })
+        })
+        .await
+    }
+
+    async fn get_placement(
+        &self,
+        req: Request<GetPlacementRequest>,
+    ) -> Result<Response<Placement>, Status> {
+        let actor = admit(&req, "GetPlacement")?;
+        let user_id = req.into_inner().user_id;
+        observe("GetPlacement", &actor, async {
+            yunkey_crypto::validate::identifier("user_id", &user_id)?;
+            crate::explain::placement(&self.core, &user_id)
         })
         .await
     }
