@@ -15,6 +15,9 @@
 //! Checkpoints at 100k, 250k, 500k and 1M users (capped by the argument, which is also a
 //! checkpoint). A step taking more than ten minutes ends the run with what was measured.
 
+#[path = "common/mem.rs"]
+mod mem;
+use mem::rss_mb;
 use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
@@ -95,20 +98,6 @@ fn enroll(i: u64) -> Op {
         user,
         activation_code: code,
     }
-}
-
-/// (VmRSS, VmHWM) in MiB, from /proc/self/status.
-fn rss_mb() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -168,10 +168,14 @@ pub fn balanced(chips: &[ChipLoad], counts: &[u64], tolerance: Tolerance) -> boo
     let Some(mean) = mean(chips, counts) else {
         return true;
     };
-    chips.iter().zip(counts).filter(|(c, _)| c.accepts).all(|(c, &n)| {
-        let target = mean * c.capacity as f64;
-        (n as f64 - target).abs() <= (tolerance.fraction * target).max(1.0)
-    })
+    chips
+        .iter()
+        .zip(counts)
+        .filter(|(c, _)| c.accepts)
+        .all(|(c, &n)| {
+            let target = mean * c.capacity as f64;
+            (n as f64 - target).abs() <= (tolerance.fraction * target).max(1.0)
+        })
 }
 
 fn zone_count(chips: &[ChipLoad], holders: impl Iterator<Item = u32>) -> usize {
@@ -217,7 +221,13 @@ impl<'a> Work<'a> {
             counts: counts(chips, keys),
             targets: chips
                 .iter()
-                .map(|c| if c.accepts { mean * c.capacity as f64 } else { 0.0 })
+                .map(|c| {
+                    if c.accepts {
+                        mean * c.capacity as f64
+                    } else {
+                        0.0
+                    }
+                })
                 .collect(),
             on_chip,
             moves: Vec::new(),
@@ -359,8 +369,7 @@ pub fn check(chips: &[ChipLoad], keys: &KeyTable, moves: &[Move]) -> Result<(), 
     let mut table = keys.clone();
     let mut counts = counts(chips, keys);
     let mean = mean(chips, &counts).unwrap_or(0.0);
-    let deviation =
-        |i: usize, counts: &[u64]| counts[i] as f64 - mean * chips[i].capacity as f64;
+    let deviation = |i: usize, counts: &[u64]| counts[i] as f64 - mean * chips[i].capacity as f64;
     for (n, m) in moves.iter().enumerate() {
         let (Some(from), Some(to)) = (chips.get(m.from as usize), chips.get(m.to as usize)) else {
             return Err(format!("move {n} names a chip that is not in the input"));
@@ -370,10 +379,16 @@ pub fn check(chips: &[ChipLoad], keys: &KeyTable, moves: &[Move]) -> Result<(), 
         }
         let holders = table.holders(m.key);
         if !holders.contains(&m.from) {
-            return Err(format!("move {n}: {} does not hold key {}", from.chip_id, m.key));
+            return Err(format!(
+                "move {n}: {} does not hold key {}",
+                from.chip_id, m.key
+            ));
         }
         if holders.contains(&m.to) {
-            return Err(format!("move {n}: {} already holds key {}", to.chip_id, m.key));
+            return Err(format!(
+                "move {n}: {} already holds key {}",
+                to.chip_id, m.key
+            ));
         }
         if !from.accepts {
             return Err(format!("move {n}: {} does not take part", from.chip_id));

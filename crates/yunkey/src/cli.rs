@@ -281,7 +281,7 @@ pub struct CoordinatorArgs {
     /// moves keys to even the fleet out (when a chip joins or a capacity changes); `off`
     /// turns rebalancing off. Moves share the --repair-rate budget, repair first.
     #[arg(long, default_value = "10", value_name = "PERCENT|off", value_parser = parse_tolerance)]
-    pub rebalance_tolerance: Option<u32>,
+    pub rebalance_tolerance: RebalanceTolerance,
 }
 
 /// `--node-id`: a number, or `auto`.
@@ -305,12 +305,16 @@ fn parse_node_id(text: &str) -> Result<NodeId, String> {
     }
 }
 
-fn parse_tolerance(text: &str) -> Result<Option<u32>, String> {
+/// `--rebalance-tolerance`: a percentage, or `None` for off.
+#[derive(Debug, Clone, Copy)]
+pub struct RebalanceTolerance(pub Option<u32>);
+
+fn parse_tolerance(text: &str) -> Result<RebalanceTolerance, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(RebalanceTolerance(None));
     }
     match text.parse::<u32>() {
-        Ok(p) if (1..=100).contains(&p) => Ok(Some(p)),
+        Ok(p) if (1..=100).contains(&p) => Ok(RebalanceTolerance(Some(p))),
         _ => Err(format!(
             "{text:?}: expected a percentage from 1 to 100, or off"
         )),

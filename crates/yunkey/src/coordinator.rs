@@ -172,6 +172,7 @@ pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance
+        .0
         .map(yunkey_coordinator::rebalance::Tolerance::percent);
     if let Some(range) = &args.election_timeout {
         let (min, max) = parse_range(range)?;

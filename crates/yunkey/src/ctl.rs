@@ -10,9 +10,8 @@ use serde_json::json;
 use std::time::Duration;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, GetPlacementRequest,
-    ListChipsRequest,
-    MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse,
-    WriteProbeRequest,
+    ListChipsRequest, MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest,
+    StatusResponse, WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.

@@ -318,14 +318,21 @@ async fn a_chip_that_joins_gets_its_share_without_a_key_losing_a_zone() {
     let mut f = fleet_with(3, &["--rebalance-tolerance", "10"]);
     let phones = f.enrol(12).await;
     let used = |chips: &[pb::Chip], id: &str| {
-        chips.iter().find(|c| c.chip_id == id).map(|c| c.used).unwrap()
+        chips
+            .iter()
+            .find(|c| c.chip_id == id)
+            .map(|c| c.used)
+            .unwrap()
     };
     let before = f.chips_listed().await;
     assert_eq!(used(&before, "chip-2"), 12, "{before:?}");
 
     // `ctl placement` explains a user's holders.
     let (ok, out) = ctl(&f, &["placement", "user-0"]);
-    assert!(ok && out.contains("chip-2") && out.contains("zone-1"), "{out}");
+    assert!(
+        ok && out.contains("chip-2") && out.contains("zone-1"),
+        "{out}"
+    );
     assert!(out.contains("nothing to do"), "{out}");
     let (ok, out) = ctl(&f, &["--json", "placement", "user-0"]);
     assert!(ok, "{out}");
@@ -367,10 +374,11 @@ async fn a_chip_that_joins_gets_its_share_without_a_key_losing_a_zone() {
         assert_ne!(zone_of(&h[0]), zone_of(&h[1]), "{h:?}");
         f.sign(p, "6").await;
     }
-    let status = ClusterServiceClient::new(f.cluster.operator(&[&f.node.endpoint]).current_channel())
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status =
+        ClusterServiceClient::new(f.cluster.operator(&[&f.node.endpoint]).current_channel())
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(status.rebalance_pending_moves, 0);
 }

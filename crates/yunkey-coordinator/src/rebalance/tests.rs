@@ -46,7 +46,11 @@ fn improving_move_left(chips: &[ChipLoad], keys: &KeyTable) -> bool {
 #[test]
 fn a_chip_that_joins_gets_its_share_and_zones_stay_spread() {
     // Three chips, two zones, 30 keys of R = 2 on distinct zones; chip d (zone 2) joins empty.
-    let mut chips = vec![chip("a", "z1", 100), chip("b", "z2", 100), chip("c", "z1", 100)];
+    let mut chips = vec![
+        chip("a", "z1", 100),
+        chip("b", "z2", 100),
+        chip("c", "z1", 100),
+    ];
     let mut keys = KeyTable::default();
     for i in 0..30u32 {
         let z1 = if i % 2 == 0 { 0 } else { 2 };
@@ -62,7 +66,11 @@ fn a_chip_that_joins_gets_its_share_and_zones_stay_spread() {
     assert!(moves.iter().all(|m| m.from == 1 && m.to == 3));
     keys.apply(&moves);
     assert_eq!(counts(&chips, &keys), [15, 16, 15, 14]);
-    assert!(balanced(&chips, &counts(&chips, &keys), Tolerance::default()));
+    assert!(balanced(
+        &chips,
+        &counts(&chips, &keys),
+        Tolerance::default()
+    ));
 }
 
 #[test]
@@ -84,12 +92,20 @@ fn within_tolerance_nothing_moves_and_capacity_weights_the_share() {
     skewed.apply(&moves);
     // Shares 10 and 30; a stops one copy above its share (the tolerance's floor is one copy).
     assert_eq!(counts(&chips, &skewed), [11, 29]);
-    assert!(balanced(&chips, &counts(&chips, &skewed), Tolerance::default()));
+    assert!(balanced(
+        &chips,
+        &counts(&chips, &skewed),
+        Tolerance::default()
+    ));
 }
 
 #[test]
 fn draining_and_down_chips_take_no_part() {
-    let mut chips = vec![chip("a", "z", 100), chip("b", "z", 100), chip("c", "z", 100)];
+    let mut chips = vec![
+        chip("a", "z", 100),
+        chip("b", "z", 100),
+        chip("c", "z", 100),
+    ];
     chips[0].accepts = false;
     let mut keys = KeyTable::default();
     for _ in 0..20 {
@@ -108,21 +124,61 @@ fn check_names_what_a_bad_plan_breaks() {
     keys.push([0, 1]);
     keys.push([2]);
     let bad = |m: Move| check(&chips, &keys, &[m]).unwrap_err();
-    assert!(bad(Move { key: 0, from: 2, to: 1 }).contains("does not hold"));
-    assert!(bad(Move { key: 0, from: 0, to: 1 }).contains("already holds"));
-    assert!(bad(Move { key: 0, from: 1, to: 2 }).contains("cannot take"));
-    assert!(bad(Move { key: 1, from: 2, to: 9 }).contains("not in the input"));
-    let chips = [chip("a", "z1", 10), chip("b", "z2", 10), chip("c", "z1", 10)];
-    assert!(check(&chips, &keys, &[Move { key: 0, from: 1, to: 2 }])
-        .unwrap_err()
-        .contains("fewer zones"));
+    assert!(bad(Move {
+        key: 0,
+        from: 2,
+        to: 1
+    })
+    .contains("does not hold"));
+    assert!(bad(Move {
+        key: 0,
+        from: 0,
+        to: 1
+    })
+    .contains("already holds"));
+    assert!(bad(Move {
+        key: 0,
+        from: 1,
+        to: 2
+    })
+    .contains("cannot take"));
+    assert!(bad(Move {
+        key: 1,
+        from: 2,
+        to: 9
+    })
+    .contains("not in the input"));
+    let chips = [
+        chip("a", "z1", 10),
+        chip("b", "z2", 10),
+        chip("c", "z1", 10),
+    ];
+    assert!(check(
+        &chips,
+        &keys,
+        &[Move {
+            key: 0,
+            from: 1,
+            to: 2
+        }]
+    )
+    .unwrap_err()
+    .contains("fewer zones"));
     // One copy on a, none on b: moving it only swaps which chip is off its share.
     let chips = [chip("a", "z", 10), chip("b", "z", 10)];
     let mut one = KeyTable::default();
     one.push([0]);
-    assert!(check(&chips, &one, &[Move { key: 0, from: 0, to: 1 }])
-        .unwrap_err()
-        .contains("even them out"));
+    assert!(check(
+        &chips,
+        &one,
+        &[Move {
+            key: 0,
+            from: 0,
+            to: 1
+        }]
+    )
+    .unwrap_err()
+    .contains("even them out"));
 }
 
 prop_compose! {
@@ -239,8 +295,7 @@ proptest! {
 fn one_zone_fleets_of_many_keys_balance_in_one_plan() {
     // Enough keys per chip that holder clashes cannot block the shares.
     for joining in 1..=3u64 {
-        let mut chips: Vec<ChipLoad> =
-            (0..5).map(|i| chip(&format!("c{i}"), "z", 1_000)).collect();
+        let mut chips: Vec<ChipLoad> = (0..5).map(|i| chip(&format!("c{i}"), "z", 1_000)).collect();
         let mut keys = KeyTable::default();
         for k in 0..2_000u32 {
             keys.push([k % 5, (k / 5 + k % 5 + 1) % 5]);
@@ -251,6 +306,10 @@ fn one_zone_fleets_of_many_keys_balance_in_one_plan() {
         let moves = plan(&chips, &keys, Tolerance::default());
         check(&chips, &keys, &moves).unwrap();
         keys.apply(&moves);
-        assert!(balanced(&chips, &counts(&chips, &keys), Tolerance::default()));
+        assert!(balanced(
+            &chips,
+            &counts(&chips, &keys),
+            Tolerance::default()
+        ));
     }
 }

@@ -24,6 +24,23 @@ pub(crate) struct PlannedMove {
     pub to: String,
 }
 
+/// What of a chip decides a plan besides the placement: id, capacity, and whether it takes
+/// part. A change of any of them makes a new plan due at once.
+pub(crate) type FleetShape = (String, u64, bool);
+
+/// The fleet's shape now, by chip id.
+pub(crate) fn shape(core: &Core) -> Result<Vec<FleetShape>> {
+    Ok(core
+        .view
+        .chips()?
+        .into_iter()
+        .map(|c| {
+            let accepts = core.placeable(&c.chip_id);
+            (c.chip_id, c.capacity, accepts)
+        })
+        .collect())
+}
+
 fn loads(core: &Core, registry: &[ChipRecord]) -> Vec<ChipLoad> {
     registry
         .iter()
@@ -40,11 +57,19 @@ fn loads(core: &Core, registry: &[ChipRecord]) -> Vec<ChipLoad> {
 pub(crate) fn needed(core: &Core, tolerance: Tolerance) -> Result<bool> {
     let registry = core.view.chips()?;
     let counts: Vec<u64> = registry.iter().map(|c| c.placed).collect();
-    Ok(!rebalance::balanced(&loads(core, &registry), &counts, tolerance))
+    Ok(!rebalance::balanced(
+        &loads(core, &registry),
+        &counts,
+        tolerance,
+    ))
 }
 
 /// Loads every active user's holders and plans the moves.
-pub(crate) fn plan(core: &Core, tolerance: Tolerance, page: usize) -> Result<VecDeque<PlannedMove>> {
+pub(crate) fn plan(
+    core: &Core,
+    tolerance: Tolerance,
+    page: usize,
+) -> Result<VecDeque<PlannedMove>> {
     let registry = core.view.chips()?;
     let chips = loads(core, &registry);
     let index: HashMap<&str, u32> = registry

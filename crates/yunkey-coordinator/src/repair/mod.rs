@@ -58,8 +58,9 @@ pub struct RepairConfig {
     /// How far from the fleet mean a chip's utilization may be before keys are moved; `None`
     /// turns rebalancing off.
     pub rebalance: Option<Tolerance>,
-    /// Least time between two rebalance plans (a plan that zones keep from reaching balance is
-    /// not recomputed at every pass).
+    /// Least time between two rebalance plans of the same fleet (a plan that zones keep from
+    /// reaching balance is not recomputed at every pass); a chip joining, leaving, going down or
+    /// coming up, or changing capacity makes a new plan due at once.
     pub replan_every: Duration,
 }
 
@@ -90,7 +91,8 @@ struct Scan {
     unlisted: HashSet<(String, String)>,
     /// Rebalance moves planned and not yet carried out.
     planned: VecDeque<PlannedMove>,
-    last_plan: Option<Instant>,
+    /// When the last plan was made, and of which fleet.
+    last_plan: Option<(Instant, Vec<balance::FleetShape>)>,
 }
 
 impl Scan {
@@ -232,15 +234,17 @@ async fn rebalance_pass(core: &Core, config: &RepairConfig, scan: &mut Scan) -> 
         return Ok(());
     };
     if scan.planned.is_empty() {
+        let shape = balance::shape(core)?;
         let due = scan
             .last_plan
-            .is_none_or(|t| t.elapsed() >= config.replan_every);
+            .as_ref()
+            .is_none_or(|(at, before)| at.elapsed() >= config.replan_every || *before != shape);
         if !due || !bad_chips(core)?.is_empty() || !balance::needed(core, tolerance)? {
             return Ok(());
         }
         let started = Instant::now();
         scan.planned = balance::plan(core, tolerance, config.page)?;
-        scan.last_plan = Some(Instant::now());
+        scan.last_plan = Some((Instant::now(), shape));
         tracing::info!(
             moves = scan.planned.len(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -248,7 +252,9 @@ async fn rebalance_pass(core: &Core, config: &RepairConfig, scan: &mut Scan) -> 
         );
     }
     while scan.tokens >= 1.0 {
-        let Some(next) = scan.planned.pop_front() else { break };
+        let Some(next) = scan.planned.pop_front() else {
+            break;
+        };
         scan.tokens -= 1.0;
         if let Err(e) = balance::carry_out(core, &next).await {
             tracing::warn!(user = %next.user_id, from = %next.from, to = %next.to, error = %e,

@@ -12,9 +12,10 @@ use yunkey_net::access;
 use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
-    AddNodeRequest, AdmitChipRequest, Chip, DrainChipRequest, GetPlacementRequest, ListChipsRequest,
-    ListChipsResponse, MembershipResponse, Placement, RemoveChipRequest, RemoveChipResponse,
-    RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest, WriteProbeResponse,
+    AddNodeRequest, AdmitChipRequest, Chip, DrainChipRequest, GetPlacementRequest,
+    ListChipsRequest, ListChipsResponse, MembershipResponse, Placement, RemoveChipRequest,
+    RemoveChipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
+    WriteProbeResponse,
 };
 
 /// The `ClusterService` implementation.
