@@ -84,6 +84,16 @@ mod tests {
         }
     }
 
+    fn routable(chips: &[ChipRecord]) -> Vec<Candidate<'_>> {
+        chips
+            .iter()
+            .map(|chip| Candidate {
+                chip,
+                routable: true,
+            })
+            .collect()
+    }
+
     #[test]
     fn prefers_zones_then_free_capacity() {
         let chips = [
@@ -91,13 +101,7 @@ mod tests {
             chip("b", "z1", 10, 1),
             chip("c", "z2", 10, 5),
         ];
-        let cands: Vec<_> = chips
-            .iter()
-            .map(|c| Candidate {
-                chip: c,
-                routable: true,
-            })
-            .collect();
+        let cands = routable(&chips);
         let ids: Vec<_> = place(&cands, 2)
             .iter()
             .map(|c| c.chip_id.as_str())
@@ -146,13 +150,7 @@ mod tests {
             chip("b", "z1", 10, 0),
             chip("c", "z2", 10, 9),
         ];
-        let cands: Vec<_> = chips
-            .iter()
-            .map(|c| Candidate {
-                chip: c,
-                routable: true,
-            })
-            .collect();
+        let cands = routable(&chips);
         // Without survivors the emptiest chip wins; beside a survivor in z1, z2 does.
         assert_eq!(place(&cands, 1)[0].chip_id, "a");
         assert_eq!(place_beside(&cands, 1, &["z1"])[0].chip_id, "c");
@@ -165,13 +163,7 @@ mod tests {
         let chips: Vec<_> = (0..20)
             .map(|i| chip(&format!("c{i:02}"), &format!("z{}", i % 3), 100, i))
             .collect();
-        let cands: Vec<_> = chips
-            .iter()
-            .map(|c| Candidate {
-                chip: c,
-                routable: true,
-            })
-            .collect();
+        let cands = routable(&chips);
         let a: Vec<_> = place(&cands, 3).iter().map(|c| c.chip_id.clone()).collect();
         let b: Vec<_> = place(&cands, 3).iter().map(|c| c.chip_id.clone()).collect();
         assert_eq!(a, b);
