@@ -241,12 +241,24 @@ async fn repair_key(
                 )
                 .await;
             if let Err(e) = added {
-                // Not committed: the copy is surplus.
-                let _ = chip
-                    .delete_key(KeyHandleRequest {
-                        key_handle: holder.key_handle,
-                    })
-                    .await;
+                // Only the state machine's refusal proves that the holder was not committed: any
+                // other error can follow a commit (a leader that stepped down forwards the entry
+                // to its successor; "committed but not applied here"), and deleting the copy then
+                // would leave a committed holder without the key. Such a copy is left to the
+                // sweep, which deletes it only if no committed placement lists it.
+                let refused = matches!(
+                    e,
+                    CoordError::FailedPrecondition(_)
+                        | CoordError::UserNotFound(_)
+                        | CoordError::ChipNotFound(_)
+                );
+                if refused {
+                    let _ = chip
+                        .delete_key(KeyHandleRequest {
+                            key_handle: holder.key_handle,
+                        })
+                        .await;
+                }
                 return Err(e);
             }
             metrics::counter!("yunkey_repair_moves_total", "kind" => "add").increment(1);
