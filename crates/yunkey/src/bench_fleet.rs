@@ -154,7 +154,7 @@ fn sign_request(s: &Signer) -> pb::SignRequest {
     let tx = pb::Transaction {
         payer: s.user_id.clone(),
         payee: "bench-shop".into(),
-        amount: "1.00".into(),
+        amount: "1".into(),
         currency: "EUR".into(),
         transaction_id: format!("fleet-{}", hex::encode(yunkey_crypto::random_bytes::<8>())),
         nonce: yunkey_crypto::random_bytes::<16>().to_vec(),

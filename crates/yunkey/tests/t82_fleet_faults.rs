@@ -151,7 +151,7 @@ fn holders(u: &pb::User) -> Vec<String> {
 /// Signs for `phone`'s user through `conn` with the SDK's retry, and checks the signature
 /// under `public_key`; returns the chip that signed.
 async fn sign(conn: &Connection, phone: &TestDevice, public_key: &[u8]) -> Result<String, String> {
-    let req = phone.sign_request("", transaction(&phone.user_id, "3.50"));
+    let req = phone.sign_request("", transaction(&phone.user_id, "3.5"));
     let signed = conn
         .call(|ch| {
             let req = req.clone();
