@@ -525,7 +525,7 @@ pub struct FleetBenchArgs {
     #[arg(long, default_value_t = 100)]
     pub sign_users: usize,
     /// Pause between one signing user's requests (the kill sends one at once).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500)]
     pub sign_interval_ms: u64,
     /// The coordinators' --chip-down-after (seconds): when repair of a killed chip starts.
     #[arg(long, default_value_t = 2)]
