@@ -20,8 +20,8 @@ use yunkey_crypto::seal::SealKey;
 use yunkey_store::Db;
 use zeroize::Zeroizing;
 
-const MASTER_KEY_FILE: &str = "master.key";
-const STORE_DIR: &str = "store";
+pub(crate) const MASTER_KEY_FILE: &str = "master.key";
+pub(crate) const STORE_DIR: &str = "store";
 
 /// Keys kept in software under a master key.
 pub struct SoftCustody {

@@ -158,8 +158,10 @@ async fn run_level(
 
 /// `yunkey bench`.
 pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
-    if let Some(crate::cli::BenchMode::Cluster(c)) = &args.mode {
-        return crate::bench_cluster::run(g, c).await;
+    match &args.mode {
+        Some(crate::cli::BenchMode::Cluster(c)) => return crate::bench_cluster::run(g, c).await,
+        Some(crate::cli::BenchMode::Fleet(f)) => return crate::bench_fleet::run(g, f).await,
+        None => {}
     }
     if args.users == 0 || args.concurrency.is_empty() {
         bail!("--users and --concurrency must be positive");

@@ -529,6 +529,57 @@ pub enum BenchMode {
     /// concurrency level, spread over every member, then leader kill -9 -> first
     /// acknowledged write.
     Cluster(ClusterBenchArgs),
+    /// The chip fleet, on a cluster of real processes this command starts itself: chip
+    /// SIGKILLed under a signing load -> time until each of its users signs again; repair
+    /// rate (users/s) at each --repair-rates; wall time to drain a chip of --drain-keys keys.
+    Fleet(FleetBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetBenchArgs {
+    /// Chip processes in each cluster (at least 6).
+    #[arg(long, default_value_t = 6)]
+    pub chips: usize,
+    /// Coordinator processes in each cluster.
+    #[arg(long, default_value_t = 3)]
+    pub coordinators: u64,
+    /// Users enrolled for the kill rounds (0 skips them).
+    #[arg(long, default_value_t = 6000)]
+    pub users: usize,
+    /// One kill round per rate: the coordinators' --repair-rate (users/s) in that round.
+    #[arg(long, value_delimiter = ',', default_value = "200,100000")]
+    pub repair_rates: Vec<u32>,
+    /// Users of the killed chip that get a device and sign in a loop during a round.
+    #[arg(long, default_value_t = 100)]
+    pub sign_users: usize,
+    /// Pause between one signing user's requests (the kill sends one at once).
+    #[arg(long, default_value_t = 500)]
+    pub sign_interval_ms: u64,
+    /// The coordinators' --chip-down-after (seconds): when repair of a killed chip starts.
+    #[arg(long, default_value_t = 2)]
+    pub down_after: u64,
+    /// Longest wait for a repair, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub repair_timeout: u64,
+    /// Keys on the chip that is drained (that many users; 0 skips the drain).
+    #[arg(long, default_value_t = 100_000)]
+    pub drain_keys: usize,
+    /// The coordinators' --repair-rate during the drain.
+    #[arg(long, default_value_t = 200)]
+    pub drain_repair_rate: u32,
+    /// Longest wait for the drain, in seconds.
+    #[arg(long, default_value_t = 7200)]
+    pub drain_timeout: u64,
+    /// Enrolments in flight while the users are made.
+    #[arg(long, default_value_t = 64)]
+    pub enroll_concurrency: usize,
+    /// Work directory for the clusters' data and logs (empty or new) [default: a new one in
+    /// the system's temporary directory].
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Keep the work directory (it is always kept when the run fails).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

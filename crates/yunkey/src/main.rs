@@ -15,12 +15,14 @@
 mod admission;
 mod bench;
 mod bench_cluster;
+mod bench_fleet;
 mod chip;
 mod cli;
 mod connect;
 mod coordinator;
 mod ctl;
 mod dev;
+mod fleet_procs;
 mod load;
 mod output;
 mod pin;

@@ -24,6 +24,8 @@ mod certs;
 mod domain;
 mod keys;
 mod store;
+#[cfg(feature = "test-key-scalars")]
+pub mod test_scalars;
 
 use crate::anchor::TrustAnchor;
 use crate::custody::KeyCustody;

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 /// Version of the module's stored format.
 pub(crate) const FORMAT: u8 = 2;
 const META_FORMAT: &[u8] = b"format";
-const META_CHIP_ID: &[u8] = b"chip_id";
+pub(super) const META_CHIP_ID: &[u8] = b"chip_id";
 pub(super) const META_TRANSPORT: &str = "transport_key";
 pub(super) const META_DOMAIN: &str = "domain_key";
 pub(super) const META_OPERATOR: &str = "operator_key";

@@ -19,7 +19,8 @@ pub(crate) fn wanted(core: &Core, owner: &KeyOwner) -> usize {
 }
 
 /// Step 1 and 2: `target` imports the key from `wrapped_key`, then Raft commits it as a
-/// holder. If the commit fails the copy is surplus and is deleted (or swept later).
+/// holder. If the state machine refuses the holder the copy is surplus and is deleted; after
+/// any other failure it may be committed, and is left to the sweep.
 pub(crate) async fn add_holder(
     core: &Core,
     owner: &KeyOwner,
@@ -55,11 +56,24 @@ pub(crate) async fn add_holder(
         )
         .await;
     if let Err(e) = added {
-        let _ = chip
-            .delete_key(KeyHandleRequest {
-                key_handle: holder.key_handle,
-            })
-            .await;
+        // Only the state machine's refusal proves that the holder was not committed: any other
+        // error can follow a commit (a leader that stepped down forwards the entry to its
+        // successor; "committed but not applied here"), and deleting the copy then would leave
+        // a committed holder without the key. Such a copy is left to the sweep, which deletes
+        // it only if no committed placement lists it.
+        let refused = matches!(
+            e,
+            CoordError::FailedPrecondition(_)
+                | CoordError::UserNotFound(_)
+                | CoordError::ChipNotFound(_)
+        );
+        if refused {
+            let _ = chip
+                .delete_key(KeyHandleRequest {
+                    key_handle: holder.key_handle,
+                })
+                .await;
+        }
         return Err(e);
     }
     metrics::counter!("yunkey_repair_moves_total", "kind" => "add").increment(1);

@@ -386,6 +386,16 @@ impl Proc {
     /// [`Proc::spawn`] inside network namespace `netns` (`ip netns exec` execs the binary, so
     /// signals still reach yunkey itself).
     pub fn spawn_in(netns: Option<&str>, name: &str, args: &[String]) -> Proc {
+        Proc::spawn_with(netns, name, args, None)
+    }
+
+    /// [`Proc::spawn_in`], keeping the process's output in files when `capture` is given.
+    pub fn spawn_with(
+        netns: Option<&str>,
+        name: &str,
+        args: &[String],
+        capture: Option<&Capture>,
+    ) -> Proc {
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -394,19 +404,35 @@ impl Proc {
             }
             None => Command::new(bin()),
         };
-        let mut child = command
+        command
             .args(args)
             // openraft logs every unreachable peer at ERROR: expected when the test kills one.
-            .env("YUNKEY_LOG", "warn,openraft=off")
+            .env(
+                "YUNKEY_LOG",
+                capture.map_or("warn,openraft=off", |c| c.filter.as_str()),
+            )
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn yunkey");
+            .stdout(Stdio::piped());
+        let mut stdout_log = None;
+        match capture {
+            Some(c) => {
+                std::fs::create_dir_all(&c.dir).unwrap();
+                command.stderr(c.open(&format!("{name}.stderr.log")));
+                stdout_log = Some(c.open(&format!("{name}.stdout.log")));
+            }
+            None => {
+                command.stderr(Stdio::inherit());
+            }
+        }
+        let mut child = command.spawn().expect("spawn yunkey");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(log) = stdout_log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(log, "{line}");
+                }
                 let _ = tx.send(line);
             }
         });
@@ -456,6 +482,50 @@ impl Proc {
             let _ = child.wait();
         }
     }
+
+    /// Stops the process with SIGTERM and waits for it to exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let mut child = self.child.take().unwrap();
+        // It may have exited already: then `kill` fails and there is nothing to wait for.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running (not killed or stopped by the test).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Where processes of a [`Cluster`] keep their output besides the harness: in `dir`,
+/// `<name>.stdout.log` (every stdout line) and `<name>.stderr.log` (the logs), appended across
+/// restarts, with `filter` as `YUNKEY_LOG`.
+pub struct Capture {
+    pub dir: PathBuf,
+    pub filter: String,
+}
+
+impl Capture {
+    fn open(&self, file: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(file))
+            .unwrap()
+    }
 }
 
 impl Drop for Proc {
@@ -479,6 +549,8 @@ pub struct Cluster {
     pub ports: std::collections::BTreeMap<u64, u16>,
     /// When set, coordinators run in their own network namespaces (see [`NetLab`]).
     pub lab: Option<NetLab>,
+    /// When set, chips and coordinators started from now on keep their output in files.
+    pub capture: Option<Capture>,
 }
 
 impl Cluster {
@@ -525,7 +597,19 @@ impl Cluster {
             ops,
             ports: Default::default(),
             lab: None,
+            capture: None,
         }
+    }
+
+    /// Keeps the output of the chips and coordinators started from now on in `<dir>/logs`,
+    /// logging with `filter` (`YUNKEY_LOG`).
+    pub fn capture_logs(&mut self, filter: &str) -> PathBuf {
+        let dir = self.dir.path().join("logs");
+        self.capture = Some(Capture {
+            dir: dir.clone(),
+            filter: filter.to_owned(),
+        });
+        dir
     }
 
     /// A fresh cluster whose coordinators 1..=`nodes` each run in their own network namespace
@@ -617,7 +701,8 @@ impl Cluster {
     /// Starts `yunkey chip --id ID` without admitting it.
     pub fn spawn_chip(&self, id: &str, zone: &str) -> Proc {
         let data = self.dir.path().join(id);
-        Proc::spawn(
+        Proc::spawn_with(
+            None,
             id,
             &[
                 "--data".into(),
@@ -632,6 +717,7 @@ impl Cluster {
                 "--tls-dir".into(),
                 self.node_tls(id).display().to_string(),
             ],
+            self.capture.as_ref(),
         )
     }
 
@@ -692,7 +778,12 @@ impl Cluster {
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         let netns = self.lab.as_ref().map(|lab| lab.netns(id));
-        Proc::spawn_in(netns.as_deref(), &format!("node-{id}"), &args)
+        Proc::spawn_with(
+            netns.as_deref(),
+            &format!("node-{id}"),
+            &args,
+            self.capture.as_ref(),
+        )
     }
 
     fn tls(&self, dir: &Path, cert: &str, key: &str) -> yunkey_net::tls::TlsMaterial {
