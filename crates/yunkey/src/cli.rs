@@ -205,9 +205,7 @@ impl Cli {
     pub fn resolve(&self) -> Global {
         let top = &self.client;
         let sub = self.command.client();
-        let pick = |f: fn(&ClientArgs) -> Option<PathBuf>| {
-            sub.and_then(f).or_else(|| f(top))
-        };
+        let pick = |f: fn(&ClientArgs) -> Option<PathBuf>| sub.and_then(f).or_else(|| f(top));
         let endpoint = match sub {
             Some(s) if !s.endpoint.is_empty() => s.endpoint.clone(),
             _ => top.endpoint.clone(),
@@ -275,9 +273,7 @@ impl Command {
             Command::Verify(a) => Some(&a.client.0),
             Command::Status(a) => Some(&a.client.0),
             Command::Bench(a) => Some(&a.client.0),
-            Command::Dev(_) | Command::Chip(_) | Command::Coordinator(_) | Command::Pki(_) => {
-                None
-            }
+            Command::Dev(_) | Command::Chip(_) | Command::Coordinator(_) | Command::Pki(_) => None,
         }
     }
 
@@ -799,10 +795,19 @@ mod tests {
         let g = parse(&["--endpoint", "https://a:1", "--json", "ctl", "status"])
             .unwrap()
             .resolve();
-        assert_eq!((g.endpoint, g.json, g.timeout), (vec!["https://a:1".into()], true, 10));
-        let g = parse(&["ctl", "chip", "list", "--endpoint", "https://b:1,https://c:1"])
-            .unwrap()
-            .resolve();
+        assert_eq!(
+            (g.endpoint, g.json, g.timeout),
+            (vec!["https://a:1".into()], true, 10)
+        );
+        let g = parse(&[
+            "ctl",
+            "chip",
+            "list",
+            "--endpoint",
+            "https://b:1,https://c:1",
+        ])
+        .unwrap()
+        .resolve();
         assert_eq!(g.endpoint, vec!["https://b:1", "https://c:1"]);
         assert!(!g.json);
         let g = parse(&["--timeout", "3", "--ca", "/top", "status", "--ca", "/sub"])
@@ -813,7 +818,12 @@ mod tests {
             .unwrap()
             .resolve();
         assert!(g.json && g.cert == Some("/c".into()));
-        assert!(parse(&["pki", "init", "--ca-dir", "/x", "--json"]).unwrap().resolve().json);
+        assert!(
+            parse(&["pki", "init", "--ca-dir", "/x", "--json"])
+                .unwrap()
+                .resolve()
+                .json
+        );
     }
 
     #[test]
@@ -822,7 +832,9 @@ mod tests {
         assert_eq!(after.kind(), clap::error::ErrorKind::UnknownArgument);
         let before = parse(&[&["--endpoint", "https://a:1"][..], &CHIP[..]].concat()).unwrap_err();
         assert!(
-            before.to_string().contains("`yunkey chip` does not take it"),
+            before
+                .to_string()
+                .contains("`yunkey chip` does not take it"),
             "{before}"
         );
         assert!(parse(&[&["--json"][..], &CHIP[..]].concat()).is_err());
