@@ -69,12 +69,6 @@ pub fn business_to(g: &Global, endpoint: &str, deadline: Duration) -> anyhow::Re
     connect_to(g, vec![endpoint.to_owned()], Some(id), deadline)
 }
 
-/// Connection as an operator to one given endpoint (one node of the cluster).
-pub fn operator_to(g: &Global, endpoint: &str, deadline: Duration) -> anyhow::Result<Connection> {
-    let id = identity(g, Role::Operator);
-    connect_to(g, vec![endpoint.to_owned()], Some(id), deadline)
-}
-
 fn connect(g: &Global, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Connection> {
     connect_to(g, endpoints(g)?, identity, Duration::from_secs(g.timeout))
 }

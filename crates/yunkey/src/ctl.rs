@@ -7,11 +7,9 @@ use crate::cli::{ChipCommand, CtlCommand, Global};
 use crate::connect;
 use crate::output::print;
 use serde_json::json;
-use std::time::Duration;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, ListChipsRequest,
-    MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest, StatusResponse,
-    WriteProbeRequest,
+    MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusResponse, WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
@@ -214,13 +212,13 @@ fn print_membership(g: &Global, done: &str, r: &MembershipResponse) {
     );
 }
 
+/// The node at `address`'s own `Status`, asked once (a probe: 1 s to connect, 2 s to answer).
 async fn node_status(g: &Global, address: &str) -> anyhow::Result<StatusResponse> {
-    let conn = connect::operator_to(g, address, Duration::from_secs(2))?;
-    Ok(conn
-        .call(|ch| async move {
-            let mut req = tonic::Request::new(StatusRequest {});
-            req.set_timeout(Duration::from_secs(2));
-            yunkey_client::cluster_client(ch).status(req).await
-        })
-        .await?)
+    let pool = connect::probe_pool(g, yunkey_net::Role::Operator)?;
+    connect::status_at(&pool, address).await.map_err(|why| {
+        anyhow::anyhow!(
+            "cannot ask the coordinator at {address} for its node id ({why}); start it, check \
+             the address, or give --node-id. Nothing was changed"
+        )
+    })
 }
