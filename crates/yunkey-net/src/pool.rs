@@ -8,11 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// How long a new connection (TCP and TLS) may take before a call on it fails, unless a
+/// pool is given another with [`ChannelPool::with_connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Caches a channel per endpoint URL, all with the same TLS material.
 #[derive(Clone, Debug)]
 pub struct ChannelPool {
     tls: TlsMaterial,
     domain: Option<String>,
+    connect_timeout: Duration,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -23,8 +28,16 @@ impl ChannelPool {
         Self {
             tls,
             domain,
+            connect_timeout: CONNECT_TIMEOUT,
             channels: Arc::default(),
         }
+    }
+
+    /// The same pool, whose new channels give up connecting after `timeout` instead of
+    /// [`CONNECT_TIMEOUT`] (for probes that must report a dead endpoint quickly).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// The channel to `endpoint` (`https://host:port`), created lazily on first use.
@@ -33,7 +46,12 @@ impl ChannelPool {
         if let Some(ch) = channels.get(endpoint) {
             return Ok(ch.clone());
         }
-        let ch = connect_lazy(endpoint, &self.tls, self.domain.as_deref())?;
+        let ch = connect_lazy_within(
+            endpoint,
+            &self.tls,
+            self.domain.as_deref(),
+            self.connect_timeout,
+        )?;
         channels.insert(endpoint.to_owned(), ch.clone());
         Ok(ch)
     }
@@ -44,6 +62,16 @@ pub fn connect_lazy(
     endpoint: &str,
     tls: &TlsMaterial,
     domain: Option<&str>,
+) -> Result<Channel, NetError> {
+    connect_lazy_within(endpoint, tls, domain, CONNECT_TIMEOUT)
+}
+
+/// [`connect_lazy`] with another connect timeout (TCP and TLS) than [`CONNECT_TIMEOUT`].
+pub fn connect_lazy_within(
+    endpoint: &str,
+    tls: &TlsMaterial,
+    domain: Option<&str>,
+    connect_timeout: Duration,
 ) -> Result<Channel, NetError> {
     let bad = |reason: String| NetError::Endpoint {
         endpoint: endpoint.to_owned(),
@@ -64,7 +92,7 @@ pub fn connect_lazy(
         .map_err(|e| bad(e.to_string()))?
         .tls_config(tls.client(&domain))
         .map_err(|e| NetError::Tls(e.to_string()))?
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))

@@ -20,14 +20,14 @@ use crate::cli::{ClusterBenchArgs, Global};
 use crate::connect;
 use crate::load::{self, Level};
 use crate::output::print;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use yunkey_client::{cluster_client, key_client};
-use yunkey_proto::v1::{EnrollUserRequest, StatusRequest, StatusResponse, WriteProbeRequest};
+use yunkey_proto::v1::{EnrollUserRequest, StatusRequest, WriteProbeRequest};
 
 /// A member of the cluster.
 #[derive(Debug, Clone)]
@@ -58,15 +58,6 @@ fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(timeout);
     req
-}
-
-async fn status_at(g: &Global, address: &str) -> anyhow::Result<StatusResponse> {
-    let ch = channel(g, address)?;
-    Ok(cluster_client(ch)
-        .status(with_timeout(StatusRequest {}, Duration::from_secs(2)))
-        .await
-        .map_err(|s| anyhow!("Status at {address}: {:?}: {}", s.code(), s.message()))?
-        .into_inner())
 }
 
 /// A new HTTP/2 connection (lazily connected) to one member, with the business identity.
@@ -172,10 +163,11 @@ async fn wait_healthy(g: &Global, members: &[Member], timeout: Duration) -> anyh
 }
 
 async fn leader(g: &Global, members: &[Member]) -> anyhow::Result<Member> {
+    let pool = connect::probe_pool(g, yunkey_net::Role::Client)?;
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         for m in members {
-            if let Ok(s) = status_at(g, &m.address).await {
+            if let Ok(s) = connect::status_at(&pool, &m.address).await {
                 if let Some(l) = members.iter().find(|m| m.node_id == s.leader_id) {
                     return Ok(l.clone());
                 }

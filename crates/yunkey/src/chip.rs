@@ -7,7 +7,7 @@
 //! data directory) or in a PKCS#11 token (`--backend pkcs11`); either way the signature
 //! activation module runs here, in front of the keys, with its database in the data directory.
 
-use crate::cli::{ChipArgs, Global};
+use crate::cli::ChipArgs;
 use crate::serve::{
     install_metrics, node_tls, serve_opened_chip, serve_plain_health, shutdown_signal,
 };
@@ -99,7 +99,7 @@ impl ChipBackendKind {
 }
 
 /// `yunkey chip`.
-pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
+pub async fn run(args: &ChipArgs) -> anyhow::Result<()> {
     let backend = ChipBackendKind::from_args(args)?;
     let tls = node_tls(&args.tls_dir)?;
     let metrics = install_metrics(&args.metrics)?;
@@ -111,16 +111,16 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         capacity: args.capacity,
         zone: args.zone.clone(),
     };
-    let data = g.data.clone();
+    let data = args.data.clone();
     let chip = tokio::task::spawn_blocking(move || backend.open(&data, config)).await??;
     let custody = chip.info().map(|i| i.custody).unwrap_or_default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let admission = args
         .admission
         .clone()
-        .unwrap_or_else(|| g.data.join(crate::admission::ADMISSION_FILE));
+        .unwrap_or_else(|| args.data.join(crate::admission::ADMISSION_FILE));
     let (endpoint, task) = serve_opened_chip(
-        &g.data,
+        &args.data,
         &admission,
         Arc::new(chip),
         args.id.clone(),
@@ -133,10 +133,10 @@ pub async fn run(g: &Global, args: &ChipArgs) -> anyhow::Result<()> {
         args.id,
         args.zone,
         args.capacity,
-        g.data.display()
+        args.data.display()
     );
     if !admission.exists() {
-        let identity = g.data.join(crate::admission::IDENTITY_FILE);
+        let identity = args.data.join(crate::admission::IDENTITY_FILE);
         println!(
             "not admitted yet: sign {} with `yunkey pki admit-chip` and put the result at {}",
             identity.display(),

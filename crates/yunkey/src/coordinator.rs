@@ -5,7 +5,7 @@
 //! (`yunkey ctl add-node`). The data directory belongs to one node id for life: the id is
 //! written to `DIR/node-id` on first start and checked on every later one.
 
-use crate::cli::{CoordinatorArgs, Global, NodeId};
+use crate::cli::{CoordinatorArgs, NodeId};
 use crate::serve::{
     endpoint_of, install_metrics, node_tls, serve_plain_health, shutdown_signal, stopped,
 };
@@ -126,8 +126,8 @@ fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 /// `yunkey coordinator`.
-pub async fn run(g: &Global, args: &CoordinatorArgs) -> anyhow::Result<()> {
-    let data = &g.data;
+pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
+    let data = &args.data;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let node_id = resolve_node_id(data, args.node_id)?;
     let fresh = !data.join(RAFT_DIR).exists();

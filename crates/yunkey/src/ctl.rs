@@ -7,11 +7,10 @@ use crate::cli::{ChipCommand, CtlCommand, Global};
 use crate::connect;
 use crate::output::print;
 use serde_json::json;
-use std::time::Duration;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, ChipState, DrainChipRequest, GetPlacementRequest,
-    ListChipsRequest, MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusRequest,
-    StatusResponse, WriteProbeRequest,
+    ListChipsRequest, MembershipResponse, RemoveChipRequest, RemoveNodeRequest, StatusResponse,
+    WriteProbeRequest,
 };
 
 /// `yunkey ctl ...`.
@@ -47,7 +46,7 @@ pub async fn run(g: &Global, cmd: &CtlCommand) -> anyhow::Result<()> {
             print_membership(g, &format!("node {node_id} removed"), &r);
             Ok(())
         }
-        CtlCommand::Status => status(g).await,
+        CtlCommand::Status => crate::ctl_status::status(g).await,
         CtlCommand::Probe => probe(g).await,
         CtlCommand::Chip(cmd) => chip(g, cmd).await,
         CtlCommand::Placement { user_id } => placement(g, user_id).await,
@@ -257,112 +256,13 @@ fn print_membership(g: &Global, done: &str, r: &MembershipResponse) {
     );
 }
 
+/// The node at `address`'s own `Status`, asked once (a probe: 1 s to connect, 2 s to answer).
 async fn node_status(g: &Global, address: &str) -> anyhow::Result<StatusResponse> {
-    let conn = connect::operator_to(g, address, Duration::from_secs(2))?;
-    Ok(conn
-        .call(|ch| async move {
-            let mut req = tonic::Request::new(StatusRequest {});
-            req.set_timeout(Duration::from_secs(2));
-            yunkey_client::cluster_client(ch).status(req).await
-        })
-        .await?)
-}
-
-/// `yunkey ctl status` (and `yunkey status`): the cluster as the serving node sees it, then
-/// every member's own figures, asked at its address.
-pub async fn status(g: &Global) -> anyhow::Result<()> {
-    let conn = connect::operator(g)?;
-    let first = conn
-        .call(|ch| async move {
-            yunkey_client::cluster_client(ch)
-                .status(StatusRequest {})
-                .await
-        })
-        .await?;
-    // The leader's view has the matched index of every member.
-    let leader = match first.nodes.iter().find(|n| n.node_id == first.leader_id) {
-        Some(n) if n.node_id != first.node_id => node_status(g, &n.address).await.ok(),
-        _ => Some(first.clone()),
-    }
-    .filter(|s| s.node_id == s.leader_id);
-    let leader_last = leader.as_ref().map(|l| l.last_log_index).unwrap_or(0);
-    let mut rows = Vec::new();
-    for n in &first.nodes {
-        let own = if n.node_id == first.node_id {
-            Ok(first.clone())
-        } else {
-            node_status(g, &n.address).await
-        };
-        let matched = leader
-            .as_ref()
-            .and_then(|l| l.nodes.iter().find(|m| m.node_id == n.node_id))
-            .map(|m| m.matched_index);
-        rows.push((n.clone(), own, matched));
-    }
-    // The reconciler runs on the leader: its count is the cluster's.
-    let repair_pending = rows
-        .iter()
-        .find(|(n, _, _)| n.node_id == first.leader_id)
-        .and_then(|(_, own, _)| own.as_ref().ok())
-        .map(|s| s.repair_pending_users);
-    print(
-        g.json,
-        json!({
-            "node_id": first.node_id, "leader_id": first.leader_id, "term": first.term,
-            "users": first.users, "devices": first.devices, "chips": first.chips,
-            "repair_pending_users": repair_pending,
-            "nodes": rows.iter().map(|(n, own, matched)| {
-                let own = own.as_ref().ok();
-                json!({
-                    "node_id": n.node_id, "address": n.address, "role": n.role, "voter": n.voter,
-                    "reachable": own.is_some(),
-                    "term": own.map(|s| s.term),
-                    "last_log_index": own.map(|s| s.last_log_index),
-                    "applied_index": own.map(|s| s.applied_index),
-                    "matched_index": matched,
-                    "lag": matched.map(|m| leader_last.saturating_sub(m)),
-                })
-            }).collect::<Vec<_>>(),
-        }),
-        || {
-            let mut out = format!(
-                "asked node {}: leader {}, term {}; users {}, devices {}, chips {}; repair pending {}\n\
-                 {:>4}  {:<9} {:>5} {:>9} {:>9} {:>9} {:>6}  address\n",
-                first.node_id,
-                first.leader_id,
-                first.term,
-                first.users,
-                first.devices,
-                first.chips,
-                repair_pending
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                "node",
-                "role",
-                "term",
-                "last log",
-                "applied",
-                "matched",
-                "lag"
-            );
-            let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            for (n, own, matched) in &rows {
-                let own = own.as_ref().ok();
-                out.push_str(&format!(
-                    "{:>4}  {:<9} {:>5} {:>9} {:>9} {:>9} {:>6}  {}{}\n",
-                    n.node_id,
-                    n.role,
-                    opt(own.map(|s| s.term)),
-                    opt(own.map(|s| s.last_log_index)),
-                    opt(own.map(|s| s.applied_index)),
-                    opt(*matched),
-                    opt(matched.map(|m| leader_last.saturating_sub(m))),
-                    n.address,
-                    if own.is_none() { "  (unreachable)" } else { "" }
-                ));
-            }
-            out.trim_end().to_owned()
-        },
-    );
-    Ok(())
+    let pool = connect::probe_pool(g, yunkey_net::Role::Operator)?;
+    connect::status_at(&pool, address).await.map_err(|why| {
+        anyhow::anyhow!(
+            "cannot ask the coordinator at {address} for its node id ({why}); start it, check \
+             the address, or give --node-id. Nothing was changed"
+        )
+    })
 }

@@ -9,7 +9,7 @@
 //! (docs/operations.md, "Admitting chips").
 
 use crate::admission;
-use crate::cli::{DevArgs, Global};
+use crate::cli::DevArgs;
 use crate::connect::{ENDPOINT_FILE, USER_CA_FILE};
 use crate::output::cert_pem;
 use crate::serve::{install_metrics, serve_chip, shutdown_signal, stopped, write_file_synced};
@@ -53,8 +53,8 @@ async fn start_chip(
 }
 
 /// `yunkey dev`.
-pub async fn run(g: &Global, args: &DevArgs) -> anyhow::Result<()> {
-    let data = &g.data;
+pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
+    let data = &args.data;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let _ = std::fs::remove_file(data.join(ENDPOINT_FILE));
     let pki = DevPki::ensure(data)?;

@@ -21,6 +21,7 @@ mod cli;
 mod connect;
 mod coordinator;
 mod ctl;
+mod ctl_status;
 mod dev;
 mod fleet_procs;
 mod load;
@@ -31,12 +32,12 @@ mod serve;
 mod terminal;
 mod user;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    init_tracing(&cli);
+    let cli = cli::Cli::parse_checked();
+    let g = cli.resolve();
+    init_tracing(&cli, &g);
     yunkey_net::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,8 +49,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let json = cli.global.json;
-    match runtime.block_on(run(cli)) {
+    let json = g.json;
+    match runtime.block_on(run(&g, &cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::error(json, &e);
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(cli: &cli::Cli) {
+fn init_tracing(cli: &cli::Cli, g: &cli::Global) {
     let default = if matches!(
         cli.command,
         cli::Command::Dev(_) | cli::Command::Chip(_) | cli::Command::Coordinator(_)
@@ -72,24 +73,23 @@ fn init_tracing(cli: &cli::Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.global.log_format {
+    match g.log_format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
-async fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    let g = &cli.global;
-    match &cli.command {
-        cli::Command::Dev(args) => dev::run(g, args).await,
-        cli::Command::User(cmd) => user::run(g, cmd).await,
-        cli::Command::Terminal(cmd) => terminal::run(g, cmd).await,
+async fn run(g: &cli::Global, command: &cli::Command) -> anyhow::Result<()> {
+    match command {
+        cli::Command::Dev(args) => dev::run(args).await,
+        cli::Command::User(cmd) => user::run(g, &cmd.command).await,
+        cli::Command::Terminal(cmd) => terminal::run(g, &cmd.command).await,
         cli::Command::Verify(args) => user::verify(g, args).await,
-        cli::Command::Status => user::status(g).await,
+        cli::Command::Status(args) => user::status(g, args).await,
         cli::Command::Bench(args) => bench::run(g, args).await,
-        cli::Command::Chip(args) => chip::run(g, args).await,
-        cli::Command::Coordinator(args) => coordinator::run(g, args).await,
-        cli::Command::Ctl(cmd) => ctl::run(g, cmd).await,
-        cli::Command::Pki(cmd) => pki::run(g, cmd),
+        cli::Command::Chip(args) => chip::run(args).await,
+        cli::Command::Coordinator(args) => coordinator::run(args).await,
+        cli::Command::Ctl(cmd) => ctl::run(g, &cmd.command).await,
+        cli::Command::Pki(args) => pki::run(g, &args.command),
     }
 }

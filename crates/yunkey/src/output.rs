@@ -29,7 +29,8 @@ pub fn error(json: bool, err: &anyhow::Error) {
     eprintln!("error: {code}: {message}");
 }
 
-fn status_name(code: tonic::Code) -> String {
+/// The canonical gRPC name of a code (`PERMISSION_DENIED`).
+pub fn status_name(code: tonic::Code) -> String {
     // tonic's Debug is CamelCase (`PermissionDenied`); print the canonical gRPC name.
     let camel = format!("{code:?}");
     let mut out = String::new();

@@ -1,6 +1,6 @@
 //! Business-backend and operator commands: users, verification, status.
 
-use crate::cli::{Global, UserCommand, VerifyArgs};
+use crate::cli::{Global, StatusArgs, UserCommand, VerifyArgs};
 use crate::connect;
 use crate::output::{cert_pem, print};
 use anyhow::{bail, Context};
@@ -242,8 +242,9 @@ fn read_certificate(path: &std::path::Path) -> anyhow::Result<x509_cert::Certifi
     }
 }
 
-/// `yunkey status`: as the operator (the chip list is for operators).
-pub async fn status(g: &Global) -> anyhow::Result<()> {
+/// `yunkey status`: as the operator (the chip list is for operators). With `--user-ca-out
+/// FILE`, also writes the user CA certificate there (PEM).
+pub async fn status(g: &Global, args: &StatusArgs) -> anyhow::Result<()> {
     let conn = connect::operator(g)?;
     let s = conn
         .call(|ch| async move {
@@ -259,6 +260,22 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
                 .await
         })
         .await?;
+    let user_ca = (!s.user_ca_certificate.is_empty()).then(|| {
+        (
+            cert_pem(&s.user_ca_certificate),
+            hex::encode(yunkey_crypto::sha256(&s.user_ca_certificate)),
+        )
+    });
+    if let Some(path) = &args.user_ca_out {
+        let Some((pem, _)) = &user_ca else {
+            bail!(
+                "node {} has no user CA certificate yet: the leader creates it once a chip is \
+                 admitted; retry when `yunkey status` shows it",
+                s.node_id
+            );
+        };
+        crate::serve::write_file_synced(path, pem.as_bytes())?;
+    }
     let chip_state = |c: &yunkey_proto::v1::Chip| {
         yunkey_proto::v1::ChipState::try_from(c.state)
             .map(|s| s.as_str_name())
@@ -270,6 +287,8 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
             "node_id": s.node_id, "leader_id": s.leader_id, "term": s.term,
             "last_log_index": s.last_log_index, "applied_index": s.applied_index,
             "users": s.users, "devices": s.devices, "version": s.version,
+            "user_ca_pem": user_ca.as_ref().map(|(pem, _)| pem),
+            "user_ca_sha256": user_ca.as_ref().map(|(_, sha)| sha),
             "nodes": s.nodes.iter().map(|n| json!({
                 "node_id": n.node_id, "address": n.address, "role": n.role, "voter": n.voter,
                 "matched_index": n.matched_index,
@@ -290,6 +309,10 @@ pub async fn status(g: &Global) -> anyhow::Result<()> {
                 s.users,
                 s.devices
             );
+            match &user_ca {
+                Some((_, sha)) => out.push_str(&format!("user CA: SHA-256 {sha}\n")),
+                None => out.push_str("user CA: not created yet\n"),
+            }
             for c in &chips.chips {
                 out.push_str(&format!(
                     "chip {:<10} {:<12} {:<8} {}/{} keys  {}\n",

@@ -218,6 +218,9 @@ fn restart_keeps_users_and_devices() {
     let status = json(&dev.cli(&["--json", "status"]));
     assert_eq!(status["users"], 1);
     assert_eq!(status["chips"].as_array().unwrap().len(), 3);
+    // The user CA in Status is the one `yunkey dev` wrote to DATA/user-ca.pem.
+    let written = std::fs::read_to_string(dev.data.join("user-ca.pem")).unwrap();
+    assert_eq!(status["user_ca_pem"].as_str(), Some(written.as_str()));
 }
 
 #[test]

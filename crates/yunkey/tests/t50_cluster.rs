@@ -71,6 +71,17 @@ async fn leader_of(conn: &Connection) -> u64 {
     }
 }
 
+/// `yunkey ARGS` as the operator, which must succeed: its stdout.
+fn operator_ok(cluster: &Cluster, endpoints: &[&str], args: &[&str]) -> String {
+    let (out, _) = cluster.operator_cli(endpoints, args);
+    assert!(
+        out.status.success(),
+        "yunkey {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Enrolment writers until `stop`: each acknowledged user id with when it was sent and acked.
 type Acks = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
 
@@ -229,6 +240,76 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         "the leader answers once the hint is followed: {err:?}"
     );
 
+    // `yunkey ctl status` on a healthy cluster: the leader, and every member's own figures.
+    let text = operator_ok(&cluster, &[&ep(&nodes, follower)], &["ctl", "status"]);
+    assert!(
+        text.starts_with(&format!("leader: node {leader} ")),
+        "{text}"
+    );
+    assert!(!text.contains("no answer"), "{text}");
+    for id in [1, 2, 3] {
+        assert!(text.contains(&ep(&nodes, id)), "{text}");
+    }
+    // Pointed at a dead endpoint, it fails at once and names it; beside a live endpoint, it
+    // shows the cluster and names the dead one.
+    let dead = format!("https://127.0.0.1:{}", common::free_port());
+    let (out, took) = cluster.operator_cli(&[&dead], &["ctl", "status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{dead}: UNAVAILABLE")) && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}: {stderr}");
+    let text = operator_ok(&cluster, &[&dead, &ep(&nodes, 1)], &["ctl", "status"]);
+    assert!(
+        text.contains(&format!("not a member, no answer: {dead} (UNAVAILABLE")),
+        "{text}"
+    );
+
+    // The user CA certificate of a multi-process cluster: `yunkey status` prints it (JSON
+    // `user_ca_pem`) and writes it with `--user-ca-out`; OpenSSL reads the file.
+    let user_ca = cluster.dir.path().join("user-ca.pem");
+    let text = operator_ok(
+        &cluster,
+        &[&ep(&nodes, follower)],
+        &[
+            "status",
+            "--json",
+            "--user-ca-out",
+            user_ca.to_str().unwrap(),
+        ],
+    );
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pem = std::fs::read_to_string(&user_ca).unwrap();
+    assert_eq!(status["user_ca_pem"].as_str(), Some(pem.as_str()), "{text}");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+        ])
+        .arg(&user_ca)
+        .output()
+        .expect("run openssl x509");
+    let shown = String::from_utf8_lossy(&out.stdout).replace(' ', "");
+    assert!(
+        out.status.success() && shown.contains("CN=yunkeyuserCA"),
+        "{shown}"
+    );
+    let fingerprint = shown
+        .lines()
+        .find_map(|l| l.split_once("Fingerprint="))
+        .map(|(_, f)| f.replace(':', "").to_lowercase());
+    assert_eq!(
+        fingerprint.as_deref(),
+        status["user_ca_sha256"].as_str(),
+        "{shown}"
+    );
+
     // A write probe through every node: a follower forwards it and answers once applied.
     for id in [1, 2, 3] {
         let r = cluster
@@ -268,6 +349,10 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     let before_kill = acked.lock().unwrap().len();
     let killed_at = Instant::now();
     nodes.get_mut(&leader).unwrap().kill9();
+    // At once, `ctl status` at a survivor (beside the load and the election).
+    let survivor = *nodes.keys().find(|id| **id != leader).unwrap();
+    let status_cmd = cluster.operator_command(&[&ep(&nodes, survivor)], &["ctl", "status"]);
+    let status_after_kill = tokio::task::spawn_blocking(move || common::timed_output(status_cmd));
     // Wait for the first write sent after the kill to be acknowledged, then a little more.
     let deadline = killed_at + Duration::from_secs(15);
     let first_after = loop {
@@ -288,6 +373,37 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let resume = first_after - killed_at;
+    // It answered quickly and did not name the dead node as the leader: either a new leader
+    // that answered, or none, saying that the dead one did not answer.
+    let (out, took) = status_after_kill.await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("ctl status right after the leader's kill took {took:?}:\n{text}");
+    assert!(took < Duration::from_secs(3), "took {took:?}: {text}");
+    let first_line = text.lines().next().unwrap_or_default();
+    assert!(
+        !first_line.starts_with(&format!("leader: node {leader} ")),
+        "{text}"
+    );
+    assert!(
+        first_line.starts_with("leader: node ")
+            || first_line.contains(&format!(
+                "node {leader} at {} did not answer",
+                ep(&nodes, leader)
+            ))
+            || first_line.contains("none known"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|row| row.trim_start().starts_with(&format!("{leader} "))
+                && row.contains("(no answer: ")),
+        "the dead node's row says it did not answer: {text}"
+    );
     eprintln!(
         "MEASURED: leader {leader} killed; first acknowledged write sent after the kill came back {} ms after it",
         resume.as_millis()

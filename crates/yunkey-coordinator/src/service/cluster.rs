@@ -70,6 +70,11 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
     status.rebalance_pending_moves = core
         .rebalance_pending
         .load(std::sync::atomic::Ordering::Relaxed);
+    for chip in core.view.chips()? {
+        if core.view.draining_since(&chip.chip_id)?.is_some() {
+            status.draining_chips.push(chip_proto(core, &chip));
+        }
+    }
     Ok(status)
 }
 

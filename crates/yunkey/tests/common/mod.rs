@@ -806,6 +806,28 @@ impl Cluster {
         .unwrap()
     }
 
+    /// `yunkey ARGS` as the operator: `--endpoint`, `--ca`, `--cert` and `--key` from
+    /// [`Cluster::ops`], before ARGS.
+    pub fn operator_command(&self, endpoints: &[&str], args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--endpoint", &endpoints.join(",")])
+            .arg("--ca")
+            .arg(self.ops.join(files::CA))
+            .arg("--cert")
+            .arg(self.ops.join(files::OPERATOR))
+            .arg("--key")
+            .arg(self.ops.join(files::OPERATOR_KEY))
+            .args(args)
+            .env("YUNKEY_LOG", "warn")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs [`Cluster::operator_command`]; returns its output and how long it took.
+    pub fn operator_cli(&self, endpoints: &[&str], args: &[&str]) -> (Output, Duration) {
+        timed_output(self.operator_command(endpoints, args))
+    }
+
     /// A business backend's connection to `endpoints` (retries UNAVAILABLE on the next one).
     pub fn business(&self, endpoints: &[&str]) -> Connection {
         self.connect(
@@ -833,6 +855,13 @@ impl Cluster {
             self.tls(&self.ops, files::OPERATOR, files::OPERATOR_KEY),
         )
     }
+}
+
+/// Runs `cmd` to its end; returns its output and how long it took.
+pub fn timed_output(mut cmd: Command) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    (out, started.elapsed())
 }
 
 /// Hosts in network namespaces for partition tests. Coordinator N runs in namespace `ykt-nN`

@@ -1,6 +1,11 @@
-//! Command-line arguments.
+//! Command-line arguments: the commands and their own flags. Which flags every command takes,
+//! and the client commands' flags, are in [`client`].
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+mod client;
+
+pub use client::{ClientArgs, ClientCommand, Global, GlobalArgs, Inherited, LogFormat, OutputArgs};
+
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -10,62 +15,13 @@ use std::path::PathBuf;
 #[command(name = "yunkey", version, about)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: Global,
+    pub global: GlobalArgs,
+    /// The client commands' flags given before the subcommand (`yunkey --endpoint URL ctl
+    /// status`); the same flags after it land in the subcommand's own [`ClientArgs`].
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every command takes.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// Data directory of a dev cluster: its TLS files and `endpoint` are used to connect.
-    #[arg(
-        long,
-        global = true,
-        env = "YUNKEY_DATA",
-        default_value = "yunkey-data"
-    )]
-    pub data: PathBuf,
-    /// Coordinator endpoint(s), `https://host:port`, comma-separated (default: the dev
-    /// cluster's, from `--data`).
-    #[arg(long, global = true, env = "YUNKEY_ENDPOINT", value_delimiter = ',')]
-    pub endpoint: Vec<String>,
-    /// TLS trust root (PEM) [default: DATA/ca.pem].
-    #[arg(long, global = true, env = "YUNKEY_CA")]
-    pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) [default: DATA/client.pem; for `ctl` and `status`,
-    /// DATA/operator.pem].
-    #[arg(long, global = true, env = "YUNKEY_CERT")]
-    pub cert: Option<PathBuf>,
-    /// Client key (PEM) [default: DATA/client-key.pem; for `ctl` and `status`,
-    /// DATA/operator-key.pem].
-    #[arg(long, global = true, env = "YUNKEY_KEY")]
-    pub key: Option<PathBuf>,
-    /// Print machine-readable JSON.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// How long to keep retrying an unavailable cluster, in seconds.
-    #[arg(long, global = true, default_value_t = 10)]
-    pub timeout: u64,
-    /// Log line format on stderr: `text` for people, `json` (one object per line) for log
-    /// shippers.
-    #[arg(
-        long,
-        global = true,
-        env = "YUNKEY_LOG_FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Text
-    )]
-    pub log_format: LogFormat,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, the event's fields at the top level.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,28 +29,75 @@ pub enum Command {
     /// Run a whole cluster in one process: one coordinator and three soft chips.
     Dev(DevArgs),
     /// Manage users (business backend).
-    #[command(subcommand)]
-    User(UserCommand),
+    User(ClientCommand<UserCommand>),
     /// Play the user's phone: register a device, approve payments.
-    #[command(subcommand)]
-    Terminal(TerminalCommand),
+    Terminal(ClientCommand<TerminalCommand>),
     /// Check a signature against a user's certificate.
     Verify(VerifyArgs),
-    /// Show the cluster's status.
-    Status,
+    /// Show the cluster's status, as the node asked sees it, and its user CA certificate.
+    Status(StatusArgs),
     /// Benchmark authorized signatures against a running cluster.
     Bench(BenchArgs),
-    /// Run one soft chip as its own process (data in `--data`).
+    /// Run one chip as its own process (soft, or in front of a PKCS#11 token).
     Chip(ChipArgs),
-    /// Run one coordinator of a multi-node cluster (data in `--data`).
+    /// Run one coordinator of a multi-node cluster.
     Coordinator(CoordinatorArgs),
-    /// Operate a coordinator cluster: membership and status.
-    #[command(subcommand)]
-    Ctl(CtlCommand),
+    /// Operate a coordinator cluster: membership, status and chips.
+    Ctl(ClientCommand<CtlCommand>),
     /// The cluster's TLS certificates: a CA, and one identity per node, business backend and
-    /// operator.
+    /// operator; the domain operator key and chip admissions.
+    Pki(PkiArgs),
+}
+
+impl Command {
+    /// The client flags given after this command's name, if it is a client command.
+    pub fn client(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::User(c) => Some(&c.client.0),
+            Command::Terminal(c) => Some(&c.client.0),
+            Command::Ctl(c) => Some(&c.client.0),
+            Command::Verify(a) => Some(&a.client.0),
+            Command::Status(a) => Some(&a.client.0),
+            Command::Bench(a) => Some(&a.client.0),
+            Command::Dev(_) | Command::Chip(_) | Command::Coordinator(_) | Command::Pki(_) => None,
+        }
+    }
+
+    /// The command's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Dev(_) => "dev",
+            Command::User(_) => "user",
+            Command::Terminal(_) => "terminal",
+            Command::Verify(_) => "verify",
+            Command::Status(_) => "status",
+            Command::Bench(_) => "bench",
+            Command::Chip(_) => "chip",
+            Command::Coordinator(_) => "coordinator",
+            Command::Ctl(_) => "ctl",
+            Command::Pki(_) => "pki",
+        }
+    }
+}
+
+/// `yunkey status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: Inherited<ClientArgs>,
+    /// Also write the user CA certificate (PEM) to FILE: the trust anchor businesses pin to
+    /// check user certificates. Refused while the cluster has none yet.
+    #[arg(long, value_name = "FILE")]
+    pub user_ca_out: Option<PathBuf>,
+}
+
+/// `yunkey pki`.
+#[derive(Debug, Args)]
+pub struct PkiArgs {
+    #[command(flatten)]
+    pub output: Inherited<OutputArgs>,
     #[command(subcommand)]
-    Pki(PkiCommand),
+    pub command: PkiCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +178,11 @@ pub enum PkiCommand {
 
 #[derive(Debug, Args)]
 pub struct ChipArgs {
+    /// The chip's data directory: `store/` (its sealed database), `master.key` (soft
+    /// backend), `identity.json` (written at each start) and `admission.json` (put there by
+    /// the operator). One chip id per directory, for life.
+    #[arg(long, env = "YUNKEY_DATA", default_value = "yunkey-data")]
+    pub data: PathBuf,
     /// The chip's id; stored in its data directory on first start and checked later.
     #[arg(long)]
     pub id: String,
@@ -221,6 +229,10 @@ pub struct ChipArgs {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
+    /// The coordinator's data directory: `node-id`, `raft/` (its sled database: Raft log,
+    /// vote, state machine) and `snapshots/`. One node id per directory, for life.
+    #[arg(long, env = "YUNKEY_DATA", default_value = "yunkey-data")]
+    pub data: PathBuf,
     /// Raft node id, or `auto`. Never reuse an id, not even for a node rebuilt on a wiped
     /// disk. `auto` takes the id recorded in `DATA/node-id`, or, on an empty data dir, a new
     /// random one (recorded there): a pod that comes back on a new volume gets a new id.
@@ -379,6 +391,10 @@ pub enum ChipCommand {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
+    /// The dev cluster's data directory: its TLS files, `coordinator/`, `chips/`,
+    /// `user-ca.pem`, and `endpoint` while it runs (the client commands find it there).
+    #[arg(long, env = "YUNKEY_DATA", default_value = "yunkey-data")]
+    pub data: PathBuf,
     /// Address the coordinator listens on.
     #[arg(long, env = "YUNKEY_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
@@ -489,6 +505,8 @@ pub enum TerminalCommand {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    pub client: Inherited<ClientArgs>,
     /// The user whose key signed (the cluster checks against its certificate).
     #[arg(long)]
     pub user: Option<String>,
@@ -506,6 +524,8 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: Inherited<ClientArgs>,
     /// Another benchmark than the default (authorized signatures).
     #[command(subcommand)]
     pub mode: Option<BenchMode>,
