@@ -288,7 +288,10 @@ async fn a_drained_chip_ends_empty_and_is_removed() {
     // `ctl status` shows the drain (until the chip is removed) and the reconciler's backlog.
     let (ok, out) = ctl(&["status"]);
     assert!(ok && out.contains("draining: chip-1 ("), "{out}");
-    assert!(out.contains("repair pending") && out.contains("rebalance pending"), "{out}");
+    assert!(
+        out.contains("repair pending") && out.contains("rebalance pending"),
+        "{out}"
+    );
 
     // Signing goes on while the keys move; then chip-1 holds none and nobody lists it.
     for p in &phones {
