@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Dev;
+use common::{Cluster, Dev};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use yunkey_client::{key_client, terminal_client};
@@ -241,4 +241,26 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
         "{guesses} refusals: {full} full lines, {summaries} summary lines, {} bytes of log",
         text.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_flag_sets_the_limit() {
+    // GetTime needs no chips, so one bare coordinator serves it.
+    let mut cluster = Cluster::new();
+    let node = cluster.start_node_with(1, true, &[], &["--unauthenticated-rate", "1/3"]);
+    let mut terminal = terminal_client(cluster.device(&[&node.endpoint]).current_channel());
+    for _ in 0..3 {
+        terminal.get_time(GetTimeRequest {}).await.unwrap();
+    }
+    let status = terminal.get_time(GetTimeRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let ms: u64 = status
+        .message()
+        .strip_prefix("too many unauthenticated requests from this address; retry after ")
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{status:?}"));
+    assert!((1..=1000).contains(&ms), "{ms} ms at 1 request per second");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    terminal.get_time(GetTimeRequest {}).await.unwrap();
 }
