@@ -257,3 +257,38 @@ impl From<crate::state::Rejection> for CoordError {
 
 /// Result of a coordinator operation.
 pub type Result<T, E = CoordError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_on_a_users_state_look_alike_to_an_anonymous_caller() {
+        let hidden = [
+            CoordError::UserNotFound("ghost".into()),
+            CoordError::UserRevoked("rita".into()),
+            CoordError::ActivationInvalid,
+            CoordError::RequestIdReused {
+                first_kind: "enroll".into(),
+            },
+        ];
+        for e in hidden {
+            let s = e.to_unauthenticated_status();
+            assert_eq!(
+                (s.code(), s.message()),
+                (Code::PermissionDenied, ACTIVATION_REFUSED)
+            );
+        }
+        // What depends on the request alone keeps its own status and message.
+        let e = CoordError::InvalidArgument(InvalidField::new("proof", "is empty"));
+        let s = e.to_unauthenticated_status();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("proof"), "{s:?}");
+        let s = CoordError::RateLimited { retry_after_ms: 50 }.to_unauthenticated_status();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "too many unauthenticated requests from this address; retry after 50 ms"
+        );
+    }
+}
