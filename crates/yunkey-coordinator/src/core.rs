@@ -21,6 +21,9 @@ pub struct CoordinatorConfig {
     pub write_timeout: Duration,
     /// How the reconciler paces repair, restore and drain.
     pub repair: crate::repair::RepairConfig,
+    /// The rate limit per source address on unauthenticated calls (`RegisterDevice`,
+    /// `GetTime`); `None`: no limit.
+    pub unauthenticated_rate: Option<crate::service::source_limit::SourceRate>,
 }
 
 impl Default for CoordinatorConfig {
@@ -30,6 +33,7 @@ impl Default for CoordinatorConfig {
             activation_ttl_secs: 7 * 24 * 3600,
             write_timeout: Duration::from_secs(10),
             repair: crate::repair::RepairConfig::default(),
+            unauthenticated_rate: Some(Default::default()),
         }
     }
 }

@@ -78,6 +78,14 @@ pub enum CoordError {
     /// Every chip is full.
     #[error("{0}")]
     NoCapacity(String),
+    /// Too many unauthenticated requests from the caller's address.
+    #[error(
+        "too many unauthenticated requests from this address; retry after {retry_after_ms} ms"
+    )]
+    RateLimited {
+        /// When the address's next request is let through.
+        retry_after_ms: u64,
+    },
     /// A chip refused or failed.
     #[error("{0}")]
     Chip(crate::chip_client::ChipFailure),
@@ -146,18 +154,49 @@ impl CoordError {
             CoordError::Unavailable(_) | CoordError::Raft(_) | CoordError::NotLeader { .. } => {
                 Code::Unavailable
             }
-            CoordError::NoCapacity(_) => Code::ResourceExhausted,
+            CoordError::NoCapacity(_) | CoordError::RateLimited { .. } => Code::ResourceExhausted,
             CoordError::Chip(failure) => failure.code(),
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
     }
 }
 
-impl From<CoordError> for Status {
-    fn from(e: CoordError) -> Status {
-        let message = e.to_string();
-        let mut status = Status::new(e.code(), message);
-        if let CoordError::NotLeader { leader_address, .. } = &e {
+/// What an unauthenticated `RegisterDevice` caller is told for every refusal that depends on
+/// a user's state (see [`CoordError::reveals_user_state`]): one status and one message, so
+/// that the answer does not tell whether the user exists, is revoked, or has a code pending.
+pub const ACTIVATION_REFUSED: &str = "activation refused: the user id or activation code is wrong, or the code was used or has expired";
+
+impl CoordError {
+    /// Whether telling this error to an unauthenticated caller would tell them something
+    /// about a user: that the user is enrolled or not, revoked, has an activation pending,
+    /// or which request ids were used (the default ones name users: `enroll-ID`,
+    /// `revoke-ID`). Malformed input, a proof that does not verify with the caller's own
+    /// key, and failures after the code was accepted tell nothing about users.
+    pub fn reveals_user_state(&self) -> bool {
+        matches!(
+            self,
+            CoordError::UserNotFound(_)
+                | CoordError::UserRevoked(_)
+                | CoordError::ActivationInvalid
+                | CoordError::RequestIdReused { .. }
+        )
+    }
+
+    /// The status an unauthenticated caller gets: PERMISSION_DENIED [`ACTIVATION_REFUSED`]
+    /// for every error that [reveals a user's state](Self::reveals_user_state), else the
+    /// usual status. The typed error stays for the operator's log.
+    pub fn to_unauthenticated_status(&self) -> Status {
+        if self.reveals_user_state() {
+            Status::permission_denied(ACTIVATION_REFUSED)
+        } else {
+            self.status()
+        }
+    }
+
+    /// The status for this error: its code, its message, and for `NotLeader` the leader hint.
+    pub fn status(&self) -> Status {
+        let mut status = Status::new(self.code(), self.to_string());
+        if let CoordError::NotLeader { leader_address, .. } = self {
             if let Ok(value) = leader_address.parse() {
                 status
                     .metadata_mut()
@@ -165,6 +204,12 @@ impl From<CoordError> for Status {
             }
         }
         status
+    }
+}
+
+impl From<CoordError> for Status {
+    fn from(e: CoordError) -> Status {
+        e.status()
     }
 }
 
@@ -212,3 +257,38 @@ impl From<crate::state::Rejection> for CoordError {
 
 /// Result of a coordinator operation.
 pub type Result<T, E = CoordError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_on_a_users_state_look_alike_to_an_anonymous_caller() {
+        let hidden = [
+            CoordError::UserNotFound("ghost".into()),
+            CoordError::UserRevoked("rita".into()),
+            CoordError::ActivationInvalid,
+            CoordError::RequestIdReused {
+                first_kind: "enroll".into(),
+            },
+        ];
+        for e in hidden {
+            let s = e.to_unauthenticated_status();
+            assert_eq!(
+                (s.code(), s.message()),
+                (Code::PermissionDenied, ACTIVATION_REFUSED)
+            );
+        }
+        // What depends on the request alone keeps its own status and message.
+        let e = CoordError::InvalidArgument(InvalidField::new("proof", "is empty"));
+        let s = e.to_unauthenticated_status();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("proof"), "{s:?}");
+        let s = CoordError::RateLimited { retry_after_ms: 50 }.to_unauthenticated_status();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "too many unauthenticated requests from this address; retry after 50 ms"
+        );
+    }
+}

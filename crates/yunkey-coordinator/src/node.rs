@@ -140,6 +140,10 @@ impl Node {
             .max_decoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::raft::RAFT_MAX_MESSAGE_BYTES);
 
+        let terminal = TerminalApi::new(core.clone());
+        tokio::spawn(crate::service::refusal_log::flush_loop(
+            terminal.refusal_log(),
+        ));
         let router = Server::builder()
             .tls_config(tls)
             .map_err(|e| CoordError::Internal(format!("TLS: {e}")))?
@@ -152,8 +156,7 @@ impl Node {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                TerminalServiceServer::new(TerminalApi::new(core.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                TerminalServiceServer::new(terminal).max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 ClusterServiceServer::new(ClusterApi::new(core.clone()))

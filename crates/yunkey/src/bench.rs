@@ -19,7 +19,8 @@ use yunkey_client::{key_client, terminal_client, Connection};
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1::{
-    Authorization, EnrollUserRequest, RegisterDeviceRequest, SignRequest, Transaction,
+    Authorization, EnrollUserRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
+    Transaction,
 };
 
 struct BenchUser {
@@ -99,12 +100,7 @@ async fn setup_users(
             proof,
             device_name: "bench".into(),
         };
-        let resp = device
-            .call(|ch| {
-                let req = req.clone();
-                async move { terminal_client(ch).register_device(req).await }
-            })
-            .await?;
+        let resp = register_device(device, &req).await?;
         let device_id = resp.device.context("no device in reply")?.device_id;
         users.push(BenchUser {
             user_id,
@@ -113,6 +109,29 @@ async fn setup_users(
         });
     }
     Ok((users, enroll_rate))
+}
+
+/// `RegisterDevice`, waiting out the coordinators' rate limit per source address on
+/// unauthenticated calls when it is hit: a bench registers many devices from one address.
+pub(crate) async fn register_device(
+    device: &Connection,
+    req: &RegisterDeviceRequest,
+) -> Result<RegisterDeviceResponse, yunkey_client::ClientError> {
+    loop {
+        let result = device
+            .call(|ch| {
+                let req = req.clone();
+                async move { terminal_client(ch).register_device(req).await }
+            })
+            .await;
+        match result {
+            Err(yunkey_client::ClientError::Status {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other,
+        }
+    }
 }
 
 /// The same crypto work as one authorized signature, on one core, per second.

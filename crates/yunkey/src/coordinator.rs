@@ -169,6 +169,7 @@ pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
     );
     opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
     opts.config.repair.rate = args.repair_rate;
+    opts.config.unauthenticated_rate = args.unauthenticated_rate.0;
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance

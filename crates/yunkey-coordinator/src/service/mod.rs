@@ -3,6 +3,8 @@
 
 mod cluster;
 mod key;
+pub mod refusal_log;
+pub mod source_limit;
 mod terminal;
 
 pub use cluster::ClusterApi;
@@ -10,7 +12,9 @@ pub use key::KeyApi;
 pub use terminal::TerminalApi;
 
 use crate::error::CoordError;
+use refusal_log::{RefusalLog, Verdict};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Instant;
 use tonic::{Code, Response, Status};
 
@@ -23,21 +27,66 @@ pub(crate) async fn observe<T>(
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let result = op.await;
-    let code = match &result {
-        Ok(_) => Code::Ok,
-        Err(e) => e.code(),
-    };
-    metrics::counter!("yunkey_rpc_requests_total", "rpc" => rpc, "code" => code_name(code))
-        .increment(1);
-    metrics::histogram!("yunkey_rpc_duration_seconds", "rpc" => rpc)
-        .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(v) => Ok(Response::new(v)),
+        Ok(v) => {
+            count(rpc, Code::Ok, started);
+            Ok(Response::new(v))
+        }
         Err(e) => {
+            let code = e.code();
+            count(rpc, code, started);
             tracing::info!(target: "yunkey::audit", rpc, actor, code = code_name(code), error = %e, "request refused");
             Err(e.into())
         }
     }
+}
+
+/// [`observe`] for a call anyone may make (no client certificate): the caller gets
+/// [`CoordError::to_unauthenticated_status`], which tells nothing about users; the audit
+/// line keeps the distinct reason and the source address, but only as many lines as
+/// `refusals` lets through (the rest are counted in its summary line).
+pub(crate) async fn observe_unauthenticated<T>(
+    rpc: &'static str,
+    actor: &str,
+    source: Option<SocketAddr>,
+    refusals: &RefusalLog,
+    op: impl Future<Output = Result<T, CoordError>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    match op.await {
+        Ok(v) => {
+            count(rpc, Code::Ok, started);
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            let status = e.to_unauthenticated_status();
+            count(rpc, status.code(), started);
+            let (verdict, ended) = refusals.record(rpc, Instant::now());
+            if let Some(summary) = ended {
+                summary.log();
+            }
+            if verdict == Verdict::Log {
+                let source = source.map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+                tracing::info!(
+                    target: "yunkey::audit",
+                    rpc,
+                    actor,
+                    source = %source,
+                    code = code_name(status.code()),
+                    error = %e,
+                    "request refused"
+                );
+            }
+            Err(status)
+        }
+    }
+}
+
+fn count(rpc: &'static str, code: Code, started: Instant) {
+    metrics::counter!("yunkey_rpc_requests_total", "rpc" => rpc, "code" => code_name(code))
+        .increment(1);
+    metrics::histogram!("yunkey_rpc_duration_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The canonical upper-case name of a gRPC code.

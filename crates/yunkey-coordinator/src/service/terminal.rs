@@ -1,9 +1,18 @@
 //! `TerminalService`: the devices' API. No client certificate: a device proves itself with
 //! signatures by its own key (proof of possession, then one authorization per transaction).
+//!
+//! `RegisterDevice` and `GetTime` need nothing at all, so anyone may call them: they are rate
+//! limited per source address ([`super::source_limit`]), their refusals are logged in bounded
+//! amounts ([`super::refusal_log`]), and a refused registration does not tell whether the user
+//! exists or is revoked ([`CoordError::to_unauthenticated_status`]).
 
-use super::observe;
+use super::refusal_log::RefusalLog;
+use super::source_limit::SourceLimiter;
+use super::{observe, observe_unauthenticated};
 use crate::core::Core;
-use std::sync::Arc;
+use crate::error::CoordError;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use tonic::{Request, Response, Status};
 use yunkey_proto::v1::terminal_service_server::TerminalService;
 use yunkey_proto::v1::{
@@ -15,12 +24,43 @@ use yunkey_proto::v1::{
 #[derive(Debug, Clone)]
 pub struct TerminalApi {
     core: Arc<Core>,
+    limiter: Option<Arc<SourceLimiter>>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl TerminalApi {
-    /// A service over `core`.
+    /// A service over `core`, with the rate limit of `core.config.unauthenticated_rate`.
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        let limiter = core
+            .config
+            .unauthenticated_rate
+            .map(|rate| Arc::new(SourceLimiter::new(rate)));
+        Self {
+            core,
+            limiter,
+            refusals: Arc::new(RefusalLog::default()),
+        }
+    }
+
+    /// The refusal log, for [`super::refusal_log::flush_loop`].
+    pub fn refusal_log(&self) -> Weak<RefusalLog> {
+        Arc::downgrade(&self.refusals)
+    }
+
+    /// Takes a token from the bucket of the caller's address.
+    fn admit(&self, source: Option<SocketAddr>) -> Result<(), CoordError> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(limiter) => {
+                limiter
+                    .check(source.map(|a| a.ip()))
+                    .map_err(|wait| CoordError::RateLimited {
+                        retry_after_ms: u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+                            .unwrap_or(u64::MAX)
+                            .max(1),
+                    })
+            }
+        }
     }
 }
 
@@ -30,14 +70,14 @@ impl TerminalService for TerminalApi {
         &self,
         req: Request<RegisterDeviceRequest>,
     ) -> Result<Response<RegisterDeviceResponse>, Status> {
+        let source = req.remote_addr();
         let req = req.into_inner();
         let actor = format!("device-for:{}", req.user_id);
-        observe(
-            "RegisterDevice",
-            &actor,
-            crate::devices::register(&self.core, req),
-        )
-        .await
+        let op = async {
+            self.admit(source)?;
+            crate::devices::register(&self.core, req).await
+        };
+        observe_unauthenticated("RegisterDevice", &actor, source, &self.refusals, op).await
     }
 
     async fn sign_transaction(
@@ -62,10 +102,15 @@ impl TerminalService for TerminalApi {
 
     async fn get_time(
         &self,
-        _req: Request<GetTimeRequest>,
+        req: Request<GetTimeRequest>,
     ) -> Result<Response<GetTimeResponse>, Status> {
-        Ok(Response::new(GetTimeResponse {
-            unix_seconds: crate::clock::now(),
-        }))
+        let source = req.remote_addr();
+        let op = async {
+            self.admit(source)?;
+            Ok(GetTimeResponse {
+                unix_seconds: crate::clock::now(),
+            })
+        };
+        observe_unauthenticated("GetTime", "anonymous", source, &self.refusals, op).await
     }
 }

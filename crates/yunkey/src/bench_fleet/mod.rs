@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use yunkey_client::{cluster_client, key_client, terminal_client, Connection};
+use yunkey_client::{cluster_client, key_client, Connection};
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1 as pb;
@@ -136,11 +136,7 @@ async fn register(device: &Connection, user_id: &str, code: &str) -> anyhow::Res
         device_public_key: spki,
         device_name: "bench".into(),
     };
-    let resp = device
-        .call(|ch| {
-            let req = req.clone();
-            async move { terminal_client(ch).register_device(req).await }
-        })
+    let resp = crate::bench::register_device(device, &req)
         .await
         .with_context(|| format!("registering a device for {user_id}"))?;
     Ok(Signer {

@@ -8,6 +8,7 @@ pub use client::{ClientArgs, ClientCommand, Global, GlobalArgs, Inherited, LogFo
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use yunkey_coordinator::service::source_limit::SourceRate;
 
 /// yunkey: a cloud key service. Users' keys live in a cluster of crypto chips; a user's own
 /// device approves each exact transaction before a chip signs it.
@@ -294,6 +295,46 @@ pub struct CoordinatorArgs {
     /// turns rebalancing off. Moves share the --repair-rate budget, repair first.
     #[arg(long, default_value = "10", value_name = "PERCENT|off", value_parser = parse_tolerance)]
     pub rebalance_tolerance: RebalanceTolerance,
+    /// Rate limit on the calls anyone may make without a certificate (RegisterDevice,
+    /// GetTime), per source address (an IPv6 address by its /64): a token bucket refilling at
+    /// RATE requests per second and holding BURST; past it, RESOURCE_EXHAUSTED with the wait.
+    /// `off` removes the limit (for example behind a proxy that hides the callers' addresses
+    /// and limits them itself).
+    #[arg(long, default_value_t = UnauthenticatedRate::default(), value_name = "RATE/BURST|off", value_parser = parse_unauthenticated_rate)]
+    pub unauthenticated_rate: UnauthenticatedRate,
+}
+
+/// `--unauthenticated-rate`: requests per second and burst per source address, or `None` for
+/// off.
+#[derive(Debug, Clone, Copy)]
+pub struct UnauthenticatedRate(pub Option<SourceRate>);
+
+impl Default for UnauthenticatedRate {
+    fn default() -> Self {
+        Self(Some(SourceRate::default()))
+    }
+}
+
+impl std::fmt::Display for UnauthenticatedRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{}/{}", r.per_second, r.burst),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+fn parse_unauthenticated_rate(text: &str) -> Result<UnauthenticatedRate, String> {
+    if text == "off" {
+        return Ok(UnauthenticatedRate(None));
+    }
+    let bad = || {
+        format!("{text:?}: expected RATE/BURST (requests per second and burst per address, both at least 1, e.g. 20/40), or off")
+    };
+    let (rate, burst) = text.split_once('/').ok_or_else(bad)?;
+    let per_second = rate.parse().map_err(|_| bad())?;
+    let burst = burst.parse().map_err(|_| bad())?;
+    Ok(UnauthenticatedRate(Some(SourceRate { per_second, burst })))
 }
 
 /// `--node-id`: a number, or `auto`.

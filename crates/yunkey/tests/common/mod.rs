@@ -92,6 +92,21 @@ impl Dev {
 
     /// Starts a dev cluster on `data` (which may hold an earlier cluster).
     pub fn start_in(data: &Path) -> Dev {
+        Dev::start_with(data, "warn", Stdio::inherit())
+    }
+
+    /// Starts a dev cluster in a fresh temporary directory that logs at `filter`
+    /// (`YUNKEY_LOG`) to the file it returns.
+    pub fn start_logging(filter: &str) -> (Dev, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("dev.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut dev = Dev::start_with(tmp.path(), filter, Stdio::from(file));
+        dev._tmp = Some(tmp);
+        (dev, log)
+    }
+
+    fn start_with(data: &Path, filter: &str, stderr: Stdio) -> Dev {
         yunkey_net::install_crypto_provider();
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(bin())
@@ -104,10 +119,10 @@ impl Dev {
                 "--metrics",
                 &metrics,
             ])
-            .env("YUNKEY_LOG", "warn")
+            .env("YUNKEY_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn yunkey dev");
         let stdout = child.stdout.take().unwrap();
