@@ -527,17 +527,7 @@ async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) 
     }
     let admin = cluster.operator(&[&nodes[&1].endpoint]);
     for id in [2, 3] {
-        let req = AddNodeRequest {
-            node_id: id,
-            address: nodes[&id].endpoint.clone(),
-        };
-        admin
-            .call(|ch| {
-                let req = req.clone();
-                async move { cluster_client(ch).add_node(req).await }
-            })
-            .await
-            .unwrap_or_else(|e| panic!("AddNode {id}: {e:?}"));
+        common::add_node(&admin, id, &nodes[&id].endpoint).await;
     }
     for id in [2, 3] {
         nodes.get_mut(&id).unwrap().wait_line("ready", READY);

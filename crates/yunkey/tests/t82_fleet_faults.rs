@@ -58,20 +58,10 @@ async fn fleet(chips: usize, coordinators: u64, flags: &[&str]) -> Fleet {
     let admin = cluster.operator(&[&first.endpoint]);
     nodes.insert(1, first);
     for id in 2..=coordinators {
-        let node = cluster.start_node_with(id, false, &[], flags);
-        let req = pb::AddNodeRequest {
-            node_id: id,
-            address: node.endpoint.clone(),
-        };
+        let mut node = cluster.start_node_with(id, false, &[], flags);
+        common::add_node(&admin, id, &node.endpoint).await;
+        node.wait_line("ready", READY);
         nodes.insert(id, node);
-        admin
-            .call(|ch| {
-                let req = req.clone();
-                async move { cluster_client(ch).add_node(req).await }
-            })
-            .await
-            .unwrap_or_else(|e| panic!("AddNode {id}: {e:?}"));
-        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
     }
     Fleet {
         cluster,

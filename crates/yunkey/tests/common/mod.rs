@@ -344,6 +344,22 @@ pub async fn enroll_with_device(dev: &Dev, user_id: &str) -> TestDevice {
 }
 
 /// Enrols `user_id` through `business` and registers an in-memory device through `device`.
+/// Adds coordinator `node_id`, serving at `address`, to the cluster through `admin` (an operator
+/// connection); panics if the leader refuses.
+pub async fn add_node(admin: &Connection, node_id: u64, address: &str) {
+    let req = yunkey_proto::v1::AddNodeRequest {
+        node_id,
+        address: address.to_owned(),
+    };
+    admin
+        .call(|ch| {
+            let req = req.clone();
+            async move { yunkey_client::cluster_client(ch).add_node(req).await }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("AddNode {node_id}: {e:?}"));
+}
+
 pub async fn enroll_on(business: &Connection, device: &Connection, user_id: &str) -> TestDevice {
     let enrolled = yunkey_client::key_client(business.current_channel())
         .enroll_user(EnrollUserRequest {
