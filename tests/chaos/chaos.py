@@ -94,8 +94,10 @@ class Cluster:
     def cli(self, args: list[str], env: dict, timeout: float) -> tuple[str, str, dict]:
         """Runs the CLI with --json. Returns (type, code, value)."""
         try:
+            # stdin is never a terminal here: `terminal pay` then shows the transaction without
+            # asking for a confirmation.
             p = subprocess.run([self.bin, "--json", *args], env=env, capture_output=True, text=True,
-                               timeout=timeout, cwd=self.tmp)
+                               timeout=timeout, cwd=self.tmp, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return "info", "TIMEOUT", {}
         try:

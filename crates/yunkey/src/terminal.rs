@@ -5,6 +5,7 @@ use crate::connect;
 use crate::output::{cert_pem, print};
 use anyhow::Context;
 use serde_json::json;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use yunkey_client::keystore::FileKeystore;
 use yunkey_client::terminal;
@@ -53,10 +54,10 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             currency,
             ttl,
             save,
+            yes,
             opts,
         } => {
             let ks = keystore(opts)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
             let now = terminal::server_time(&conn).await?;
             let tx = terminal::new_transaction(
                 payer.as_deref().unwrap_or(user),
@@ -67,6 +68,10 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
                 *ttl,
             )?;
             let canonical = yunkey_crypto::tx::encode(&tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // What you see is what you sign: the exact bytes the authorization binds are shown
+            // before the user is verified, and confirmed when a person is at the terminal.
+            show_and_confirm(&canonical, now, *yes)?;
+            let pin = crate::pin::read(opts.pin_file.as_deref())?;
             let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
@@ -95,6 +100,37 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
                     )
                 },
             );
+        }
+    }
+    Ok(())
+}
+
+/// Shows the canonical transaction (the bytes whose SHA-256 the device authorizes) on standard
+/// error, and, when standard input is a terminal and `yes` is not given, asks for a yes before
+/// anything is signed.
+fn show_and_confirm(canonical: &[u8], now: i64, yes: bool) -> anyhow::Result<()> {
+    let text = String::from_utf8_lossy(canonical);
+    let mut shown = String::from("about to authorize exactly this transaction:\n");
+    for line in text.lines() {
+        shown.push_str("  ");
+        shown.push_str(line);
+        if let Some(at) = line
+            .strip_prefix("expires_at:")
+            .and_then(|t| t.parse::<i64>().ok())
+        {
+            shown.push_str(&format!("  (in {} s by the server's clock)", at - now));
+        }
+        shown.push('\n');
+    }
+    eprint!("{shown}");
+    if !yes && std::io::stdin().is_terminal() {
+        eprint!("sign it? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("reading the confirmation")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not signed: the transaction was not confirmed");
         }
     }
     Ok(())

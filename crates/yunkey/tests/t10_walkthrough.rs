@@ -55,7 +55,26 @@ fn onboard(dev: &Dev, user: &str, keystore: &Path) {
 }
 
 fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> serde_json::Value {
-    json(&dev.cli(&[
+    let out = pay_output(dev, user, keystore, amount);
+    let paid = json(&out);
+    // What you see is what you sign: the exact canonical bytes were shown before signing.
+    let shown = String::from_utf8_lossy(&out.stderr);
+    let canonical = paid["canonical_transaction"].as_str().unwrap();
+    assert!(
+        shown.contains("about to authorize exactly this transaction:"),
+        "{shown}"
+    );
+    for line in canonical.lines() {
+        assert!(
+            shown.contains(&format!("  {line}")),
+            "{line:?} not shown: {shown}"
+        );
+    }
+    paid
+}
+
+fn pay_output(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> std::process::Output {
+    dev.cli(&[
         "--json",
         "terminal",
         "pay",
@@ -69,7 +88,7 @@ fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> serde_json::Valu
         "eur",
         "--keystore",
         keystore.to_str().unwrap(),
-    ]))
+    ])
 }
 
 #[test]

@@ -539,6 +539,10 @@ pub enum TerminalCommand {
         /// that were signed), signature.der, user.pem and chain.pem, ready for OpenSSL.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Sign without asking for confirmation at a terminal (the transaction is still shown
+        /// on standard error). Without a terminal on standard input it never asks.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         opts: TerminalOpts,
     },
