@@ -3,13 +3,12 @@
 //! starts), every `--flag` its text names exists, and the server commands' `--help` describes
 //! their own flags, without the client commands' ones.
 
+mod common;
+
+use common::bin;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_yunkey")
-}
 
 fn operations_md() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md"))
@@ -18,20 +17,9 @@ fn operations_md() -> String {
 
 /// `yunkey ARGS --help`'s output (which must succeed).
 fn help(args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--help")
-        .env_remove("YUNKEY_ENDPOINT")
-        .env_remove("YUNKEY_DATA")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "yunkey {args:?} --help: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut all = args.to_vec();
+    all.push("--help");
+    common::yunkey_ok(&all)
 }
 
 /// The long flags a help text lists (`--data`, `--help`, ...).

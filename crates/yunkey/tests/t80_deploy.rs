@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bin, free_port, Proc};
+use common::{bin, free_port, yunkey_ok as yunkey, Proc};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,20 +13,6 @@ use std::time::Duration;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-fn yunkey(args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "yunkey {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn pki(dir: &Path) -> String {
     let d = dir.to_str().unwrap();

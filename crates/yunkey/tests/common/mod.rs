@@ -30,19 +30,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `yunkey pki ARGS`, which must succeed.
-pub fn pki_cli(args: &[&str]) {
+/// Runs `yunkey ARGS` (stdin closed, no `YUNKEY_ENDPOINT`/`YUNKEY_DATA` from the caller's
+/// environment), which must succeed; returns its standard output.
+pub fn yunkey_ok(args: &[&str]) -> String {
     let out = Command::new(bin())
-        .arg("pki")
         .args(args)
+        .env_remove("YUNKEY_ENDPOINT")
+        .env_remove("YUNKEY_DATA")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "yunkey pki {args:?}: {}",
+        "yunkey {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `yunkey pki ARGS`, which must succeed.
+pub fn pki_cli(args: &[&str]) {
+    let mut all = vec!["pki"];
+    all.extend_from_slice(args);
+    yunkey_ok(&all);
 }
 
 /// The subject of the certificate the TLS server at `addr` (`host:port`) presents, as
