@@ -130,6 +130,20 @@ impl fmt::Debug for BindDevice {
     }
 }
 
+/// A re-activation: a new one-time code (by its hash) that lets one more device bind to a
+/// user key. It opens the binding's next activation epoch, so it supersedes any earlier code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetActivation {
+    /// A holder's handle of the user key.
+    pub key_handle: String,
+    /// The user.
+    pub user_id: String,
+    /// SHA-256 of the new code (the code itself never reaches a chip).
+    pub code_sha256: [u8; 32],
+    /// Unix seconds after which the code is void.
+    pub expires_at: i64,
+}
+
 /// A revocation of a user (no device) or of one device, decided by a chip holding the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoke {
@@ -193,6 +207,9 @@ pub enum CertificateSubject {
         wrapped_user_key: Vec<u8>,
         /// The device.
         device_id: String,
+        /// How long the certificate is valid, in seconds; `None`: the default
+        /// (`LEAF_VALIDITY_DAYS`). Between `MIN_DEVICE_VALIDITY_SECS` and the default.
+        validity_secs: Option<i64>,
     },
 }
 
@@ -275,6 +292,9 @@ pub trait ChipBackend: Send + Sync {
 
     /// Revokes the user or one device in the key's binding.
     fn revoke(&self, request: &Revoke) -> Result<Rebound, ChipError>;
+
+    /// Opens a new activation in the key's binding (see [`SetActivation`]).
+    fn set_activation(&self, request: &SetActivation) -> Result<Rebound, ChipError>;
 
     /// Signs a canonical transaction with a user key after checking the device
     /// authorization against the key's binding. Returns the signature over the SHA-256 of the

@@ -8,20 +8,28 @@
 //! from both sides, so a revocation, once a chip has seen it, cannot be undone by replaying an
 //! older wrapped key or by a binding forked on a chip that had not seen it yet.
 //!
-//! Encoding (format 1):
+//! Activations have epochs. Enrolment opens epoch 0; each re-activation (a new code from the
+//! operator, [`Binding::reactivate`]) opens the next one. The merge keeps the activation of
+//! the higher epoch, so a new code supersedes an old one everywhere, and within one epoch a
+//! consumed activation stays consumed.
+//!
+//! Encoding (format 2):
 //! ```text
-//! 1 (1) || seq (8, BE) || revoked (1) || has_activation (1)
+//! 2 (1) || seq (8, BE) || revoked (1) || activation_epoch (4, BE) || has_activation (1)
 //!   [|| activation_code_sha256 (32) || activation_expires_at (8, BE, signed)]
 //!   || device count (2, BE) || per device: device_id (lp) || public_key_spki (lp) || revoked (1)
 //! ```
-//! where `lp` is a 2-byte big-endian length and the bytes.
+//! where `lp` is a 2-byte big-endian length and the bytes. Format 1 is format 2 without the
+//! epoch; it decodes as epoch 0 and is written back as format 2.
 
 use crate::wrapped::{put_lp, take_lp};
 use crate::ChipError;
 use yunkey_crypto::validate::InvalidField;
 
 /// Format version of an encoded binding.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+/// The format before activation epochs (still read).
+const FORMAT_1: u8 = 1;
 /// Most devices one user key may have bound (revoked ones included).
 pub const MAX_DEVICES: usize = 16;
 
@@ -52,7 +60,9 @@ pub struct Binding {
     pub seq: u64,
     /// The user is revoked: the key signs nothing more.
     pub revoked: bool,
-    /// The pending first-device activation, until it is used.
+    /// The epoch of `activation`: 0 from enrolment, raised by each re-activation.
+    pub activation_epoch: u32,
+    /// The pending activation, until it is used: it lets one more device bind.
     pub activation: Option<PendingActivation>,
     /// Bound devices.
     pub devices: Vec<BoundDevice>,
@@ -72,8 +82,9 @@ impl Binding {
     }
 
     /// The join of two bindings of the same key: the higher seq; revoked if either is; every
-    /// device of either, revoked if revoked in either; the activation only if both still have
-    /// the same one pending (a consumed activation stays consumed).
+    /// device of either, revoked if revoked in either; the activation of the higher epoch, and
+    /// within one epoch only if both still have the same one pending (a consumed activation
+    /// stays consumed).
     pub fn merge(&self, other: &Binding) -> Binding {
         let mut devices = self.devices.clone();
         for d in &other.devices {
@@ -86,9 +97,14 @@ impl Binding {
         Binding {
             seq: self.seq.max(other.seq),
             revoked: self.revoked || other.revoked,
-            activation: match (&self.activation, &other.activation) {
-                (Some(a), Some(b)) if a == b => Some(a.clone()),
-                _ => None,
+            activation_epoch: self.activation_epoch.max(other.activation_epoch),
+            activation: match self.activation_epoch.cmp(&other.activation_epoch) {
+                std::cmp::Ordering::Greater => self.activation.clone(),
+                std::cmp::Ordering::Less => other.activation.clone(),
+                std::cmp::Ordering::Equal => match (&self.activation, &other.activation) {
+                    (Some(a), Some(b)) if a == b => Some(a.clone()),
+                    _ => None,
+                },
             },
             devices,
         }
@@ -99,6 +115,7 @@ impl Binding {
         let mut out = vec![FORMAT];
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.push(u8::from(self.revoked));
+        out.extend_from_slice(&self.activation_epoch.to_be_bytes());
         match &self.activation {
             Some(a) => {
                 out.push(1);
@@ -120,7 +137,7 @@ impl Binding {
     /// Reads [`Binding::encode`]'s output.
     pub fn decode(bytes: &[u8]) -> Result<Self, ChipError> {
         let (version, rest) = bytes.split_first().ok_or_else(|| corrupt("is empty"))?;
-        if *version != FORMAT {
+        if *version != FORMAT && *version != FORMAT_1 {
             return Err(corrupt("has an unknown format version"));
         }
         let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>, ChipError> {
@@ -139,6 +156,11 @@ impl Binding {
             _ => Err(corrupt("has a bad flag")),
         };
         let revoked = flag(take(&mut rest, 1)?[0])?;
+        let activation_epoch = if *version == FORMAT_1 {
+            0
+        } else {
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"))
+        };
         let activation = if flag(take(&mut rest, 1)?[0])? {
             let code_sha256 = take(&mut rest, 32)?.try_into().expect("32 bytes");
             let expires_at = i64::from_be_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
@@ -175,6 +197,7 @@ impl Binding {
         Ok(Self {
             seq,
             revoked,
+            activation_epoch,
             activation,
             devices,
         })
@@ -223,6 +246,46 @@ mod tests {
         };
         assert!(pending.merge(&base).activation.is_none());
         assert_eq!(pending.merge(&pending), pending);
+        // A re-activation (next epoch) wins over the consumed or pending code of the last one,
+        // whichever side it comes from; an older epoch never brings an old code back.
+        let renewed = Binding {
+            seq: 4,
+            activation_epoch: 1,
+            activation: Some(PendingActivation {
+                code_sha256: [2; 32],
+                expires_at: 99,
+            }),
+            ..base.clone()
+        };
+        for merged in [renewed.merge(&pending), pending.merge(&renewed), renewed.merge(&base)] {
+            assert_eq!(merged.activation_epoch, 1);
+            assert_eq!(merged.activation, renewed.activation);
+        }
+        let consumed = Binding {
+            seq: 5,
+            activation: None,
+            ..renewed.clone()
+        };
+        assert!(consumed.merge(&renewed).activation.is_none());
+        assert!(consumed.merge(&pending).activation.is_none());
+    }
+
+    #[test]
+    fn format_1_reads_as_epoch_0() {
+        // seq 3, not revoked, a pending activation, no devices, in format 1.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&3u64.to_be_bytes());
+        v1.push(0);
+        v1.push(1);
+        v1.extend_from_slice(&[7u8; 32]);
+        v1.extend_from_slice(&50i64.to_be_bytes());
+        v1.extend_from_slice(&0u16.to_be_bytes());
+        let b = Binding::decode(&v1).unwrap();
+        assert_eq!(b.seq, 3);
+        assert_eq!(b.activation_epoch, 0);
+        assert_eq!(b.activation.as_ref().unwrap().code_sha256, [7; 32]);
+        assert_eq!(b.encode()[0], FORMAT);
+        assert_eq!(Binding::decode(&b.encode()).unwrap(), b);
     }
 
     #[test]
@@ -230,6 +293,7 @@ mod tests {
         let b = Binding {
             seq: 7,
             revoked: false,
+            activation_epoch: 3,
             activation: Some(PendingActivation {
                 code_sha256: [3; 32],
                 expires_at: -5,

@@ -8,7 +8,7 @@
 use crate::testing::{self, ChipCa, Device, Operator};
 use crate::{
     CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey, IssueCertificate,
-    KeyPurpose, Revoke, SignAuthorized,
+    KeyPurpose, Revoke, SetActivation, SignAuthorized,
 };
 use der::Decode;
 use yunkey_crypto::ecdsa::PublicKey;
@@ -32,6 +32,7 @@ pub fn run(make: Make<'_>) {
     fresh_chip_and_domain(make);
     binding_and_signing(make);
     revocation(make);
+    reactivation(make);
     certificates(make);
     domain_transfer_and_wrapping(make);
     delete_and_capacity(make);
@@ -427,6 +428,93 @@ pub fn revocation(make: Make<'_>) {
     );
 }
 
+/// A re-activation: a new code lets one more device bind, supersedes the old code on every
+/// holder it reaches, and never comes back through an older binding.
+pub fn reactivation(make: Make<'_>) {
+    let a = make();
+    let b = make();
+    let operator = Operator::new();
+    operator.init_domain(&*a);
+    operator.join(&*a, &*b);
+    let (key, first_code) = testing::enrol(&*a, "alice");
+    let phone = Device::new("alice");
+    let bound = a
+        .bind_device(&phone.bind_request(&key.handle, &first_code))
+        .unwrap();
+    let replica = b
+        .unwrap_key(&bound.wrapped_key, KeyPurpose::User, "alice")
+        .unwrap();
+    let (code, pending) = testing::activation();
+    let set = |handle: &str, user: &str, expires_at: i64| SetActivation {
+        key_handle: handle.into(),
+        user_id: user.into(),
+        code_sha256: pending.code_sha256,
+        expires_at,
+    };
+    expect_err(
+        "a re-activation that is already expired",
+        a.set_activation(&set(&key.handle, "alice", testing::now_unix() - 1)),
+        |e| matches!(e, ChipError::Invalid(_)),
+    );
+    expect_err(
+        "a re-activation naming another user",
+        a.set_activation(&set(&key.handle, "bob", pending.expires_at)),
+        |e| *e == ChipError::UserMismatch,
+    );
+    let reopened = a
+        .set_activation(&set(&key.handle, "alice", pending.expires_at))
+        .unwrap();
+    assert_eq!(reopened.binding_seq, bound.binding_seq + 1);
+    let tablet = Device::new("alice");
+    expect_err(
+        "the enrolment's code after a re-activation",
+        a.bind_device(&tablet.bind_request(&key.handle, &first_code)),
+        |e| *e == ChipError::ActivationInvalid,
+    );
+    // The replica learns the new code from the coordinators' push, and an older binding
+    // does not take it back.
+    b.update_binding(&replica.handle, &reopened.wrapped_key)
+        .unwrap();
+    b.update_binding(&replica.handle, &bound.wrapped_key)
+        .unwrap();
+    let on_b = b
+        .bind_device(&tablet.bind_request(&replica.handle, &code))
+        .unwrap();
+    assert_eq!(on_b.device_id.as_deref(), Some(tablet.device_id.as_str()));
+    // Both devices sign on B; the code is used up there, and A takes B's binding.
+    let tx = || testing::canonical_tx("5", 120).0;
+    b.sign_authorized(&phone.request(&replica.handle, &tx()))
+        .expect("the first device still signs");
+    b.sign_authorized(&tablet.request(&replica.handle, &tx()))
+        .expect("the second device signs");
+    expect_err(
+        "a third device with the used code",
+        b.bind_device(&Device::new("alice").bind_request(&replica.handle, &code)),
+        |e| *e == ChipError::ActivationInvalid,
+    );
+    let merged = a.update_binding(&key.handle, &on_b.wrapped_key).unwrap();
+    assert!(merged.binding_seq >= on_b.binding_seq);
+    a.sign_authorized(&tablet.request(&key.handle, &tx()))
+        .expect("A serves the second device after the merge");
+    expect_err(
+        "A after the merge: the code is used",
+        a.bind_device(&Device::new("alice").bind_request(&key.handle, &code)),
+        |e| *e == ChipError::ActivationInvalid,
+    );
+    // A revoked user is not re-activated.
+    a.revoke(&Revoke {
+        key_handle: key.handle.clone(),
+        user_id: "alice".into(),
+        device_id: None,
+    })
+    .unwrap();
+    expect_err(
+        "re-activating a revoked user",
+        a.set_activation(&set(&key.handle, "alice", pending.expires_at)),
+        |e| *e == ChipError::UserRevoked,
+    );
+}
+
 /// Certificates are built by the chip from checked input, only with a CA key.
 pub fn certificates(make: Make<'_>) {
     let chip = make();
@@ -486,6 +574,7 @@ pub fn certificates(make: Make<'_>) {
     let device_cert = issue(
         &ca.key.handle,
         CertificateSubject::Device {
+            validity_secs: None,
             wrapped_user_key: bound.wrapped_key.clone(),
             device_id: phone.device_id.clone(),
         },
@@ -499,6 +588,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
+            validity_secs: None,
                 wrapped_user_key: bound.wrapped_key.clone(),
                 device_id: Device::new("alice").device_id,
             },
@@ -510,6 +600,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
+            validity_secs: None,
                 wrapped_user_key: key.wrapped_key.clone(),
                 device_id: phone.device_id.clone(),
             },
@@ -556,6 +647,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
+            validity_secs: None,
                 wrapped_user_key: revoked.wrapped_key,
                 device_id: phone.device_id.clone(),
             },

@@ -5,7 +5,7 @@
 use crate::binding::PendingActivation;
 use crate::{
     BindDevice, CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey,
-    IssueCertificate, KeyPurpose, Rebound, Revoke, SignAuthorized,
+    IssueCertificate, KeyPurpose, Rebound, Revoke, SetActivation, SignAuthorized,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -419,6 +419,29 @@ impl ChipService for ChipGrpc {
         Ok(Response::new(binding_response(rebound)))
     }
 
+    async fn set_activation(
+        &self,
+        req: Request<pb::SetActivationRequest>,
+    ) -> Result<Response<pb::BindingResponse>, Status> {
+        self.admit(&req)?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        id("user_id", &r.user_id)?;
+        let code_sha256: [u8; 32] = r
+            .activation_code_sha256
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("activation_code_sha256", "must be 32 bytes (SHA-256)"))?;
+        let request = SetActivation {
+            key_handle: r.key_handle,
+            user_id: r.user_id,
+            code_sha256,
+            expires_at: r.expires_at,
+        };
+        let rebound = self.run(move |b| b.set_activation(&request)).await?;
+        Ok(Response::new(binding_response(rebound)))
+    }
+
     async fn issue_certificate(
         &self,
         req: Request<pb::IssueCertificateRequest>,
@@ -442,6 +465,7 @@ impl ChipService for ChipGrpc {
                 CertificateSubject::Device {
                     wrapped_user_key: d.wrapped_user_key,
                     device_id: d.device_id,
+                    validity_secs: (d.validity_seconds != 0).then_some(d.validity_seconds),
                 }
             }
             None => return Err(invalid("subject", "give ca_common_name, user or device")),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
+use yunkey_net::device_tls::DeviceIdentity;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::MAX_MESSAGE_BYTES;
 use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
@@ -26,13 +27,31 @@ pub struct ConnectionOptions {
     pub deadline: Duration,
 }
 
+/// How a connection's channels are made: yunkey's usual TLS, or the device channel.
+#[derive(Debug, Clone)]
+enum Transport {
+    Tls(TlsMaterial),
+    Device(TlsMaterial, DeviceIdentity),
+}
+
+impl Transport {
+    fn connect(&self, endpoint: &str, domain: Option<&str>) -> Result<Channel, ClientError> {
+        Ok(match self {
+            Transport::Tls(tls) => yunkey_net::pool::connect_lazy(endpoint, tls, domain)?,
+            Transport::Device(tls, identity) => {
+                yunkey_net::device_tls::connect_lazy(endpoint, tls, domain, identity)?
+            }
+        })
+    }
+}
+
 /// Channels to every endpoint, created once and reused.
 #[derive(Debug, Clone)]
 pub struct Connection {
     channels: Arc<Vec<(String, Channel)>>,
     /// Channels to leaders named by a hint that are not among `channels`.
     hinted: Arc<Mutex<Vec<(String, Channel)>>>,
-    tls: TlsMaterial,
+    transport: Transport,
     domain: Option<String>,
     next: Arc<AtomicUsize>,
     deadline: Duration,
@@ -41,23 +60,28 @@ pub struct Connection {
 impl Connection {
     /// Channels to every endpoint (connected lazily).
     pub fn new(opts: &ConnectionOptions) -> Result<Self, ClientError> {
+        Self::over(opts, Transport::Tls(opts.tls.clone()))
+    }
+
+    /// Channels to every endpoint over the device channel: TLS 1.3 with `identity` (the
+    /// device certificate, the handshake signed in the keystore) as the client certificate.
+    pub fn device(opts: &ConnectionOptions, identity: DeviceIdentity) -> Result<Self, ClientError> {
+        Self::over(opts, Transport::Device(opts.tls.clone(), identity))
+    }
+
+    fn over(opts: &ConnectionOptions, transport: Transport) -> Result<Self, ClientError> {
         if opts.endpoints.is_empty() {
             return Err(ClientError::Invalid("no endpoint given".into()));
         }
         let channels = opts
             .endpoints
             .iter()
-            .map(|e| {
-                Ok((
-                    e.clone(),
-                    yunkey_net::pool::connect_lazy(e, &opts.tls, opts.domain.as_deref())?,
-                ))
-            })
+            .map(|e| Ok((e.clone(), transport.connect(e, opts.domain.as_deref())?)))
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Self {
             channels: Arc::new(channels),
             hinted: Arc::default(),
-            tls: opts.tls.clone(),
+            transport,
             domain: opts.domain.clone(),
             next: Arc::default(),
             deadline: opts.deadline,
@@ -84,8 +108,10 @@ impl Connection {
         if let Some(known) = hinted.iter().find(|(e, _)| *e == hint) {
             return Some(known.clone());
         }
-        let channel =
-            yunkey_net::pool::connect_lazy(&hint, &self.tls, self.domain.as_deref()).ok()?;
+        let channel = self
+            .transport
+            .connect(&hint, self.domain.as_deref())
+            .ok()?;
         hinted.push((hint.clone(), channel.clone()));
         Some((hint, channel))
     }

@@ -1,13 +1,17 @@
-//! The device's side: registering with an activation code, and authorizing one exact
-//! transaction.
+//! The device's side: registering with an activation code, the device channel (mutual TLS
+//! with the device certificate), authorizing one exact transaction, and renewing the device
+//! certificate.
 
 use crate::keystore::{DeviceInfo, Keystore};
 use crate::{ClientError, Connection};
 use yunkey_crypto::{authz, tx};
+use std::sync::Arc;
+use yunkey_net::device_tls::{DeviceIdentity, HandshakeSigner};
 use yunkey_proto::v1::{
-    Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
-    SignResponse, Transaction,
+    Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
+    RenewDeviceRequest, SignRequest, SignResponse, Transaction,
 };
+use zeroize::Zeroizing;
 
 /// Creates a device key, proves possession with the activation code, and records the
 /// device id and certificate in the keystore.
@@ -115,7 +119,110 @@ pub fn authorize(
     })
 }
 
-/// Authorizes `tx` on this device and submits it; returns the signature and chain.
+/// Signs TLS handshakes with the device key in a keystore (the user verified by the PIN).
+struct KeystoreHandshake<K> {
+    keystore: K,
+    user_id: String,
+    pin: Zeroizing<String>,
+}
+
+impl<K> std::fmt::Debug for KeystoreHandshake<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoreHandshake")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Keystore> HandshakeSigner for KeystoreHandshake<K> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.keystore
+            .sign(&self.user_id, &self.pin, message)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The device's identity on the device channel: its current certificate from the keystore,
+/// and a signer that makes the TLS handshake's signature with the device key, inside the
+/// keystore. Refuses, saying so, when there is no registered device or its certificate has
+/// expired (a device whose certificate expired must be re-activated).
+pub fn device_identity<K: Keystore + Clone + 'static>(
+    keystore: &K,
+    user_id: &str,
+    pin: &str,
+) -> Result<DeviceIdentity, ClientError> {
+    let device = keystore.device(user_id)?.ok_or_else(|| {
+        ClientError::Invalid(format!(
+            "no registered device for {user_id}; run `yunkey terminal register` first"
+        ))
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match yunkey_net::role::certificate_not_after(&device.certificate) {
+        Some(not_after) if not_after <= now => {
+            return Err(ClientError::Invalid(format!(
+                "the certificate of device {} expired at Unix time {not_after}; renew before                  expiry (`yunkey terminal renew`); after it, ask for a new activation code                  (`yunkey user reactivate {user_id}`) and register again",
+                device.device_id
+            )))
+        }
+        Some(_) => {}
+        None => {
+            return Err(ClientError::Invalid(
+                "the keystore's device certificate does not parse".into(),
+            ))
+        }
+    }
+    Ok(DeviceIdentity {
+        certificate: device.certificate,
+        signer: Arc::new(KeystoreHandshake {
+            keystore: keystore.clone(),
+            user_id: user_id.to_owned(),
+            pin: Zeroizing::new(pin.to_owned()),
+        }),
+    })
+}
+
+/// Renews the device certificate over the device channel `conn`, and records the new one in
+/// the keystore.
+pub async fn renew(
+    conn: &Connection,
+    keystore: &dyn Keystore,
+    user_id: &str,
+) -> Result<RegisterDeviceResponse, ClientError> {
+    let device = keystore.device(user_id)?.ok_or_else(|| {
+        ClientError::Invalid(format!(
+            "no registered device for {user_id}; run `yunkey terminal register` first"
+        ))
+    })?;
+    let req = RenewDeviceRequest {
+        request_id: format!("renew-{}", hex::encode(yunkey_crypto::random_bytes::<12>())),
+        user_id: user_id.to_owned(),
+        device_id: device.device_id.clone(),
+    };
+    let resp = conn
+        .call(|ch| {
+            let req = req.clone();
+            async move { crate::connection::terminal_client(ch).renew_device(req).await }
+        })
+        .await?;
+    let renewed = resp
+        .device
+        .as_ref()
+        .ok_or_else(|| ClientError::Invalid("server returned no device".into()))?;
+    keystore.set_device(
+        user_id,
+        &DeviceInfo {
+            device_id: renewed.device_id.clone(),
+            certificate: renewed.certificate.clone(),
+        },
+    )?;
+    Ok(resp)
+}
+
+/// Authorizes `tx` on this device and submits it over the device channel `conn`
+/// ([`Connection::device`] with [`device_identity`]); returns the signature and chain.
 pub async fn pay(
     conn: &Connection,
     keystore: &dyn Keystore,

@@ -66,12 +66,14 @@ impl CertIssuer {
         ca: &CaRecord,
         wrapped_user_key: &[u8],
         device_id: &str,
+        validity_secs: i64,
     ) -> Result<Vec<u8>> {
         self.issue(
             &ca.holders,
             Subject::Device(DeviceCertificateSubject {
                 wrapped_user_key: wrapped_user_key.to_vec(),
                 device_id: device_id.to_owned(),
+                validity_seconds: validity_secs,
             }),
         )
         .await

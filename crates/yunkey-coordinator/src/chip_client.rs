@@ -189,6 +189,8 @@ pub trait ChipClient: Send + Sync + fmt::Debug {
     async fn update_binding(&self, r: pb::UpdateBindingRequest) -> ChipResult<pb::BindingResponse>;
     /// `RevokeBinding`.
     async fn revoke_binding(&self, r: pb::RevokeBindingRequest) -> ChipResult<pb::BindingResponse>;
+    /// `SetActivation`.
+    async fn set_activation(&self, r: pb::SetActivationRequest) -> ChipResult<pb::BindingResponse>;
     /// `SignAuthorized`.
     async fn sign_authorized(
         &self,
@@ -328,6 +330,7 @@ grpc_chip_client! {
     bind_device(pb::BindDeviceRequest) -> pb::BindingResponse;
     update_binding(pb::UpdateBindingRequest) -> pb::BindingResponse;
     revoke_binding(pb::RevokeBindingRequest) -> pb::BindingResponse;
+    set_activation(pb::SetActivationRequest) -> pb::BindingResponse;
     sign_authorized(pb::SignAuthorizedRequest) -> pb::SignatureResponse;
     issue_certificate(pb::IssueCertificateRequest) -> pb::IssueCertificateResponse;
     unwrap_key(pb::UnwrapKeyRequest) -> pb::GenerateKeyResponse;

@@ -24,7 +24,20 @@ pub struct CoordinatorConfig {
     /// The rate limit per source address on unauthenticated calls (`RegisterDevice`,
     /// `GetTime`); `None`: no limit.
     pub unauthenticated_rate: Option<crate::service::source_limit::SourceRate>,
+    /// Wrong activation codes for one user after which the pending code is burnt.
+    pub activation_attempts: u32,
+    /// Active (not revoked) devices one user may have.
+    pub max_devices: usize,
+    /// Validity of device certificates, in seconds.
+    pub device_cert_validity_secs: i64,
 }
+
+/// Default of [`CoordinatorConfig::activation_attempts`].
+pub const DEFAULT_ACTIVATION_ATTEMPTS: u32 = 5;
+/// Default of [`CoordinatorConfig::max_devices`].
+pub const DEFAULT_MAX_DEVICES: usize = 3;
+/// Default of [`CoordinatorConfig::device_cert_validity_secs`]: 365 days.
+pub const DEFAULT_DEVICE_CERT_VALIDITY_SECS: i64 = 365 * 86_400;
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -34,6 +47,9 @@ impl Default for CoordinatorConfig {
             write_timeout: Duration::from_secs(10),
             repair: crate::repair::RepairConfig::default(),
             unauthenticated_rate: Some(Default::default()),
+            activation_attempts: DEFAULT_ACTIVATION_ATTEMPTS,
+            max_devices: DEFAULT_MAX_DEVICES,
+            device_cert_validity_secs: DEFAULT_DEVICE_CERT_VALIDITY_SECS,
         }
     }
 }

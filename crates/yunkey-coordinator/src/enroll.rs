@@ -61,7 +61,7 @@ pub async fn enroll(
 
     // A retry of an applied request gets the first result, without touching any chip.
     if let Some(result) = core.prior(&request_id, "enroll", &[req.user_id.as_bytes()])? {
-        return retried(core, result);
+        return retried(core, actor, result).await;
     }
     if core.view.user(&req.user_id)?.is_some() {
         return Err(CoordError::UserExists(req.user_id));
@@ -122,25 +122,29 @@ pub async fn enroll(
                 actor,
                 Op::EnrollUser {
                     user: user.clone(),
-                    activation_code: code.clone(),
+                    // Never the code: only its hash (in `user.activation`) is stored.
+                    activation_code: String::new(),
                 },
             )
             .await?;
-        Ok::<_, CoordError>((result, code))
+        Ok::<_, CoordError>(result)
     }
     .await;
 
+    // Ours committed if the stored user carries our code's hash.
+    let ours = |core: &Core| -> Result<bool> {
+        Ok(core
+            .view
+            .user(&req.user_id)?
+            .and_then(|u| u.activation)
+            .is_some_and(|a| a.code_sha256 == code_sha256))
+    };
     match outcome {
-        Ok((
-            CommandResult::Enrolled {
-                activation_code, ..
-            },
-            code,
-        )) if activation_code == code => response(core, &req.user_id, activation_code),
-        Ok((result, _)) => {
+        Ok(CommandResult::Enrolled { .. }) if ours(core)? => response(core, &req.user_id, code),
+        Ok(result) => {
             // Another attempt with this request id committed first: ours is surplus.
             delete_keys(core, &holders).await;
-            retried(core, result)
+            retried(core, actor, result).await
         }
         Err(e) => {
             delete_keys(core, &holders).await;
@@ -149,12 +153,21 @@ pub async fn enroll(
     }
 }
 
-fn retried(core: &Core, result: CommandResult) -> Result<EnrollUserResponse> {
+/// The answer to a retry of a committed enrolment. The first code is not stored anywhere, so
+/// a user without a device yet gets a new code (the first one is void from then on); a user
+/// with a device already gets no code.
+async fn retried(core: &Core, actor: &str, result: CommandResult) -> Result<EnrollUserResponse> {
     match result {
-        CommandResult::Enrolled {
-            user_id,
-            activation_code,
-        } => response(core, &user_id, activation_code),
+        CommandResult::Enrolled { user_id, .. } => {
+            let user = core.view.user(&user_id)?.ok_or_else(|| {
+                CoordError::Internal(format!("user {user_id} committed but not applied here"))
+            })?;
+            if !user.devices.is_empty() || user.state != UserState::Active {
+                return response(core, &user_id, String::new());
+            }
+            let (code, _) = crate::devices::activation::reissue(core, actor, &user).await?;
+            response(core, &user_id, code)
+        }
         other => Err(CoordError::Internal(format!(
             "enrolment stored an unexpected result {other:?}"
         ))),
@@ -168,7 +181,7 @@ fn response(core: &Core, user_id: &str, activation_code: String) -> Result<Enrol
     let (ca, _) = core.ca()?;
     Ok(EnrollUserResponse {
         certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
-        user: Some(crate::convert::user(&user)),
+        user: Some(crate::convert::user(&core.view, &user)?),
         activation_code,
     })
 }

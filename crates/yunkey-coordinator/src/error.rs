@@ -30,13 +30,28 @@ pub enum CoordError {
         /// The device.
         device_id: String,
     },
-    /// The device is revoked.
-    #[error("device {device_id:?} of user {user_id:?} is revoked; register a new device")]
+    /// The device is revoked or was removed.
+    #[error("device {device_id:?} of user {user_id:?} was {reason}; it authorizes nothing more: register a device with a new activation code (yunkey user reactivate)")]
     DeviceRevoked {
         /// The user.
         user_id: String,
         /// The device.
         device_id: String,
+        /// `revoked (why)` or `removed (why)`, as recorded.
+        reason: String,
+    },
+    /// The client certificate on the device channel is not the device's current one.
+    #[error("{0}")]
+    DeviceCertificate(String),
+    /// The user has as many active devices as the cluster allows.
+    #[error("user {user_id:?} has {active} active devices, the most allowed (--max-devices {limit}); remove one first (yunkey user device remove)")]
+    TooManyDevices {
+        /// The user.
+        user_id: String,
+        /// Active devices.
+        active: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A chip's operator admission is missing or does not verify.
     #[error("chip admission refused: {0}")]
@@ -58,9 +73,9 @@ pub enum CoordError {
         /// When it was consumed.
         consumed_at: i64,
     },
-    /// The activation code is wrong, used or expired.
+    /// The activation code is wrong, used, burnt or expired.
     #[error(
-        "activation code is wrong, already used or expired; ask the business to re-enrol the user"
+        "activation code is wrong, already used, burnt by too many wrong attempts, or expired; ask the business for a new one (yunkey user reactivate)"
     )]
     ActivationInvalid,
     /// The request id was used for another kind of request.
@@ -85,6 +100,14 @@ pub enum CoordError {
     RateLimited {
         /// When the address's next request is let through.
         retry_after_ms: u64,
+    },
+    /// Too many refused registrations from the caller's address.
+    #[error(
+        "too many refused registrations from this address; retry after {retry_after_secs} s"
+    )]
+    TooManyFailures {
+        /// When the address may try again.
+        retry_after_secs: u64,
     },
     /// A chip refused or failed.
     #[error("{0}")]
@@ -143,18 +166,22 @@ impl CoordError {
             CoordError::UserRevoked(_)
             | CoordError::UnknownDevice { .. }
             | CoordError::DeviceRevoked { .. }
+            | CoordError::DeviceCertificate(_)
             | CoordError::AdmissionRefused(_)
             | CoordError::BadAuthorization(_)
             | CoordError::ActivationInvalid => Code::PermissionDenied,
             CoordError::Expired(_)
             | CoordError::NodeIdUsed { .. }
+            | CoordError::TooManyDevices { .. }
             | CoordError::FailedPrecondition(_) => Code::FailedPrecondition,
             CoordError::NodeNotFound(_) | CoordError::ChipNotFound(_) => Code::NotFound,
             CoordError::Unimplemented(_) => Code::Unimplemented,
             CoordError::Unavailable(_) | CoordError::Raft(_) | CoordError::NotLeader { .. } => {
                 Code::Unavailable
             }
-            CoordError::NoCapacity(_) | CoordError::RateLimited { .. } => Code::ResourceExhausted,
+            CoordError::NoCapacity(_)
+            | CoordError::RateLimited { .. }
+            | CoordError::TooManyFailures { .. } => Code::ResourceExhausted,
             CoordError::Chip(failure) => failure.code(),
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
@@ -250,6 +277,9 @@ impl From<crate::state::Rejection> for CoordError {
             )),
             R::WrongDomain { cluster } => CoordError::Unavailable(format!(
                 "chip belongs to another security domain than the cluster's ({cluster})"
+            )),
+            R::DeviceRevoked(device_id) => CoordError::FailedPrecondition(format!(
+                "device {device_id} is revoked; a revoked device is not renewed"
             )),
         }
     }

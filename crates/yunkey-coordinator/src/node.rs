@@ -115,10 +115,20 @@ impl Node {
         tokio::spawn(crate::raft::export_metrics(core.raft.clone()));
         tokio::spawn(crate::repair::run(core.clone()));
 
-        let tls = opts
-            .tls
-            .server()
-            .map_err(|e| CoordError::Internal(e.to_string()))?;
+        // One TLS 1.3 port for every caller: roles from the cluster CA, devices from the user
+        // CA once the cluster has one.
+        let (cert_pem, key_pem) = opts.tls.identity_pem().ok_or_else(|| {
+            CoordError::Internal("a coordinator needs a TLS certificate and key".into())
+        })?;
+        let roots = Arc::new(
+            yunkey_net::server_tls::ClientRoots::new(opts.tls.ca_pem())
+                .map_err(|e| CoordError::Internal(e.to_string()))?,
+        );
+        let tls = Arc::new(
+            yunkey_net::server_tls::server_config(cert_pem, key_pem, roots.clone())
+                .map_err(|e| CoordError::Internal(e.to_string()))?,
+        );
+        tokio::spawn(crate::devices::trust_user_ca(core.clone(), roots));
         let (health, health_service) = tonic_health::server::health_reporter();
         // The public services report SERVING only once the node can enrol and sign
         // (`set_ready`); membership (ClusterService) works before, so that a new node can be
@@ -145,8 +155,6 @@ impl Node {
             terminal.refusal_log(),
         ));
         let router = Server::builder()
-            .tls_config(tls)
-            .map_err(|e| CoordError::Internal(format!("TLS: {e}")))?
             // Every call is checked against the access table before it is decoded.
             .layer(AccessLayer)
             .add_service(health_service)
@@ -163,7 +171,7 @@ impl Node {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(raft_service);
-        let incoming = yunkey_net::incoming(listener);
+        let incoming = yunkey_net::server_tls::incoming(listener, tls);
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)

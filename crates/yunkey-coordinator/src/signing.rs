@@ -66,10 +66,7 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             device_id: authorization.device_id.clone(),
         })?;
     if device.revoked_at.is_some() {
-        return Err(CoordError::DeviceRevoked {
-            user_id: req.user_id.clone(),
-            device_id: device.device_id.clone(),
-        });
+        return Err(crate::devices::revoked(core, &req.user_id, &device.device_id));
     }
     tx::check_expiry(
         tx.expires_at,

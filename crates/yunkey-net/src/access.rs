@@ -13,7 +13,7 @@
 //! ChipService). No role implies another: an operator certificate cannot enrol or sign, a
 //! node certificate cannot change membership or admit a chip.
 
-use crate::role::{check_certs, Role};
+use crate::role::{check_certs, device_of_certificate, role_of_certificate, Role};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +30,9 @@ pub enum Allowed {
     Anyone,
     /// Only a client certificate naming one of these roles.
     Roles(&'static [Role]),
+    /// Only a device certificate (issued by the user CA, naming a user and a device, no
+    /// role). The service then checks it against the device's registration.
+    Device,
 }
 
 /// Which process serves an RPC.
@@ -77,6 +80,7 @@ impl RpcRule {
         match self.allowed {
             Allowed::Anyone => true,
             Allowed::Roles(roles) => role.is_some_and(|r| roles.contains(&r)),
+            Allowed::Device => false,
         }
     }
 }
@@ -128,14 +132,8 @@ const fn key(method: &'static str, why: &'static str) -> RpcRule {
     )
 }
 
-const fn terminal(method: &'static str, why: &'static str) -> RpcRule {
-    rule(
-        TERMINAL_SERVICE,
-        method,
-        ServedBy::Coordinator,
-        Allowed::Anyone,
-        why,
-    )
+const fn terminal(method: &'static str, allowed: Allowed, why: &'static str) -> RpcRule {
+    rule(TERMINAL_SERVICE, method, ServedBy::Coordinator, allowed, why)
 }
 
 const fn cluster(method: &'static str, roles: &'static [Role], why: &'static str) -> RpcRule {
@@ -178,17 +176,25 @@ pub const RPC_ROLES: &[RpcRule] = &[
     key("GetUser", "business API"),
     key("RevokeUser", "business API"),
     key("RevokeDevice", "business API"),
+    key("ReactivateUser", "business API"),
     key("Sign", "business API"),
     key("Verify", "business API"),
     terminal(
         "RegisterDevice",
+        Allowed::Anyone,
         "the device proves itself with its own key and the activation code",
     ),
     terminal(
         "SignTransaction",
-        "the device's authorization is the credential",
+        Allowed::Device,
+        "the device channel: mutual TLS with the device certificate, then its authorization",
     ),
-    terminal("GetTime", "public clock for devices"),
+    terminal("GetTime", Allowed::Anyone, "public clock for devices"),
+    terminal(
+        "RenewDevice",
+        Allowed::Device,
+        "the device channel: the current certificate renews itself",
+    ),
     cluster(
         "Status",
         ANY_ROLE,
@@ -243,6 +249,7 @@ pub const RPC_ROLES: &[RpcRule] = &[
     chip("BindDevice"),
     chip("UpdateBinding"),
     chip("RevokeBinding"),
+    chip("SetActivation"),
     chip("SignAuthorized"),
     chip("IssueCertificate"),
     chip("WrapKey"),
@@ -301,11 +308,27 @@ pub fn check<C: AsRef<[u8]>>(path: &str, certs: Option<&[C]>) -> Result<Option<R
              nobody may call it"
         )));
     };
+    let target = || format!("{}/{}", rule.service, rule.method);
     match rule.allowed {
         Allowed::Anyone => Ok(None),
-        Allowed::Roles(roles) => {
-            let target = format!("{}/{}", rule.service, rule.method);
-            check_certs(certs, roles, &target).map(Some)
+        Allowed::Roles(roles) => check_certs(certs, roles, &target()).map(Some),
+        Allowed::Device => {
+            let Some(leaf) = certs.and_then(|c| c.first()) else {
+                return Err(Status::unauthenticated(format!(
+                    "{} requires the device certificate as the TLS client certificate (the \
+                     device channel); none was presented",
+                    target()
+                )));
+            };
+            if role_of_certificate(leaf.as_ref()).is_some()
+                || device_of_certificate(leaf.as_ref()).is_none()
+            {
+                return Err(Status::permission_denied(format!(
+                    "{} requires a device certificate; the client certificate is not one",
+                    target()
+                )));
+            }
+            Ok(None)
         }
     }
 }
@@ -318,6 +341,7 @@ pub fn markdown_table() -> String {
     for r in RPC_ROLES {
         let roles = match r.allowed {
             Allowed::Anyone => "anyone (no certificate needed)".to_owned(),
+            Allowed::Device => "a device (its device certificate)".to_owned(),
             Allowed::Roles(roles) => roles
                 .iter()
                 .map(|r| format!("`{r}`"))

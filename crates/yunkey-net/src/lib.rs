@@ -11,6 +11,10 @@
 //! - [`access`]: the one table of every RPC and the roles it accepts, and the tower layer that
 //!   enforces it in front of every yunkey server (default deny).
 //! - [`pool`]: one multiplexed gRPC channel per endpoint, reused by every call.
+//! - [`server_tls`]: the coordinators' TLS 1.3 listener, trusting the cluster CA for roles and
+//!   the user CA (set at run time) for device certificates.
+//! - [`device_tls`]: a device's side of that channel: its certificate, with the handshake
+//!   signed by the key in its keystore.
 //!
 //! It sits under every server and client of yunkey. It may depend on tonic, rustls and X.509
 //! crates only: no yunkey crate, no business logic.
@@ -19,7 +23,9 @@ pub mod access;
 mod error;
 pub mod pki;
 pub mod pool;
+pub mod device_tls;
 pub mod role;
+pub mod server_tls;
 pub mod tls;
 
 pub use access::AccessLayer;

@@ -62,20 +62,58 @@ impl fmt::Display for Role {
     }
 }
 
-/// The role in a DER certificate, if it names one.
-pub fn role_of_certificate(der: &[u8]) -> Option<Role> {
-    let cert = Certificate::from_der(der).ok()?;
-    let exts = cert.tbs_certificate.extensions?;
+/// The URI subject alternative names of a DER certificate.
+fn uri_sans(der: &[u8]) -> Vec<String> {
+    let Ok(cert) = Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Some(exts) = cert.tbs_certificate.extensions else {
+        return Vec::new();
+    };
     let oid = der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME;
     exts.iter()
         .filter(|e| e.extn_id == oid)
         .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
         .flat_map(|san| san.0.into_iter())
-        .find_map(|name| match name {
-            GeneralName::UniformResourceIdentifier(uri) => Role::from_uri(uri.as_str()),
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.as_str().to_owned()),
             _ => None,
         })
+        .collect()
 }
+
+/// The role in a DER certificate, if it names one.
+pub fn role_of_certificate(der: &[u8]) -> Option<Role> {
+    uri_sans(der).iter().find_map(|uri| Role::from_uri(uri))
+}
+
+/// The user and device a device certificate names (`urn:yunkey:user:<id>` and
+/// `urn:yunkey:device:<id>`), if it names exactly one of each.
+pub fn device_of_certificate(der: &[u8]) -> Option<(String, String)> {
+    let sans = uri_sans(der);
+    let one = |prefix: &str| {
+        let mut found = sans.iter().filter_map(|u| u.strip_prefix(prefix));
+        match (found.next(), found.next()) {
+            (Some(id), None) if !id.is_empty() => Some(id.to_owned()),
+            _ => None,
+        }
+    };
+    Some((one(USER_URI_PREFIX)?, one(DEVICE_URI_PREFIX)?))
+}
+
+/// A certificate's notAfter, in Unix seconds (`None` if it does not parse).
+pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    let cert = Certificate::from_der(der).ok()?;
+    let t = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    i64::try_from(t.as_secs()).ok()
+}
+
+/// URI prefix naming the user in user and device certificates (the same as
+/// `yunkey_crypto::names`, which this crate does not depend on; a test in
+/// `yunkey-coordinator` checks they agree).
+pub const USER_URI_PREFIX: &str = "urn:yunkey:user:";
+/// URI prefix naming the device in a device certificate.
+pub const DEVICE_URI_PREFIX: &str = "urn:yunkey:device:";
 
 /// A printable name of the caller of `req`: `<role>:<certificate subject>`, or
 /// `anonymous` without a certificate. For audit records.

@@ -88,6 +88,18 @@ impl TlsMaterial {
         cfg
     }
 
+    /// The CA's PEM.
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// This side's certificate chain and key (PEM), if it has an identity.
+    pub fn identity_pem(&self) -> Option<(&[u8], &[u8])> {
+        self.identity
+            .as_ref()
+            .map(|(c, k)| (c.as_slice(), k.as_slice()))
+    }
+
     /// A copy without the identity (as a device would connect).
     pub fn without_identity(&self) -> Self {
         Self {

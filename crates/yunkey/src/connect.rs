@@ -58,9 +58,27 @@ pub fn operator(g: &Global) -> anyhow::Result<Connection> {
     connect(g, Some(identity(g, Role::Operator)))
 }
 
-/// Connection as a device (server-authenticated TLS only).
+/// Connection as a device before it has a certificate (server-authenticated TLS only):
+/// registration and the clock.
 pub fn device(g: &Global) -> anyhow::Result<Connection> {
     connect(g, None)
+}
+
+/// Connection over the device channel: TLS 1.3 with the device certificate, the handshake
+/// signed by the device key in its keystore.
+pub fn device_channel(
+    g: &Global,
+    identity: yunkey_net::device_tls::DeviceIdentity,
+) -> anyhow::Result<Connection> {
+    Ok(Connection::device(
+        &ConnectionOptions {
+            endpoints: endpoints(g)?,
+            tls: tls(g, None)?,
+            domain: None,
+            deadline: Duration::from_secs(g.timeout),
+        },
+        identity,
+    )?)
 }
 
 /// Connection as a business client to one given endpoint (one node of the cluster).

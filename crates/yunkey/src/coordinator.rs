@@ -170,6 +170,7 @@ pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
     opts.chips.down_after = std::time::Duration::from_secs(args.chip_down_after);
     opts.config.repair.rate = args.repair_rate;
     opts.config.unauthenticated_rate = args.unauthenticated_rate.0;
+    args.devices.apply(&mut opts.config);
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance

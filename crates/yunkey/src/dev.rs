@@ -87,13 +87,14 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
         local.ip().to_string()
     };
     let advertise = format!("https://{host}:{}", local.port());
-    let opts = NodeOptions::new(
+    let mut opts = NodeOptions::new(
         1,
         data.join("coordinator"),
         advertise.clone(),
         tls,
         args.replicas,
     );
+    args.devices.apply(&mut opts.config);
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     core.raft.initialize_single(1, &advertise).await?;

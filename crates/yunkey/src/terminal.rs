@@ -72,7 +72,9 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             // before the user is verified, and confirmed when a person is at the terminal.
             show_and_confirm(&canonical, now, *yes)?;
             let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
+            let channel =
+                connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?;
+            let resp = terminal::pay(&channel, &ks, user, &pin, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
                 save_receipt(dir, &canonical, &resp)?;
@@ -97,6 +99,29 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
                         hex::encode(&resp.tx_hash),
                         hex::encode(&resp.signature),
                         resp.chip_id
+                    )
+                },
+            );
+        }
+        TerminalCommand::Renew { user, opts } => {
+            let ks = keystore(opts)?;
+            let pin = crate::pin::read(opts.pin_file.as_deref())?;
+            let channel =
+                connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?;
+            let resp = terminal::renew(&channel, &ks, user).await?;
+            let device = resp.device.context("server returned no device")?;
+            print(
+                g.json,
+                json!({
+                    "user_id": user,
+                    "device_id": device.device_id,
+                    "device_certificate": cert_pem(&device.certificate),
+                    "certificate_expires_at": device.certificate_expires_at,
+                }),
+                || {
+                    format!(
+                        "renewed the certificate of device {} for {user}; valid until Unix time {}",
+                        device.device_id, device.certificate_expires_at
                     )
                 },
             );

@@ -1,14 +1,14 @@
 //! Business-backend and operator commands: users, verification, status.
 
-use crate::cli::{Global, StatusArgs, UserCommand, VerifyArgs};
+use crate::cli::{DeviceCommand, Global, StatusArgs, UserCommand, VerifyArgs};
 use crate::connect;
 use crate::output::{cert_pem, print};
 use anyhow::{bail, Context};
 use serde_json::json;
 use yunkey_client::ClientError;
 use yunkey_proto::v1::{
-    EnrollUserRequest, GetUserRequest, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest,
-    StatusRequest, User, UserStatus, VerifyRequest,
+    Device, EnrollUserRequest, GetUserRequest, ReactivateUserRequest, ReadConsistency,
+    RevokeDeviceRequest, RevokeUserRequest, StatusRequest, User, UserStatus, VerifyRequest,
 };
 
 fn user_json(u: &User) -> serde_json::Value {
@@ -19,12 +19,38 @@ fn user_json(u: &User) -> serde_json::Value {
         "certificate": cert_pem(&u.certificate),
         "created_at": u.created_at,
         "activation_pending": u.activation_pending,
-        "devices": u.devices.iter().map(|d| json!({
-            "device_id": d.device_id, "name": d.name, "registered_at": d.registered_at,
-            "revoked_at": (d.revoked_at != 0).then_some(d.revoked_at),
-        })).collect::<Vec<_>>(),
+        "devices": u.devices.iter().map(device_json).collect::<Vec<_>>(),
         "holders": u.holders.iter().map(|h| h.chip_id.clone()).collect::<Vec<_>>(),
     })
+}
+
+fn device_json(d: &Device) -> serde_json::Value {
+    json!({
+        "device_id": d.device_id, "name": d.name, "registered_at": d.registered_at,
+        "revoked_at": (d.revoked_at != 0).then_some(d.revoked_at),
+        "revoked_reason": (!d.revoked_reason.is_empty()).then_some(&d.revoked_reason),
+        "certificate_expires_at": d.certificate_expires_at,
+    })
+}
+
+/// One line per device: id, name, state, certificate expiry.
+fn devices_text(u: &User) -> String {
+    if u.devices.is_empty() {
+        return format!("{} has no devices", u.user_id);
+    }
+    let mut out = format!("{:<40} {:<12} {:<24} {}", "DEVICE", "NAME", "STATE", "CERT EXPIRES (UNIX)");
+    for d in &u.devices {
+        let state = if d.revoked_at != 0 {
+            d.revoked_reason.clone()
+        } else {
+            "active".to_owned()
+        };
+        out.push_str(&format!(
+            "\n{:<40} {:<12} {:<24} {}",
+            d.device_id, d.name, state, d.certificate_expires_at
+        ));
+    }
+    out
 }
 
 fn user_text(u: &User) -> String {
@@ -41,7 +67,7 @@ fn user_text(u: &User) -> String {
                 .iter()
                 .map(|d| {
                     if d.revoked_at != 0 {
-                        format!("{} (revoked)", d.device_id)
+                        format!("{} ({})", d.device_id, d.revoked_reason)
                     } else {
                         d.device_id.clone()
                     }
@@ -57,7 +83,7 @@ fn user_text(u: &User) -> String {
         if u.activation_pending {
             "pending"
         } else {
-            "used"
+            "none pending"
         },
     )
 }
@@ -147,6 +173,7 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                 user_id: user_id.clone(),
                 device_id: device.clone(),
                 reason: reason.clone(),
+                remove: false,
             };
             let user = conn
                 .call(|ch| {
@@ -156,6 +183,77 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                 .await?;
             print(g.json, user_json(&user), || {
                 format!("revoked device {device} of {}", user.user_id)
+            });
+        }
+        UserCommand::Reactivate { user_id, quiet } => {
+            let req = ReactivateUserRequest {
+                user_id: user_id.clone(),
+            };
+            let resp = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).reactivate_user(req).await }
+                })
+                .await?;
+            if *quiet && !g.json {
+                println!("{}", resp.activation_code);
+                return Ok(());
+            }
+            print(
+                g.json,
+                json!({
+                    "user_id": user_id,
+                    "activation_code": resp.activation_code,
+                    "expires_at": resp.expires_at,
+                }),
+                || {
+                    format!(
+                        "new activation code for {user_id}: {}\n(valid until Unix time {}; any earlier code is void; the device registers with: yunkey terminal register --user {user_id} --activation-code {})",
+                        resp.activation_code, resp.expires_at, resp.activation_code
+                    )
+                },
+            );
+        }
+        UserCommand::Device(DeviceCommand::List { user_id }) => {
+            let req = GetUserRequest {
+                user_id: user_id.clone(),
+                consistency: ReadConsistency::Linearizable as i32,
+            };
+            let user = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).get_user(req).await }
+                })
+                .await?;
+            print(
+                g.json,
+                json!({
+                    "user_id": user.user_id,
+                    "devices": user.devices.iter().map(device_json).collect::<Vec<_>>(),
+                }),
+                || devices_text(&user),
+            );
+        }
+        UserCommand::Device(DeviceCommand::Remove {
+            user_id,
+            device_id,
+            reason,
+        }) => {
+            let req = RevokeDeviceRequest {
+                request_id: String::new(),
+                user_id: user_id.clone(),
+                device_id: device_id.clone(),
+                reason: reason.clone(),
+                remove: true,
+            };
+            let user = conn
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { yunkey_client::key_client(ch).revoke_device(req).await }
+                })
+                .await?;
+            print(g.json, user_json(&user), || {
+                format!("removed device {device_id} of {}", user.user_id)
             });
         }
     }

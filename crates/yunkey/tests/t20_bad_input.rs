@@ -3,29 +3,13 @@
 
 mod common;
 
-use common::{enroll_with_device, now, transaction, Dev};
+use common::{enroll_with_device, expect, now, transaction, Dev};
 use tonic::Code;
 use yunkey_client::{cluster_client, key_client, terminal_client};
 use yunkey_proto::v1::{
     Algorithm, Authorization, EnrollUserRequest, GetTimeRequest, GetUserRequest,
     RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest, WriteProbeRequest,
 };
-
-fn expect(
-    result: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
-    code: Code,
-    words: &[&str],
-) {
-    let status = result.expect_err("request should fail");
-    assert_eq!(status.code(), code, "{status:?}");
-    for w in words {
-        assert!(
-            status.message().contains(w),
-            "message {:?} lacks {w:?}",
-            status.message()
-        );
-    }
-}
 
 async fn counts(dev: &Dev) -> (u64, u64, u64) {
     let s = cluster_client(dev.business().current_channel())
@@ -163,7 +147,7 @@ async fn sign_refusals() {
         Code::AlreadyExists,
         &["already used"],
     );
-    let mut terminal = terminal_client(dev.device().current_channel());
+    let mut terminal = terminal_client(dev.device_channel(&alice).current_channel());
     expect(
         terminal
             .sign_transaction(alice.sign_request("r-3", good.clone()))

@@ -4,33 +4,19 @@
 
 mod common;
 
-use common::{Cluster, Dev};
+use common::{registration, Cluster, Dev};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use yunkey_client::{key_client, terminal_client};
 use yunkey_coordinator::error::ACTIVATION_REFUSED;
 use yunkey_coordinator::service::refusal_log::{LOGGED_PER_WINDOW, WINDOW};
+use yunkey_coordinator::core::DEFAULT_ACTIVATION_ATTEMPTS;
+use yunkey_coordinator::service::source_failures::MAX_FAILURES_PER_SOURCE;
 use yunkey_coordinator::service::source_limit::{DEFAULT_BURST, DEFAULT_PER_SECOND};
-use yunkey_crypto::authz;
-use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_proto::v1::{
-    EnrollUserRequest, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
+    GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
     RevokeUserRequest,
 };
-
-/// A registration for `user_id` with `code`, with a valid proof by a fresh device key.
-fn registration(user_id: &str, code: &str) -> RegisterDeviceRequest {
-    let key = PrivateKey::generate();
-    let spki = key.public_key().to_spki_der();
-    RegisterDeviceRequest {
-        request_id: String::new(),
-        user_id: user_id.into(),
-        activation_code: code.into(),
-        proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
-        device_public_key: spki,
-        device_name: String::new(),
-    }
-}
 
 async fn register(
     dev: &Dev,
@@ -42,17 +28,7 @@ async fn register(
 }
 
 async fn enroll(dev: &Dev, user_id: &str) -> String {
-    key_client(dev.business().current_channel())
-        .enroll_user(EnrollUserRequest {
-            request_id: format!("enroll-{user_id}"),
-            user_id: user_id.into(),
-            algorithm: 0,
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .activation_code
+    common::enroll_code(&dev.business(), user_id).await
 }
 
 /// `text` without ANSI colour sequences (`ESC [ ... m`).
@@ -163,9 +139,12 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
                 limited += 1;
                 let message = status.message().to_owned();
                 assert!(
-                    message.starts_with(
+                    (message.starts_with(
                         "too many unauthenticated requests from this address; retry after "
-                    ) && message.ends_with(" ms"),
+                    ) && message.ends_with(" ms"))
+                        || (message.starts_with(
+                            "too many refused registrations from this address; retry after "
+                        ) && message.ends_with(" s")),
                     "{message}"
                 );
                 retry_after = Some(message);
@@ -174,10 +153,11 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
         }
     }
     let took = started.elapsed();
-    // At most the burst plus what refilled meanwhile got through to a code check.
+    // At most MAX_FAILURES_PER_SOURCE wrong codes from one address got to a code check (and
+    // never more than the rate limit let through).
     let budget = DEFAULT_BURST as f64 + DEFAULT_PER_SECOND as f64 * took.as_secs_f64() + 1.0;
     assert!(
-        (refused as f64) <= budget,
+        (refused as f64) <= budget && refused <= MAX_FAILURES_PER_SOURCE,
         "{refused} checked in {took:?} (budget {budget})"
     );
     assert!(limited > 0, "no request was limited in {took:?}");
@@ -186,16 +166,33 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
     let status = terminal.get_time(GetTimeRequest {}).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
-    // Once the bucket has refilled, the right code works.
+    // Once the bucket has refilled, the clock answers again, but this address may not try
+    // another code for the rest of its window, not even the right one...
     tokio::time::sleep(Duration::from_secs(
         u64::from(DEFAULT_BURST.div_ceil(DEFAULT_PER_SECOND)) + 1,
     ))
     .await;
-    terminal
+    terminal.get_time(GetTimeRequest {}).await.unwrap();
+    let status = terminal
         .register_device(registration("alice", &code))
         .await
-        .expect("the right code after the bucket refilled");
-    terminal.get_time(GetTimeRequest {}).await.unwrap();
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too many refused registrations"),
+        "{status:?}"
+    );
+    // ...and alice's code is burnt: DEFAULT_ACTIVATION_ATTEMPTS wrong codes used it up.
+    assert!(refused >= DEFAULT_ACTIVATION_ATTEMPTS);
+    let alice = key_client(dev.business().current_channel())
+        .get_user(yunkey_proto::v1::GetUserRequest {
+            user_id: "alice".into(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!alice.activation_pending, "the code is burnt");
 
     // The log: at most LOGGED_PER_WINDOW refusals per window in full, then one summary
     // line per window that suppressed any.

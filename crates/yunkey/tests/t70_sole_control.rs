@@ -87,6 +87,7 @@ fn attacker_device(user_id: &str) -> TestDevice {
         user_id: user_id.into(),
         device_id: names::device_id(&key.public_key().to_spki_der()),
         key,
+        certificate: Vec::new(),
     }
 }
 
@@ -150,6 +151,7 @@ async fn a_node_identity_cannot_sign_for_a_user() {
             pb::DeviceCertificateSubject {
                 wrapped_user_key: wrapped.clone(),
                 device_id: device_id.into(),
+                validity_seconds: 0,
             },
         )),
     };

@@ -257,10 +257,12 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
         .await
         .unwrap()
         .into_inner();
+    let registered = registered.device.unwrap();
     let phone = TestDevice {
         user_id: "alice".into(),
-        device_id: registered.device.unwrap().device_id,
+        device_id: registered.device_id,
         key,
+        certificate: registered.certificate,
     };
 
     let user_pem = pem_certificate(&user_certificate);

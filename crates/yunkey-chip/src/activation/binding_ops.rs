@@ -7,7 +7,7 @@ use super::store::KeyRecord;
 use super::{now_unix, ActivationModule};
 use crate::binding::{Binding, BoundDevice, MAX_DEVICES};
 use crate::wrapped::WrappedKey;
-use crate::{BindDevice, ChipError, KeyPurpose, Rebound, Revoke};
+use crate::{BindDevice, ChipError, KeyPurpose, Rebound, Revoke, SetActivation};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_crypto::{authz, ct_eq, names, sha256};
@@ -135,6 +135,28 @@ impl ActivationModule {
         }
         let merged = record.binding.merge(&offered.binding);
         self.rebind(handle, record, merged, None)
+    }
+
+    pub(super) fn set_activation_checked(&self, req: &SetActivation) -> Result<Rebound, ChipError> {
+        if req.expires_at <= now_unix() {
+            return Err(InvalidField::new("expires_at", "must be in the future").into());
+        }
+        let _writes = self.lock_writes();
+        let record = self.load_user_key(&req.key_handle, &req.user_id)?;
+        if record.binding.revoked {
+            return Err(ChipError::UserRevoked);
+        }
+        let mut next = record.binding.clone();
+        next.seq += 1;
+        next.activation_epoch = next
+            .activation_epoch
+            .checked_add(1)
+            .ok_or_else(|| InvalidField::new("key_handle", "has no activation epoch left"))?;
+        next.activation = Some(crate::binding::PendingActivation {
+            code_sha256: req.code_sha256,
+            expires_at: req.expires_at,
+        });
+        self.rebind(&req.key_handle, record, next, None)
     }
 
     pub(super) fn revoke_checked(&self, req: &Revoke) -> Result<Rebound, ChipError> {

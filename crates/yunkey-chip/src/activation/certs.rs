@@ -25,6 +25,8 @@ use yunkey_crypto::validate::{self, InvalidField};
 
 /// Validity of user and device certificates, in days.
 pub const LEAF_VALIDITY_DAYS: i64 = 730;
+/// Shortest validity a device certificate may be given, in seconds.
+pub const MIN_DEVICE_VALIDITY_SECS: i64 = 10;
 /// Validity of the user CA certificate, in days.
 pub const CA_VALIDITY_DAYS: i64 = 3650;
 
@@ -92,9 +94,13 @@ fn serial() -> SerialNumber {
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
+    validity_secs(params, days * 86_400);
+}
+
+fn validity_secs(params: &mut CertificateParams, secs: i64) {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(days);
+    params.not_after = now + time::Duration::seconds(secs);
 }
 
 fn leaf_params(
@@ -180,8 +186,19 @@ impl ActivationModule {
             CertificateSubject::Device {
                 wrapped_user_key,
                 device_id,
+                validity_secs: validity,
             } => {
                 validate::identifier("device_id", device_id)?;
+                let max = LEAF_VALIDITY_DAYS * 86_400;
+                if let Some(v) = validity {
+                    if !(MIN_DEVICE_VALIDITY_SECS..=max).contains(v) {
+                        return Err(InvalidField::new(
+                            "validity_seconds",
+                            format!("must be between {MIN_DEVICE_VALIDITY_SECS} and {max}"),
+                        )
+                        .into());
+                    }
+                }
                 let user = self.user_key_of(wrapped_user_key)?;
                 if user.binding.revoked {
                     return Err(ChipError::UserRevoked);
@@ -197,11 +214,16 @@ impl ActivationModule {
                         device_id: device_id.clone(),
                     });
                 }
-                let params = leaf_params(
+                let mut params = leaf_params(
                     device_id,
                     vec![names::user_uri(&user.user_id), names::device_uri(device_id)],
                     vec![KeyUsagePurpose::DigitalSignature],
                 )?;
+                if let Some(v) = validity {
+                    validity_secs(&mut params, *v);
+                }
+                // The device certificate is also its TLS client certificate.
+                params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
                 (params, device.public_key_spki.clone())
             }
         };

@@ -33,7 +33,8 @@ use crate::replay::ReplayGuard;
 use crate::wrapped::DomainKeys;
 use crate::{
     BindDevice, ChipAdmission, ChipBackend, ChipError, ChipInfo, ExportedDomain, GenerateKey,
-    GeneratedKey, IssueCertificate, KeyPurpose, Rebound, Revoke, SignAuthorized, Signed,
+    GeneratedKey, IssueCertificate, KeyPurpose, Rebound, Revoke, SetActivation, SignAuthorized,
+    Signed,
 };
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
@@ -222,6 +223,12 @@ impl ChipBackend for ActivationModule {
             None => request.user_id.clone(),
         };
         self.audit("revoke", &subject, &request.key_handle, &r);
+        r
+    }
+
+    fn set_activation(&self, request: &SetActivation) -> Result<Rebound, ChipError> {
+        let r = self.set_activation_checked(request);
+        self.audit("activation_set", &request.user_id, &request.key_handle, &r);
         r
     }
 

@@ -10,8 +10,8 @@ use yunkey_crypto::validate;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
-    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReadConsistency, RevokeDeviceRequest,
-    RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
+    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReactivateUserRequest,
+    ReactivateUserResponse, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.
@@ -45,7 +45,7 @@ pub(crate) async fn get_user(core: &Core, req: GetUserRequest) -> Result<User, C
         .view
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    Ok(crate::convert::user(&user))
+    crate::convert::user(&core.view, &user)
 }
 
 async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User, CoordError> {
@@ -85,7 +85,7 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
     tracing::info!(target: "yunkey::audit", actor, user = %req.user_id, "user revoked");
-    Ok(crate::convert::user(&user))
+    crate::convert::user(&core.view, &user)
 }
 
 #[tonic::async_trait]
@@ -133,6 +133,19 @@ impl KeyService for KeyApi {
             "RevokeDevice",
             &actor,
             crate::devices::revoke(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn reactivate_user(
+        &self,
+        req: Request<ReactivateUserRequest>,
+    ) -> Result<Response<ReactivateUserResponse>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "ReactivateUser",
+            &actor,
+            crate::devices::activation::reactivate(&self.core, &actor, req.into_inner()),
         )
         .await
     }

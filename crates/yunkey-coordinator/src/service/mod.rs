@@ -4,6 +4,7 @@
 mod cluster;
 mod key;
 pub mod refusal_log;
+pub mod source_failures;
 pub mod source_limit;
 mod terminal;
 

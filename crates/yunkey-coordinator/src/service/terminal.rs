@@ -1,5 +1,7 @@
-//! `TerminalService`: the devices' API. No client certificate: a device proves itself with
-//! signatures by its own key (proof of possession, then one authorization per transaction).
+//! `TerminalService`: the devices' API. `SignTransaction` and `RenewDevice` run on the device
+//! channel: the device's certificate is the TLS client certificate, checked against the state
+//! ([`crate::devices::check_peer`]) before anything else; the device then also signs each
+//! transaction's authorization with its key.
 //!
 //! `RegisterDevice` and `GetTime` need nothing at all, so anyone may call them: they are rate
 //! limited per source address ([`super::source_limit`]), their refusals are logged in bounded
@@ -7,17 +9,19 @@
 //! exists or is revoked ([`CoordError::to_unauthenticated_status`]).
 
 use super::refusal_log::RefusalLog;
+use super::source_failures::SourceFailures;
 use super::source_limit::SourceLimiter;
 use super::{observe, observe_unauthenticated};
 use crate::core::Core;
 use crate::error::CoordError;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 use tonic::{Request, Response, Status};
 use yunkey_proto::v1::terminal_service_server::TerminalService;
 use yunkey_proto::v1::{
-    GetTimeRequest, GetTimeResponse, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
-    SignResponse,
+    GetTimeRequest, GetTimeResponse, RegisterDeviceRequest, RegisterDeviceResponse,
+    RenewDeviceRequest, SignRequest, SignResponse,
 };
 
 /// The `TerminalService` implementation.
@@ -25,6 +29,7 @@ use yunkey_proto::v1::{
 pub struct TerminalApi {
     core: Arc<Core>,
     limiter: Option<Arc<SourceLimiter>>,
+    failures: Arc<SourceFailures>,
     refusals: Arc<RefusalLog>,
 }
 
@@ -38,6 +43,7 @@ impl TerminalApi {
         Self {
             core,
             limiter,
+            failures: Arc::new(SourceFailures::default()),
             refusals: Arc::new(RefusalLog::default()),
         }
     }
@@ -64,6 +70,12 @@ impl TerminalApi {
     }
 }
 
+/// The verified client certificate of the call (DER), if one was presented.
+fn peer_leaf<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    req.peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+}
+
 #[tonic::async_trait]
 impl TerminalService for TerminalApi {
     async fn register_device(
@@ -73,9 +85,19 @@ impl TerminalService for TerminalApi {
         let source = req.remote_addr();
         let req = req.into_inner();
         let actor = format!("device-for:{}", req.user_id);
+        let ip = source.map(|a| a.ip());
         let op = async {
             self.admit(source)?;
-            crate::devices::register(&self.core, req).await
+            self.failures
+                .check(ip, Instant::now())
+                .map_err(|wait| CoordError::TooManyFailures {
+                    retry_after_secs: wait.as_secs().max(1),
+                })?;
+            let result = crate::devices::register(&self.core, req).await;
+            if matches!(&result, Err(e) if e.reveals_user_state()) {
+                self.failures.record(ip, Instant::now());
+            }
+            result
         };
         observe_unauthenticated("RegisterDevice", &actor, source, &self.refusals, op).await
     }
@@ -84,18 +106,33 @@ impl TerminalService for TerminalApi {
         &self,
         req: Request<SignRequest>,
     ) -> Result<Response<SignResponse>, Status> {
+        let leaf = peer_leaf(&req);
         let req = req.into_inner();
-        let actor = format!(
-            "device:{}",
-            req.authorization
-                .as_ref()
-                .map(|a| a.device_id.as_str())
-                .unwrap_or("")
-        );
+        let device_id = req
+            .authorization
+            .as_ref()
+            .map(|a| a.device_id.clone())
+            .unwrap_or_default();
+        let actor = format!("device:{device_id}");
+        let core = &self.core;
+        observe("SignTransaction", &actor, async {
+            crate::devices::check_peer(core, leaf.as_deref(), &req.user_id, &device_id)?;
+            crate::signing::sign(core, &actor, req).await
+        })
+        .await
+    }
+
+    async fn renew_device(
+        &self,
+        req: Request<RenewDeviceRequest>,
+    ) -> Result<Response<RegisterDeviceResponse>, Status> {
+        let leaf = peer_leaf(&req);
+        let req = req.into_inner();
+        let actor = format!("device:{}", req.device_id);
         observe(
-            "SignTransaction",
+            "RenewDevice",
             &actor,
-            crate::signing::sign(&self.core, &actor, req),
+            crate::devices::renew(&self.core, leaf.as_deref(), req),
         )
         .await
     }

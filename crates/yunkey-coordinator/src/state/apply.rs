@@ -2,7 +2,7 @@
 //! every node. Reads see the state before this entry; all writes go into one batch that the
 //! Raft store applies atomically together with the applied index.
 
-use super::codec::{decode, encode};
+use super::codec::encode;
 use super::command::{Command, CommandResult, Op, PriorRequest, Rejection};
 use super::keys;
 use super::model::{AuditRecord, LedgerEntry, Rebinding, UserState};
@@ -71,7 +71,7 @@ impl App {
 }
 
 pub(super) struct Writer<'a> {
-    tree: &'a Tree,
+    pub(super) tree: &'a Tree,
     batch: &'a mut Batch,
 }
 
@@ -85,7 +85,7 @@ impl Writer<'_> {
     }
 
     /// Increments a counter and returns its new value.
-    fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
+    pub(super) fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
         let current = match self.tree.get(key)? {
             Some(v) => {
                 u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
@@ -102,7 +102,7 @@ impl Writer<'_> {
 
 /// Takes a chip's newer binding of the user's key (an older one changes nothing: chips merge
 /// bindings, so the newest committed wrapped key carries every change).
-fn take_rebinding(user: &mut crate::state::UserRecord, rebinding: Option<&Rebinding>) {
+pub(super) fn take_rebinding(user: &mut crate::state::UserRecord, rebinding: Option<&Rebinding>) {
     if let Some(r) = rebinding.filter(|r| r.binding_seq > user.binding_seq) {
         user.wrapped_key = r.wrapped_key.clone();
         user.binding_seq = r.binding_seq;
@@ -149,10 +149,7 @@ fn apply_op(
             w.put(keys::CA, ca);
             Ok(CommandResult::CaInitialized)
         }
-        Op::EnrollUser {
-            user,
-            activation_code,
-        } => {
+        Op::EnrollUser { user, .. } => {
             if view.user(&user.user_id)?.is_some() {
                 return reject(Rejection::UserExists(user.user_id.clone()));
             }
@@ -164,58 +161,10 @@ fn apply_op(
             }
             w.put(&keys::user(&user.user_id), user);
             w.bump(keys::COUNT_USERS)?;
+            // The code itself is never stored (entries before format 3 carried it: dropped).
             Ok(CommandResult::Enrolled {
                 user_id: user.user_id.clone(),
-                activation_code: activation_code.clone(),
-            })
-        }
-        Op::RegisterDevice {
-            user_id,
-            code_sha256,
-            device,
-            rebinding,
-        } => {
-            let Some(mut user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser(user_id.clone()));
-            };
-            if user.state != UserState::Active {
-                return reject(Rejection::UserRevoked(user_id.clone()));
-            }
-            if w.tree.get(&keys::device(&device.device_id))?.is_some() {
-                return reject(Rejection::DeviceTaken(device.device_id.clone()));
-            }
-            let Some(activation) = user.activation.take() else {
-                return reject(Rejection::ActivationInvalid);
-            };
-            if !yunkey_crypto::ct_eq(&activation.code_sha256, code_sha256)
-                || activation.expires_at <= cmd.now
-            {
-                return reject(Rejection::ActivationInvalid);
-            }
-            // The code is used up: forget it in the enrolment's stored result too.
-            let enroll_key = keys::request(&activation.enroll_request_id);
-            if let Some(raw) = w.tree.get(&enroll_key)? {
-                let mut prior: PriorRequest = decode(&enroll_key, &raw)?;
-                prior.result = CommandResult::Enrolled {
-                    user_id: user_id.clone(),
-                    activation_code: String::new(),
-                };
-                w.put(&enroll_key, &prior);
-            }
-            if rebinding.binding_seq < user.binding_seq {
-                return reject(Rejection::StaleBinding {
-                    committed: user.binding_seq,
-                });
-            }
-            user.wrapped_key = rebinding.wrapped_key.clone();
-            user.binding_seq = rebinding.binding_seq;
-            user.devices.push(device.clone());
-            w.put(&keys::user(user_id), &user);
-            w.put(&keys::device(&device.device_id), user_id);
-            w.bump(keys::COUNT_DEVICES)?;
-            Ok(CommandResult::DeviceRegistered {
-                user_id: user_id.clone(),
-                device_id: device.device_id.clone(),
+                activation_code: String::new(),
             })
         }
         Op::RevokeUser {
@@ -232,23 +181,6 @@ fn apply_op(
             take_rebinding(&mut user, rebinding.as_ref());
             w.put(&keys::user(user_id), &user);
             Ok(CommandResult::Revoked)
-        }
-        Op::RevokeDevice {
-            user_id,
-            device_id,
-            reason: _,
-            rebinding,
-        } => {
-            let Some(mut user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser(user_id.clone()));
-            };
-            let Some(device) = user.devices.iter_mut().find(|d| &d.device_id == device_id) else {
-                return reject(Rejection::UnknownDevice);
-            };
-            device.revoked_at.get_or_insert(cmd.now);
-            take_rebinding(&mut user, rebinding.as_ref());
-            w.put(&keys::user(user_id), &user);
-            Ok(CommandResult::DeviceRevoked)
         }
         Op::ConsumeAuthorization {
             user_id,
@@ -287,6 +219,11 @@ fn apply_op(
             w.bump(keys::COUNT_SIGNATURES)?;
             Ok(CommandResult::Consumed)
         }
+        Op::RegisterDevice { .. }
+        | Op::RevokeDevice { .. }
+        | Op::Reactivate { .. }
+        | Op::ActivationAttempt { .. }
+        | Op::RenewDevice { .. } => super::apply_devices::apply(view, w, cmd),
         Op::AddHolder { .. }
         | Op::RemoveHolder { .. }
         | Op::SetDraining { .. }

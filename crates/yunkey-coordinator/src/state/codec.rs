@@ -11,7 +11,15 @@ use yunkey_store::StoreError;
 /// `DeviceRecord::revoked_at` and `ChipRecord::admission_signature`. Format 1 state is not
 /// migrated: its users' keys carry no device binding, so no chip would sign with them; a
 /// format 1 cluster is re-created (docs/operations.md, "Upgrading from format 1").
-pub(crate) const FORMAT_VERSION: u8 = 2;
+///
+/// Format 3 changed no record's shape, so format 2 records are read as they are: it added
+/// tables (`f/` activation failures, `v/` device revocation reasons) and stopped storing
+/// activation codes (the `EnrollUser` entry and its stored result carry an empty code; a
+/// format 2 result that still holds one is read with the code dropped, see
+/// [`super::command::CommandResult`]).
+pub(crate) const FORMAT_VERSION: u8 = 3;
+/// The format before activation codes were kept out of the state; read as format 3.
+const FORMAT_2: u8 = 2;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
@@ -25,7 +33,7 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         reason,
     };
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => {
+        Some((&FORMAT_VERSION | &FORMAT_2, rest)) => {
             bincode::deserialize(rest).map_err(|e| corrupt(e.to_string()))
         }
         Some((1, _)) => Err(corrupt(

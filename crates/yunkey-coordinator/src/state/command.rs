@@ -39,10 +39,12 @@ pub enum Op {
     EnrollUser {
         /// The new user.
         user: UserRecord,
-        /// The one-time code, kept only in this request's stored result for retries.
+        /// Always empty: the code is never written to the log or the state, only its hash
+        /// (in `user.activation`). Entries written before format 3 carried the code here;
+        /// applying them drops it.
         activation_code: String,
     },
-    /// Register the first device of a user, consuming the activation code.
+    /// Register a device of a user, consuming the pending activation code.
     RegisterDevice {
         /// The user.
         user_id: String,
@@ -121,6 +123,40 @@ pub enum Op {
     /// A no-op that only goes through Raft: a write-health probe (`ClusterService.WriteProbe`).
     /// Applying it changes no state and writes no audit record.
     Probe,
+    // New variants go last: log entries name variants by position.
+    /// Issue a new activation code (by its hash): one more device may register with it. A
+    /// chip holding the key opened it in the binding first.
+    Reactivate {
+        /// The user.
+        user_id: String,
+        /// SHA-256 of the new code.
+        code_sha256: [u8; 32],
+        /// Unix seconds after which it is void.
+        expires_at: i64,
+        /// The key's binding with the new activation, decided by a chip.
+        rebinding: Rebinding,
+    },
+    /// Check a presented activation code against the user's pending one, before a device is
+    /// registered with it: a wrong code is counted, and at `limit` wrong codes the pending
+    /// code is burnt. Checked here, in log order, so that concurrent guesses on several
+    /// coordinators cannot together try more than `limit` codes.
+    ActivationAttempt {
+        /// The user.
+        user_id: String,
+        /// SHA-256 of the presented code.
+        code_sha256: [u8; 32],
+        /// Wrong codes that burn the pending one (the proposer's configuration).
+        limit: u32,
+    },
+    /// Replace a device's certificate with a renewed one.
+    RenewDevice {
+        /// The user.
+        user_id: String,
+        /// The device.
+        device_id: String,
+        /// The new certificate (DER).
+        certificate: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -140,6 +176,9 @@ impl Op {
             Op::SetDraining { .. } => "set_draining",
             Op::RemoveChip { .. } => "remove_chip",
             Op::Probe => "probe",
+            Op::Reactivate { .. } => "reactivate",
+            Op::ActivationAttempt { .. } => "activation_attempt",
+            Op::RenewDevice { .. } => "renew_device",
         }
     }
 
@@ -177,6 +216,28 @@ impl Op {
             }
             Op::RemoveChip { chip_id } => fingerprint(self.kind(), &[chip_id.as_bytes()]),
             Op::Probe => fingerprint(self.kind(), &[]),
+            Op::Reactivate {
+                user_id,
+                code_sha256,
+                ..
+            } => fingerprint(self.kind(), &[user_id.as_bytes(), code_sha256]),
+            Op::ActivationAttempt {
+                user_id,
+                code_sha256,
+                ..
+            } => fingerprint(self.kind(), &[user_id.as_bytes(), code_sha256]),
+            Op::RenewDevice {
+                user_id,
+                device_id,
+                certificate,
+            } => fingerprint(
+                self.kind(),
+                &[
+                    user_id.as_bytes(),
+                    device_id.as_bytes(),
+                    &yunkey_crypto::sha256(certificate),
+                ],
+            ),
         }
     }
 }
@@ -238,6 +299,17 @@ impl fmt::Debug for Op {
                 write!(f, "SetDraining({chip_id}, {draining})")
             }
             Op::RemoveChip { chip_id } => write!(f, "RemoveChip({chip_id})"),
+            Op::Reactivate {
+                user_id,
+                expires_at,
+                ..
+            } => write!(f, "Reactivate({user_id}, until {expires_at})"),
+            Op::ActivationAttempt { user_id, limit, .. } => {
+                write!(f, "ActivationAttempt({user_id}, limit {limit})")
+            }
+            Op::RenewDevice {
+                user_id, device_id, ..
+            } => write!(f, "RenewDevice({user_id}, {device_id})"),
             Op::Probe => f.write_str("Probe"),
         }
     }
@@ -253,11 +325,12 @@ pub enum CommandResult {
     ChipAdmitted,
     /// The CA is recorded.
     CaInitialized,
-    /// The user exists; `activation_code` is empty once it has been used.
+    /// The user exists.
     Enrolled {
         /// The user.
         user_id: String,
-        /// The one-time code.
+        /// Always empty since format 3 (the code is never stored); results stored before
+        /// kept the code until it was used.
         activation_code: String,
     },
     /// The device is registered.
@@ -285,6 +358,20 @@ pub enum CommandResult {
     ChipRemoved,
     /// Nothing changed, because of this.
     Rejected(Rejection),
+    // New variants go last: stored results name variants by position.
+    /// A new activation code is pending.
+    Reactivated,
+    /// The presented activation code is the pending one.
+    ActivationAccepted,
+    /// A wrong activation code is counted; `burnt`: the pending code is void now.
+    ActivationFailureCounted {
+        /// Failures so far against this code.
+        failures: u32,
+        /// The limit was reached and the code is burnt.
+        burnt: bool,
+    },
+    /// The device has its renewed certificate.
+    DeviceRenewed,
 }
 
 impl fmt::Debug for CommandResult {
@@ -306,6 +393,12 @@ impl fmt::Debug for CommandResult {
             CommandResult::DrainingSet => f.write_str("DrainingSet"),
             CommandResult::ChipRemoved => f.write_str("ChipRemoved"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
+            CommandResult::Reactivated => f.write_str("Reactivated"),
+            CommandResult::ActivationAccepted => f.write_str("ActivationAccepted"),
+            CommandResult::ActivationFailureCounted { failures, burnt } => {
+                write!(f, "ActivationFailureCounted({failures}, burnt: {burnt})")
+            }
+            CommandResult::DeviceRenewed => f.write_str("DeviceRenewed"),
         }
     }
 }
@@ -371,4 +464,7 @@ pub enum Rejection {
         /// The cluster's domain.
         cluster: String,
     },
+    // New variants go last: stored results name variants by position.
+    /// The device is revoked or removed.
+    DeviceRevoked(String),
 }

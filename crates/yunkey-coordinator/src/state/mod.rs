@@ -6,6 +6,7 @@
 //! land in one atomic batch.
 
 mod apply;
+mod apply_devices;
 mod apply_fleet;
 mod codec;
 mod command;

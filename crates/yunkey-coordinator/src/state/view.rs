@@ -37,6 +37,18 @@ impl StateView {
         self.get(&keys::user(user_id))
     }
 
+    /// Failed activation attempts against the user's pending code.
+    pub fn activation_failures(&self, user_id: &str) -> Result<u32, StoreError> {
+        Ok(self
+            .get(&keys::activation_failures(user_id))?
+            .unwrap_or(0))
+    }
+
+    /// Why a device was revoked or removed, if it was.
+    pub fn device_revocation(&self, device_id: &str) -> Result<Option<String>, StoreError> {
+        self.get(&keys::device_revocation(device_id))
+    }
+
     /// The user CA.
     pub fn ca(&self) -> Result<Option<CaRecord>, StoreError> {
         self.get(keys::CA)

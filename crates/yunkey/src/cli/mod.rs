@@ -302,6 +302,36 @@ pub struct CoordinatorArgs {
     /// and limits them itself).
     #[arg(long, default_value_t = UnauthenticatedRate::default(), value_name = "RATE/BURST|off", value_parser = parse_unauthenticated_rate)]
     pub unauthenticated_rate: UnauthenticatedRate,
+    #[command(flatten)]
+    pub devices: DevicePolicyArgs,
+}
+
+/// How the cluster treats devices: activation attempts, how many devices, certificate
+/// validity (`yunkey coordinator` and `yunkey dev`).
+#[derive(Debug, Clone, Args)]
+pub struct DevicePolicyArgs {
+    /// Wrong activation codes for one user after which the pending code is burnt (counted in
+    /// Raft, so across coordinators and leader changes); `yunkey user reactivate` issues a
+    /// new one.
+    #[arg(long, default_value_t = yunkey_coordinator::core::DEFAULT_ACTIVATION_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub activation_attempts: u32,
+    /// Active devices one user may have (at most 16: a key's binding lists at most 16
+    /// devices, revoked and removed ones included).
+    #[arg(long, default_value_t = yunkey_coordinator::core::DEFAULT_MAX_DEVICES, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub max_devices: usize,
+    /// Validity of device certificates, in seconds (at least 10; at most 730 days). Devices
+    /// renew before expiry with `yunkey terminal renew`.
+    #[arg(long, default_value_t = yunkey_coordinator::core::DEFAULT_DEVICE_CERT_VALIDITY_SECS, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(10..=730 * 86_400))]
+    pub device_cert_validity: i64,
+}
+
+impl DevicePolicyArgs {
+    /// Sets these in a coordinator's configuration.
+    pub fn apply(&self, config: &mut yunkey_coordinator::core::CoordinatorConfig) {
+        config.activation_attempts = self.activation_attempts;
+        config.max_devices = self.max_devices;
+        config.device_cert_validity_secs = self.device_cert_validity;
+    }
 }
 
 /// `--unauthenticated-rate`: requests per second and burst per source address, or `None` for
@@ -451,6 +481,8 @@ pub struct DevArgs {
     /// Chips holding each user key.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+    #[command(flatten)]
+    pub devices: DevicePolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,13 +513,39 @@ pub enum UserCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Revoke one of a user's devices: its approvals are refused from now on, by the
-    /// coordinators and by every chip holding the key.
+    /// Revoke one of a user's devices (compromised): its approvals are refused from now on,
+    /// by the coordinators and by every chip holding the key.
     RevokeDevice {
         user_id: String,
-        /// The device id (`dev-...`, as `user show` lists it).
+        /// The device id (`dev-...`, as `user device list` lists it).
         #[arg(long)]
         device: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Issue a new one-time activation code: for one more device (up to the cluster's
+    /// --max-devices), or to replace a lost or locked one. The previous code is void.
+    Reactivate {
+        user_id: String,
+        /// Print only the activation code (for scripts).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// A user's devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List a user's devices: active, removed and revoked, with their certificates' expiry.
+    List { user_id: String },
+    /// Remove a device the user no longer uses (replaced or lost): ended like a revocation,
+    /// recorded as removed.
+    Remove {
+        user_id: String,
+        /// The device id (`dev-...`).
+        device_id: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -543,6 +601,14 @@ pub enum TerminalCommand {
         /// on standard error). Without a terminal on standard input it never asks.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        opts: TerminalOpts,
+    },
+    /// Renew this device's certificate before it expires (over the device channel, with the
+    /// current certificate); the old one is refused from then on.
+    Renew {
+        #[arg(long)]
+        user: String,
         #[command(flatten)]
         opts: TerminalOpts,
     },

@@ -116,7 +116,19 @@ impl Dev {
         (dev, log)
     }
 
+    /// Starts a dev cluster in a fresh temporary directory with more `yunkey dev` flags.
+    pub fn start_args(extra: &[&str]) -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dev = Dev::start_full(tmp.path(), "warn", Stdio::inherit(), extra);
+        dev._tmp = Some(tmp);
+        dev
+    }
+
     fn start_with(data: &Path, filter: &str, stderr: Stdio) -> Dev {
+        Dev::start_full(data, filter, stderr, &[])
+    }
+
+    fn start_full(data: &Path, filter: &str, stderr: Stdio, extra: &[&str]) -> Dev {
         yunkey_net::install_crypto_provider();
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(bin())
@@ -129,6 +141,7 @@ impl Dev {
                 "--metrics",
                 &metrics,
             ])
+            .args(extra)
             .env("YUNKEY_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -235,6 +248,20 @@ impl Dev {
         self.connection(self.tls(None, None))
     }
 
+    /// `device`'s connection over the device channel (its certificate, TLS 1.3).
+    pub fn device_channel(&self, device: &TestDevice) -> Connection {
+        Connection::device(
+            &ConnectionOptions {
+                endpoints: vec![self.endpoint.clone()],
+                tls: self.tls(None, None),
+                domain: None,
+                deadline: Duration::from_secs(10),
+            },
+            device.identity(),
+        )
+        .unwrap()
+    }
+
     /// An operator's connection (operator role: membership, chip admission).
     pub fn operator(&self) -> Connection {
         self.connection(self.tls(Some(files::OPERATOR), Some(files::OPERATOR_KEY)))
@@ -300,9 +327,45 @@ pub struct TestDevice {
     pub user_id: String,
     pub device_id: String,
     pub key: PrivateKey,
+    /// The device certificate registration gave it.
+    pub certificate: Vec<u8>,
+}
+
+/// Signs TLS handshakes with an in-memory device key (tests only).
+#[derive(Debug)]
+pub struct MemorySigner(pub PrivateKey);
+
+impl yunkey_net::device_tls::HandshakeSigner for MemorySigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(self.0.sign_message(message))
+    }
 }
 
 impl TestDevice {
+    /// A copy (the same user, device, key and certificate).
+    pub fn clone_identity(&self) -> TestDevice {
+        TestDevice {
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+            key: PrivateKey::from_secret_bytes(&self.key.to_secret_bytes()).unwrap(),
+            certificate: self.certificate.clone(),
+        }
+    }
+
+    /// Its identity on the device channel, with `certificate` (its own, or another to try).
+    pub fn identity_with(&self, certificate: Vec<u8>) -> yunkey_net::device_tls::DeviceIdentity {
+        let key = PrivateKey::from_secret_bytes(&self.key.to_secret_bytes()).unwrap();
+        yunkey_net::device_tls::DeviceIdentity {
+            certificate,
+            signer: std::sync::Arc::new(MemorySigner(key)),
+        }
+    }
+
+    /// Its identity on the device channel.
+    pub fn identity(&self) -> yunkey_net::device_tls::DeviceIdentity {
+        self.identity_with(self.certificate.clone())
+    }
+
     /// The device's authorization of `tx` for its user.
     pub fn authorize(&self, tx: &Transaction) -> Authorization {
         let (_, hash) = tx::encode_and_hash(tx).unwrap();
@@ -348,6 +411,79 @@ pub fn transaction(payer: &str, amount: &str) -> Transaction {
     }
 }
 
+/// Asserts that `result` failed with `code` and a message holding every one of `words`.
+pub fn expect(
+    result: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
+    code: tonic::Code,
+    words: &[&str],
+) {
+    let status = result.expect_err("request should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    for w in words {
+        assert!(
+            status.message().contains(w),
+            "message {:?} lacks {w:?}",
+            status.message()
+        );
+    }
+}
+
+/// A registration for `user_id` with `code`, with a valid proof by a fresh device key.
+pub fn registration(user_id: &str, code: &str) -> RegisterDeviceRequest {
+    registration_with(&PrivateKey::generate(), user_id, code)
+}
+
+/// A registration for `user_id` with `code`, proved by `key`.
+pub fn registration_with(key: &PrivateKey, user_id: &str, code: &str) -> RegisterDeviceRequest {
+    let spki = key.public_key().to_spki_der();
+    RegisterDeviceRequest {
+        request_id: String::new(),
+        user_id: user_id.into(),
+        activation_code: code.into(),
+        proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
+        device_public_key: spki,
+        device_name: String::new(),
+    }
+}
+
+/// Registers `key` as a device of `user_id` with `code` through `device` (a connection
+/// without a client certificate); panics if refused.
+pub async fn register_key(
+    device: &Connection,
+    key: PrivateKey,
+    user_id: &str,
+    code: &str,
+) -> TestDevice {
+    let registered = yunkey_client::terminal_client(device.current_channel())
+        .register_device(registration_with(&key, user_id, code))
+        .await
+        .unwrap_or_else(|e| panic!("register a device of {user_id}: {e:?}"))
+        .into_inner()
+        .device
+        .unwrap();
+    TestDevice {
+        user_id: user_id.to_owned(),
+        device_id: registered.device_id,
+        key,
+        certificate: registered.certificate,
+    }
+}
+
+/// Enrols `user_id` through `business` (request id `enroll-<user_id>`); returns the code.
+pub async fn enroll_code(business: &Connection, user_id: &str) -> String {
+    yunkey_client::key_client(business.current_channel())
+        .enroll_user(EnrollUserRequest {
+            request_id: format!("enroll-{user_id}"),
+            user_id: user_id.into(),
+            algorithm: 0,
+            display_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .activation_code
+}
+
 /// Enrols `user_id` and registers an in-memory device for them.
 pub async fn enroll_with_device(dev: &Dev, user_id: &str) -> TestDevice {
     enroll_on(&dev.business(), &dev.device(), user_id).await
@@ -371,40 +507,8 @@ pub async fn add_node(admin: &Connection, node_id: u64, address: &str) {
 }
 
 pub async fn enroll_on(business: &Connection, device: &Connection, user_id: &str) -> TestDevice {
-    let enrolled = yunkey_client::key_client(business.current_channel())
-        .enroll_user(EnrollUserRequest {
-            request_id: format!("enroll-{user_id}"),
-            user_id: user_id.to_owned(),
-            algorithm: 0,
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let key = PrivateKey::generate();
-    let spki = key.public_key().to_spki_der();
-    let proof = key.sign_message(&authz::registration_message(
-        user_id,
-        &enrolled.activation_code,
-        &spki,
-    ));
-    let registered = yunkey_client::terminal_client(device.current_channel())
-        .register_device(RegisterDeviceRequest {
-            request_id: String::new(),
-            user_id: user_id.to_owned(),
-            activation_code: enrolled.activation_code,
-            device_public_key: spki,
-            proof,
-            device_name: "test phone".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    TestDevice {
-        user_id: user_id.to_owned(),
-        device_id: registered.device.unwrap().device_id,
-        key,
-    }
+    let code = enroll_code(business, user_id).await;
+    register_key(device, PrivateKey::generate(), user_id, &code).await
 }
 
 /// A process of a multi-process cluster (`yunkey chip` or `yunkey coordinator`), whose

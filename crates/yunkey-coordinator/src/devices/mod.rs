@@ -1,18 +1,25 @@
-//! Devices: registration and revocation.
+//! Devices: registration, revocation and removal; re-activation and the count of wrong codes
+//! ([`activation`]); the device channel's certificate check and renewal ([`channel`]).
 //!
-//! Registration: a device proves possession of its key and presents the one-time activation
-//! code. The coordinator checks both against its state first, to fail fast, but the decision
-//! is a chip's: a holder of the user's key binds the device only if the code matches the hash
-//! sealed into the key at enrolment (`ChipService.BindDevice`). The CA key, in a chip, then
-//! certifies the device from the new wrapped key whose binding lists it; one Raft entry commits
-//! device, certificate and binding; the other holders get the binding pushed.
+//! Registration: a device proves possession of its key and presents a one-time activation
+//! code. The coordinator checks the code in Raft first (`ActivationAttempt`: wrong codes are
+//! counted there and burn the code at the limit), but the decision is a chip's: a holder of
+//! the user's key binds the device only if the code matches the hash sealed into the key's
+//! binding at enrolment or re-activation (`ChipService.BindDevice`). The CA key, in a chip,
+//! then certifies the device from the new wrapped key whose binding lists it; one Raft entry
+//! commits device, certificate and binding; the other holders get the binding pushed.
+
+pub mod activation;
+pub mod channel;
+
+pub use channel::{check_peer, renew, trust_user_ca};
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{CommandResult, DeviceRecord, Op, UserState};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::validate::{self, InvalidField};
-use yunkey_crypto::{authz, ct_eq, sha256};
+use yunkey_crypto::{authz, sha256};
 use yunkey_proto::v1::{
     BindDeviceRequest, RegisterDeviceRequest, RegisterDeviceResponse, RevokeBindingRequest,
     RevokeDeviceRequest, User,
@@ -20,7 +27,7 @@ use yunkey_proto::v1::{
 
 pub use yunkey_crypto::names::device_id;
 
-/// Registers a user's first device.
+/// Registers a device of a user with a pending activation code.
 pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<RegisterDeviceResponse> {
     validate::identifier("user_id", &req.user_id)?;
     validate::text("activation_code", &req.activation_code, 64, false)?;
@@ -72,9 +79,14 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
         return response(core, &req.user_id, &device_id);
     }
     let code_sha256 = sha256(req.activation_code.as_bytes());
-    match &user.activation {
-        Some(a) if ct_eq(&a.code_sha256, &code_sha256) && a.expires_at > crate::clock::now() => {}
-        _ => return Err(CoordError::ActivationInvalid),
+    activation::attempt(core, &user, &code_sha256).await?;
+    let active = user.devices.iter().filter(|d| d.revoked_at.is_none()).count();
+    if active >= core.config.max_devices {
+        return Err(CoordError::TooManyDevices {
+            user_id: req.user_id.clone(),
+            active,
+            limit: core.config.max_devices,
+        });
     }
 
     let (ca, _) = core.ca()?;
@@ -95,7 +107,12 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     let rebinding = crate::bindings::rebinding(&bound);
     let certificate = core
         .issuer
-        .device_certificate(&ca, &rebinding.wrapped_key, &device_id)
+        .device_certificate(
+            &ca,
+            &rebinding.wrapped_key,
+            &device_id,
+            core.config.device_cert_validity_secs,
+        )
         .await?;
     let device = DeviceRecord {
         device_id: device_id.clone(),
@@ -128,7 +145,11 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     }
 }
 
-fn response(core: &Core, user_id: &str, device_id: &str) -> Result<RegisterDeviceResponse> {
+pub(crate) fn response(
+    core: &Core,
+    user_id: &str,
+    device_id: &str,
+) -> Result<RegisterDeviceResponse> {
     let user = core
         .view
         .user(user_id)?
@@ -142,9 +163,32 @@ fn response(core: &Core, user_id: &str, device_id: &str) -> Result<RegisterDevic
         })?;
     let (ca, _) = core.ca()?;
     Ok(RegisterDeviceResponse {
-        device: Some(crate::convert::device(device)),
+        device: Some(crate::convert::device(&core.view, device)?),
         user_certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
     })
+}
+
+/// The refusal for a revoked or removed device, with the reason recorded.
+pub fn revoked(core: &Core, user_id: &str, device_id: &str) -> CoordError {
+    let reason = match core.view.device_revocation(device_id) {
+        Ok(Some(reason)) => reason,
+        _ => "revoked".to_owned(),
+    };
+    CoordError::DeviceRevoked {
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        reason,
+    }
+}
+
+/// How a revocation is recorded: `removed` or `revoked`, and the reason if one was given.
+fn revocation_reason(remove: bool, reason: &str) -> String {
+    let what = if remove { "removed" } else { "revoked" };
+    if reason.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {reason}")
+    }
 }
 
 /// Revokes one device of a user: a holder of the key revokes it in the binding (so that no
@@ -176,7 +220,7 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
         Op::RevokeDevice {
             user_id: req.user_id.clone(),
             device_id: req.device_id.clone(),
-            reason: req.reason.clone(),
+            reason: revocation_reason(req.remove, &req.reason),
             rebinding: revoked.as_ref().map(|(_, r)| r.clone()),
         },
     )
@@ -188,7 +232,7 @@ pub async fn revoke(core: &Core, actor: &str, req: RevokeDeviceRequest) -> Resul
         .view
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    Ok(crate::convert::user(&user))
+    crate::convert::user(&core.view, &user)
 }
 
 /// Asks a holder to revoke the user (`device_id` `None`) or a device in the key's binding.

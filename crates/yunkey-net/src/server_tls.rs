@@ -1,0 +1,223 @@
+//! The coordinators' TLS: one port for every caller, TLS 1.3 only, with client certificates
+//! from two roots.
+//!
+//! - Nodes, business clients and operators present certificates of the cluster's TLS CA
+//!   (`yunkey pki`), whose role SAN the access table reads ([`crate::access`]).
+//! - Devices present their device certificate, issued by the user CA whose key lives in
+//!   chips. That CA exists only once the cluster has made it, so it is added at run time
+//!   ([`ClientRoots::set_user_ca`]). A certificate of the user CA that names a role is refused
+//!   at the handshake: roles come from the cluster CA only.
+//! - Callers without a certificate are let through the handshake; the access table admits them
+//!   to the few RPCs anyone may call (device registration, the clock, health).
+//!
+//! TLS 1.3 always negotiates a fresh (EC)DHE key, so every session has its own keys. The
+//! handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], off the accept loop.
+
+use crate::role::role_of_certificate;
+use crate::NetError;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn verifier(roots: Vec<CertificateDer<'static>>) -> Result<Arc<dyn ClientCertVerifier>, NetError> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root)
+            .map_err(|e| NetError::Tls(format!("bad trust root: {e}")))?;
+    }
+    WebPkiClientVerifier::builder(Arc::new(store))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))
+}
+
+/// The client-certificate roots of a coordinator: the cluster CA, and the user CA once known.
+#[derive(Debug)]
+pub struct ClientRoots {
+    cluster: Arc<dyn ClientCertVerifier>,
+    user_ca: RwLock<Option<(Vec<u8>, Arc<dyn ClientCertVerifier>)>>,
+}
+
+impl ClientRoots {
+    /// Roots with the cluster CA (PEM, one or more certificates) only.
+    pub fn new(cluster_ca_pem: &[u8]) -> Result<Self, NetError> {
+        let roots = CertificateDer::pem_slice_iter(cluster_ca_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NetError::Tls(format!("cluster CA PEM: {e}")))?;
+        if roots.is_empty() {
+            return Err(NetError::Tls("the cluster CA PEM holds no certificate".into()));
+        }
+        Ok(Self {
+            cluster: verifier(roots)?,
+            user_ca: RwLock::new(None),
+        })
+    }
+
+    /// Trusts device certificates of the user CA `der`. The user CA is write-once: setting
+    /// the same certificate again does nothing; another one replaces it (logged).
+    pub fn set_user_ca(&self, der: &[u8]) -> Result<(), NetError> {
+        if let Some((current, _)) = &*self.user_ca.read().expect("roots lock") {
+            if current == der {
+                return Ok(());
+            }
+            tracing::warn!("the user CA certificate changed; trusting the new one for devices");
+        }
+        let v = verifier(vec![CertificateDer::from(der.to_vec())])?;
+        *self.user_ca.write().expect("roots lock") = Some((der.to_vec(), v));
+        Ok(())
+    }
+
+    /// Whether device certificates are trusted yet.
+    pub fn has_user_ca(&self) -> bool {
+        self.user_ca.read().expect("roots lock").is_some()
+    }
+
+    fn user_ca(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.user_ca
+            .read()
+            .expect("roots lock")
+            .as_ref()
+            .map(|(_, v)| v.clone())
+    }
+}
+
+impl ClientCertVerifier for ClientRoots {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Optional in TLS 1.3; every yunkey client holds one certificate anyway.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let by_cluster = self
+            .cluster
+            .verify_client_cert(end_entity, intermediates, now);
+        if by_cluster.is_ok() {
+            return by_cluster;
+        }
+        let Some(user_ca) = self.user_ca() else {
+            return by_cluster;
+        };
+        let by_user_ca = user_ca.verify_client_cert(end_entity, intermediates, now);
+        match by_user_ca {
+            Ok(v) if role_of_certificate(end_entity.as_ref()).is_none() => Ok(v),
+            Ok(_) => Err(rustls::Error::General(
+                "a certificate of the user CA may not name a role".into(),
+            )),
+            // A device certificate (issued by the user CA) gets the user CA's reason, such as
+            // "expired"; anything else the cluster CA's.
+            Err(e) if crate::role::device_of_certificate(end_entity.as_ref()).is_some() => Err(e),
+            Err(_) => by_cluster,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.cluster.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.cluster.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.cluster.supported_verify_schemes()
+    }
+}
+
+/// A TLS 1.3-only server config for HTTP/2 with this identity (PEM chain and key) and
+/// these client roots.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    roots: Arc<ClientRoots>,
+) -> Result<rustls::ServerConfig, NetError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NetError::Tls(format!("server certificate PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| NetError::Tls(format!("server key PEM: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_client_cert_verifier(roots)
+        .with_single_cert(chain, key)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// TLS connections accepted on `listener` (with `TCP_NODELAY`), for
+/// `Server::serve_with_incoming`. Each handshake runs in its own task, bounded by
+/// [`HANDSHAKE_TIMEOUT`]; a failed one is logged at debug level and dropped. The accept loop
+/// ends when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let acceptor = TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
