@@ -120,15 +120,18 @@ impl Node {
         let (cert_pem, key_pem) = opts.tls.identity_pem().ok_or_else(|| {
             CoordError::Internal("a coordinator needs a TLS certificate and key".into())
         })?;
+        let view = core.view.clone();
         let roots = Arc::new(
-            yunkey_net::server_tls::ClientRoots::new(opts.tls.ca_pem())
-                .map_err(|e| CoordError::Internal(e.to_string()))?,
+            yunkey_net::server_tls::ClientRoots::new(
+                opts.tls.ca_pem(),
+                Box::new(move || view.ca().ok().flatten().map(|ca| ca.certificate)),
+            )
+            .map_err(|e| CoordError::Internal(e.to_string()))?,
         );
         let tls = Arc::new(
             yunkey_net::server_tls::server_config(cert_pem, key_pem, roots.clone())
                 .map_err(|e| CoordError::Internal(e.to_string()))?,
         );
-        tokio::spawn(crate::devices::trust_user_ca(core.clone(), roots));
         let (health, health_service) = tonic_health::server::health_reporter();
         // The public services report SERVING only once the node can enrol and sign
         // (`set_ready`); membership (ClusterService) works before, so that a new node can be

@@ -4,9 +4,13 @@
 //! - Nodes, business clients and operators present certificates of the cluster's TLS CA
 //!   (`yunkey pki`), whose role SAN the access table reads ([`crate::access`]).
 //! - Devices present their device certificate, issued by the user CA whose key lives in
-//!   chips. That CA exists only once the cluster has made it, so it is added at run time
-//!   ([`ClientRoots::set_user_ca`]). A certificate of the user CA that names a role is refused
-//!   at the handshake: roles come from the cluster CA only.
+//!   chips. That CA exists only once the cluster has made it, so it is looked up at run time
+//!   (the `user_ca` source of [`ClientRoots::new`]) until it is found, then kept. A certificate
+//!   of the user CA that names a role is refused at the handshake: roles come from the
+//!   cluster CA only.
+//! - An expired device certificate passes the handshake, so that the service can refuse it
+//!   with a status that says it expired; every device-channel RPC checks it
+//!   (`yunkey_coordinator::devices::check_peer`).
 //! - Callers without a certificate are let through the handshake; the access table admits them
 //!   to the few RPCs anyone may call (device registration, the clock, health).
 //!
@@ -21,6 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -43,16 +48,28 @@ fn verifier(roots: Vec<CertificateDer<'static>>) -> Result<Arc<dyn ClientCertVer
         .map_err(|e| NetError::Tls(e.to_string()))
 }
 
+/// Where the user CA certificate (DER) comes from, once it exists.
+pub type UserCaSource = Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>;
+
 /// The client-certificate roots of a coordinator: the cluster CA, and the user CA once known.
-#[derive(Debug)]
 pub struct ClientRoots {
     cluster: Arc<dyn ClientCertVerifier>,
     user_ca: RwLock<Option<(Vec<u8>, Arc<dyn ClientCertVerifier>)>>,
+    user_ca_source: UserCaSource,
+}
+
+impl fmt::Debug for ClientRoots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRoots")
+            .field("has_user_ca", &self.has_user_ca())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientRoots {
-    /// Roots with the cluster CA (PEM, one or more certificates) only.
-    pub fn new(cluster_ca_pem: &[u8]) -> Result<Self, NetError> {
+    /// Roots with the cluster CA (PEM, one or more certificates), and the user CA from
+    /// `user_ca` as soon as it returns one (asked at handshakes until then).
+    pub fn new(cluster_ca_pem: &[u8], user_ca: UserCaSource) -> Result<Self, NetError> {
         let roots = CertificateDer::pem_slice_iter(cluster_ca_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| NetError::Tls(format!("cluster CA PEM: {e}")))?;
@@ -62,6 +79,7 @@ impl ClientRoots {
         Ok(Self {
             cluster: verifier(roots)?,
             user_ca: RwLock::new(None),
+            user_ca_source: user_ca,
         })
     }
 
@@ -84,12 +102,26 @@ impl ClientRoots {
         self.user_ca.read().expect("roots lock").is_some()
     }
 
-    fn user_ca(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+    fn known_user_ca(&self) -> Option<Arc<dyn ClientCertVerifier>> {
         self.user_ca
             .read()
             .expect("roots lock")
             .as_ref()
             .map(|(_, v)| v.clone())
+    }
+
+    /// The user CA's verifier: the one known, else the source's (kept from then on).
+    fn user_ca(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        if let Some(known) = self.known_user_ca() {
+            return Some(known);
+        }
+        let der = (self.user_ca_source)()?;
+        if let Err(e) = self.set_user_ca(&der) {
+            tracing::error!(error = %e, "the user CA certificate is not usable for TLS");
+            return None;
+        }
+        tracing::info!("device certificates of the user CA are trusted on the TLS port");
+        self.known_user_ca()
     }
 }
 
@@ -122,7 +154,16 @@ impl ClientCertVerifier for ClientRoots {
         let Some(user_ca) = self.user_ca() else {
             return by_cluster;
         };
-        let by_user_ca = user_ca.verify_client_cert(end_entity, intermediates, now);
+        // An expired device certificate is let through the handshake (its chain still checked,
+        // as of its last valid second), so that the device channel can refuse it with a status
+        // that says so, instead of a bare TLS alert; the service refuses every expired one.
+        let at = match crate::role::certificate_not_after(end_entity.as_ref()) {
+            Some(not_after) if not_after >= 0 && (not_after as u64) < now.as_secs() => {
+                UnixTime::since_unix_epoch(Duration::from_secs(not_after as u64))
+            }
+            _ => now,
+        };
+        let by_user_ca = user_ca.verify_client_cert(end_entity, intermediates, at);
         match by_user_ca {
             Ok(v) if role_of_certificate(end_entity.as_ref()).is_none() => Ok(v),
             Ok(_) => Err(rustls::Error::General(

@@ -1,17 +1,15 @@
 //! The device channel: every `TerminalService` call but registration and the clock comes with
 //! the device's certificate as the TLS client certificate (TLS 1.3; the handshake checked its
-//! chain to the user CA and its validity). Here it is checked against the state: it must be
+//! chain to the user CA, and let an expired one through to be refused here with a status that
+//! says so). Here it is checked against the state: it must be
 //! the current certificate of a registered device of the user the request names, and the
 //! device must not be revoked or removed. Renewal issues the device a new certificate.
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{CommandResult, DeviceRecord, Op, UserState};
-use std::sync::Arc;
-use std::time::Duration;
 use yunkey_crypto::ct_eq;
 use yunkey_crypto::validate;
-use yunkey_net::server_tls::ClientRoots;
 use yunkey_proto::v1::{RegisterDeviceResponse, RenewDeviceRequest};
 
 /// Checks the client certificate `leaf` (DER; `None`: none presented) of a call that names
@@ -31,6 +29,15 @@ pub fn check_peer(
     let (cert_user, cert_device) = yunkey_net::role::device_of_certificate(leaf).ok_or_else(|| {
         CoordError::DeviceCertificate("the client certificate is not a device certificate".into())
     })?;
+    if let Some(not_after) = yunkey_net::role::certificate_not_after(leaf) {
+        if not_after <= crate::clock::now() {
+            return Err(CoordError::DeviceCertificate(format!(
+                "the certificate of device {cert_device} expired at Unix time {not_after}; a \
+                 device renews before expiry (yunkey terminal renew); now it needs a new \
+                 activation code (yunkey user reactivate {cert_user}) and a new registration"
+            )));
+        }
+    }
     if cert_user != user_id || cert_device != device_id {
         return Err(CoordError::DeviceCertificate(format!(
             "the client certificate is device {cert_device} of user {cert_user}; the request \
@@ -110,25 +117,6 @@ pub async fn renew(
     {
         CommandResult::DeviceRenewed => super::response(core, &req.user_id, &req.device_id),
         other => Err(CoordError::Internal(format!("unexpected result {other:?}"))),
-    }
-}
-
-/// Trusts the user CA for device certificates on this node's TLS port as soon as the state
-/// has it (at once on a running cluster; after bootstrap on a new one).
-pub async fn trust_user_ca(core: Arc<Core>, roots: Arc<ClientRoots>) {
-    loop {
-        match core.view.ca() {
-            Ok(Some(ca)) => match roots.set_user_ca(&ca.certificate) {
-                Ok(()) => {
-                    tracing::info!("device certificates of the user CA are trusted on the TLS port");
-                    return;
-                }
-                Err(e) => tracing::error!(error = %e, "the user CA certificate is not usable for TLS"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the user CA"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -12,7 +12,7 @@
 pub mod activation;
 pub mod channel;
 
-pub use channel::{check_peer, renew, trust_user_ca};
+pub use channel::{check_peer, renew};
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
