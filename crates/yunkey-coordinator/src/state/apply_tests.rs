@@ -90,8 +90,10 @@ fn enrol_register_consume_and_replay() {
             activation_code: "CODE".into(),
         },
     );
+    // An entry that still carries the code (written before format 3) is applied without it:
+    // nothing stores a code.
     assert!(
-        matches!(enrolled, CommandResult::Enrolled { ref activation_code, .. } if activation_code == "CODE")
+        matches!(enrolled, CommandResult::Enrolled { ref activation_code, .. } if activation_code.is_empty())
     );
     // Retry: the same result, one user.
     assert_eq!(
@@ -363,4 +365,106 @@ fn device_revocation_and_bindings_commit_only_forward() {
         CommandResult::Revoked
     );
     assert_eq!(sm.view().user("alice").unwrap().unwrap().binding_seq, 2);
+}
+
+#[test]
+fn wrong_codes_burn_and_a_new_code_reopens() {
+    let sm = Sm::new();
+    sm.run(
+        "enroll-carol",
+        10,
+        Op::EnrollUser {
+            user: user("carol", "CODE"),
+            activation_code: String::new(),
+        },
+    );
+    let attempt = |code: &str| Op::ActivationAttempt {
+        user_id: "carol".into(),
+        code_sha256: yunkey_crypto::sha256(code.as_bytes()),
+        limit: 3,
+    };
+    assert_eq!(sm.run("", 11, attempt("CODE")), CommandResult::ActivationAccepted);
+    assert_eq!(
+        sm.run("", 12, attempt("NOPE")),
+        CommandResult::ActivationFailureCounted {
+            failures: 1,
+            burnt: false
+        }
+    );
+    assert_eq!(sm.view().activation_failures("carol").unwrap(), 1);
+    sm.run("", 13, attempt("NOPE"));
+    assert_eq!(
+        sm.run("", 14, attempt("NOPE")),
+        CommandResult::ActivationFailureCounted {
+            failures: 3,
+            burnt: true
+        }
+    );
+    assert!(sm.view().user("carol").unwrap().unwrap().activation.is_none());
+    // Burnt: even the right code is refused, without counting.
+    assert_eq!(
+        sm.run("", 15, attempt("CODE")),
+        CommandResult::Rejected(Rejection::ActivationInvalid)
+    );
+    // A new code reopens it, with a fresh count.
+    assert_eq!(
+        sm.run(
+            "react-1",
+            16,
+            Op::Reactivate {
+                user_id: "carol".into(),
+                code_sha256: yunkey_crypto::sha256(b"NEW"),
+                expires_at: 1_000,
+                rebinding: rebinding(2),
+            }
+        ),
+        CommandResult::Reactivated
+    );
+    assert_eq!(sm.view().activation_failures("carol").unwrap(), 0);
+    assert_eq!(sm.run("", 17, attempt("NEW")), CommandResult::ActivationAccepted);
+    // An expired code is refused without counting.
+    assert_eq!(
+        sm.run("", 1_001, attempt("NOPE")),
+        CommandResult::Rejected(Rejection::ActivationInvalid)
+    );
+
+    // A registered device renews; once removed it does not, and the reason is kept.
+    let register = Op::RegisterDevice {
+        user_id: "carol".into(),
+        code_sha256: yunkey_crypto::sha256(b"NEW"),
+        device: device("d1"),
+        rebinding: rebinding(3),
+    };
+    assert!(matches!(
+        sm.run("reg", 18, register),
+        CommandResult::DeviceRegistered { .. }
+    ));
+    let renew = |cert: u8| Op::RenewDevice {
+        user_id: "carol".into(),
+        device_id: "d1".into(),
+        certificate: vec![cert],
+    };
+    assert_eq!(sm.run("renew-1", 19, renew(7)), CommandResult::DeviceRenewed);
+    assert_eq!(
+        sm.view().user("carol").unwrap().unwrap().devices[0].certificate,
+        vec![7]
+    );
+    sm.run(
+        "rm",
+        20,
+        Op::RevokeDevice {
+            user_id: "carol".into(),
+            device_id: "d1".into(),
+            reason: "removed: lost".into(),
+            rebinding: None,
+        },
+    );
+    assert_eq!(
+        sm.view().device_revocation("d1").unwrap().as_deref(),
+        Some("removed: lost")
+    );
+    assert_eq!(
+        sm.run("renew-2", 21, renew(8)),
+        CommandResult::Rejected(Rejection::DeviceRevoked("d1".into()))
+    );
 }
