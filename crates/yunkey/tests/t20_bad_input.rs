@@ -196,13 +196,15 @@ async fn enrolment_and_registration_refusals() {
         .await
         .unwrap()
         .into_inner();
-    // Idempotent retry: the same result, the same code, one user.
+    // Idempotent retry: the same user, one user; since codes are stored only as hashes, the
+    // retry carries a new code, and the first one is void.
     let retry = key
         .enroll_user(enroll("dora", 0, "e-1"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(retry.activation_code, first.activation_code);
+    assert_ne!(retry.activation_code, first.activation_code);
+    assert!(!retry.activation_code.is_empty());
     assert_eq!(
         retry.user.unwrap().public_key,
         first.user.clone().unwrap().public_key
@@ -267,21 +269,19 @@ async fn enrolment_and_registration_refusals() {
             "dora", code, &spki,
         ))
     };
+    for code in ["WRONG-CODE", &first.activation_code] {
+        expect(
+            terminal
+                .register_device(register(code, proof_for(code), spki.clone()))
+                .await,
+            Code::PermissionDenied,
+            &["activation code"],
+        );
+    }
     expect(
         terminal
             .register_device(register(
-                "WRONG-CODE",
-                proof_for("WRONG-CODE"),
-                spki.clone(),
-            ))
-            .await,
-        Code::PermissionDenied,
-        &["activation code"],
-    );
-    expect(
-        terminal
-            .register_device(register(
-                &first.activation_code,
+                &retry.activation_code,
                 proof_for("other"),
                 spki.clone(),
             ))
@@ -292,25 +292,27 @@ async fn enrolment_and_registration_refusals() {
     expect(
         terminal
             .register_device(register(
-                &first.activation_code,
-                proof_for(&first.activation_code),
+                &retry.activation_code,
+                proof_for(&retry.activation_code),
                 b"junk".to_vec(),
             ))
             .await,
         Code::InvalidArgument,
         &["device_public_key"],
     );
+    // Refused requests change nothing; the two wrong codes were each counted through Raft
+    // (one entry each: --activation-attempts); the bad proof and key wrote nothing.
     assert_eq!(
         counts(&dev).await,
-        before,
-        "refused requests must not write"
+        (before.0, before.1, before.2 + 2),
+        "refused requests must not write beyond counting wrong codes"
     );
 
     // The right code works once; a second device with the same code is refused.
     terminal
         .register_device(register(
-            &first.activation_code,
-            proof_for(&first.activation_code),
+            &retry.activation_code,
+            proof_for(&retry.activation_code),
             spki.clone(),
         ))
         .await
@@ -319,12 +321,12 @@ async fn enrolment_and_registration_refusals() {
     let other_spki = other.public_key().to_spki_der();
     let other_proof = other.sign_message(&yunkey_crypto::authz::registration_message(
         "dora",
-        &first.activation_code,
+        &retry.activation_code,
         &other_spki,
     ));
     expect(
         terminal
-            .register_device(register(&first.activation_code, other_proof, other_spki))
+            .register_device(register(&retry.activation_code, other_proof, other_spki))
             .await,
         Code::PermissionDenied,
         &["activation code"],

@@ -162,9 +162,16 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
     );
     assert!(limited > 0, "no request was limited in {took:?}");
     eprintln!("{refused} checked, {limited} limited in {took:?}; last: {retry_after:?}");
-    // GetTime shares the address's bucket.
-    let status = terminal.get_time(GetTimeRequest {}).await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // GetTime shares the address's bucket (a token may have refilled since the last guess,
+    // but not one per call of a quick burst).
+    let mut limited_time = 0;
+    for _ in 0..5 {
+        if let Err(status) = terminal.get_time(GetTimeRequest {}).await {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            limited_time += 1;
+        }
+    }
+    assert!(limited_time > 0, "GetTime is not limited with the address's bucket empty");
 
     // Once the bucket has refilled, the clock answers again, but this address may not try
     // another code for the rest of its window, not even the right one...
