@@ -257,7 +257,11 @@ mod tests {
             }),
             ..base.clone()
         };
-        for merged in [renewed.merge(&pending), pending.merge(&renewed), renewed.merge(&base)] {
+        for merged in [
+            renewed.merge(&pending),
+            pending.merge(&renewed),
+            renewed.merge(&base),
+        ] {
             assert_eq!(merged.activation_epoch, 1);
             assert_eq!(merged.activation, renewed.activation);
         }

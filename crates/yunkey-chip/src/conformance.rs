@@ -588,7 +588,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
-            validity_secs: None,
+                validity_secs: None,
                 wrapped_user_key: bound.wrapped_key.clone(),
                 device_id: Device::new("alice").device_id,
             },
@@ -600,7 +600,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
-            validity_secs: None,
+                validity_secs: None,
                 wrapped_user_key: key.wrapped_key.clone(),
                 device_id: phone.device_id.clone(),
             },
@@ -647,7 +647,7 @@ pub fn certificates(make: Make<'_>) {
         issue(
             &ca.key.handle,
             CertificateSubject::Device {
-            validity_secs: None,
+                validity_secs: None,
                 wrapped_user_key: revoked.wrapped_key,
                 device_id: phone.device_id.clone(),
             },

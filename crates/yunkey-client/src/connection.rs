@@ -108,10 +108,7 @@ impl Connection {
         if let Some(known) = hinted.iter().find(|(e, _)| *e == hint) {
             return Some(known.clone());
         }
-        let channel = self
-            .transport
-            .connect(&hint, self.domain.as_deref())
-            .ok()?;
+        let channel = self.transport.connect(&hint, self.domain.as_deref()).ok()?;
         hinted.push((hint.clone(), channel.clone()));
         Some((hint, channel))
     }

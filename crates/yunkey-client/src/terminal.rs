@@ -4,8 +4,8 @@
 
 use crate::keystore::{DeviceInfo, Keystore};
 use crate::{ClientError, Connection};
-use yunkey_crypto::{authz, tx};
 use std::sync::Arc;
+use yunkey_crypto::{authz, tx};
 use yunkey_net::device_tls::{DeviceIdentity, HandshakeSigner};
 use yunkey_proto::v1::{
     Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
@@ -204,7 +204,11 @@ pub async fn renew(
     let resp = conn
         .call(|ch| {
             let req = req.clone();
-            async move { crate::connection::terminal_client(ch).renew_device(req).await }
+            async move {
+                crate::connection::terminal_client(ch)
+                    .renew_device(req)
+                    .await
+            }
         })
         .await?;
     let renewed = resp

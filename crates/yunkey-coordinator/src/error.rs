@@ -102,9 +102,7 @@ pub enum CoordError {
         retry_after_ms: u64,
     },
     /// Too many refused registrations from the caller's address.
-    #[error(
-        "too many refused registrations from this address; retry after {retry_after_secs} s"
-    )]
+    #[error("too many refused registrations from this address; retry after {retry_after_secs} s")]
     TooManyFailures {
         /// When the address may try again.
         retry_after_secs: u64,

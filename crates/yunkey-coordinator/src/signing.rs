@@ -66,7 +66,11 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
             device_id: authorization.device_id.clone(),
         })?;
     if device.revoked_at.is_some() {
-        return Err(crate::devices::revoked(core, &req.user_id, &device.device_id));
+        return Err(crate::devices::revoked(
+            core,
+            &req.user_id,
+            &device.device_id,
+        ));
     }
     tx::check_expiry(
         tx.expires_at,

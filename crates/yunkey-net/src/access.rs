@@ -133,7 +133,13 @@ const fn key(method: &'static str, why: &'static str) -> RpcRule {
 }
 
 const fn terminal(method: &'static str, allowed: Allowed, why: &'static str) -> RpcRule {
-    rule(TERMINAL_SERVICE, method, ServedBy::Coordinator, allowed, why)
+    rule(
+        TERMINAL_SERVICE,
+        method,
+        ServedBy::Coordinator,
+        allowed,
+        why,
+    )
 }
 
 const fn cluster(method: &'static str, roles: &'static [Role], why: &'static str) -> RpcRule {
@@ -502,7 +508,11 @@ mod tests {
                 } else {
                     let err = got.unwrap_err();
                     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}", r.path());
-                    assert!(err.message().contains(&format!("role {role}")), "{err:?}");
+                    let why = match r.allowed {
+                        Allowed::Device => "requires a device certificate".to_owned(),
+                        _ => format!("role {role}"),
+                    };
+                    assert!(err.message().contains(&why), "{err:?}");
                 }
             }
         }

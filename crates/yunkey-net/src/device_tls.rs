@@ -117,9 +117,14 @@ pub fn connect_lazy(
     };
     let uri: tonic::codegen::http::Uri = endpoint.parse().map_err(|e| bad(format!("{e}")))?;
     if uri.scheme_str() != Some("https") {
-        return Err(bad("must start with https:// (yunkey always uses TLS)".into()));
+        return Err(bad(
+            "must start with https:// (yunkey always uses TLS)".into()
+        ));
     }
-    let host = uri.host().ok_or_else(|| bad("has no host".into()))?.to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(|| bad("has no host".into()))?
+        .to_owned();
     let port = uri.port_u16().unwrap_or(443);
     let name = domain.map(str::to_owned).unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name.trim_matches(['[', ']']).to_owned())

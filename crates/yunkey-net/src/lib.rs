@@ -20,10 +20,10 @@
 //! crates only: no yunkey crate, no business logic.
 
 pub mod access;
+pub mod device_tls;
 mod error;
 pub mod pki;
 pub mod pool;
-pub mod device_tls;
 pub mod role;
 pub mod server_tls;
 pub mod tls;

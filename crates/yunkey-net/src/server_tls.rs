@@ -74,7 +74,9 @@ impl ClientRoots {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| NetError::Tls(format!("cluster CA PEM: {e}")))?;
         if roots.is_empty() {
-            return Err(NetError::Tls("the cluster CA PEM holds no certificate".into()));
+            return Err(NetError::Tls(
+                "the cluster CA PEM holds no certificate".into(),
+            ));
         }
         Ok(Self {
             cluster: verifier(roots)?,
@@ -211,10 +213,11 @@ pub fn server_config(
         .map_err(|e| NetError::Tls(format!("server certificate PEM: {e}")))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| NetError::Tls(format!("server key PEM: {e}")))?;
-    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_client_cert_verifier(roots)
-        .with_single_cert(chain, key)
-        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_client_cert_verifier(roots)
+            .with_single_cert(chain, key)
+            .map_err(|e| NetError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

@@ -38,7 +38,10 @@ fn devices_text(u: &User) -> String {
     if u.devices.is_empty() {
         return format!("{} has no devices", u.user_id);
     }
-    let mut out = format!("{:<40} {:<12} {:<24} {}", "DEVICE", "NAME", "STATE", "CERT EXPIRES (UNIX)");
+    let mut out = format!(
+        "{:<40} {:<12} {:<24} {}",
+        "DEVICE", "NAME", "STATE", "CERT EXPIRES (UNIX)"
+    );
     for d in &u.devices {
         let state = if d.revoked_at != 0 {
             d.revoked_reason.clone()

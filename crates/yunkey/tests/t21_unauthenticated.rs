@@ -8,14 +8,13 @@ use common::{registration, Cluster, Dev};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use yunkey_client::{key_client, terminal_client};
+use yunkey_coordinator::core::DEFAULT_ACTIVATION_ATTEMPTS;
 use yunkey_coordinator::error::ACTIVATION_REFUSED;
 use yunkey_coordinator::service::refusal_log::{LOGGED_PER_WINDOW, WINDOW};
-use yunkey_coordinator::core::DEFAULT_ACTIVATION_ATTEMPTS;
 use yunkey_coordinator::service::source_failures::MAX_FAILURES_PER_SOURCE;
 use yunkey_coordinator::service::source_limit::{DEFAULT_BURST, DEFAULT_PER_SECOND};
 use yunkey_proto::v1::{
-    GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
-    RevokeUserRequest,
+    GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, RevokeUserRequest,
 };
 
 async fn register(
@@ -171,7 +170,10 @@ async fn one_address_is_rate_limited_and_refusals_are_logged_in_bounded_amounts(
             limited_time += 1;
         }
     }
-    assert!(limited_time > 0, "GetTime is not limited with the address's bucket empty");
+    assert!(
+        limited_time > 0,
+        "GetTime is not limited with the address's bucket empty"
+    );
 
     // Once the bucket has refilled, the clock answers again, but this address may not try
     // another code for the rest of its window, not even the right one...

@@ -101,7 +101,10 @@ async fn only_the_devices_own_certificate_opens_the_device_channel() {
     };
     thief.certificate = alice.certificate.clone();
     let stolen = dev.device_channel(&thief);
-    assert!(sign_on(&stolen, &alice).await.is_err(), "a certificate without its key");
+    assert!(
+        sign_on(&stolen, &alice).await.is_err(),
+        "a certificate without its key"
+    );
 
     // TLS 1.3 only, with a fresh ephemeral key exchange per session.
     let (ok, text) = s_client(&dev, &[]);
@@ -126,7 +129,9 @@ async fn guessing_burns_the_code_and_devices_come_and_go() {
     }
     // The third wrong code burnt it: the right one is refused now.
     expect(
-        terminal().register_device(registration("carol", &code)).await,
+        terminal()
+            .register_device(registration("carol", &code))
+            .await,
         Code::PermissionDenied,
         &["activation refused"],
     );
@@ -140,7 +145,9 @@ async fn guessing_burns_the_code_and_devices_come_and_go() {
     let code = reactivate(&dev, "carol").await.unwrap();
     let tablet = register_key(&dev.device(), PrivateKey::generate(), "carol", &code).await;
     sign_on(&dev.device_channel(&phone), &phone).await.unwrap();
-    sign_on(&dev.device_channel(&tablet), &tablet).await.unwrap();
+    sign_on(&dev.device_channel(&tablet), &tablet)
+        .await
+        .unwrap();
     // --max-devices 2: no third.
     let status = reactivate(&dev, "carol").await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -159,13 +166,18 @@ async fn guessing_burns_the_code_and_devices_come_and_go() {
         .await
         .unwrap();
     }
-    let status = sign_on(&dev.device_channel(&phone), &phone).await.unwrap_err();
+    let status = sign_on(&dev.device_channel(&phone), &phone)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("was removed: lost"), "{status:?}");
     let status = sign_on(&dev.device_channel(&tablet), &tablet)
         .await
         .unwrap_err();
-    assert!(status.message().contains("was revoked: stolen"), "{status:?}");
+    assert!(
+        status.message().contains("was revoked: stolen"),
+        "{status:?}"
+    );
     // The business path refuses them alike.
     let status = key
         .sign(phone.sign_request("", transaction("carol", "1")))
@@ -177,7 +189,10 @@ async fn guessing_burns_the_code_and_devices_come_and_go() {
     let out = dev.cli(&["user", "device", "list", "carol"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.contains("removed: lost") && text.contains("revoked: stolen"), "{text}");
+    assert!(
+        text.contains("removed: lost") && text.contains("revoked: stolen"),
+        "{text}"
+    );
     let out = dev.cli(&["user", "reactivate", "carol", "--quiet"]);
     assert!(out.status.success(), "{out:?}");
     let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -215,7 +230,10 @@ async fn certificates_renew_before_expiry_and_are_refused_after() {
     let mut erin = common::enroll_with_device(&dev, "erin").await;
     let first = erin.certificate.clone();
     let first_expiry = yunkey_net::role::certificate_not_after(&first).unwrap();
-    assert!((first_expiry - common::now() - validity).abs() <= 5, "{first_expiry}");
+    assert!(
+        (first_expiry - common::now() - validity).abs() <= 5,
+        "{first_expiry}"
+    );
 
     // Renewal, over the device channel with the current certificate.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -240,15 +258,23 @@ async fn certificates_renew_before_expiry_and_are_refused_after() {
     };
     let status = sign_on(&dev.device_channel(&old), &erin).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("replaced by a renewal"), "{status:?}");
+    assert!(
+        status.message().contains("replaced by a renewal"),
+        "{status:?}"
+    );
 
     // Past its expiry, the certificate is refused, with a status that says so; it cannot
     // renew itself either.
     let wait = renewed.certificate_expires_at - common::now() + 2;
     tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
-    let status = sign_on(&dev.device_channel(&erin), &erin).await.unwrap_err();
+    let status = sign_on(&dev.device_channel(&erin), &erin)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("expired at Unix time"), "{status:?}");
+    assert!(
+        status.message().contains("expired at Unix time"),
+        "{status:?}"
+    );
     let status = terminal_client(dev.device_channel(&erin).current_channel())
         .renew_device(RenewDeviceRequest {
             request_id: String::new(),

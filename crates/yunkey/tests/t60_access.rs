@@ -133,13 +133,19 @@ async fn every_row_refuses_every_role_it_does_not_list() {
                 row.path(),
                 label(*caller)
             );
-            match caller {
-                Some(role) => assert!(
+            match (caller, row.allowed) {
+                // A role is not a device: the device channel wants the device's certificate.
+                (Some(_), Allowed::Device) => assert!(
+                    message.contains("requires a device certificate"),
+                    "{}: {message}",
+                    row.path()
+                ),
+                (Some(role), _) => assert!(
                     message.contains(&format!("has role {role}")),
                     "{}: {message}",
                     row.path()
                 ),
-                None => assert!(message.contains("client certificate"), "{message}"),
+                (None, _) => assert!(message.contains("client certificate"), "{message}"),
             }
             checked += 1;
         }

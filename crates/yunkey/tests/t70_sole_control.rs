@@ -309,7 +309,8 @@ async fn revocations_reach_every_holder_and_hold_against_direct_calls() {
     assert!(out.status.success(), "{out:?}");
     let shown = dev.cli(&["user", "show", "carol"]);
     assert!(
-        String::from_utf8_lossy(&shown.stdout).contains(&format!("{} (revoked: phone stolen)", carol.device_id)),
+        String::from_utf8_lossy(&shown.stdout)
+            .contains(&format!("{} (revoked: phone stolen)", carol.device_id)),
         "{shown:?}"
     );
     let revoked = user(&dev, "carol").await;

@@ -69,7 +69,11 @@ pub async fn reactivate(
     if user.state != UserState::Active {
         return Err(CoordError::UserRevoked(req.user_id));
     }
-    let active = user.devices.iter().filter(|d| d.revoked_at.is_none()).count();
+    let active = user
+        .devices
+        .iter()
+        .filter(|d| d.revoked_at.is_none())
+        .count();
     if active >= core.config.max_devices {
         return Err(CoordError::TooManyDevices {
             user_id: req.user_id.clone(),
@@ -128,8 +132,14 @@ pub async fn reissue(core: &Core, actor: &str, user: &UserRecord) -> Result<(Str
         .await?
     {
         CommandResult::Reactivated => {
-            crate::bindings::push(core, &user.user_id, &user.holders, &holder.chip_id, &rebinding)
-                .await;
+            crate::bindings::push(
+                core,
+                &user.user_id,
+                &user.holders,
+                &holder.chip_id,
+                &rebinding,
+            )
+            .await;
             Ok((code, expires_at))
         }
         other => Err(CoordError::Internal(format!("unexpected result {other:?}"))),

@@ -22,13 +22,15 @@ pub fn check_peer(
 ) -> Result<DeviceRecord> {
     let leaf = leaf.ok_or_else(|| {
         CoordError::DeviceCertificate(
-            "the device channel needs the device certificate as the TLS client certificate"
-                .into(),
+            "the device channel needs the device certificate as the TLS client certificate".into(),
         )
     })?;
-    let (cert_user, cert_device) = yunkey_net::role::device_of_certificate(leaf).ok_or_else(|| {
-        CoordError::DeviceCertificate("the client certificate is not a device certificate".into())
-    })?;
+    let (cert_user, cert_device) =
+        yunkey_net::role::device_of_certificate(leaf).ok_or_else(|| {
+            CoordError::DeviceCertificate(
+                "the client certificate is not a device certificate".into(),
+            )
+        })?;
     if let Some(not_after) = yunkey_net::role::certificate_not_after(leaf) {
         if not_after <= crate::clock::now() {
             return Err(CoordError::DeviceCertificate(format!(

@@ -80,7 +80,11 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     }
     let code_sha256 = sha256(req.activation_code.as_bytes());
     activation::attempt(core, &user, &code_sha256).await?;
-    let active = user.devices.iter().filter(|d| d.revoked_at.is_none()).count();
+    let active = user
+        .devices
+        .iter()
+        .filter(|d| d.revoked_at.is_none())
+        .count();
     if active >= core.config.max_devices {
         return Err(CoordError::TooManyDevices {
             user_id: req.user_id.clone(),

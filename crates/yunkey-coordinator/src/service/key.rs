@@ -11,7 +11,8 @@ use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
     EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReactivateUserRequest,
-    ReactivateUserResponse, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest, VerifyResponse,
+    ReactivateUserResponse, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest, SignRequest,
+    SignResponse, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.

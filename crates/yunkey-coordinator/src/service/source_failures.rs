@@ -118,10 +118,16 @@ mod tests {
         }
         let wait = f.check(Some(a), t0 + Duration::from_secs(10)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(50));
-        assert!(f.check(Some(b), t0).is_ok(), "another address is not affected");
+        assert!(
+            f.check(Some(b), t0).is_ok(),
+            "another address is not affected"
+        );
         assert!(f.check(Some(a), t0 + Duration::from_secs(60)).is_ok());
         f.record(Some(a), t0 + Duration::from_secs(61));
-        assert!(f.check(Some(a), t0 + Duration::from_secs(62)).is_ok(), "a new window");
+        assert!(
+            f.check(Some(a), t0 + Duration::from_secs(62)).is_ok(),
+            "a new window"
+        );
     }
 
     #[test]
@@ -131,14 +137,20 @@ mod tests {
         for i in 1..=5u8 {
             f.record(Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, i))), t0);
         }
-        assert!(f.windows.lock().unwrap().len() <= 3, "two addresses and the shared key");
+        assert!(
+            f.windows.lock().unwrap().len() <= 3,
+            "two addresses and the shared key"
+        );
         // Addresses past the bound share the unknown addresses' window, which is used up.
         assert!(f
             .check(Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))), t0)
             .is_err());
         assert!(f.check(None, t0).is_err());
         assert!(f
-            .check(Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))), t0 + Duration::from_secs(60))
+            .check(
+                Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))),
+                t0 + Duration::from_secs(60)
+            )
             .is_ok());
     }
 }

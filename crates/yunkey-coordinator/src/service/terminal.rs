@@ -88,11 +88,11 @@ impl TerminalService for TerminalApi {
         let ip = source.map(|a| a.ip());
         let op = async {
             self.admit(source)?;
-            self.failures
-                .check(ip, Instant::now())
-                .map_err(|wait| CoordError::TooManyFailures {
+            self.failures.check(ip, Instant::now()).map_err(|wait| {
+                CoordError::TooManyFailures {
                     retry_after_secs: wait.as_secs().max(1),
-                })?;
+                }
+            })?;
             let result = crate::devices::register(&self.core, req).await;
             if matches!(&result, Err(e) if e.reveals_user_state()) {
                 self.failures.record(ip, Instant::now());

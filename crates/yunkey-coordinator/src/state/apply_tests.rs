@@ -383,7 +383,10 @@ fn wrong_codes_burn_and_a_new_code_reopens() {
         code_sha256: yunkey_crypto::sha256(code.as_bytes()),
         limit: 3,
     };
-    assert_eq!(sm.run("", 11, attempt("CODE")), CommandResult::ActivationAccepted);
+    assert_eq!(
+        sm.run("", 11, attempt("CODE")),
+        CommandResult::ActivationAccepted
+    );
     assert_eq!(
         sm.run("", 12, attempt("NOPE")),
         CommandResult::ActivationFailureCounted {
@@ -400,7 +403,13 @@ fn wrong_codes_burn_and_a_new_code_reopens() {
             burnt: true
         }
     );
-    assert!(sm.view().user("carol").unwrap().unwrap().activation.is_none());
+    assert!(sm
+        .view()
+        .user("carol")
+        .unwrap()
+        .unwrap()
+        .activation
+        .is_none());
     // Burnt: even the right code is refused, without counting.
     assert_eq!(
         sm.run("", 15, attempt("CODE")),
@@ -421,7 +430,10 @@ fn wrong_codes_burn_and_a_new_code_reopens() {
         CommandResult::Reactivated
     );
     assert_eq!(sm.view().activation_failures("carol").unwrap(), 0);
-    assert_eq!(sm.run("", 17, attempt("NEW")), CommandResult::ActivationAccepted);
+    assert_eq!(
+        sm.run("", 17, attempt("NEW")),
+        CommandResult::ActivationAccepted
+    );
     // An expired code is refused without counting.
     assert_eq!(
         sm.run("", 1_001, attempt("NOPE")),
@@ -444,7 +456,10 @@ fn wrong_codes_burn_and_a_new_code_reopens() {
         device_id: "d1".into(),
         certificate: vec![cert],
     };
-    assert_eq!(sm.run("renew-1", 19, renew(7)), CommandResult::DeviceRenewed);
+    assert_eq!(
+        sm.run("renew-1", 19, renew(7)),
+        CommandResult::DeviceRenewed
+    );
     assert_eq!(
         sm.view().user("carol").unwrap().unwrap().devices[0].certificate,
         vec![7]

@@ -13,7 +13,7 @@ use yunkey_store::StoreError;
 /// format 1 cluster is re-created (docs/operations.md, "Upgrading from format 1").
 ///
 /// Format 3 changed no record's shape, so format 2 records are read as they are: it added
-/// tables (`f/` activation failures, `v/` device revocation reasons) and stopped storing
+/// tables (`f/` activation failures, `e/` device revocation reasons) and stopped storing
 /// activation codes (the `EnrollUser` entry and its stored result carry an empty code; a
 /// format 2 result that still holds one is read with the code dropped, see
 /// [`super::command::CommandResult`]).

@@ -6,7 +6,7 @@
 //! | `u/` | user id | [`UserRecord`](super::UserRecord) |
 //! | `d/` | device id | user id (index) |
 //! | `f/` | user id | failed activation attempts against the pending code (u32; absent: 0) |
-//! | `v/` | device id | why the device was revoked or removed |
+//! | `e/` | device id | why the device was revoked or removed (ended) |
 //! | `l/` | tx hash (32 bytes) | [`LedgerEntry`](super::LedgerEntry) |
 //! | `r/` | request id | stored first result of that request |
 //! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
@@ -33,7 +33,7 @@ pub(crate) fn activation_failures(user_id: &str) -> Vec<u8> {
 }
 
 pub(crate) fn device_revocation(device_id: &str) -> Vec<u8> {
-    [b"v/", device_id.as_bytes()].concat()
+    [b"e/", device_id.as_bytes()].concat()
 }
 
 pub(crate) fn ledger(tx_hash: &[u8; 32]) -> Vec<u8> {

@@ -39,9 +39,7 @@ impl StateView {
 
     /// Failed activation attempts against the user's pending code.
     pub fn activation_failures(&self, user_id: &str) -> Result<u32, StoreError> {
-        Ok(self
-            .get(&keys::activation_failures(user_id))?
-            .unwrap_or(0))
+        Ok(self.get(&keys::activation_failures(user_id))?.unwrap_or(0))
     }
 
     /// Why a device was revoked or removed, if it was.
