@@ -35,6 +35,7 @@ pub async fn register(
         device_public_key: spki,
         proof,
         device_name: device_name.to_owned(),
+        release_id: conn.release_id().to_owned(),
     };
     let resp = conn
         .call(|ch| {
@@ -129,6 +130,7 @@ pub async fn pay(
         user_id: user_id.to_owned(),
         transaction: Some(tx),
         authorization: Some(authorization),
+        release_id: conn.release_id().to_owned(),
     };
     conn.call(|ch| {
         let req = req.clone();

@@ -29,6 +29,7 @@ fn registration(user_id: &str, code: &str) -> RegisterDeviceRequest {
         proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
         device_public_key: spki,
         device_name: String::new(),
+        release_id: String::new(),
     }
 }
 

@@ -75,6 +75,8 @@ impl TerminalService for TerminalApi {
         let actor = format!("device-for:{}", req.user_id);
         let op = async {
             self.admit(source)?;
+            // The terminal software's release, before anything else is looked at.
+            crate::release::check(&self.core, &req.release_id)?;
             crate::devices::register(&self.core, req).await
         };
         observe_unauthenticated("RegisterDevice", &actor, source, &self.refusals, op).await
@@ -92,12 +94,12 @@ impl TerminalService for TerminalApi {
                 .map(|a| a.device_id.as_str())
                 .unwrap_or("")
         );
-        observe(
-            "SignTransaction",
-            &actor,
-            crate::signing::sign(&self.core, &actor, req),
-        )
-        .await
+        let op = async {
+            // The terminal software's release, before the authorization is consumed.
+            crate::release::check(&self.core, &req.release_id)?;
+            crate::signing::sign(&self.core, &actor, req).await
+        };
+        observe("SignTransaction", &actor, op).await
     }
 
     async fn get_time(

@@ -320,6 +320,7 @@ impl TestDevice {
     pub fn sign_request(&self, request_id: &str, tx: Transaction) -> SignRequest {
         SignRequest {
             request_id: request_id.to_owned(),
+            release_id: String::new(),
             user_id: self.user_id.clone(),
             authorization: Some(self.authorize(&tx)),
             transaction: Some(tx),
@@ -396,6 +397,7 @@ pub async fn enroll_on(business: &Connection, device: &Connection, user_id: &str
             device_public_key: spki,
             proof,
             device_name: "test phone".into(),
+            release_id: String::new(),
         })
         .await
         .unwrap()
