@@ -34,13 +34,13 @@ mod tests {
     //! signs a manifest.
     use crate::testing::{self, ChipCa, Device, Operator};
     use crate::{
-        CertificateSubject, ChipBackend, ChipConfig, ChipError, GenerateKey, IssueCertificate,
-        KeyPurpose, SignManifest, SoftChip,
+        ActivationModule, CertificateSubject, ChipBackend, ChipConfig, ChipError, GenerateKey,
+        IssueCertificate, KeyPurpose, SignManifest, SoftChip,
     };
     use yunkey_crypto::ecdsa::PublicKey;
     use yunkey_crypto::release::{self, Version};
 
-    fn chip(dir: &std::path::Path) -> SoftChip {
+    fn chip(dir: &std::path::Path) -> ActivationModule {
         let chip = SoftChip::open(
             dir,
             ChipConfig {
@@ -54,7 +54,7 @@ mod tests {
         chip
     }
 
-    fn code_signing_key(chip: &SoftChip) -> crate::GeneratedKey {
+    fn code_signing_key(chip: &ActivationModule) -> crate::GeneratedKey {
         chip.generate_key(&GenerateKey {
             purpose: KeyPurpose::CodeSigning,
             user_id: String::new(),
