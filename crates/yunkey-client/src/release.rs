@@ -154,15 +154,19 @@ fn is_code_signing(cert: &Certificate) -> bool {
         .iter()
         .flatten()
         .filter(|e| e.extn_id == EXT_KEY_USAGE)
-        .filter_map(|e| x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .filter_map(|e| {
+            x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok()
+        })
         .any(|eku| eku.0.contains(&CODE_SIGNING))
 }
 
 /// Whether the certificate `cert_der` (a device certificate, say) was issued by the CA
 /// certificate `ca_der`.
 pub fn certificate_issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
-    let (Ok(cert), Ok(ca)) = (Certificate::from_der(cert_der), Certificate::from_der(ca_der))
-    else {
+    let (Ok(cert), Ok(ca)) = (
+        Certificate::from_der(cert_der),
+        Certificate::from_der(ca_der),
+    ) else {
         return false;
     };
     spki(&ca).map(|k| issued_by(&cert, &k)).unwrap_or(false)

@@ -102,7 +102,11 @@ pub fn parse_manifest_message(message: &[u8]) -> Option<(Version, Digest)> {
     let (version, rest) = rest.split_once('\n')?;
     let hash = rest.strip_prefix("sha256:")?.strip_suffix('\n')?;
     let version = Version::parse("version", version).ok()?;
-    if hash.len() != 64 || hash.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if hash.len() != 64
+        || hash
+            .bytes()
+            .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return None;
     }
     let digest: Digest = hex::decode(hash).ok()?.try_into().ok()?;
@@ -120,7 +124,18 @@ mod tests {
         assert!(v("2.0.0") > v("1.99.99"));
         assert!(v("0.1.2") < v("0.1.10"));
         assert_eq!(v("3.0.1").to_string(), "3.0.1");
-        for bad in ["1.2", "1.2.3.4", "1.02.3", "a.b.c", "1..3", "-1.2.3", "1.2.3 ", "", "99999999999.0.0", "+1.2.3"] {
+        for bad in [
+            "1.2",
+            "1.2.3.4",
+            "1.02.3",
+            "a.b.c",
+            "1..3",
+            "-1.2.3",
+            "1.2.3 ",
+            "",
+            "99999999999.0.0",
+            "+1.2.3",
+        ] {
             let e = Version::parse("version", bad).unwrap_err();
             assert!(e.to_string().contains("MAJOR.MINOR.PATCH"), "{bad}: {e}");
         }
@@ -131,7 +146,10 @@ mod tests {
         let m = manifest_message(&Version::parse("v", "1.2.3").unwrap(), &[7u8; 32]);
         assert_eq!(
             String::from_utf8(m.clone()).unwrap(),
-            format!("yunkey-release/1\nversion:1.2.3\nsha256:{}\n", "07".repeat(32))
+            format!(
+                "yunkey-release/1\nversion:1.2.3\nsha256:{}\n",
+                "07".repeat(32)
+            )
         );
         let id = release_id(&m);
         assert_eq!(id.len(), 24);

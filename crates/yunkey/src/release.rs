@@ -7,8 +7,8 @@ use crate::connect;
 use crate::output::print;
 use anyhow::Context;
 use serde_json::json;
-use yunkey_client::release::{default_manifest_path, file_sha256, Manifest};
 use yunkey_client::cluster_client;
+use yunkey_client::release::{default_manifest_path, file_sha256, Manifest};
 use yunkey_proto::v1::{
     ListReleasesRequest, Release, ReleasePolicy, RevokeReleaseRequest, SetReleasePolicyRequest,
     SignReleaseRequest,
@@ -109,9 +109,13 @@ pub async fn run(g: &Global, cmd: &ReleaseCommand) -> anyhow::Result<()> {
                 .unwrap_or_default()
             } else {
                 let req = SetReleasePolicyRequest {
-                    min_version: min_version
-                        .as_ref()
-                        .map(|v| if v == "none" { String::new() } else { v.clone() }),
+                    min_version: min_version.as_ref().map(|v| {
+                        if v == "none" {
+                            String::new()
+                        } else {
+                            v.clone()
+                        }
+                    }),
                     require_release: match (require, no_require) {
                         (true, _) => Some(true),
                         (_, true) => Some(false),

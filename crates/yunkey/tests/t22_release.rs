@@ -99,7 +99,13 @@ async fn signed_releases_tampering_and_the_release_policy() {
     // Sign a copy of the binary; the manifest lands beside it.
     let exe = copy_binary(&tmp.path().join("signed"));
     let out = ok(
-        dev.cli(&["release", "sign", "--version", "1.0.0", exe.to_str().unwrap()]),
+        dev.cli(&[
+            "release",
+            "sign",
+            "--version",
+            "1.0.0",
+            exe.to_str().unwrap(),
+        ]),
         "release sign",
     );
     let manifest = PathBuf::from(format!("{}.release.json", exe.display()));
@@ -115,15 +121,32 @@ async fn signed_releases_tampering_and_the_release_policy() {
             &exe,
             &dev,
             &[
-                "terminal", "register", "--user", "alice", "--activation-code", code.trim(),
-                "--keystore", ks,
+                "terminal",
+                "register",
+                "--user",
+                "alice",
+                "--activation-code",
+                code.trim(),
+                "--keystore",
+                ks,
             ],
         ),
         "signed copy registers",
     );
     let pay = [
-        "terminal", "pay", "--user", "alice", "--payee", "Shop", "--amount", "1", "--currency",
-        "EUR", "--yes", "--keystore", ks,
+        "terminal",
+        "pay",
+        "--user",
+        "alice",
+        "--payee",
+        "Shop",
+        "--amount",
+        "1",
+        "--currency",
+        "EUR",
+        "--yes",
+        "--keystore",
+        ks,
     ];
     ok(run_copy(&exe, &dev, &pay), "signed copy pays");
     let audit = std::fs::read_to_string(&manifest).unwrap();
@@ -141,7 +164,11 @@ async fn signed_releases_tampering_and_the_release_policy() {
         run_copy(
             &tampered,
             &dev,
-            &[&pay[..], &["--release-manifest", manifest.to_str().unwrap()]].concat(),
+            &[
+                &pay[..],
+                &["--release-manifest", manifest.to_str().unwrap()],
+            ]
+            .concat(),
         ),
         "tampered copy, explicit manifest",
     );
@@ -156,7 +183,11 @@ async fn signed_releases_tampering_and_the_release_policy() {
         run_copy(
             &exe,
             &dev,
-            &[&pay[..], &["--release-manifest", edited_path.to_str().unwrap()]].concat(),
+            &[
+                &pay[..],
+                &["--release-manifest", edited_path.to_str().unwrap()],
+            ]
+            .concat(),
         ),
         "edited manifest",
     );
@@ -181,10 +212,16 @@ async fn signed_releases_tampering_and_the_release_policy() {
     );
     let s = register_with(&dev, &release).await;
     assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
-    assert!(s.message().contains("below the minimum version 1.1.0"), "{s:?}");
+    assert!(
+        s.message().contains("below the minimum version 1.1.0"),
+        "{s:?}"
+    );
     let err = refused(run_copy(&exe, &dev, &pay), "pay below the minimum");
     assert!(err.contains("below the minimum"), "{err}");
-    ok(dev.cli(&["release", "policy", "--min-version", "none"]), "policy");
+    ok(
+        dev.cli(&["release", "policy", "--min-version", "none"]),
+        "policy",
+    );
     ok(run_copy(&exe, &dev, &pay), "pay once the minimum is gone");
 
     // Required: a terminal without a manifest (the plain binary) is refused; not required
@@ -192,7 +229,10 @@ async fn signed_releases_tampering_and_the_release_policy() {
     ok(dev.cli(&["release", "policy", "--require"]), "policy");
     let plain_pay = dev.cli(&pay);
     let err = refused(plain_pay, "pay without a release");
-    assert!(err.contains("accepts only signed terminal releases"), "{err}");
+    assert!(
+        err.contains("accepts only signed terminal releases"),
+        "{err}"
+    );
     ok(dev.cli(&["release", "policy", "--no-require"]), "policy");
     ok(dev.cli(&pay), "pay without a release, not required");
 
@@ -208,7 +248,13 @@ async fn signed_releases_tampering_and_the_release_policy() {
     assert!(err.contains("revoked"), "{err}");
     // Signing it again does not reinstate it.
     let err = refused(
-        dev.cli(&["release", "sign", "--version", "1.0.0", exe.to_str().unwrap()]),
+        dev.cli(&[
+            "release",
+            "sign",
+            "--version",
+            "1.0.0",
+            exe.to_str().unwrap(),
+        ]),
         "sign a revoked release",
     );
     assert!(err.contains("revoked"), "{err}");

@@ -22,8 +22,8 @@ use crate::wrapped::WrappedKey;
 use crate::{CertificateSubject, ChipError, IssueCertificate, KeyPurpose};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose,
-    PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
+    Issuer, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
+    PKCS_ECDSA_P256_SHA256,
 };
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::names;

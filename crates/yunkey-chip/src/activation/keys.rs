@@ -16,11 +16,9 @@ pub(super) fn check_owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Chip
     match purpose {
         KeyPurpose::User => validate::identifier("user_id", user_id)?,
         KeyPurpose::Ca | KeyPurpose::CodeSigning if !user_id.is_empty() => {
-            return Err(InvalidField::new(
-                "user_id",
-                "must be empty for a CA or code-signing key",
+            return Err(
+                InvalidField::new("user_id", "must be empty for a CA or code-signing key").into(),
             )
-            .into())
         }
         KeyPurpose::Ca | KeyPurpose::CodeSigning => {}
     }
@@ -81,11 +79,9 @@ impl ActivationModule {
     pub(super) fn generate_checked(&self, req: &GenerateKey) -> Result<GeneratedKey, ChipError> {
         check_owner(req.purpose, &req.user_id)?;
         if req.purpose != KeyPurpose::User && req.activation.is_some() {
-            return Err(InvalidField::new(
-                "activation",
-                "only a user key has a device activation",
-            )
-            .into());
+            return Err(
+                InvalidField::new("activation", "only a user key has a device activation").into(),
+            );
         }
         let keys = self.domain_keys()?;
         if *self.lock_writes() >= self.config.capacity {

@@ -128,7 +128,10 @@ mod tests {
             },
         );
         let r = view.release("rel-1").unwrap().unwrap();
-        assert_eq!((r.revoked_at, r.revoked_reason.as_str()), (Some(20), "broken"));
+        assert_eq!(
+            (r.revoked_at, r.revoked_reason.as_str()),
+            (Some(20), "broken")
+        );
         assert_eq!(
             run(
                 &tree,
@@ -149,7 +152,10 @@ mod tests {
         let audit = view.audit_tail(100).unwrap();
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(audit.len(), 6, "{actions:?}");
-        assert!(actions[0].starts_with("RecordRelease(rel-1, 1.2.3"), "{actions:?}");
+        assert!(
+            actions[0].starts_with("RecordRelease(rel-1, 1.2.3"),
+            "{actions:?}"
+        );
         assert!(actions.contains(&"SetReleasePolicy(min 1.3.0, require true)"));
         assert!(audit[4].outcome.contains("UnknownRelease"), "{audit:?}");
     }
