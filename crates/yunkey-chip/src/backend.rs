@@ -16,6 +16,9 @@ pub enum KeyPurpose {
     User,
     /// A cluster CA key: issues certificates that the chip builds from checked requests.
     Ca,
+    /// The cluster's code-signing key: signs only release manifests
+    /// ([`ChipBackend::sign_manifest`]), never a certificate or a transaction.
+    CodeSigning,
 }
 
 impl KeyPurpose {
@@ -24,6 +27,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::User => 1,
             KeyPurpose::Ca => 2,
+            KeyPurpose::CodeSigning => 3,
         }
     }
 
@@ -32,6 +36,7 @@ impl KeyPurpose {
         match b {
             1 => Some(KeyPurpose::User),
             2 => Some(KeyPurpose::Ca),
+            3 => Some(KeyPurpose::CodeSigning),
             _ => None,
         }
     }
@@ -42,6 +47,7 @@ impl fmt::Display for KeyPurpose {
         f.write_str(match self {
             KeyPurpose::User => "user",
             KeyPurpose::Ca => "ca",
+            KeyPurpose::CodeSigning => "code_signing",
         })
     }
 }
@@ -211,6 +217,24 @@ pub enum CertificateSubject {
         /// (`LEAF_VALIDITY_DAYS`). Between `MIN_DEVICE_VALIDITY_SECS` and the default.
         validity_secs: Option<i64>,
     },
+    /// The code-signing certificate for the CODE_SIGNING key in `wrapped_key` (its public
+    /// key read from the wrapped key's authenticated metadata).
+    CodeSigning {
+        /// A wrapped CODE_SIGNING key of the domain.
+        wrapped_key: Vec<u8>,
+    },
+}
+
+/// A request to sign a release manifest with a code-signing key. The chip builds the message
+/// ([`yunkey_crypto::release::manifest_message`]) itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignManifest {
+    /// The CODE_SIGNING key to sign with.
+    pub key_handle: String,
+    /// The release's version.
+    pub version: yunkey_crypto::release::Version,
+    /// SHA-256 of the released file.
+    pub file_sha256: Digest,
 }
 
 /// A request to issue a certificate.
@@ -322,4 +346,8 @@ pub trait ChipBackend: Send + Sync {
     /// Up to `limit` keys with handles after `after` (all from the first when empty), in
     /// handle order.
     fn list_keys(&self, after: &str, limit: usize) -> Result<Vec<KeyListing>, ChipError>;
+
+    /// Signs the release manifest message of `request` with a CODE_SIGNING key; returns the
+    /// signature over the message's SHA-256. Any other key is refused.
+    fn sign_manifest(&self, request: &SignManifest) -> Result<Signed, ChipError>;
 }

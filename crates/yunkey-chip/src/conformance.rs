@@ -8,7 +8,7 @@
 use crate::testing::{self, ChipCa, Device, Operator};
 use crate::{
     CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey, IssueCertificate,
-    KeyPurpose, Revoke, SetActivation, SignAuthorized,
+    KeyPurpose, Revoke, SetActivation, SignAuthorized, SignManifest,
 };
 use der::Decode;
 use yunkey_crypto::ecdsa::PublicKey;
@@ -36,6 +36,7 @@ pub fn run(make: Make<'_>) {
     certificates(make);
     domain_transfer_and_wrapping(make);
     delete_and_capacity(make);
+    code_signing(make);
 }
 
 fn ca_key_request() -> GenerateKey {
@@ -829,4 +830,74 @@ pub fn delete_and_capacity(make: Make<'_>) {
     assert!(chip.delete_key(&keys[0].handle).unwrap());
     chip.unwrap_key(&keys[0].wrapped_key, KeyPurpose::User, "user-0")
         .expect("room again after a delete");
+}
+
+/// A code-signing key signs release manifests (the message built in the chip) and nothing
+/// else; no other key signs one; its certificate comes from the CA key; it travels wrapped
+/// with its purpose like any key.
+pub fn code_signing(make: Make<'_>) {
+    use yunkey_crypto::release::{manifest_message, Version};
+    let chip = make();
+    testing::Operator::new().init_domain(&*chip);
+    let ca = ChipCa::create(&*chip, "CA");
+    let key = chip
+        .generate_key(&GenerateKey {
+            purpose: KeyPurpose::CodeSigning,
+            user_id: String::new(),
+            activation: None,
+        })
+        .unwrap();
+    let version = Version::parse("version", "2.0.1").unwrap();
+    let request = |handle: &str| SignManifest {
+        key_handle: handle.into(),
+        version,
+        file_sha256: [3; 32],
+    };
+    let signed = chip.sign_manifest(&request(&key.handle)).unwrap();
+    PublicKey::from_spki_der(&key.public_key_spki)
+        .unwrap()
+        .verify_message(&manifest_message(&version, &[3; 32]), &signed.signature_der)
+        .expect("the manifest signature verifies");
+    expect_err(
+        "the CA key signs a manifest",
+        chip.sign_manifest(&request(&ca.key.handle)),
+        |e| *e == ChipError::NotACodeSigningKey,
+    );
+    expect_err(
+        "the code-signing key issues a certificate",
+        chip.issue_certificate(&IssueCertificate {
+            ca_key_handle: key.handle.clone(),
+            subject: CertificateSubject::Ca {
+                common_name: "x".into(),
+            },
+        }),
+        |e| *e == ChipError::NotACaKey,
+    );
+    let cert = chip
+        .issue_certificate(&IssueCertificate {
+            ca_key_handle: ca.key.handle.clone(),
+            subject: CertificateSubject::CodeSigning {
+                wrapped_key: key.wrapped_key.clone(),
+            },
+        })
+        .expect("the CA key certifies the code-signing key");
+    let cert = x509_cert::Certificate::from_der(&cert).unwrap();
+    assert_eq!(
+        der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info).unwrap(),
+        key.public_key_spki,
+        "the certificate is for the code-signing key"
+    );
+    expect_err(
+        "a code-signing key unwrapped as a CA key",
+        chip.unwrap_key(&key.wrapped_key, KeyPurpose::Ca, ""),
+        |e| *e == ChipError::WrappedKeyMismatch,
+    );
+    let copy = chip
+        .unwrap_key(&key.wrapped_key, KeyPurpose::CodeSigning, "")
+        .expect("a copy of the code-signing key");
+    let again = chip.sign_manifest(&request(&copy.handle)).unwrap();
+    PublicKey::from_spki_der(&copy.public_key_spki)
+        .unwrap()
+        .verify_message(&manifest_message(&version, &[3; 32]), &again.signature_der)
+        .expect("the copy signs manifests too");
 }

@@ -32,6 +32,9 @@ pub enum ChipError {
     /// Certificates are issued only with a CA key.
     #[error("key is not a CA key; certificates are issued only with purpose CA keys")]
     NotACaKey,
+    /// Release manifests are signed only with a code-signing key.
+    #[error("key is not a code-signing key; release manifests are signed only with purpose CODE_SIGNING keys")]
+    NotACodeSigningKey,
     /// The key belongs to another user than the request names.
     #[error("key does not belong to the requested user_id")]
     UserMismatch,
@@ -153,6 +156,7 @@ impl ChipError {
             ChipError::Full { .. } => "full",
             ChipError::NotAUserKey => "not_a_user_key",
             ChipError::NotACaKey => "not_a_ca_key",
+            ChipError::NotACodeSigningKey => "not_a_code_signing_key",
             ChipError::UserMismatch => "user_mismatch",
             ChipError::WrappedKeyMismatch => "wrapped_key_mismatch",
             ChipError::Expiry(ExpiryError::Expired { .. }) => "expired",

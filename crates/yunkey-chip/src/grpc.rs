@@ -75,9 +75,10 @@ fn purpose(value: i32) -> Result<KeyPurpose, Status> {
     match pb::KeyPurpose::try_from(value) {
         Ok(pb::KeyPurpose::User) => Ok(KeyPurpose::User),
         Ok(pb::KeyPurpose::Ca) => Ok(KeyPurpose::Ca),
+        Ok(pb::KeyPurpose::CodeSigning) => Ok(KeyPurpose::CodeSigning),
         Ok(pb::KeyPurpose::Unspecified) => Err(invalid(
             "purpose",
-            "must be KEY_PURPOSE_USER or KEY_PURPOSE_CA",
+            "must be KEY_PURPOSE_USER, KEY_PURPOSE_CA or KEY_PURPOSE_CODE_SIGNING",
         )),
         Err(_) => Err(invalid("purpose", "is not a known KeyPurpose")),
     }
@@ -86,8 +87,19 @@ fn purpose(value: i32) -> Result<KeyPurpose, Status> {
 fn owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Status> {
     match purpose {
         KeyPurpose::User => id("user_id", user_id),
-        KeyPurpose::Ca if user_id.is_empty() => Ok(()),
-        KeyPurpose::Ca => Err(invalid("user_id", "must be empty for a CA key")),
+        KeyPurpose::Ca | KeyPurpose::CodeSigning if user_id.is_empty() => Ok(()),
+        KeyPurpose::Ca | KeyPurpose::CodeSigning => Err(invalid(
+            "user_id",
+            "must be empty for a CA or code-signing key",
+        )),
+    }
+}
+
+fn purpose_proto(purpose: KeyPurpose) -> i32 {
+    match purpose {
+        KeyPurpose::User => pb::KeyPurpose::User as i32,
+        KeyPurpose::Ca => pb::KeyPurpose::Ca as i32,
+        KeyPurpose::CodeSigning => pb::KeyPurpose::CodeSigning as i32,
     }
 }
 
@@ -316,11 +328,11 @@ impl ChipService for ChipGrpc {
                     "must be a 32-byte SHA-256 (or empty for a key no device can bind)",
                 ))
             }
-            (KeyPurpose::Ca, 0) => None,
-            (KeyPurpose::Ca, _) => {
+            (KeyPurpose::Ca | KeyPurpose::CodeSigning, 0) => None,
+            (KeyPurpose::Ca | KeyPurpose::CodeSigning, _) => {
                 return Err(invalid(
                     "activation_code_sha256",
-                    "must be empty for a CA key",
+                    "must be empty for a CA or code-signing key",
                 ))
             }
         };
@@ -468,7 +480,21 @@ impl ChipService for ChipGrpc {
                     validity_secs: (d.validity_seconds != 0).then_some(d.validity_seconds),
                 }
             }
-            None => return Err(invalid("subject", "give ca_common_name, user or device")),
+            Some(Subject::CodeSigning(c)) => {
+                blob(
+                    "code_signing.wrapped_code_signing_key",
+                    &c.wrapped_code_signing_key,
+                )?;
+                CertificateSubject::CodeSigning {
+                    wrapped_key: c.wrapped_code_signing_key,
+                }
+            }
+            None => {
+                return Err(invalid(
+                    "subject",
+                    "give ca_common_name, user, device or code_signing",
+                ))
+            }
         };
         let request = IssueCertificate {
             ca_key_handle: r.ca_key_handle,
@@ -526,10 +552,7 @@ impl ChipService for ChipGrpc {
                 .into_iter()
                 .map(|k| pb::KeyEntry {
                     key_handle: k.handle,
-                    purpose: match k.purpose {
-                        KeyPurpose::User => pb::KeyPurpose::User as i32,
-                        KeyPurpose::Ca => pb::KeyPurpose::Ca as i32,
-                    },
+                    purpose: purpose_proto(k.purpose),
                     user_id: k.user_id,
                 })
                 .collect(),
@@ -546,5 +569,26 @@ impl ChipService for ChipGrpc {
         let deleted = self.run(move |b| b.delete_key(&r.key_handle)).await?;
         self.update_key_gauge();
         Ok(Response::new(pb::DeleteKeyResponse { deleted }))
+    }
+
+    async fn sign_manifest(
+        &self,
+        req: Request<pb::SignManifestRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        self.admit(&req)?;
+        let r = req.into_inner();
+        id("key_handle", &r.key_handle)?;
+        let version = yunkey_crypto::release::Version::parse("version", &r.version)
+            .map_err(|e| crate::status::to_status(&e.into()))?;
+        let file_sha256: yunkey_crypto::Digest = r
+            .file_sha256
+            .try_into()
+            .map_err(|_| invalid("file_sha256", "must be 32 bytes (a SHA-256)"))?;
+        let request = crate::SignManifest {
+            key_handle: r.key_handle,
+            version,
+            file_sha256,
+        };
+        self.sign(move |b| b.sign_manifest(&request)).await
     }
 }

@@ -38,7 +38,7 @@ pub use activation::{ActivationModule, ChipConfig};
 pub use backend::{
     BindDevice, CertificateSubject, ChipAdmission, ChipBackend, ChipInfo, ExportedDomain,
     GenerateKey, GeneratedKey, IssueCertificate, KeyListing, KeyPurpose, Rebound, Revoke,
-    SetActivation, SignAuthorized, Signed,
+    SetActivation, SignAuthorized, SignManifest, Signed,
 };
 pub use custody::KeyCustody;
 pub use error::ChipError;

@@ -32,6 +32,7 @@ fn status_of(err: &ChipError) -> Status {
         )),
         ChipError::NotAUserKey
         | ChipError::NotACaKey
+        | ChipError::NotACodeSigningKey
         | ChipError::UserMismatch
         | ChipError::WrappedKeyMismatch
         | ChipError::DeviceNotBound { .. }
@@ -83,6 +84,7 @@ mod tests {
             (ChipError::Full { capacity: 1 }, Code::ResourceExhausted),
             (ChipError::BadAuthorization, Code::PermissionDenied),
             (ChipError::NotAUserKey, Code::PermissionDenied),
+            (ChipError::NotACodeSigningKey, Code::PermissionDenied),
             (ChipError::UserMismatch, Code::PermissionDenied),
             (
                 ChipError::DeviceNotBound {

@@ -55,6 +55,9 @@ pub struct Connection {
     domain: Option<String>,
     next: Arc<AtomicUsize>,
     deadline: Duration,
+    /// The release id of the terminal software's manifest, sent with device requests (empty:
+    /// none).
+    release_id: String,
 }
 
 impl Connection {
@@ -85,7 +88,20 @@ impl Connection {
             domain: opts.domain.clone(),
             next: Arc::default(),
             deadline: opts.deadline,
+            release_id: String::new(),
         })
+    }
+
+    /// The same connection, sending `release_id` (the terminal software's manifest, checked
+    /// by [`crate::release`]) with `RegisterDevice` and `SignTransaction`.
+    pub fn with_release_id(mut self, release_id: impl Into<String>) -> Self {
+        self.release_id = release_id.into();
+        self
+    }
+
+    /// The release id sent with device requests (empty: none).
+    pub fn release_id(&self) -> &str {
+        &self.release_id
     }
 
     /// The channel to the leader a refusal names in its `x-yunkey-leader` metadata, if it

@@ -8,6 +8,7 @@
 //!   from the user's PIN (Argon2id).
 //! - [`terminal`]: the device's side of the flows: registering with an activation code,
 //!   building a transaction and authorizing it.
+//! - [`release`]: release manifests of the terminal software and the self-check against one.
 //!
 //! It sits at the start of the sign path: it builds the canonical transaction and the
 //! device's authorization. It depends on the proto, crypto and net crates only.
@@ -15,6 +16,7 @@
 mod connection;
 mod error;
 pub mod keystore;
+pub mod release;
 pub mod terminal;
 
 pub use connection::{cluster_client, key_client, terminal_client, Connection, ConnectionOptions};

@@ -39,6 +39,7 @@ pub async fn register(
         device_public_key: spki,
         proof,
         device_name: device_name.to_owned(),
+        release_id: conn.release_id().to_owned(),
     };
     let resp = conn
         .call(|ch| {
@@ -240,6 +241,7 @@ pub async fn pay(
         user_id: user_id.to_owned(),
         transaction: Some(tx),
         authorization: Some(authorization),
+        release_id: conn.release_id().to_owned(),
     };
     conn.call(|ch| {
         let req = req.clone();

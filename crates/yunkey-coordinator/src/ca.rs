@@ -8,7 +8,10 @@ use crate::chips::Chips;
 use crate::error::{CoordError, Result};
 use crate::state::{CaRecord, HolderRecord};
 use yunkey_proto::v1::issue_certificate_request::Subject;
-use yunkey_proto::v1::{DeviceCertificateSubject, IssueCertificateRequest, UserCertificateSubject};
+use yunkey_proto::v1::{
+    CodeSigningCertificateSubject, DeviceCertificateSubject, IssueCertificateRequest,
+    UserCertificateSubject,
+};
 
 /// Issues certificates with the CA key in chips.
 #[derive(Clone, Debug)]
@@ -74,6 +77,21 @@ impl CertIssuer {
                 wrapped_user_key: wrapped_user_key.to_vec(),
                 device_id: device_id.to_owned(),
                 validity_seconds: validity_secs,
+            }),
+        )
+        .await
+    }
+
+    /// The code-signing certificate for the CODE_SIGNING key in `wrapped_key`.
+    pub async fn code_signing_certificate(
+        &self,
+        ca: &CaRecord,
+        wrapped_key: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.issue(
+            &ca.holders,
+            Subject::CodeSigning(CodeSigningCertificateSubject {
+                wrapped_code_signing_key: wrapped_key.to_vec(),
             }),
         )
         .await

@@ -207,6 +207,8 @@ pub trait ChipClient: Send + Sync + fmt::Debug {
     async fn delete_key(&self, r: pb::KeyHandleRequest) -> ChipResult<pb::DeleteKeyResponse>;
     /// `ListKeys`.
     async fn list_keys(&self, r: pb::ListKeysRequest) -> ChipResult<pb::ListKeysResponse>;
+    /// `SignManifest`.
+    async fn sign_manifest(&self, r: pb::SignManifestRequest) -> ChipResult<pb::SignatureResponse>;
 }
 
 /// [`ChipClient`] over the generated gRPC client, for any transport `T`.
@@ -336,6 +338,7 @@ grpc_chip_client! {
     unwrap_key(pb::UnwrapKeyRequest) -> pb::GenerateKeyResponse;
     delete_key(pb::KeyHandleRequest) -> pb::DeleteKeyResponse;
     list_keys(pb::ListKeysRequest) -> pb::ListKeysResponse;
+    sign_manifest(pb::SignManifestRequest) -> pb::SignatureResponse;
 }
 
 #[cfg(test)]

@@ -139,6 +139,12 @@ pub enum CoordError {
         /// The leader's address.
         leader_address: String,
     },
+    /// The terminal software's release is not accepted by the cluster's release policy.
+    #[error("release refused: {0}")]
+    ReleaseRefused(String),
+    /// No release with this id.
+    #[error("release {0:?} is not known to this cluster; `yunkey release list` shows the signed releases")]
+    ReleaseNotFound(String),
     /// Raft could not commit.
     #[error("{0}")]
     Raft(String),
@@ -171,8 +177,11 @@ impl CoordError {
             CoordError::Expired(_)
             | CoordError::NodeIdUsed { .. }
             | CoordError::TooManyDevices { .. }
-            | CoordError::FailedPrecondition(_) => Code::FailedPrecondition,
-            CoordError::NodeNotFound(_) | CoordError::ChipNotFound(_) => Code::NotFound,
+            | CoordError::FailedPrecondition(_)
+            | CoordError::ReleaseRefused(_) => Code::FailedPrecondition,
+            CoordError::NodeNotFound(_)
+            | CoordError::ChipNotFound(_)
+            | CoordError::ReleaseNotFound(_) => Code::NotFound,
             CoordError::Unimplemented(_) => Code::Unimplemented,
             CoordError::Unavailable(_) | CoordError::Raft(_) | CoordError::NotLeader { .. } => {
                 Code::Unavailable
@@ -253,6 +262,10 @@ impl From<crate::state::Rejection> for CoordError {
                 CoordError::BadAuthorization("device is not registered to this user".into())
             }
             R::CaExists => CoordError::Internal("the user CA already exists".into()),
+            R::CodeSigningExists => {
+                CoordError::Internal("the code-signing key already exists".into())
+            }
+            R::UnknownRelease(id) => CoordError::ReleaseNotFound(id),
             R::StaleBinding { committed } => CoordError::Unavailable(format!(
                 "another change to this user's key committed first (binding seq {committed}); retry"
             )),

@@ -35,6 +35,7 @@ pub mod node;
 pub mod placement;
 pub mod raft;
 pub mod rebalance;
+pub mod release;
 pub mod repair;
 pub mod replicas;
 pub mod service;

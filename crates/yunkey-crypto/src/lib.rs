@@ -17,6 +17,7 @@ pub mod envelope;
 mod error;
 pub mod keywrap;
 pub mod names;
+pub mod release;
 pub mod seal;
 pub mod tx;
 pub mod validate;

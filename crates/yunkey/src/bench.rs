@@ -51,6 +51,7 @@ fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     ));
     SignRequest {
         request_id: String::new(),
+        release_id: String::new(),
         user_id: u.user_id.clone(),
         transaction: Some(tx),
         authorization: Some(Authorization {
@@ -99,6 +100,7 @@ async fn setup_users(
             device_public_key: spki,
             proof,
             device_name: "bench".into(),
+            release_id: String::new(),
         };
         let resp = register_device(device, &req).await?;
         let device_id = resp.device.context("no device in reply")?.device_id;

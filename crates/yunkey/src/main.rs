@@ -6,7 +6,7 @@
 //! - `yunkey terminal ...`: plays the phone: registers a device, authorizes payments.
 //! - `yunkey chip`, `yunkey coordinator`: one chip or one coordinator of a multi-process
 //!   cluster; `yunkey ctl ...`: its membership and status; `yunkey pki ...`: its TLS
-//!   certificates.
+//!   certificates; `yunkey release ...`: signed releases of the terminal software.
 //! - `yunkey bench`: the signing benchmark against a running cluster; `yunkey bench cluster`:
 //!   enrolments, Raft writes and leader failover of a coordinator cluster.
 //!
@@ -28,6 +28,8 @@ mod load;
 mod output;
 mod pin;
 mod pki;
+mod release;
+mod self_check;
 mod serve;
 mod terminal;
 mod user;
@@ -90,6 +92,7 @@ async fn run(g: &cli::Global, command: &cli::Command) -> anyhow::Result<()> {
         cli::Command::Chip(args) => chip::run(args).await,
         cli::Command::Coordinator(args) => coordinator::run(args).await,
         cli::Command::Ctl(cmd) => ctl::run(g, &cmd.command).await,
+        cli::Command::Release(cmd) => release::run(g, &cmd.command).await,
         cli::Command::Pki(args) => pki::run(g, &args.command),
     }
 }

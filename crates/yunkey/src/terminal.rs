@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use yunkey_client::keystore::FileKeystore;
+use yunkey_client::keystore::{FileKeystore, Keystore as _};
 use yunkey_client::terminal;
 
 fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
@@ -23,7 +23,12 @@ fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
 
 /// `yunkey terminal ...`.
 pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
-    let conn = connect::device(g)?;
+    // The executable is checked against its release manifest before anything else.
+    let release = crate::self_check::check(cmd.opts().release_manifest.as_deref())?;
+    let mut conn = connect::device(g)?;
+    if let Some(r) = &release {
+        conn = conn.with_release_id(r.release_id.clone());
+    }
     match cmd {
         TerminalCommand::Register {
             user,
@@ -58,6 +63,9 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             opts,
         } => {
             let ks = keystore(opts)?;
+            if let (Some(r), Some(device)) = (&release, ks.device(user)?) {
+                crate::self_check::check_device(r, &device.certificate)?;
+            }
             let now = terminal::server_time(&conn).await?;
             let tx = terminal::new_transaction(
                 payer.as_deref().unwrap_or(user),

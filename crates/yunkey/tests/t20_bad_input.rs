@@ -263,6 +263,7 @@ async fn enrolment_and_registration_refusals() {
         device_public_key: key,
         proof,
         device_name: String::new(),
+        release_id: String::new(),
     };
     let proof_for = |code: &str| {
         device.sign_message(&yunkey_crypto::authz::registration_message(

@@ -253,6 +253,7 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
             activation_code: enrolled.activation_code,
             device_public_key: spki,
             device_name: "test phone".into(),
+            release_id: String::new(),
         })
         .await
         .unwrap()

@@ -9,15 +9,21 @@
 //! - A device certificate for a device bound in a wrapped key's binding (and not revoked):
 //!   CN = device id, URI SANs for user and device, key usage digitalSignature.
 //!
-//! User and device certificates need the trust anchor to be this CA key's certificate.
+//! - A code-signing certificate for the domain's CODE_SIGNING key: CN = yunkey code signing,
+//!   O = yunkey, URI SAN [`CODE_SIGNING_URI`], key usage digitalSignature, extended key usage
+//!   codeSigning, not a CA, valid [`CODE_SIGNING_VALIDITY_DAYS`].
+//!
+//! User, device and code-signing certificates need the trust anchor to be this CA key's
+//! certificate.
 
 use super::ActivationModule;
 use crate::custody::{CheckedDigest, KeyCustody, KeyRef};
 use crate::wrapped::WrappedKey;
 use crate::{CertificateSubject, ChipError, IssueCertificate, KeyPurpose};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose,
-    PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
+    PKCS_ECDSA_P256_SHA256,
 };
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::names;
@@ -29,6 +35,11 @@ pub const LEAF_VALIDITY_DAYS: i64 = 730;
 pub const MIN_DEVICE_VALIDITY_SECS: i64 = 10;
 /// Validity of the user CA certificate, in days.
 pub const CA_VALIDITY_DAYS: i64 = 3650;
+/// Validity of the code-signing certificate, in days (a day less than the CA's, so it never
+/// outlives its issuer).
+pub const CODE_SIGNING_VALIDITY_DAYS: i64 = CA_VALIDITY_DAYS - 1;
+/// The URI name of the code-signing certificate.
+pub const CODE_SIGNING_URI: &str = "urn:yunkey:code-signing";
 
 /// A short label of what is being certified, for the audit log.
 pub(super) fn subject_label(subject: &CertificateSubject) -> &'static str {
@@ -36,6 +47,7 @@ pub(super) fn subject_label(subject: &CertificateSubject) -> &'static str {
         CertificateSubject::Ca { .. } => "ca",
         CertificateSubject::User { .. } => "user",
         CertificateSubject::Device { .. } => "device",
+        CertificateSubject::CodeSigning { .. } => "code_signing",
     }
 }
 
@@ -225,6 +237,23 @@ impl ActivationModule {
                 // The device certificate is also its TLS client certificate.
                 params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
                 (params, device.public_key_spki.clone())
+            }
+            CertificateSubject::CodeSigning { wrapped_key } => {
+                let w = WrappedKey::open(&self.domain_keys()?, wrapped_key)?;
+                if w.purpose != KeyPurpose::CodeSigning {
+                    return Err(ChipError::NotACodeSigningKey);
+                }
+                let mut params = leaf_params(
+                    "yunkey code signing",
+                    vec![CODE_SIGNING_URI.to_owned()],
+                    vec![KeyUsagePurpose::DigitalSignature],
+                )?;
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, "yunkey");
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+                validity(&mut params, CODE_SIGNING_VALIDITY_DAYS);
+                (params, w.public_key_spki)
             }
         };
         let anchor = self

@@ -15,10 +15,12 @@ pub(super) fn new_handle() -> String {
 pub(super) fn check_owner(purpose: KeyPurpose, user_id: &str) -> Result<(), ChipError> {
     match purpose {
         KeyPurpose::User => validate::identifier("user_id", user_id)?,
-        KeyPurpose::Ca if !user_id.is_empty() => {
-            return Err(InvalidField::new("user_id", "must be empty for a CA key").into())
+        KeyPurpose::Ca | KeyPurpose::CodeSigning if !user_id.is_empty() => {
+            return Err(
+                InvalidField::new("user_id", "must be empty for a CA or code-signing key").into(),
+            )
         }
-        KeyPurpose::Ca => {}
+        KeyPurpose::Ca | KeyPurpose::CodeSigning => {}
     }
     Ok(())
 }
@@ -76,9 +78,9 @@ impl ActivationModule {
 
     pub(super) fn generate_checked(&self, req: &GenerateKey) -> Result<GeneratedKey, ChipError> {
         check_owner(req.purpose, &req.user_id)?;
-        if req.purpose == KeyPurpose::Ca && req.activation.is_some() {
+        if req.purpose != KeyPurpose::User && req.activation.is_some() {
             return Err(
-                InvalidField::new("activation", "a CA key has no device activation").into(),
+                InvalidField::new("activation", "only a user key has a device activation").into(),
             );
         }
         let keys = self.domain_keys()?;

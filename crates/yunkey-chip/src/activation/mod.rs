@@ -12,6 +12,8 @@
 //! - [`certs`]: a CA key signs only certificates this module builds from checked input: a user
 //!   certificate for a key of the domain, a device certificate for a bound device. There is no
 //!   way to have a CA key sign an arbitrary digest.
+//! - [`manifest`]: a code-signing key signs only release manifests, whose message the chip
+//!   builds itself; no other key signs one.
 //! - [`domain`]: the domain secret goes only to a chip the domain's operator key admitted.
 //!
 //! State lives in a [`yunkey_store::Db`] given by the caller ([`store`]), every record sealed
@@ -23,6 +25,7 @@ mod binding_ops;
 mod certs;
 mod domain;
 mod keys;
+mod manifest;
 mod store;
 #[cfg(feature = "test-key-scalars")]
 pub mod test_scalars;
@@ -34,6 +37,7 @@ use crate::wrapped::DomainKeys;
 use crate::{
     BindDevice, ChipAdmission, ChipBackend, ChipError, ChipInfo, ExportedDomain, GenerateKey,
     GeneratedKey, IssueCertificate, KeyPurpose, Rebound, Revoke, SetActivation, SignAuthorized,
+    SignManifest,
     Signed,
 };
 use std::fmt;
@@ -288,6 +292,24 @@ impl ChipBackend for ActivationModule {
 
     fn list_keys(&self, after: &str, limit: usize) -> Result<Vec<crate::KeyListing>, ChipError> {
         self.list_checked(after, limit)
+    }
+
+    fn sign_manifest(&self, request: &SignManifest) -> Result<Signed, ChipError> {
+        let r = self.sign_manifest_checked(request);
+        let outcome = match &r {
+            Ok(_) => "signed",
+            Err(e) => e.kind(),
+        };
+        tracing::info!(
+            target: "yunkey::audit",
+            chip = %self.config.chip_id,
+            event = "sign_manifest",
+            version = %request.version,
+            file_sha256 = %hex::encode(request.file_sha256),
+            outcome,
+        );
+        tracing::debug!(target: "yunkey::audit", chip = %self.config.chip_id, event = "sign_manifest", handle = %request.key_handle, outcome);
+        r
     }
 }
 

@@ -189,6 +189,16 @@ async fn pass(core: &Core, config: &RepairConfig, scan: &mut Scan) -> Result<()>
         if let Some(ca) = core.view.ca()? {
             moves::repair_key(core, KeyOwner::Ca, &ca.holders, &ca.wrapped_key, &bad).await?;
         }
+        if let Some(cs) = core.view.code_signing()? {
+            moves::repair_key(
+                core,
+                KeyOwner::CodeSigning,
+                &cs.holders,
+                &cs.wrapped_key,
+                &bad,
+            )
+            .await?;
+        }
     }
     let page = core.view.users_after(&scan.cursor, config.page)?;
     if page.is_empty() {

@@ -10,10 +10,11 @@ use crate::state::{ChipRecord, HolderRecord, KeyOwner, Op};
 use std::collections::HashSet;
 use yunkey_proto::v1::{KeyHandleRequest, KeyPurpose, UnwrapKeyRequest};
 
-/// How many holders a key should have: R for users, at least 2 for the user CA.
+/// How many holders a key should have: R for users, at least 2 for the user CA and the
+/// code-signing key.
 pub(crate) fn wanted(core: &Core, owner: &KeyOwner) -> usize {
     match owner {
-        KeyOwner::Ca => core.config.replicas.max(2),
+        KeyOwner::Ca | KeyOwner::CodeSigning => core.config.replicas.max(2),
         KeyOwner::User(_) => core.config.replicas,
     }
 }
@@ -31,6 +32,7 @@ pub(crate) async fn add_holder(
     let (purpose, user_id) = match owner {
         KeyOwner::User(id) => (KeyPurpose::User, id.clone()),
         KeyOwner::Ca => (KeyPurpose::Ca, String::new()),
+        KeyOwner::CodeSigning => (KeyPurpose::CodeSigning, String::new()),
     };
     let chip = core.chips.at(&target.chip_id, &target.endpoint)?;
     let imported = chip

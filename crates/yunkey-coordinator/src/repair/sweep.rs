@@ -11,6 +11,11 @@ use yunkey_proto::v1::{KeyEntry, KeyHandleRequest, KeyPurpose, ListKeysRequest};
 fn listed(core: &Core, chip_id: &str, entry: &KeyEntry) -> Result<bool> {
     let holders = if entry.purpose == KeyPurpose::Ca as i32 {
         core.view.ca()?.map(|c| c.holders).unwrap_or_default()
+    } else if entry.purpose == KeyPurpose::CodeSigning as i32 {
+        core.view
+            .code_signing()?
+            .map(|c| c.holders)
+            .unwrap_or_default()
     } else {
         core.view
             .user(&entry.user_id)?

@@ -13,9 +13,10 @@ use yunkey_net::role;
 use yunkey_proto::v1::cluster_service_server::ClusterService;
 use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, Chip, DrainChipRequest, GetPlacementRequest,
-    ListChipsRequest, ListChipsResponse, MembershipResponse, Placement, RemoveChipRequest,
-    RemoveChipResponse, RemoveNodeRequest, StatusRequest, StatusResponse, WriteProbeRequest,
-    WriteProbeResponse,
+    ListChipsRequest, ListChipsResponse, ListReleasesRequest, ListReleasesResponse,
+    MembershipResponse, Placement, Release, ReleasePolicy, RemoveChipRequest, RemoveChipResponse,
+    RemoveNodeRequest, RevokeReleaseRequest, SetReleasePolicyRequest, SignReleaseRequest,
+    StatusRequest, StatusResponse, WriteProbeRequest, WriteProbeResponse,
 };
 
 /// The `ClusterService` implementation.
@@ -217,6 +218,56 @@ impl ClusterService for ClusterApi {
             &actor,
             crate::admin::write_probe(&self.core, &actor),
         )
+        .await
+    }
+
+    async fn sign_release(
+        &self,
+        req: Request<SignReleaseRequest>,
+    ) -> Result<Response<Release>, Status> {
+        let actor = admit(&req, "SignRelease")?;
+        observe(
+            "SignRelease",
+            &actor,
+            crate::release::sign(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn revoke_release(
+        &self,
+        req: Request<RevokeReleaseRequest>,
+    ) -> Result<Response<Release>, Status> {
+        let actor = admit(&req, "RevokeRelease")?;
+        observe(
+            "RevokeRelease",
+            &actor,
+            crate::release::revoke(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn set_release_policy(
+        &self,
+        req: Request<SetReleasePolicyRequest>,
+    ) -> Result<Response<ReleasePolicy>, Status> {
+        let actor = admit(&req, "SetReleasePolicy")?;
+        observe(
+            "SetReleasePolicy",
+            &actor,
+            crate::release::set_policy(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn list_releases(
+        &self,
+        req: Request<ListReleasesRequest>,
+    ) -> Result<Response<ListReleasesResponse>, Status> {
+        let actor = admit(&req, "ListReleases")?;
+        observe("ListReleases", &actor, async {
+            crate::release::list(&self.core)
+        })
         .await
     }
 }

@@ -93,6 +93,8 @@ impl TerminalService for TerminalApi {
                     retry_after_secs: wait.as_secs().max(1),
                 }
             })?;
+            // The terminal software's release, before anything else is looked at.
+            crate::release::check(&self.core, &req.release_id)?;
             let result = crate::devices::register(&self.core, req).await;
             if matches!(&result, Err(e) if e.reveals_user_state()) {
                 self.failures.record(ip, Instant::now());
@@ -117,6 +119,8 @@ impl TerminalService for TerminalApi {
         let core = &self.core;
         observe("SignTransaction", &actor, async {
             crate::devices::check_peer(core, leaf.as_deref(), &req.user_id, &device_id)?;
+            // The terminal software's release, before the authorization is consumed.
+            crate::release::check(core, &req.release_id)?;
             crate::signing::sign(core, &actor, req).await
         })
         .await

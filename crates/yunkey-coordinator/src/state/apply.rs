@@ -228,6 +228,10 @@ fn apply_op(
         | Op::RemoveHolder { .. }
         | Op::SetDraining { .. }
         | Op::RemoveChip { .. } => super::apply_fleet::apply(view, w, cmd),
+        Op::InitCodeSigning(_)
+        | Op::RecordRelease(_)
+        | Op::RevokeRelease { .. }
+        | Op::SetReleasePolicy(_) => super::apply_release::apply(view, w, cmd),
         Op::RecordNodeId(record) => {
             if let Some(first) = view.node_id(record.node_id)? {
                 return reject(Rejection::NodeIdUsed {

@@ -101,6 +101,7 @@ fn unknown(owner: &KeyOwner) -> Rejection {
     match owner {
         KeyOwner::User(id) => Rejection::UnknownUser(id.clone()),
         KeyOwner::Ca => Rejection::UnknownUser("the user CA".into()),
+        KeyOwner::CodeSigning => Rejection::UnknownUser("the code-signing key".into()),
     }
 }
 
@@ -108,6 +109,7 @@ fn holders_of(view: &StateView, owner: &KeyOwner) -> Result<Option<Vec<HolderRec
     Ok(match owner {
         KeyOwner::User(id) => view.user(id)?.map(|u| u.holders),
         KeyOwner::Ca => view.ca()?.map(|c| c.holders),
+        KeyOwner::CodeSigning => view.code_signing()?.map(|c| c.holders),
     })
 }
 
@@ -128,6 +130,12 @@ fn put_holders(
             if let Some(mut ca) = view.ca()? {
                 ca.holders = holders;
                 w.put(keys::CA, &ca);
+            }
+        }
+        KeyOwner::CodeSigning => {
+            if let Some(mut record) = view.code_signing()? {
+                record.holders = holders;
+                w.put(keys::CODE_SIGNING, &record);
             }
         }
     }

@@ -4,6 +4,7 @@
 use super::model::{
     CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner, NodeIdRecord, Rebinding, UserRecord,
 };
+use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -157,6 +158,20 @@ pub enum Op {
         /// The new certificate (DER).
         certificate: Vec<u8>,
     },
+    /// Record the code-signing key of terminal releases (once).
+    InitCodeSigning(CodeSigningRecord),
+    /// Record a release signed by the code-signing key (the same release again changes
+    /// nothing).
+    RecordRelease(ReleaseRecord),
+    /// Revoke a release: devices presenting it are refused from then on.
+    RevokeRelease {
+        /// The release.
+        release_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Replace the release policy.
+    SetReleasePolicy(ReleasePolicy),
 }
 
 impl Op {
@@ -179,6 +194,10 @@ impl Op {
             Op::Reactivate { .. } => "reactivate",
             Op::ActivationAttempt { .. } => "activation_attempt",
             Op::RenewDevice { .. } => "renew_device",
+            Op::InitCodeSigning(_) => "init_code_signing",
+            Op::RecordRelease(_) => "record_release",
+            Op::RevokeRelease { .. } => "revoke_release",
+            Op::SetReleasePolicy(_) => "set_release_policy",
         }
     }
 
@@ -238,6 +257,11 @@ impl Op {
                     &yunkey_crypto::sha256(certificate),
                 ],
             ),
+            Op::InitCodeSigning(_) | Op::SetReleasePolicy(_) => fingerprint(self.kind(), &[]),
+            Op::RecordRelease(r) => fingerprint(self.kind(), &[r.release_id.as_bytes()]),
+            Op::RevokeRelease { release_id, .. } => {
+                fingerprint(self.kind(), &[release_id.as_bytes()])
+            }
         }
     }
 }
@@ -311,6 +335,27 @@ impl fmt::Debug for Op {
                 user_id, device_id, ..
             } => write!(f, "RenewDevice({user_id}, {device_id})"),
             Op::Probe => f.write_str("Probe"),
+            Op::InitCodeSigning(_) => f.write_str("InitCodeSigning"),
+            Op::RecordRelease(r) => write!(
+                f,
+                "RecordRelease({}, {}.{}.{}, sha256 {})",
+                r.release_id,
+                r.version.0,
+                r.version.1,
+                r.version.2,
+                hex::encode(r.file_sha256)
+            ),
+            Op::RevokeRelease { release_id, reason } => {
+                write!(f, "RevokeRelease({release_id}, {reason:?})")
+            }
+            Op::SetReleasePolicy(p) => match p.min_version {
+                Some((a, b, c)) => write!(
+                    f,
+                    "SetReleasePolicy(min {a}.{b}.{c}, require {})",
+                    p.require_release
+                ),
+                None => write!(f, "SetReleasePolicy(no min, require {})", p.require_release),
+            },
         }
     }
 }
@@ -372,6 +417,17 @@ pub enum CommandResult {
     },
     /// The device has its renewed certificate.
     DeviceRenewed,
+    /// The code-signing key is recorded.
+    CodeSigningInitialized,
+    /// The release is recorded (or already was).
+    ReleaseRecorded {
+        /// Its id.
+        release_id: String,
+    },
+    /// The release is revoked (or already was).
+    ReleaseRevoked,
+    /// The release policy is set.
+    ReleasePolicySet,
 }
 
 impl fmt::Debug for CommandResult {
@@ -392,6 +448,12 @@ impl fmt::Debug for CommandResult {
             CommandResult::HoldersChanged => f.write_str("HoldersChanged"),
             CommandResult::DrainingSet => f.write_str("DrainingSet"),
             CommandResult::ChipRemoved => f.write_str("ChipRemoved"),
+            CommandResult::CodeSigningInitialized => f.write_str("CodeSigningInitialized"),
+            CommandResult::ReleaseRecorded { release_id } => {
+                write!(f, "ReleaseRecorded({release_id})")
+            }
+            CommandResult::ReleaseRevoked => f.write_str("ReleaseRevoked"),
+            CommandResult::ReleasePolicySet => f.write_str("ReleasePolicySet"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
             CommandResult::Reactivated => f.write_str("Reactivated"),
             CommandResult::ActivationAccepted => f.write_str("ActivationAccepted"),
@@ -467,4 +529,8 @@ pub enum Rejection {
     // New variants go last: stored results name variants by position.
     /// The device is revoked or removed.
     DeviceRevoked(String),
+    /// The code-signing key already exists.
+    CodeSigningExists,
+    /// No release with this id.
+    UnknownRelease(String),
 }

@@ -13,7 +13,10 @@
 //! | `s/` | chip id | Unix seconds since the chip is draining (absent: not draining) |
 //! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
+//! | `v/` | release id | [`ReleaseRecord`](super::ReleaseRecord) |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord) |
+//! | `m/code_signing` | | [`CodeSigningRecord`](super::CodeSigningRecord) |
+//! | `m/release_policy` | | [`ReleasePolicy`](super::ReleasePolicy) (absent: the default) |
 //! | `m/domain` | | domain id |
 //! | `m/operator_key` | | the domain's operator key (SPKI DER) |
 //! | `m/audit_seq` | | next audit sequence (u64 BE) |
@@ -62,7 +65,14 @@ pub(crate) fn node_id(id: u64) -> Vec<u8> {
 }
 pub(crate) const NODE_ID_PREFIX: &[u8] = b"n/";
 
+pub(crate) fn release(id: &str) -> Vec<u8> {
+    [b"v/", id.as_bytes()].concat()
+}
+pub(crate) const RELEASE_PREFIX: &[u8] = b"v/";
+
 pub(crate) const CA: &[u8] = b"m/ca";
+pub(crate) const CODE_SIGNING: &[u8] = b"m/code_signing";
+pub(crate) const RELEASE_POLICY: &[u8] = b"m/release_policy";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";
 pub(crate) const OPERATOR_KEY: &[u8] = b"m/operator_key";
 pub(crate) const AUDIT_SEQ: &[u8] = b"m/audit_seq";

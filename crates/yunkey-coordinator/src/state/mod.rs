@@ -8,10 +8,12 @@
 mod apply;
 mod apply_devices;
 mod apply_fleet;
+mod apply_release;
 mod codec;
 mod command;
 mod keys;
 mod model;
+mod model_release;
 mod view;
 
 pub use apply::App;
@@ -20,4 +22,5 @@ pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner,
     LedgerEntry, NodeIdRecord, Rebinding, UserRecord, UserState,
 };
+pub use model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 pub use view::StateView;

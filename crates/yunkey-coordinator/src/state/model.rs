@@ -169,6 +169,8 @@ pub enum KeyOwner {
     User(String),
     /// The user CA's key.
     Ca,
+    /// The code-signing key of terminal releases.
+    CodeSigning,
 }
 
 impl std::fmt::Display for KeyOwner {
@@ -176,6 +178,7 @@ impl std::fmt::Display for KeyOwner {
         match self {
             KeyOwner::User(id) => write!(f, "user {id}"),
             KeyOwner::Ca => f.write_str("the user CA"),
+            KeyOwner::CodeSigning => f.write_str("the code-signing key"),
         }
     }
 }

@@ -4,6 +4,7 @@ use super::codec::decode;
 use super::command::PriorRequest;
 use super::keys;
 use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, NodeIdRecord, UserRecord};
+use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 use serde::de::DeserializeOwned;
 use yunkey_store::{StoreError, Tree};
 
@@ -50,6 +51,30 @@ impl StateView {
     /// The user CA.
     pub fn ca(&self) -> Result<Option<CaRecord>, StoreError> {
         self.get(keys::CA)
+    }
+
+    /// The code-signing key, once the first release was signed.
+    pub fn code_signing(&self) -> Result<Option<CodeSigningRecord>, StoreError> {
+        self.get(keys::CODE_SIGNING)
+    }
+
+    /// A release.
+    pub fn release(&self, release_id: &str) -> Result<Option<ReleaseRecord>, StoreError> {
+        self.get(&keys::release(release_id))
+    }
+
+    /// Every release, by id.
+    pub fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError> {
+        self.tree
+            .scan_prefix(keys::RELEASE_PREFIX)
+            .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
+            .collect()
+    }
+
+    /// The release policy (the default, which accepts requests without a release id, until an
+    /// operator sets one).
+    pub fn release_policy(&self) -> Result<ReleasePolicy, StoreError> {
+        Ok(self.get(keys::RELEASE_POLICY)?.unwrap_or_default())
     }
 
     /// The cluster's security domain id, once the first chip is admitted.

@@ -135,6 +135,7 @@ async fn register(device: &Connection, user_id: &str, code: &str) -> anyhow::Res
         proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
         device_public_key: spki,
         device_name: "bench".into(),
+        release_id: String::new(),
     };
     let resp = crate::bench::register_device(device, &req)
         .await
@@ -159,6 +160,7 @@ fn sign_request(s: &Signer) -> pb::SignRequest {
     let (_, hash) = tx::encode_and_hash(&tx).expect("bench transactions are valid");
     pb::SignRequest {
         request_id: String::new(),
+        release_id: String::new(),
         user_id: s.user_id.clone(),
         authorization: Some(pb::Authorization {
             device_id: s.device_id.clone(),

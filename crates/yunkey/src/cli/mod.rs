@@ -45,6 +45,8 @@ pub enum Command {
     Coordinator(CoordinatorArgs),
     /// Operate a coordinator cluster: membership, status and chips.
     Ctl(ClientCommand<CtlCommand>),
+    /// Signed releases of the terminal software: sign, revoke, the release policy (operator).
+    Release(ClientCommand<ReleaseCommand>),
     /// The cluster's TLS certificates: a CA, and one identity per node, business backend and
     /// operator; the domain operator key and chip admissions.
     Pki(PkiArgs),
@@ -57,6 +59,7 @@ impl Command {
             Command::User(c) => Some(&c.client.0),
             Command::Terminal(c) => Some(&c.client.0),
             Command::Ctl(c) => Some(&c.client.0),
+            Command::Release(c) => Some(&c.client.0),
             Command::Verify(a) => Some(&a.client.0),
             Command::Status(a) => Some(&a.client.0),
             Command::Bench(a) => Some(&a.client.0),
@@ -76,6 +79,7 @@ impl Command {
             Command::Chip(_) => "chip",
             Command::Coordinator(_) => "coordinator",
             Command::Ctl(_) => "ctl",
+            Command::Release(_) => "release",
             Command::Pki(_) => "pki",
         }
     }
@@ -559,6 +563,58 @@ pub struct TerminalOpts {
     /// File holding the PIN (else YUNKEY_PIN, else a prompt when on a terminal).
     #[arg(long)]
     pub pin_file: Option<PathBuf>,
+    /// The release manifest this executable is checked against before it runs
+    /// [default: `<executable>.release.json`, if it exists].
+    #[arg(long, env = "YUNKEY_RELEASE_MANIFEST", value_name = "FILE")]
+    pub release_manifest: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Sign a release of the terminal software: the cluster's code-signing key (in chips)
+    /// signs the version and the file's SHA-256 (the file itself is not sent), and the
+    /// manifest is written beside the file.
+    Sign {
+        /// MAJOR.MINOR.PATCH.
+        #[arg(long)]
+        version: String,
+        /// Where to write the manifest [default: FILE.release.json].
+        #[arg(long, value_name = "MANIFEST")]
+        out: Option<PathBuf>,
+        /// The released executable.
+        file: PathBuf,
+    },
+    /// Revoke a release: devices presenting its id are refused from now on.
+    Revoke {
+        /// The release id (`rel-...`, as `release list` shows it).
+        release_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show or change the release policy: a minimum version, and whether devices must
+    /// present a signed release at all.
+    Policy {
+        /// Refuse releases below this version (`none` removes the minimum).
+        #[arg(long)]
+        min_version: Option<String>,
+        /// Refuse device requests that present no release.
+        #[arg(long, conflicts_with = "no_require")]
+        require: bool,
+        /// Accept device requests that present no release (the default).
+        #[arg(long)]
+        no_require: bool,
+    },
+    /// The signed releases and the policy.
+    List,
+}
+
+impl TerminalCommand {
+    /// The terminal options of the command.
+    pub fn opts(&self) -> &TerminalOpts {
+        match self {
+            TerminalCommand::Register { opts, .. } | TerminalCommand::Pay { opts, .. } => opts,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -383,6 +383,7 @@ impl TestDevice {
     pub fn sign_request(&self, request_id: &str, tx: Transaction) -> SignRequest {
         SignRequest {
             request_id: request_id.to_owned(),
+            release_id: String::new(),
             user_id: self.user_id.clone(),
             authorization: Some(self.authorize(&tx)),
             transaction: Some(tx),
@@ -443,6 +444,7 @@ pub fn registration_with(key: &PrivateKey, user_id: &str, code: &str) -> Registe
         proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
         device_public_key: spki,
         device_name: String::new(),
+        release_id: String::new(),
     }
 }
 
