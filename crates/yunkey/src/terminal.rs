@@ -80,7 +80,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             // before the user is verified, and confirmed when a person is at the terminal.
             show_and_confirm(&canonical, now, *yes)?;
             let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?;
+            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?
+                .with_release_id(conn.release_id());
             let resp = terminal::pay(&channel, &ks, user, &pin, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
@@ -113,7 +114,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
         TerminalCommand::Renew { user, opts } => {
             let ks = keystore(opts)?;
             let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?;
+            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?
+                .with_release_id(conn.release_id());
             let resp = terminal::renew(&channel, &ks, user).await?;
             let device = resp.device.context("server returned no device")?;
             print(

@@ -612,7 +612,9 @@ impl TerminalCommand {
     /// The terminal options of the command.
     pub fn opts(&self) -> &TerminalOpts {
         match self {
-            TerminalCommand::Register { opts, .. } | TerminalCommand::Pay { opts, .. } => opts,
+            TerminalCommand::Register { opts, .. }
+            | TerminalCommand::Pay { opts, .. }
+            | TerminalCommand::Renew { opts, .. } => opts,
         }
     }
 }
