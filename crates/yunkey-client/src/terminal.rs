@@ -1,33 +1,42 @@
 //! The device's side: registering with an activation code, and authorizing one exact
 //! transaction.
 
-use crate::keystore::{DeviceInfo, Keystore};
+use crate::keystore::{DeviceInfo, Keystore, UserVerifier};
 use crate::{ClientError, Connection};
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1::{
-    Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
+    Authorization, AuthorizationFormat, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
     SignResponse, Transaction,
 };
 
-/// Creates a device key, proves possession with the activation code, and records the
-/// device id and certificate in the keystore.
+/// Creates a device key (the user chooses its PIN through `verifier`), proves possession with
+/// the activation code, and records the device id and certificate in the keystore. A key left
+/// unregistered by an interrupted attempt is reused (unlocked through `verifier`); a key
+/// destroyed by a lockout is replaced.
 pub async fn register(
     conn: &Connection,
     keystore: &dyn Keystore,
     user_id: &str,
     activation_code: &str,
-    pin: &str,
+    verifier: &dyn UserVerifier,
     device_name: &str,
 ) -> Result<RegisterDeviceResponse, ClientError> {
-    let spki = match (keystore.public_key(user_id)?, keystore.device(user_id)?) {
-        (Some(spki), None) => spki, // a key made by an earlier, interrupted attempt
-        _ => keystore.create_key(user_id, pin)?,
+    let key = match keystore.device(user_id) {
+        // A key made by an earlier, interrupted attempt.
+        Ok(None) if keystore.public_key(user_id)?.is_some() => {
+            keystore.unlock(user_id, verifier)?
+        }
+        // No key yet, or one destroyed by a lockout (the device was re-activated); a
+        // registered, usable key makes `create_key` refuse.
+        Ok(_) | Err(ClientError::Locked { .. }) => keystore.create_key(user_id, verifier)?,
+        Err(e) => return Err(e),
     };
-    let proof = keystore.sign(
+    let spki = key.public_key_spki();
+    let proof = key.sign(&authz::registration_message(
         user_id,
-        pin,
-        &authz::registration_message(user_id, activation_code, &spki),
-    )?;
+        activation_code,
+        &spki,
+    ))?;
     let req = RegisterDeviceRequest {
         request_id: String::new(),
         user_id: user_id.to_owned(),
@@ -95,11 +104,12 @@ pub async fn server_time(conn: &Connection) -> Result<i64, ClientError> {
     Ok(resp.unix_seconds)
 }
 
-/// The device's authorization of exactly `tx` (the user verified by the keystore's PIN).
+/// The device's authorization of exactly `tx` (format
+/// [`AuthorizationFormat::EcdsaP256Sha256`]), after the keystore verified the user.
 pub fn authorize(
     keystore: &dyn Keystore,
     user_id: &str,
-    pin: &str,
+    verifier: &dyn UserVerifier,
     tx: &Transaction,
 ) -> Result<Authorization, ClientError> {
     let device = keystore.device(user_id)?.ok_or_else(|| {
@@ -109,9 +119,11 @@ pub fn authorize(
     })?;
     let (_, tx_hash) = tx::encode_and_hash(tx)?;
     let message = authz::authorization_message(user_id, &device.device_id, &tx_hash);
+    let key = keystore.unlock(user_id, verifier)?;
     Ok(Authorization {
         device_id: device.device_id,
-        signature: keystore.sign(user_id, pin, &message)?,
+        signature: key.sign(&message)?,
+        format: AuthorizationFormat::EcdsaP256Sha256 as i32,
     })
 }
 
@@ -120,10 +132,10 @@ pub async fn pay(
     conn: &Connection,
     keystore: &dyn Keystore,
     user_id: &str,
-    pin: &str,
+    verifier: &dyn UserVerifier,
     tx: Transaction,
 ) -> Result<SignResponse, ClientError> {
-    let authorization = authorize(keystore, user_id, pin, &tx)?;
+    let authorization = authorize(keystore, user_id, verifier, &tx)?;
     let req = SignRequest {
         request_id: format!("pay-{}", hex::encode(yunkey_crypto::random_bytes::<12>())),
         user_id: user_id.to_owned(),

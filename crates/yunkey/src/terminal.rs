@@ -7,7 +7,8 @@ use anyhow::Context;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use yunkey_client::keystore::FileKeystore;
+use crate::pin::PinVerifier;
+use yunkey_client::keystore::{FileKeystore, FileKeystoreOptions};
 use yunkey_client::terminal;
 
 fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
@@ -18,7 +19,13 @@ fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
             PathBuf::from(home).join(".yunkey").join("keystore")
         }
     };
-    Ok(FileKeystore::open(&dir)?)
+    Ok(FileKeystore::open_with(
+        &dir,
+        FileKeystoreOptions {
+            max_failures: opts.max_pin_failures,
+            ..FileKeystoreOptions::default()
+        },
+    )?)
 }
 
 /// `yunkey terminal ...`.
@@ -32,9 +39,10 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             opts,
         } => {
             let ks = keystore(opts)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
+            let verifier = PinVerifier::new(opts.pin_file.as_deref());
             let resp =
-                terminal::register(&conn, &ks, user, activation_code.trim(), &pin, name).await?;
+                terminal::register(&conn, &ks, user, activation_code.trim(), &verifier, name)
+                    .await?;
             let device = resp.device.context("server returned no device")?;
             print(
                 g.json,
@@ -71,8 +79,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             // What you see is what you sign: the exact bytes the authorization binds are shown
             // before the user is verified, and confirmed when a person is at the terminal.
             show_and_confirm(&canonical, now, *yes)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let resp = terminal::pay(&conn, &ks, user, &pin, tx.clone()).await?;
+            let verifier = PinVerifier::new(opts.pin_file.as_deref());
+            let resp = terminal::pay(&conn, &ks, user, &verifier, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
                 save_receipt(dir, &canonical, &resp)?;
