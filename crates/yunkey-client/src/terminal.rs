@@ -5,8 +5,8 @@ use crate::keystore::{DeviceInfo, Keystore, UserVerifier};
 use crate::{ClientError, Connection};
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1::{
-    Authorization, AuthorizationFormat, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
-    SignResponse, Transaction,
+    Authorization, AuthorizationFormat, GetTimeRequest, RegisterDeviceRequest,
+    RegisterDeviceResponse, SignRequest, SignResponse, Transaction,
 };
 
 /// Creates a device key (the user chooses its PIN through `verifier`), proves possession with

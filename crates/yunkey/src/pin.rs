@@ -28,7 +28,8 @@ impl PinVerifier {
 
 impl UserVerifier for PinVerifier {
     fn verify(&self, prompt: &str) -> Result<Zeroizing<String>, ClientError> {
-        read(self.pin_file.as_deref(), prompt).map_err(|e| ClientError::Unverified(format!("{e:#}")))
+        read(self.pin_file.as_deref(), prompt)
+            .map_err(|e| ClientError::Unverified(format!("{e:#}")))
     }
 }
 

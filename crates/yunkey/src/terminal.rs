@@ -3,11 +3,11 @@
 use crate::cli::{Global, TerminalCommand, TerminalOpts};
 use crate::connect;
 use crate::output::{cert_pem, print};
+use crate::pin::PinVerifier;
 use anyhow::Context;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use crate::pin::PinVerifier;
 use yunkey_client::keystore::{FileKeystore, FileKeystoreOptions};
 use yunkey_client::terminal;
 

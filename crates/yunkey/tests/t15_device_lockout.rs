@@ -68,9 +68,15 @@ fn wrong_pins_lock_the_device() {
 
     // Two wrong PINs with a threshold of two: the second destroys the key.
     let (ok, err) = pay(&dev, ks.path(), "00000000", &["--max-pin-failures", "2"]);
-    assert!(!ok && err.contains("wrong PIN") && err.contains("1 more"), "{err}");
+    assert!(
+        !ok && err.contains("wrong PIN") && err.contains("1 more"),
+        "{err}"
+    );
     let (ok, err) = pay(&dev, ks.path(), "00000000", &["--max-pin-failures", "2"]);
-    assert!(!ok && err.contains("destroyed") && err.contains("re-activated"), "{err}");
+    assert!(
+        !ok && err.contains("destroyed") && err.contains("re-activated"),
+        "{err}"
+    );
     let file = std::fs::read_to_string(ks.path().join("dave.json")).unwrap();
     assert!(file.contains("\"sealed\": null"), "{file}");
 

@@ -7,8 +7,9 @@ use common::{enroll_with_device, now, transaction, Dev};
 use tonic::Code;
 use yunkey_client::{cluster_client, key_client, terminal_client};
 use yunkey_proto::v1::{
-    Algorithm, Authorization, AuthorizationFormat, EnrollUserRequest, GetTimeRequest, GetUserRequest,
-    RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest, WriteProbeRequest,
+    Algorithm, Authorization, AuthorizationFormat, EnrollUserRequest, GetTimeRequest,
+    GetUserRequest, RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
+    WriteProbeRequest,
 };
 
 fn expect(

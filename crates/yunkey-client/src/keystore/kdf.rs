@@ -86,7 +86,9 @@ impl KdfParams {
             )));
         }
         let params = argon2::Params::new(self.memory_kib, self.passes, self.lanes, Some(32))
-            .map_err(|e| ClientError::Keystore(format!("key-derivation parameters {self:?}: {e}")))?;
+            .map_err(|e| {
+                ClientError::Keystore(format!("key-derivation parameters {self:?}: {e}"))
+            })?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,

@@ -105,7 +105,10 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<KeyFile, ClientError> 
         format: u32,
     }
     let corrupt = |e: serde_json::Error| ks_err(format!("{} is corrupt: {e}", path.display()));
-    let file = match serde_json::from_slice::<Version>(bytes).map_err(corrupt)?.format {
+    let file = match serde_json::from_slice::<Version>(bytes)
+        .map_err(corrupt)?
+        .format
+    {
         1 => serde_json::from_slice::<KeyFileV1>(bytes)
             .map_err(corrupt)?
             .migrate(),

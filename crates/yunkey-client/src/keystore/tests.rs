@@ -72,8 +72,15 @@ fn pin_protects_the_key() {
         "a registered key is not replaced"
     );
     // Neither the opened key nor the verifier prints a secret.
-    let shown = format!("{:?} {:?}", SoftDeviceKey::new(PrivateKey::generate()), pin(PIN));
-    assert!(!shown.contains(PIN) && shown.contains("redacted"), "{shown}");
+    let shown = format!(
+        "{:?} {:?}",
+        SoftDeviceKey::new(PrivateKey::generate()),
+        pin(PIN)
+    );
+    assert!(
+        !shown.contains(PIN) && shown.contains("redacted"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -100,14 +107,20 @@ fn wrong_pins_lock_the_keystore_until_a_new_key() {
     }
     // The sealed key is gone from the file; the record says why.
     let raw = std::fs::read_to_string(dir.path().join("alice.json")).unwrap();
-    assert!(!raw.contains(&sealed), "the sealed key is still in the file");
+    assert!(
+        !raw.contains(&sealed),
+        "the sealed key is still in the file"
+    );
     let file = read_json(dir.path(), "alice");
     assert!(file["sealed"].is_null(), "{file}");
     assert_eq!(file["locked"]["failures"], 3);
     // The right PIN no longer helps, and every use says Locked.
     let err = ks.unlock("alice", &pin(PIN)).err().unwrap();
     assert!(matches!(err, ClientError::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("yunkey user reactivate alice"), "{err}");
+    assert!(
+        err.to_string().contains("yunkey user reactivate alice"),
+        "{err}"
+    );
     assert!(matches!(
         ks.device("alice"),
         Err(ClientError::Locked { .. })
@@ -120,12 +133,17 @@ fn wrong_pins_lock_the_keystore_until_a_new_key() {
         Err(ClientError::Locked { .. })
     ));
     // Re-registration makes a fresh key, with a fresh counter.
-    let new_spki = ks.create_key("alice", &pin("13572468")).unwrap().public_key_spki();
+    let new_spki = ks
+        .create_key("alice", &pin("13572468"))
+        .unwrap()
+        .public_key_spki();
     assert_ne!(new_spki, old_spki);
     let file = read_json(dir.path(), "alice");
     assert!(file["locked"].is_null() && file["failures"] == 0, "{file}");
     assert_eq!(
-        ks.unlock("alice", &pin("13572468")).unwrap().public_key_spki(),
+        ks.unlock("alice", &pin("13572468"))
+            .unwrap()
+            .public_key_spki(),
         new_spki
     );
 }
