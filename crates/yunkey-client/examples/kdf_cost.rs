@@ -3,8 +3,11 @@
 //! parameters and a few alternatives. docs/security.md ("Device keystore") quotes its output.
 //!
 //! ```text
-//! cargo run --release -p yunkey-client --example kdf_cost [ROUNDS]
+//! cargo run -p yunkey-client --example kdf_cost [ROUNDS]
 //! ```
+//!
+//! (The dev profile builds dependencies, argon2 among them, at opt-level 2; `--release` works
+//! too.)
 
 use std::time::Instant;
 use yunkey_client::keystore::KdfParams;
@@ -33,6 +36,14 @@ fn main() {
             },
         ),
         (
+            "192 MiB, 3 passes",
+            KdfParams {
+                memory_kib: 192 * 1024,
+                passes: 3,
+                lanes: 1,
+            },
+        ),
+        (
             "256 MiB, 2 passes",
             KdfParams {
                 memory_kib: 256 * 1024,
@@ -42,7 +53,8 @@ fn main() {
         ),
         ("recommended (format 2)", KdfParams::RECOMMENDED),
     ];
-    println!("one guess = one Argon2id derivation, one core, median of {rounds}");
+    // The fastest run is what an attacker with a quiet core gets; the budget uses it.
+    println!("one guess = one Argon2id derivation, one core; fastest and median of {rounds}");
     for (name, params) in candidates {
         let mut times: Vec<f64> = (0..rounds)
             .map(|i| {
@@ -56,10 +68,11 @@ fn main() {
         times.sort_by(|a, b| a.total_cmp(b));
         let median = times[times.len() / 2];
         println!(
-            "{name:<28} m={:>7} KiB t={} p={}: {:>7.1} ms/guess",
+            "{name:<28} m={:>7} KiB t={} p={}: fastest {:>7.1} ms/guess, median {:>7.1}",
             params.memory_kib,
             params.passes,
             params.lanes,
+            times[0] * 1e3,
             median * 1e3
         );
     }

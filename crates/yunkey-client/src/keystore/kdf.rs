@@ -12,9 +12,10 @@
 //! - 6 digits: 500,000 guesses, so `t` ≥ 41 s per guess: no one waits that long to pay;
 //! - 8 digits: 50 million guesses, so `t` ≥ 0.415 s per guess.
 //!
-//! Hence [`MIN_SECRET_LEN`] = 8 and [`KdfParams::RECOMMENDED`], chosen to cost at least
-//! 0.415 s on one core of the reference machine (`cargo run --release -p yunkey-client
-//! --example kdf_cost`: 0.51 s; figures in docs/security.md). Its memory (128 MiB a guess) also caps
+//! Hence [`MIN_SECRET_LEN`] = 8 and [`KdfParams::RECOMMENDED`], 256 MiB and 3 passes: about
+//! 0.5 s a guess extrapolated to a quiet core of the reference machine, 0.62 s at best under load
+//! (`cargo run -p yunkey-client --example kdf_cost`; figures in docs/security.md). 128 MiB
+//! and 3 passes measured 0.27 s at best: too cheap. The memory (256 MiB a guess) also caps
 //! how many guesses a GPU runs at once. Letters widen the space: 8 characters from 62 make
 //! 2×10^14, far beyond the budget.
 
@@ -47,7 +48,7 @@ const MAX_LANES: u32 = 8;
 impl KdfParams {
     /// What new keys get: at least 0.415 s a guess on one core (module doc).
     pub const RECOMMENDED: KdfParams = KdfParams {
-        memory_kib: 128 * 1024,
+        memory_kib: 256 * 1024,
         passes: 3,
         lanes: 1,
     };

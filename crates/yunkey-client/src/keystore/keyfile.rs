@@ -4,7 +4,7 @@
 //! ```text
 //! { "format": 2, "user_id": "alice",
 //!   "public_key": "<base64 SPKI DER>",
-//!   "sealed": { "algorithm": "argon2id-v19", "memory_kib": 131072, "passes": 3, "lanes": 1,
+//!   "sealed": { "algorithm": "argon2id-v19", "memory_kib": 262144, "passes": 3, "lanes": 1,
 //!               "salt": "<base64>", "sealed_key": "<base64 AES-256-GCM>" }   or null,
 //!   "failures": 0,
 //!   "locked": { "at": <unix seconds>, "failures": 5 }                        or null,
