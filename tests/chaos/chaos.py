@@ -73,7 +73,7 @@ class Cluster:
         base = {k: v for k, v in os.environ.items() if not k.startswith("YUNKEY_")}
         self.business = dict(base, YUNKEY_ENDPOINT=endpoints, YUNKEY_CA=str(creds / "backend/ca.pem"),
                              YUNKEY_CERT=str(creds / "backend/client.pem"),
-                             YUNKEY_KEY=str(creds / "backend/client-key.pem"), YUNKEY_PIN="1234")
+                             YUNKEY_KEY=str(creds / "backend/client-key.pem"), YUNKEY_PIN="24681357")
         self.operator = dict(base, YUNKEY_ENDPOINT=endpoints, YUNKEY_CA=str(creds / "ops/ca.pem"),
                              YUNKEY_CERT=str(creds / "ops/operator.pem"),
                              YUNKEY_KEY=str(creds / "ops/operator-key.pem"))

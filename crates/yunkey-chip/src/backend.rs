@@ -184,8 +184,10 @@ pub struct SignAuthorized {
     pub canonical_transaction: Vec<u8>,
     /// The device that approved; it must be bound to the key on this chip.
     pub device_id: String,
-    /// DER ECDSA signature by the device key over the authorization message.
+    /// The device's proof over the authorization message, in `authorization_format`.
     pub authorization_signature: Vec<u8>,
+    /// What `authorization_signature` holds (only ECDSA P-256 verifies so far).
+    pub authorization_format: yunkey_crypto::authz::AuthorizationFormat,
     /// The binding seq the coordinators know; a chip that is behind refuses
     /// ([`ChipError::BindingBehind`]) until it is sent the newer wrapped key.
     pub binding_seq: u64,

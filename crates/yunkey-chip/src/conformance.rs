@@ -234,6 +234,15 @@ pub fn binding_and_signing(make: Make<'_>) {
         chip.sign_authorized(&req),
         |e| *e == ChipError::BadAuthorization,
     );
+    // A valid ECDSA authorization labelled as the reserved WebAuthn format: refused as a
+    // format this chip does not verify yet, not signed.
+    let mut req = phone.request(&key.handle, &fresh());
+    req.authorization_format = yunkey_crypto::authz::AuthorizationFormat::WebAuthn;
+    expect_err(
+        "the reserved WebAuthn format",
+        chip.sign_authorized(&req),
+        |e| matches!(e, ChipError::Invalid(f) if f.field == "authorization.format"),
+    );
     // A real authorization, with the amount changed afterwards.
     let (orig, _) = testing::canonical_tx("10", 120);
     let mut req = phone.request(&key.handle, &orig);

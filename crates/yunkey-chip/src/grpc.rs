@@ -365,12 +365,16 @@ impl ChipService for ChipGrpc {
             .ok_or_else(|| invalid("authorization", "is required"))?;
         id("authorization.device_id", &authz.device_id)?;
         blob("authorization.signature", &authz.signature)?;
+        let authorization_format =
+            yunkey_crypto::authz::AuthorizationFormat::from_wire(authz.format)
+                .map_err(|e| crate::status::to_status(&e.into()))?;
         let request = SignAuthorized {
             key_handle: r.key_handle,
             user_id: r.user_id,
             canonical_transaction: r.canonical_transaction,
             device_id: authz.device_id,
             authorization_signature: authz.signature,
+            authorization_format,
             binding_seq: r.binding_seq,
         };
         self.sign(move |b| b.sign_authorized(&request)).await

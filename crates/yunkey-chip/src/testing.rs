@@ -187,6 +187,7 @@ impl Device {
             canonical_transaction: canonical_transaction.to_vec(),
             device_id: self.device_id.clone(),
             authorization_signature: self.authorize(canonical_transaction),
+            authorization_format: yunkey_crypto::authz::AuthorizationFormat::EcdsaP256Sha256,
             binding_seq: 0,
         }
     }

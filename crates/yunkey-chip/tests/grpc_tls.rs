@@ -152,6 +152,8 @@ async fn chip_service_over_tls_checks_roles() {
         authorization: Some(pb::Authorization {
             device_id: phone.device_id.clone(),
             signature: phone.authorize(&tx),
+            // Unset: the plain ECDSA form, as before the field existed.
+            format: pb::AuthorizationFormat::Unspecified as i32,
         }),
         binding_seq,
     };

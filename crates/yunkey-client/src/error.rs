@@ -18,9 +18,32 @@ pub enum ClientError {
     /// The keystore failed.
     #[error("keystore: {0}")]
     Keystore(String),
-    /// The PIN does not open the device key.
-    #[error("wrong PIN (the device key did not open)")]
-    WrongPin,
+    /// The PIN does not open the device key. The failure counts towards the lockout.
+    #[error(
+        "wrong PIN (the device key did not open); {attempts_left} more failed attempt(s) \
+         destroy the device key"
+    )]
+    WrongPin {
+        /// Failed verifications left before the keystore locks itself.
+        attempts_left: u32,
+    },
+    /// The keystore destroyed the device key after too many failed verifications in a row,
+    /// and refuses every use until the device is re-activated and registered again.
+    #[error(
+        "the device key for {user_id} was destroyed after {failures} failed verifications in a \
+         row: this device must be re-activated (the operator runs `yunkey user reactivate \
+         {user_id}` for a new activation code, then `yunkey terminal register` creates a new key)"
+    )]
+    Locked {
+        /// Whose key.
+        user_id: String,
+        /// The failed verifications that locked it.
+        failures: u32,
+    },
+    /// The user could not be verified: nothing was tried against the key (no PIN available,
+    /// the prompt was cancelled). It does not count towards the lockout.
+    #[error("user verification: {0}")]
+    Unverified(String),
     /// Bad input on the client side.
     #[error("{0}")]
     Invalid(String),

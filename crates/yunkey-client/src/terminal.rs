@@ -2,36 +2,44 @@
 //! with the device certificate), authorizing one exact transaction, and renewing the device
 //! certificate.
 
-use crate::keystore::{DeviceInfo, Keystore};
+use crate::keystore::{DeviceInfo, DeviceKey, Keystore, UserVerifier};
 use crate::{ClientError, Connection};
 use std::sync::Arc;
 use yunkey_crypto::{authz, tx};
 use yunkey_net::device_tls::{DeviceIdentity, HandshakeSigner};
 use yunkey_proto::v1::{
-    Authorization, GetTimeRequest, RegisterDeviceRequest, RegisterDeviceResponse,
-    RenewDeviceRequest, SignRequest, SignResponse, Transaction,
+    Authorization, AuthorizationFormat, GetTimeRequest, RegisterDeviceRequest,
+    RegisterDeviceResponse, RenewDeviceRequest, SignRequest, SignResponse, Transaction,
 };
-use zeroize::Zeroizing;
 
-/// Creates a device key, proves possession with the activation code, and records the
-/// device id and certificate in the keystore.
+/// Creates a device key (the user chooses its PIN through `verifier`), proves possession with
+/// the activation code, and records the device id and certificate in the keystore. A key left
+/// unregistered by an interrupted attempt is reused (unlocked through `verifier`); a key
+/// destroyed by a lockout is replaced.
 pub async fn register(
     conn: &Connection,
     keystore: &dyn Keystore,
     user_id: &str,
     activation_code: &str,
-    pin: &str,
+    verifier: &dyn UserVerifier,
     device_name: &str,
 ) -> Result<RegisterDeviceResponse, ClientError> {
-    let spki = match (keystore.public_key(user_id)?, keystore.device(user_id)?) {
-        (Some(spki), None) => spki, // a key made by an earlier, interrupted attempt
-        _ => keystore.create_key(user_id, pin)?,
+    let key = match keystore.device(user_id) {
+        // A key made by an earlier, interrupted attempt.
+        Ok(None) if keystore.public_key(user_id)?.is_some() => {
+            keystore.unlock(user_id, verifier)?
+        }
+        // No key yet, or one destroyed by a lockout (the device was re-activated); a
+        // registered, usable key makes `create_key` refuse.
+        Ok(_) | Err(ClientError::Locked { .. }) => keystore.create_key(user_id, verifier)?,
+        Err(e) => return Err(e),
     };
-    let proof = keystore.sign(
+    let spki = key.public_key_spki();
+    let proof = key.sign(&authz::registration_message(
         user_id,
-        pin,
-        &authz::registration_message(user_id, activation_code, &spki),
-    )?;
+        activation_code,
+        &spki,
+    ))?;
     let req = RegisterDeviceRequest {
         request_id: String::new(),
         user_id: user_id.to_owned(),
@@ -100,11 +108,12 @@ pub async fn server_time(conn: &Connection) -> Result<i64, ClientError> {
     Ok(resp.unix_seconds)
 }
 
-/// The device's authorization of exactly `tx` (the user verified by the keystore's PIN).
+/// The device's authorization of exactly `tx` (format
+/// [`AuthorizationFormat::EcdsaP256Sha256`]), after the keystore verified the user.
 pub fn authorize(
     keystore: &dyn Keystore,
     user_id: &str,
-    pin: &str,
+    key: &dyn DeviceKey,
     tx: &Transaction,
 ) -> Result<Authorization, ClientError> {
     let device = keystore.device(user_id)?.ok_or_else(|| {
@@ -116,30 +125,23 @@ pub fn authorize(
     let message = authz::authorization_message(user_id, &device.device_id, &tx_hash);
     Ok(Authorization {
         device_id: device.device_id,
-        signature: keystore.sign(user_id, pin, &message)?,
+        signature: key.sign(&message)?,
+        format: AuthorizationFormat::EcdsaP256Sha256 as i32,
     })
 }
 
-/// Signs TLS handshakes with the device key in a keystore (the user verified by the PIN).
-struct KeystoreHandshake<K> {
-    keystore: K,
-    user_id: String,
-    pin: Zeroizing<String>,
-}
+/// Signs TLS handshakes with a device key opened in its keystore.
+struct KeyHandshake(Arc<dyn DeviceKey>);
 
-impl<K> std::fmt::Debug for KeystoreHandshake<K> {
+impl std::fmt::Debug for KeyHandshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeystoreHandshake")
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyHandshake").finish_non_exhaustive()
     }
 }
 
-impl<K: Keystore> HandshakeSigner for KeystoreHandshake<K> {
+impl HandshakeSigner for KeyHandshake {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.keystore
-            .sign(&self.user_id, &self.pin, message)
-            .map_err(|e| e.to_string())
+        self.0.sign(message).map_err(|e| e.to_string())
     }
 }
 
@@ -147,10 +149,10 @@ impl<K: Keystore> HandshakeSigner for KeystoreHandshake<K> {
 /// and a signer that makes the TLS handshake's signature with the device key, inside the
 /// keystore. Refuses, saying so, when there is no registered device or its certificate has
 /// expired (a device whose certificate expired must be re-activated).
-pub fn device_identity<K: Keystore + Clone + 'static>(
-    keystore: &K,
+pub fn device_identity(
+    keystore: &dyn Keystore,
     user_id: &str,
-    pin: &str,
+    key: Arc<dyn DeviceKey>,
 ) -> Result<DeviceIdentity, ClientError> {
     let device = keystore.device(user_id)?.ok_or_else(|| {
         ClientError::Invalid(format!(
@@ -177,11 +179,7 @@ pub fn device_identity<K: Keystore + Clone + 'static>(
     }
     Ok(DeviceIdentity {
         certificate: device.certificate,
-        signer: Arc::new(KeystoreHandshake {
-            keystore: keystore.clone(),
-            user_id: user_id.to_owned(),
-            pin: Zeroizing::new(pin.to_owned()),
-        }),
+        signer: Arc::new(KeyHandshake(key)),
     })
 }
 
@@ -232,10 +230,10 @@ pub async fn pay(
     conn: &Connection,
     keystore: &dyn Keystore,
     user_id: &str,
-    pin: &str,
+    key: &dyn DeviceKey,
     tx: Transaction,
 ) -> Result<SignResponse, ClientError> {
-    let authorization = authorize(keystore, user_id, pin, &tx)?;
+    let authorization = authorize(keystore, user_id, key, &tx)?;
     let req = SignRequest {
         request_id: format!("pay-{}", hex::encode(yunkey_crypto::random_bytes::<12>())),
         user_id: user_id.to_owned(),

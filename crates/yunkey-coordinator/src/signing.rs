@@ -43,6 +43,7 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
         .authorization
         .ok_or_else(|| InvalidField::new("authorization", "is required"))?;
     validate::identifier("authorization.device_id", &authorization.device_id)?;
+    let format = authz::AuthorizationFormat::from_wire(authorization.format)?;
     check_signature_field("authorization.signature", &authorization.signature)?;
     let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
     // Without a request id, the transaction itself is the idempotency key: a blind retry of
@@ -77,17 +78,24 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
         crate::clock::now(),
         MAX_AUTHORIZATION_LIFETIME_SECS,
     )?;
-    let message = authz::authorization_message(&req.user_id, &device.device_id, &tx_hash);
-    PublicKey::from_spki_der(&device.public_key)
-        .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?
-        .verify_message(&message, &authorization.signature)
-        .map_err(|_| {
-            CoordError::BadAuthorization(
-                "the device's signature does not cover this transaction: it differs from what the device \
-                 approved, or another key signed"
-                    .into(),
-            )
-        })?;
+    let device_key = PublicKey::from_spki_der(&device.public_key)
+        .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?;
+    authz::verify_authorization(
+        format,
+        &device_key,
+        &req.user_id,
+        &device.device_id,
+        &tx_hash,
+        &authorization.signature,
+    )
+    .map_err(|refused| match refused {
+        authz::AuthorizationRefused::Invalid(e) => e.into(),
+        authz::AuthorizationRefused::BadSignature => CoordError::BadAuthorization(
+            "the device's signature does not cover this transaction: it differs from what the device \
+             approved, or another key signed"
+                .into(),
+        ),
+    })?;
 
     // An obvious replay is refused here without a Raft write; the state machine makes the
     // authoritative check when the entry applies.

@@ -57,6 +57,7 @@ fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
         authorization: Some(Authorization {
             device_id: u.device_id.clone(),
             signature,
+            format: yunkey_proto::v1::AuthorizationFormat::EcdsaP256Sha256 as i32,
         }),
     }
 }

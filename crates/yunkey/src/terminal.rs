@@ -3,11 +3,12 @@
 use crate::cli::{Global, TerminalCommand, TerminalOpts};
 use crate::connect;
 use crate::output::{cert_pem, print};
+use crate::pin::PinVerifier;
 use anyhow::Context;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use yunkey_client::keystore::{FileKeystore, Keystore as _};
+use yunkey_client::keystore::{FileKeystore, FileKeystoreOptions, Keystore as _};
 use yunkey_client::terminal;
 
 fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
@@ -18,7 +19,13 @@ fn keystore(opts: &TerminalOpts) -> anyhow::Result<FileKeystore> {
             PathBuf::from(home).join(".yunkey").join("keystore")
         }
     };
-    Ok(FileKeystore::open(&dir)?)
+    Ok(FileKeystore::open_with(
+        &dir,
+        FileKeystoreOptions {
+            max_failures: opts.max_pin_failures,
+            ..FileKeystoreOptions::default()
+        },
+    )?)
 }
 
 /// `yunkey terminal ...`.
@@ -37,9 +44,10 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             opts,
         } => {
             let ks = keystore(opts)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
+            let verifier = PinVerifier::new(opts.pin_file.as_deref());
             let resp =
-                terminal::register(&conn, &ks, user, activation_code.trim(), &pin, name).await?;
+                terminal::register(&conn, &ks, user, activation_code.trim(), &verifier, name)
+                    .await?;
             let device = resp.device.context("server returned no device")?;
             print(
                 g.json,
@@ -79,10 +87,12 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             // What you see is what you sign: the exact bytes the authorization binds are shown
             // before the user is verified, and confirmed when a person is at the terminal.
             show_and_confirm(&canonical, now, *yes)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?
-                .with_release_id(conn.release_id());
-            let resp = terminal::pay(&channel, &ks, user, &pin, tx.clone()).await?;
+            let verifier = PinVerifier::new(opts.pin_file.as_deref());
+            let key = ks.unlock(user, &verifier)?;
+            let channel =
+                connect::device_channel(g, terminal::device_identity(&ks, user, key.clone())?)?
+                    .with_release_id(conn.release_id());
+            let resp = terminal::pay(&channel, &ks, user, &*key, tx.clone()).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
                 save_receipt(dir, &canonical, &resp)?;
@@ -113,8 +123,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
         }
         TerminalCommand::Renew { user, opts } => {
             let ks = keystore(opts)?;
-            let pin = crate::pin::read(opts.pin_file.as_deref())?;
-            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, &pin)?)?
+            let key = ks.unlock(user, &PinVerifier::new(opts.pin_file.as_deref()))?;
+            let channel = connect::device_channel(g, terminal::device_identity(&ks, user, key)?)?
                 .with_release_id(conn.release_id());
             let resp = terminal::renew(&channel, &ks, user).await?;
             let device = resp.device.context("server returned no device")?;

@@ -7,8 +7,9 @@ use common::{enroll_with_device, expect, now, transaction, Dev};
 use tonic::Code;
 use yunkey_client::{cluster_client, key_client, terminal_client};
 use yunkey_proto::v1::{
-    Algorithm, Authorization, EnrollUserRequest, GetTimeRequest, GetUserRequest,
-    RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest, WriteProbeRequest,
+    Algorithm, Authorization, AuthorizationFormat, EnrollUserRequest, GetTimeRequest,
+    GetUserRequest, RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
+    WriteProbeRequest,
 };
 
 async fn counts(dev: &Dev) -> (u64, u64, u64) {
@@ -110,17 +111,30 @@ async fn sign_refusals() {
             "authorization.device_id",
         ),
         (Box::new(|r| r.request_id = "bad id!".into()), "request_id"),
+        (
+            Box::new(|r| r.authorization.as_mut().unwrap().format = 9),
+            "authorization.format",
+        ),
     ];
     for (mutate, field) in cases {
         let mut req = alice.sign_request("", good.clone());
         mutate(&mut req);
         expect(key.sign(req).await, Code::InvalidArgument, &[field]);
     }
+    // The reserved WebAuthn format, around a valid ECDSA signature: refused, not signed.
+    let mut req = alice.sign_request("", good.clone());
+    req.authorization.as_mut().unwrap().format = AuthorizationFormat::Webauthn as i32;
+    expect(
+        key.sign(req).await,
+        Code::InvalidArgument,
+        &["authorization.format", "not supported yet"],
+    );
     // A signature of the right size but not DER: refused as not matching.
     let mut req = alice.sign_request("", good.clone());
     req.authorization = Some(Authorization {
         device_id: alice.device_id.clone(),
         signature: vec![0x30; 70],
+        format: 0,
     });
     expect(
         key.sign(req).await,

@@ -5,7 +5,8 @@
 //! 4. the transaction is canonical and its authorization has not expired (nor lies too far
 //!    ahead) on this chip's clock;
 //! 5. the bound device key signed the authorization of exactly this transaction, whose hash
-//!    is computed here from the canonical bytes;
+//!    is computed here from the canonical bytes, in a format this chip verifies
+//!    ([`authz::verify_authorization`]);
 //! 6. the chip-local replay guard ([`crate::replay`]);
 //! 7. only then the custody signs the hash computed in (5).
 //!
@@ -61,10 +62,18 @@ impl ActivationModule {
         // 5.
         let device_key = PublicKey::from_spki_der(&device.public_key_spki)
             .map_err(|_| ChipError::storage("reading a key", "a bound device key is corrupt"))?;
-        let message = authz::authorization_message(&req.user_id, &req.device_id, tx_hash);
-        device_key
-            .verify_message(&message, &req.authorization_signature)
-            .map_err(|_| ChipError::BadAuthorization)?;
+        authz::verify_authorization(
+            req.authorization_format,
+            &device_key,
+            &req.user_id,
+            &req.device_id,
+            tx_hash,
+            &req.authorization_signature,
+        )
+        .map_err(|refused| match refused {
+            authz::AuthorizationRefused::Invalid(e) => ChipError::Invalid(e),
+            authz::AuthorizationRefused::BadSignature => ChipError::BadAuthorization,
+        })?;
         // 6.
         if let Some(signature_der) = self.replay.check(tx_hash, &req.key_handle, now)? {
             return Ok(Signed {

@@ -37,8 +37,7 @@ use crate::wrapped::DomainKeys;
 use crate::{
     BindDevice, ChipAdmission, ChipBackend, ChipError, ChipInfo, ExportedDomain, GenerateKey,
     GeneratedKey, IssueCertificate, KeyPurpose, Rebound, Revoke, SetActivation, SignAuthorized,
-    SignManifest,
-    Signed,
+    SignManifest, Signed,
 };
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};

@@ -169,6 +169,7 @@ fn sign_request(s: &Signer) -> pb::SignRequest {
                 &s.device_id,
                 &hash,
             )),
+            format: pb::AuthorizationFormat::EcdsaP256Sha256 as i32,
         }),
         transaction: Some(tx),
     }

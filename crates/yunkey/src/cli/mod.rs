@@ -560,9 +560,14 @@ pub struct TerminalOpts {
     /// Directory of the device keystore [default: ~/.yunkey/keystore].
     #[arg(long, env = "YUNKEY_KEYSTORE")]
     pub keystore: Option<PathBuf>,
-    /// File holding the PIN (else YUNKEY_PIN, else a prompt when on a terminal).
+    /// File holding the PIN (else YUNKEY_PIN, else a prompt when on a terminal). A new
+    /// device key needs a PIN of at least 8 characters.
     #[arg(long)]
     pub pin_file: Option<PathBuf>,
+    /// Wrong PINs in a row after which the keystore destroys the device key; the device must
+    /// then be re-activated and registered again.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_pin_failures: u32,
     /// The release manifest this executable is checked against before it runs
     /// [default: `<executable>.release.json`, if it exists].
     #[arg(long, env = "YUNKEY_RELEASE_MANIFEST", value_name = "FILE")]

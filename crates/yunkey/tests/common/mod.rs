@@ -201,7 +201,7 @@ impl Dev {
 
     /// Runs the CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_env(args, &[("YUNKEY_PIN", "4321")])
+        self.cli_env(args, &[("YUNKEY_PIN", "43214321")])
     }
 
     /// Runs the CLI with extra environment.
@@ -376,6 +376,7 @@ impl TestDevice {
                 &self.device_id,
                 &hash,
             )),
+            format: yunkey_proto::v1::AuthorizationFormat::EcdsaP256Sha256 as i32,
         }
     }
 
