@@ -21,7 +21,7 @@ fn run_copy(exe: &Path, dev: &Dev, args: &[&str]) -> Output {
         .arg("--data")
         .arg(&dev.data)
         .args(args)
-        .env("YUNKEY_PIN", "4321")
+        .env("YUNKEY_PIN", "43214321")
         .env_remove("YUNKEY_RELEASE_MANIFEST")
         .stdin(Stdio::null())
         .output()
