@@ -48,13 +48,16 @@ fn verifier(roots: Vec<CertificateDer<'static>>) -> Result<Arc<dyn ClientCertVer
         .map_err(|e| NetError::Tls(e.to_string()))
 }
 
+/// The user CA certificate (DER) and the verifier of certificates it issued.
+type UserCa = (Vec<u8>, Arc<dyn ClientCertVerifier>);
+
 /// Where the user CA certificate (DER) comes from, once it exists.
 pub type UserCaSource = Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>;
 
 /// The client-certificate roots of a coordinator: the cluster CA, and the user CA once known.
 pub struct ClientRoots {
     cluster: Arc<dyn ClientCertVerifier>,
-    user_ca: RwLock<Option<(Vec<u8>, Arc<dyn ClientCertVerifier>)>>,
+    user_ca: RwLock<Option<UserCa>>,
     user_ca_source: UserCaSource,
 }
 
