@@ -83,4 +83,29 @@ fn wrong_pins_lock_the_device() {
     // The right PIN no longer opens anything, whatever the threshold.
     let (ok, err) = pay(&dev, ks.path(), "24681357", &[]);
     assert!(!ok && err.contains("destroyed"), "{err}");
+
+    // Re-activation: the business issues a new code, the device registers a new key with it,
+    // and pays again; the locked key's device is then removed.
+    let out = dev.cli(&["user", "reactivate", "dave", "--quiet"]);
+    assert!(out.status.success(), "{out:?}");
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = dev.cli_env(
+        &[
+            "terminal",
+            "register",
+            "--user",
+            "dave",
+            "--activation-code",
+            &code,
+            "--keystore",
+            ks.path().to_str().unwrap(),
+        ],
+        &[("YUNKEY_PIN", "97531864")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let (ok, err) = pay(&dev, ks.path(), "97531864", &[]);
+    assert!(ok, "{err}");
+    let out = dev.cli(&["--json", "user", "device", "list", "dave"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 2, "{listed}");
 }

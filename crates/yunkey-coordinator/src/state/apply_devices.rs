@@ -13,6 +13,24 @@ use super::model::{Activation, UserState};
 use super::view::StateView;
 use yunkey_store::StoreError;
 
+/// Blanks the code in the stored result of the request that issued it. Since format 3 no
+/// result holds one; an enrolment stored by format 2 still does, until its code is used or
+/// superseded, here.
+fn forget_code(view: &StateView, w: &mut Writer<'_>, request_id: &str) -> Result<(), StoreError> {
+    if let Some(mut prior) = view.request(request_id)? {
+        if let CommandResult::Enrolled {
+            activation_code, ..
+        } = &mut prior.result
+        {
+            if !activation_code.is_empty() {
+                activation_code.clear();
+                w.put(&keys::request(request_id), &prior);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies a device lifecycle command; any other command is refused (the caller dispatches
 /// only these here).
 pub(super) fn apply(
@@ -49,6 +67,7 @@ pub(super) fn apply(
                     committed: user.binding_seq,
                 });
             }
+            forget_code(view, w, &activation.enroll_request_id)?;
             user.wrapped_key = rebinding.wrapped_key.clone();
             user.binding_seq = rebinding.binding_seq;
             user.devices.push(device.clone());
@@ -97,6 +116,9 @@ pub(super) fn apply(
                 return reject(Rejection::StaleBinding {
                     committed: user.binding_seq,
                 });
+            }
+            if let Some(previous) = &user.activation {
+                forget_code(view, w, &previous.enroll_request_id)?;
             }
             user.wrapped_key = rebinding.wrapped_key.clone();
             user.binding_seq = rebinding.binding_seq;

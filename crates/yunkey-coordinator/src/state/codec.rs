@@ -14,9 +14,10 @@ use yunkey_store::StoreError;
 ///
 /// Format 3 changed no record's shape, so format 2 records are read as they are: it added
 /// tables (`f/` activation failures, `e/` device revocation reasons) and stopped storing
-/// activation codes (the `EnrollUser` entry and its stored result carry an empty code; a
-/// format 2 result that still holds one is read with the code dropped, see
-/// [`super::command::CommandResult`]).
+/// activation codes (the `EnrollUser` entry and its stored result carry an empty code). A
+/// format 2 enrolment result that still holds a code is never answered with it (a retry gets
+/// a new code) and is blanked when its code is used or superseded
+/// (`apply_devices::forget_code`).
 pub(crate) const FORMAT_VERSION: u8 = 3;
 /// The format before activation codes were kept out of the state; read as format 3.
 const FORMAT_2: u8 = 2;
