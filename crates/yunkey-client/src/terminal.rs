@@ -177,10 +177,16 @@ pub fn device_identity(
             ))
         }
     }
-    Ok(DeviceIdentity {
-        certificate: device.certificate,
+    Ok(identity(device.certificate, key))
+}
+
+/// The identity on the device channel of a device with `certificate` (DER) whose key `key`
+/// signs the handshake.
+pub fn identity(certificate: Vec<u8>, key: Arc<dyn DeviceKey>) -> DeviceIdentity {
+    DeviceIdentity {
+        certificate,
         signer: Arc::new(KeyHandshake(key)),
-    })
+    }
 }
 
 /// Renews the device certificate over the device channel `conn`, and records the new one in

@@ -23,10 +23,12 @@ use yunkey_proto::v1::{
     Transaction,
 };
 
-struct BenchUser {
-    user_id: String,
-    device_id: String,
-    key: PrivateKey,
+pub(crate) struct BenchUser {
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) key: PrivateKey,
+    /// The device certificate (for the device channel).
+    pub(crate) certificate: Vec<u8>,
 }
 
 fn transaction(user: &str, seq: u64) -> Transaction {
@@ -41,7 +43,7 @@ fn transaction(user: &str, seq: u64) -> Transaction {
     }
 }
 
-fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
+pub(crate) fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     let tx = transaction(&u.user_id, seq);
     let (_, hash) = tx::encode_and_hash(&tx).expect("bench transactions are valid");
     let signature = u.key.sign_message(&authz::authorization_message(
@@ -62,7 +64,7 @@ fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     }
 }
 
-async fn setup_users(
+pub(crate) async fn setup_users(
     business: &Connection,
     device: &Connection,
     n: usize,
@@ -104,11 +106,12 @@ async fn setup_users(
             release_id: String::new(),
         };
         let resp = register_device(device, &req).await?;
-        let device_id = resp.device.context("no device in reply")?.device_id;
+        let registered = resp.device.context("no device in reply")?;
         users.push(BenchUser {
             user_id,
-            device_id,
+            device_id: registered.device_id,
             key,
+            certificate: registered.certificate,
         });
     }
     Ok((users, enroll_rate))
@@ -183,6 +186,9 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.mode {
         Some(crate::cli::BenchMode::Cluster(c)) => return crate::bench_cluster::run(g, c).await,
         Some(crate::cli::BenchMode::Fleet(f)) => return crate::bench_fleet::run(g, f).await,
+        Some(crate::cli::BenchMode::DeviceChannel(d)) => {
+            return crate::bench_device::run(g, d).await
+        }
         None => {}
     }
     if args.users == 0 || args.concurrency.is_empty() {

@@ -15,6 +15,7 @@
 mod admission;
 mod bench;
 mod bench_cluster;
+mod bench_device;
 mod bench_fleet;
 mod chip;
 mod cli;

@@ -116,7 +116,8 @@ pub struct SoftDeviceKey {
 }
 
 impl SoftDeviceKey {
-    pub(crate) fn new(key: PrivateKey) -> Self {
+    /// Holds `key` (for a keystore that has opened it, or a device simulated in memory).
+    pub fn new(key: PrivateKey) -> Self {
         let spki = key.public_key().to_spki_der();
         Self { key, spki }
     }

@@ -727,6 +727,23 @@ pub enum BenchMode {
     /// SIGKILLed under a signing load -> time until each of its users signs again; repair
     /// rate (users/s) at each --repair-rates; wall time to drain a chip of --drain-keys keys.
     Fleet(FleetBenchArgs),
+    /// The device channel against the business path, on a running cluster: authorized
+    /// signatures each over a new mutual-TLS session (full TLS 1.3 handshake with the device
+    /// certificate), over a kept device-channel connection, and through KeyService.Sign.
+    DeviceChannel(DeviceChannelBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceChannelBenchArgs {
+    /// Users (each with a registered device) the signatures rotate over.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Calls in flight per measurement (comma-separated levels).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub concurrency: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
