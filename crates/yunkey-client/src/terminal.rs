@@ -59,17 +59,7 @@ pub async fn register(
             }
         })
         .await?;
-    let device = resp
-        .device
-        .as_ref()
-        .ok_or_else(|| ClientError::Invalid("server returned no device".into()))?;
-    keystore.set_device(
-        user_id,
-        &DeviceInfo {
-            device_id: device.device_id.clone(),
-            certificate: device.certificate.clone(),
-        },
-    )?;
+    record_device(keystore, user_id, &resp)?;
     Ok(resp)
 }
 
@@ -94,6 +84,25 @@ pub fn new_transaction(
     };
     tx::validate(&tx)?;
     Ok(tx)
+}
+
+/// Records the device and certificate of a registration or renewal reply in the keystore.
+fn record_device(
+    keystore: &dyn Keystore,
+    user_id: &str,
+    resp: &RegisterDeviceResponse,
+) -> Result<(), ClientError> {
+    let device = resp
+        .device
+        .as_ref()
+        .ok_or_else(|| ClientError::Invalid("server returned no device".into()))?;
+    keystore.set_device(
+        user_id,
+        &DeviceInfo {
+            device_id: device.device_id.clone(),
+            certificate: device.certificate.clone(),
+        },
+    )
 }
 
 /// The server's clock, Unix seconds.
@@ -216,17 +225,7 @@ pub async fn renew(
             }
         })
         .await?;
-    let renewed = resp
-        .device
-        .as_ref()
-        .ok_or_else(|| ClientError::Invalid("server returned no device".into()))?;
-    keystore.set_device(
-        user_id,
-        &DeviceInfo {
-            device_id: renewed.device_id.clone(),
-            certificate: renewed.certificate.clone(),
-        },
-    )?;
+    record_device(keystore, user_id, &resp)?;
     Ok(resp)
 }
 

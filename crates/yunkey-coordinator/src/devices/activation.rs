@@ -55,6 +55,23 @@ pub async fn attempt(core: &Core, user: &UserRecord, code_sha256: &[u8; 32]) -> 
     }
 }
 
+/// Refuses when `user` has as many active devices as `--max-devices` allows.
+pub fn room_for_a_device(core: &Core, user: &UserRecord) -> Result<()> {
+    let active = user
+        .devices
+        .iter()
+        .filter(|d| d.revoked_at.is_none())
+        .count();
+    if active >= core.config.max_devices {
+        return Err(CoordError::TooManyDevices {
+            user_id: user.user_id.clone(),
+            active,
+            limit: core.config.max_devices,
+        });
+    }
+    Ok(())
+}
+
 /// `KeyService.ReactivateUser`.
 pub async fn reactivate(
     core: &Core,
@@ -69,18 +86,7 @@ pub async fn reactivate(
     if user.state != UserState::Active {
         return Err(CoordError::UserRevoked(req.user_id));
     }
-    let active = user
-        .devices
-        .iter()
-        .filter(|d| d.revoked_at.is_none())
-        .count();
-    if active >= core.config.max_devices {
-        return Err(CoordError::TooManyDevices {
-            user_id: req.user_id.clone(),
-            active,
-            limit: core.config.max_devices,
-        });
-    }
+    room_for_a_device(core, &user)?;
     let (code, expires_at) = reissue(core, actor, &user).await?;
     let user = core
         .view

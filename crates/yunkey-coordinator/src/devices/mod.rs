@@ -80,18 +80,7 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     }
     let code_sha256 = sha256(req.activation_code.as_bytes());
     activation::attempt(core, &user, &code_sha256).await?;
-    let active = user
-        .devices
-        .iter()
-        .filter(|d| d.revoked_at.is_none())
-        .count();
-    if active >= core.config.max_devices {
-        return Err(CoordError::TooManyDevices {
-            user_id: req.user_id.clone(),
-            active,
-            limit: core.config.max_devices,
-        });
-    }
+    activation::room_for_a_device(core, &user)?;
 
     let (ca, _) = core.ca()?;
     // The decision: a holder binds the device against the code hash it sealed.
