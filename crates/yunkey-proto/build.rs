@@ -11,6 +11,8 @@ const FILES: &[&str] = &[
     "yunkey/v1/cluster.proto",
     "yunkey/v1/chip.proto",
     "yunkey/v1/raft.proto",
+    "yunkey/v1/risk.proto",
+    "yunkey/v1/face.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

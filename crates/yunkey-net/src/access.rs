@@ -42,6 +42,10 @@ pub enum ServedBy {
     Coordinator,
     /// Every chip.
     Chip,
+    /// The business's risk service (`yunkey risk`, or the business's own).
+    Risk,
+    /// The biometric unit (`yunkey-face`).
+    Face,
 }
 
 impl ServedBy {
@@ -50,6 +54,8 @@ impl ServedBy {
         match self {
             ServedBy::Coordinator => "coordinator",
             ServedBy::Chip => "chip",
+            ServedBy::Risk => "risk service",
+            ServedBy::Face => "biometric unit",
         }
     }
 }
@@ -95,6 +101,10 @@ pub const CLUSTER_SERVICE: &str = "yunkey.v1.ClusterService";
 pub const CHIP_SERVICE: &str = "yunkey.v1.ChipService";
 /// `yunkey.v1.RaftService`.
 pub const RAFT_SERVICE: &str = "yunkey.v1.RaftService";
+/// `yunkey.v1.RiskService`.
+pub const RISK_SERVICE: &str = "yunkey.v1.RiskService";
+/// `yunkey.v1.FaceService`.
+pub const FACE_SERVICE: &str = "yunkey.v1.FaceService";
 /// `grpc.health.v1.Health`.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// `grpc.reflection.v1.ServerReflection`.
@@ -103,8 +113,9 @@ pub const REFLECTION_SERVICE: &str = "grpc.reflection.v1.ServerReflection";
 const CLIENT: &[Role] = &[Role::Client];
 const OPERATOR: &[Role] = &[Role::Operator];
 const NODE: &[Role] = &[Role::Node];
+const RISK: &[Role] = &[Role::Risk];
 const OPERATOR_NODE: &[Role] = &[Role::Operator, Role::Node];
-const ANY_ROLE: &[Role] = &[Role::Client, Role::Operator, Role::Node];
+const ANY_ROLE: &[Role] = &[Role::Client, Role::Operator, Role::Node, Role::Risk];
 
 const fn rule(
     service: &'static str,
@@ -163,6 +174,17 @@ const fn chip(method: &'static str) -> RpcRule {
     )
 }
 
+/// A `RiskService` row: the coordinators (role `node`) call it.
+const fn risk(method: &'static str, why: &'static str) -> RpcRule {
+    rule(
+        RISK_SERVICE,
+        method,
+        ServedBy::Risk,
+        Allowed::Roles(NODE),
+        why,
+    )
+}
+
 const fn raft(method: &'static str) -> RpcRule {
     rule(
         RAFT_SERVICE,
@@ -185,6 +207,15 @@ pub const RPC_ROLES: &[RpcRule] = &[
     key("ReactivateUser", "business API"),
     key("Sign", "business API"),
     key("Verify", "business API"),
+    key(
+        "EnrollFace",
+        "business API; forwarded to the risk service",
+    ),
+    key(
+        "DeleteFace",
+        "business API; forwarded to the risk service",
+    ),
+    key("GetUserAudit", "business API"),
     terminal(
         "RegisterDevice",
         Allowed::Anyone,
@@ -283,6 +314,23 @@ pub const RPC_ROLES: &[RpcRule] = &[
     chip("DeleteKey"),
     chip("ListKeys"),
     chip("SignManifest"),
+    risk(
+        "AssessRisk",
+        "internal: coordinators ask before every signature",
+    ),
+    risk(
+        "AuthenticateUser",
+        "internal: coordinators ask on a step-up",
+    ),
+    risk("EnrollFace", "internal: forwarded KeyService.EnrollFace"),
+    risk("DeleteFace", "internal: forwarded KeyService.DeleteFace"),
+    rule(
+        FACE_SERVICE,
+        "Embed",
+        ServedBy::Face,
+        Allowed::Roles(RISK),
+        "internal: the risk service asks the biometric unit",
+    ),
     raft("AppendEntries"),
     raft("Vote"),
     raft("InstallSnapshot"),

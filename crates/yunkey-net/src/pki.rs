@@ -36,12 +36,18 @@ pub mod files {
     /// Operator key.
     pub const OPERATOR_KEY: &str = "operator-key.pem";
 
+    /// Risk-service / biometric-unit certificate (the business transaction module).
+    pub const RISK: &str = "risk.pem";
+    /// Risk-service key.
+    pub const RISK_KEY: &str = "risk-key.pem";
+
     /// The certificate and key file names of a role's identity.
     pub fn identity(role: crate::Role) -> (&'static str, &'static str) {
         match role {
             crate::Role::Node => (NODE, NODE_KEY),
             crate::Role::Client => (CLIENT, CLIENT_KEY),
             crate::Role::Operator => (OPERATOR, OPERATOR_KEY),
+            crate::Role::Risk => (RISK, RISK_KEY),
         }
     }
 }
@@ -150,7 +156,7 @@ impl DevPki {
         }
         let ca_key_pem = read_string(&pki.path(files::CA_KEY))?;
         let ca_pem = read_string(&pki.path(files::CA))?;
-        for role in [Role::Node, Role::Client, Role::Operator] {
+        for role in Role::ALL {
             let (cert, key) = files::identity(role);
             if !pki.path(cert).exists() || !pki.path(key).exists() {
                 let subject = Subject {

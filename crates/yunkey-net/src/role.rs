@@ -21,11 +21,14 @@ pub enum Role {
     Client,
     /// A person or tool that runs the cluster: membership, chip admission, and status.
     Operator,
+    /// The business transaction module: the risk service (`yunkey risk`) and the biometric
+    /// unit (`yunkey-face`). Serves `RiskService`/`FaceService`; calls `FaceService`.
+    Risk,
 }
 
 impl Role {
     /// Every role, in the order the docs list them.
-    pub const ALL: [Role; 3] = [Role::Client, Role::Operator, Role::Node];
+    pub const ALL: [Role; 4] = [Role::Client, Role::Operator, Role::Node, Role::Risk];
 
     /// The role named `name` (`node`, `client` or `operator`).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -38,6 +41,7 @@ impl Role {
             Role::Node => "node",
             Role::Client => "client",
             Role::Operator => "operator",
+            Role::Risk => "risk",
         }
     }
 
@@ -51,6 +55,7 @@ impl Role {
             "node" => Some(Role::Node),
             "client" => Some(Role::Client),
             "operator" => Some(Role::Operator),
+            "risk" => Some(Role::Risk),
             _ => None,
         }
     }

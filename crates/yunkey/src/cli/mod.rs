@@ -119,8 +119,9 @@ pub enum PkiCommand {
         #[arg(long)]
         ca_dir: PathBuf,
         /// `node` for coordinators and chips, `client` for business backends, `operator` for
-        /// the people and tools that change membership and admit chips (`yunkey ctl`).
-        #[arg(long, value_parser = ["node", "client", "operator"])]
+        /// the people and tools that change membership and admit chips (`yunkey ctl`), `risk`
+        /// for the business transaction module (`yunkey risk`, `yunkey-face`).
+        #[arg(long, value_parser = ["node", "client", "operator", "risk"])]
         role: String,
         /// The holder's name (certificate common name, shown in audit records).
         #[arg(long)]
@@ -129,7 +130,8 @@ pub enum PkiCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
         /// Output directory: gets `ca.pem` and `node.pem`/`node-key.pem`,
-        /// `client.pem`/`client-key.pem` or `operator.pem`/`operator-key.pem`.
+        /// `client.pem`/`client-key.pem`, `operator.pem`/`operator-key.pem` or
+        /// `risk.pem`/`risk-key.pem`.
         #[arg(long)]
         out: PathBuf,
     },
