@@ -195,23 +195,27 @@ impl Connection {
 }
 
 /// UNAVAILABLE, and UNKNOWN, which is what a stream cut by a dying server looks like. Both
-/// are safe to retry because every yunkey write is deduplicated by its request id.
+/// are safe to retry because every yunkey write is deduplicated by its request id. A status
+/// with a typed reason is an answer, not a failure to reach the cluster: a risk service that
+/// gave no answer (`Reason::RiskUnavailable`) was already waited for by the coordinator.
 fn retryable(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown)
+        && yunkey_net::reason::Reason::of(status).is_none()
 }
 
-/// A `KeyService` client with yunkey's message limits.
+/// A `KeyService` client with yunkey's message limits (requests may carry a face photo).
 pub fn key_client(ch: Channel) -> KeyServiceClient<Channel> {
     KeyServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(yunkey_net::MAX_IMAGE_MESSAGE_BYTES)
 }
 
-/// A `TerminalService` client with yunkey's message limits.
+/// A `TerminalService` client with yunkey's message limits (a step-up's request carries a
+/// face photo).
 pub fn terminal_client(ch: Channel) -> TerminalServiceClient<Channel> {
     TerminalServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(yunkey_net::MAX_IMAGE_MESSAGE_BYTES)
 }
 
 /// A `ClusterService` client with yunkey's message limits.

@@ -11,6 +11,8 @@ pub enum ClientError {
         code: tonic::Code,
         /// The server's message.
         message: String,
+        /// The typed reason, when the server named one (decide on this, not on the message).
+        reason: Option<yunkey_net::reason::Reason>,
     },
     /// Connection set-up failed.
     #[error("{0}")]
@@ -49,11 +51,22 @@ pub enum ClientError {
     Invalid(String),
 }
 
+impl ClientError {
+    /// The typed reason of a refusal, if the server named one.
+    pub fn reason(&self) -> Option<yunkey_net::reason::Reason> {
+        match self {
+            ClientError::Status { reason, .. } => *reason,
+            _ => None,
+        }
+    }
+}
+
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
         ClientError::Status {
             code: s.code(),
             message: s.message().to_owned(),
+            reason: yunkey_net::reason::Reason::of(&s),
         }
     }
 }

@@ -7,9 +7,11 @@ use crate::{ClientError, Connection};
 use std::sync::Arc;
 use yunkey_crypto::{authz, tx};
 use yunkey_net::device_tls::{DeviceIdentity, HandshakeSigner};
+use yunkey_net::reason::Reason;
 use yunkey_proto::v1::{
-    Authorization, AuthorizationFormat, GetTimeRequest, RegisterDeviceRequest,
-    RegisterDeviceResponse, RenewDeviceRequest, SignRequest, SignResponse, Transaction,
+    Authorization, AuthorizationFormat, BiometricEvidence, Geolocation, GetTimeRequest,
+    RegisterDeviceRequest, RegisterDeviceResponse, RenewDeviceRequest, SignRequest, SignResponse,
+    Transaction,
 };
 
 /// Creates a device key (the user chooses its PIN through `verifier`), proves possession with
@@ -229,23 +231,66 @@ pub async fn renew(
     Ok(resp)
 }
 
+/// What a payment may carry besides the transaction and its authorization (docs/risk.md).
+#[derive(Default, Clone)]
+pub struct PayOptions {
+    /// A photo of the user's face (JPEG or PNG), sent only when the risk service asks for a
+    /// step-up.
+    pub face: Option<Vec<u8>>,
+    /// Where the device is, passed to the risk service.
+    pub location: Option<Geolocation>,
+}
+
+// Hand-written: a face photo is personal data and never goes to a log.
+impl std::fmt::Debug for PayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayOptions")
+            .field(
+                "face",
+                &self.face.as_ref().map(|p| format!("{} bytes", p.len())),
+            )
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
 /// Authorizes `tx` on this device and submits it over the device channel `conn`
 /// ([`Connection::device`] with [`device_identity`]); returns the signature and chain.
+///
+/// When the risk service asks for a step-up and `options.face` holds a photo, the same
+/// authorized request is sent again with it (a refused attempt consumes nothing). Without a
+/// photo the refusal is returned: its [`ClientError::reason`] is
+/// `Reason::StepUpRequired`.
 pub async fn pay(
     conn: &Connection,
     keystore: &dyn Keystore,
     user_id: &str,
     key: &dyn DeviceKey,
     tx: Transaction,
+    options: &PayOptions,
 ) -> Result<SignResponse, ClientError> {
     let authorization = authorize(keystore, user_id, key, &tx)?;
-    let req = SignRequest {
+    let mut req = SignRequest {
         request_id: format!("pay-{}", hex::encode(yunkey_crypto::random_bytes::<12>())),
         user_id: user_id.to_owned(),
         transaction: Some(tx),
         authorization: Some(authorization),
         release_id: conn.release_id().to_owned(),
+        evidence: None,
+        location: options.location,
     };
+    match submit(conn, &req).await {
+        Err(e) if e.reason() == Some(Reason::StepUpRequired) && options.face.is_some() => {
+            req.evidence = Some(BiometricEvidence {
+                face_image: options.face.clone().unwrap_or_default(),
+            });
+            submit(conn, &req).await
+        }
+        other => other,
+    }
+}
+
+async fn submit(conn: &Connection, req: &SignRequest) -> Result<SignResponse, ClientError> {
     conn.call(|ch| {
         let req = req.clone();
         async move {

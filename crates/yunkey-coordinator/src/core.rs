@@ -30,6 +30,9 @@ pub struct CoordinatorConfig {
     pub max_devices: usize,
     /// Validity of device certificates, in seconds.
     pub device_cert_validity_secs: i64,
+    /// The business's risk service, asked before every signature (`None`: signatures are not
+    /// risk-checked; the coordinator warns at start).
+    pub risk: Option<crate::risk::RiskConfig>,
 }
 
 /// Default of [`CoordinatorConfig::activation_attempts`].
@@ -50,6 +53,7 @@ impl Default for CoordinatorConfig {
             activation_attempts: DEFAULT_ACTIVATION_ATTEMPTS,
             max_devices: DEFAULT_MAX_DEVICES,
             device_cert_validity_secs: DEFAULT_DEVICE_CERT_VALIDITY_SECS,
+            risk: None,
         }
     }
 }
@@ -75,19 +79,28 @@ pub struct Core {
     pub rebalance_pending: std::sync::atomic::AtomicU64,
     /// Serializes membership changes on this node (the leader is their one controller).
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// The business's risk service, if the coordinators have one.
+    pub risk: Option<crate::risk::RiskGate>,
     ca_spki: OnceLock<Vec<u8>>,
 }
 
 impl Core {
-    /// Assembles a core.
+    /// Assembles a core. Fails only on a malformed risk service endpoint.
     pub fn new(
         node_id: u64,
         raft: RaftHandle,
         view: StateView,
         chips: Chips,
         config: CoordinatorConfig,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let risk = match &config.risk {
+            Some(risk) => Some(
+                crate::risk::RiskGate::new(risk)
+                    .map_err(|e| CoordError::FailedPrecondition(format!("--risk-endpoint: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
             node_id,
             raft,
             view,
@@ -97,8 +110,9 @@ impl Core {
             repair_pending: Default::default(),
             rebalance_pending: Default::default(),
             membership_lock: tokio::sync::Mutex::new(()),
+            risk,
             ca_spki: OnceLock::new(),
-        }
+        })
     }
 
     /// Whether new keys may go to a chip: it is up and not draining.

@@ -145,6 +145,14 @@ pub enum CoordError {
     /// No release with this id.
     #[error("release {0:?} is not known to this cluster; `yunkey release list` shows the signed releases")]
     ReleaseNotFound(String),
+    /// The business transaction module's checks refused the signature (docs/risk.md).
+    #[error("{message}")]
+    RiskRefused {
+        /// Why, typed (also in the status's `x-yunkey-reason`).
+        refusal: crate::risk::Refusal,
+        /// For people: the decision ids and the rules that fired.
+        message: String,
+    },
     /// Raft could not commit.
     #[error("{0}")]
     Raft(String),
@@ -190,6 +198,15 @@ impl CoordError {
             | CoordError::RateLimited { .. }
             | CoordError::TooManyFailures { .. } => Code::ResourceExhausted,
             CoordError::Chip(failure) => failure.code(),
+            CoordError::RiskRefused { refusal, .. } => match refusal {
+                crate::risk::Refusal::Denied | crate::risk::Refusal::FaceMismatch => {
+                    Code::PermissionDenied
+                }
+                crate::risk::Refusal::StepUpRequired => Code::FailedPrecondition,
+                crate::risk::Refusal::NoAnswer => Code::Unavailable,
+                crate::risk::Refusal::Evidence(Code::NotFound) => Code::FailedPrecondition,
+                crate::risk::Refusal::Evidence(_) => Code::InvalidArgument,
+            },
             CoordError::Store(_) | CoordError::Internal(_) => Code::Internal,
         }
     }
@@ -235,6 +252,19 @@ impl CoordError {
                 status
                     .metadata_mut()
                     .insert(yunkey_net::LEADER_HINT_METADATA, value);
+            }
+        }
+        if let CoordError::RiskRefused { refusal, .. } = self {
+            use yunkey_net::reason::Reason;
+            let reason = match refusal {
+                crate::risk::Refusal::Denied => Some(Reason::RiskDenied),
+                crate::risk::Refusal::StepUpRequired => Some(Reason::StepUpRequired),
+                crate::risk::Refusal::FaceMismatch => Some(Reason::FaceMismatch),
+                crate::risk::Refusal::NoAnswer => Some(Reason::RiskUnavailable),
+                crate::risk::Refusal::Evidence(_) => None,
+            };
+            if let Some(reason) = reason {
+                reason.attach(&mut status);
             }
         }
         status

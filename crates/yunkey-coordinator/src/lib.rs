@@ -7,8 +7,9 @@
 //! service, all on one TLS port.
 //!
 //! In the sign path it is the middle: the terminal's authorization arrives here, is checked
-//! (device, expiry, signature), consumed through Raft (replay defence, audit), and forwarded
-//! to a chip that checks it again and signs.
+//! (device, expiry, signature), put to the business's risk checks ([`risk`]), consumed
+//! through Raft (replay defence, audit), and forwarded to a chip that checks it again and
+//! signs.
 //!
 //! Layout: [`state`] (records, commands, apply), [`raft`] (type config and handle),
 //! [`placement`] (pure placement), [`chips`] (connections, health), [`ca`] (certificates
@@ -19,6 +20,7 @@
 //! implementation (chips are reached only over gRPC).
 
 pub mod admin;
+pub mod audit;
 pub mod bindings;
 pub mod ca;
 pub mod chip_client;
@@ -38,6 +40,7 @@ pub mod rebalance;
 pub mod release;
 pub mod repair;
 pub mod replicas;
+pub mod risk;
 pub mod service;
 pub mod signing;
 pub mod state;

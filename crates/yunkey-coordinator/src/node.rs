@@ -110,7 +110,15 @@ impl Node {
             opened.view.clone(),
             chips.clone(),
             opts.config.clone(),
-        ));
+        )?);
+        match &opts.config.risk {
+            Some(risk) => {
+                tracing::info!(endpoint = %risk.endpoint, fail_open = risk.fail_open, timeout = ?risk.timeout, "risk service: asked before every signature")
+            }
+            None => {
+                tracing::warn!("no risk service (--risk-endpoint): signatures are not risk-checked")
+            }
+        }
         tokio::spawn(chips.heartbeat_loop(opened.view));
         tokio::spawn(crate::raft::export_metrics(core.raft.clone()));
         tokio::spawn(crate::repair::run(core.clone()));
@@ -163,11 +171,14 @@ impl Node {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
+                // Sign and EnrollFace may carry a photo.
                 KeyServiceServer::new(KeyApi::new(core.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(yunkey_net::MAX_IMAGE_MESSAGE_BYTES),
             )
             .add_service(
-                TerminalServiceServer::new(terminal).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                // SignTransaction may carry a photo (a step-up's face evidence).
+                TerminalServiceServer::new(terminal)
+                    .max_decoding_message_size(yunkey_net::MAX_IMAGE_MESSAGE_BYTES),
             )
             .add_service(
                 ClusterServiceServer::new(ClusterApi::new(core.clone()))

@@ -1,6 +1,6 @@
 //! The sign path. In order: fields, user and device (local state), expiry, the device's
-//! signature (checked here), the authorization consumed through Raft (replay defence and
-//! audit), then a healthy chip holding the key re-checks everything itself against the key's
+//! signature (checked here), the business's risk checks ([`crate::risk`]), the authorization
+//! consumed through Raft with what the risk checks decided (replay defence and audit), then a healthy chip holding the key re-checks everything itself against the key's
 //! binding (the devices bound to it inside the chips) and signs the hash it computes from the
 //! canonical bytes. A holder whose binding is older than the committed one is sent the
 //! committed wrapped key first.
@@ -33,8 +33,20 @@ fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Who asks for a signature, and over which API.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// For the audit trail.
+    pub actor: &'a str,
+    /// `terminal` (the device channel) or `business` (KeyService.Sign).
+    pub channel: &'static str,
+    /// The caller's address.
+    pub source: Option<std::net::SocketAddr>,
+}
+
 /// Signs a transaction the user's device authorized.
-pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResponse> {
+pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<SignResponse> {
+    let actor = caller.actor;
     validate::identifier("user_id", &req.user_id)?;
     let tx = req
         .transaction
@@ -97,26 +109,43 @@ pub async fn sign(core: &Core, actor: &str, req: SignRequest) -> Result<SignResp
         ),
     })?;
 
-    // An obvious replay is refused here without a Raft write; the state machine makes the
-    // authoritative check when the entry applies.
+    crate::risk::check_evidence(req.evidence.as_ref(), req.location.as_ref())?;
+
+    // A retry of a committed request gets its first result (from `propose`): it was checked
+    // and recorded then.
+    let mut risk = None;
     if core
         .prior(&request_id, "sign", &[req.user_id.as_bytes(), &tx_hash])?
         .is_none()
     {
+        // An obvious replay is refused here without a Raft write; the state machine makes
+        // the authoritative check when the entry applies.
         if let Some(entry) = core.view.ledger(&tx_hash)? {
             return Err(CoordError::AuthorizationUsed {
                 consumed_at: entry.consumed_at,
             });
         }
+        if let Some(gate) = &core.risk {
+            let subject = crate::risk::Subject {
+                user_id: &req.user_id,
+                device_id: &device.device_id,
+                transaction: &tx,
+                tx_hash,
+                context: crate::risk::context(caller.channel, caller.source, device, req.location),
+                evidence: req.evidence.as_ref(),
+            };
+            risk = Some(crate::risk::before_signing(core, gate, actor, &subject).await?);
+        }
     }
     core.propose(
         &request_id,
         actor,
-        Op::ConsumeAuthorization {
+        Op::ConsumeChecked {
             user_id: req.user_id.clone(),
             device_id: device.device_id.clone(),
             tx_hash,
             expires_at: tx.expires_at,
+            risk,
         },
     )
     .await?;

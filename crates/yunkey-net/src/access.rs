@@ -115,7 +115,7 @@ const OPERATOR: &[Role] = &[Role::Operator];
 const NODE: &[Role] = &[Role::Node];
 const RISK: &[Role] = &[Role::Risk];
 const OPERATOR_NODE: &[Role] = &[Role::Operator, Role::Node];
-const ANY_ROLE: &[Role] = &[Role::Client, Role::Operator, Role::Node, Role::Risk];
+const ANY_ROLE: &[Role] = &[Role::Client, Role::Operator, Role::Node];
 
 const fn rule(
     service: &'static str,

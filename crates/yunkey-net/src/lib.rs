@@ -11,6 +11,7 @@
 //! - [`access`]: the one table of every RPC and the roles it accepts, and the tower layer that
 //!   enforces it in front of every yunkey server (default deny).
 //! - [`pool`]: one multiplexed gRPC channel per endpoint, reused by every call.
+//! - [`reason`]: typed reasons of refusals, carried in a status's metadata.
 //! - [`server_tls`]: the coordinators' TLS 1.3 listener, trusting the cluster CA for roles and
 //!   the user CA (set at run time) for device certificates.
 //! - [`device_tls`]: a device's side of that channel: its certificate, with the handshake
@@ -24,6 +25,7 @@ pub mod device_tls;
 mod error;
 pub mod pki;
 pub mod pool;
+pub mod reason;
 pub mod role;
 pub mod server_tls;
 pub mod tls;
@@ -48,6 +50,10 @@ pub const LEADER_HINT_METADATA: &str = "x-yunkey-leader";
 /// Largest gRPC message a yunkey server accepts or a client sends, in bytes. Every yunkey
 /// request is small; a larger one is refused before it is decoded.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Largest message of the RPCs that may carry a photo (`SignRequest` with face evidence,
+/// `EnrollFace`, `RiskService`, `FaceService`): a 4 MiB image and the rest of the request.
+pub const MAX_IMAGE_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
 
 /// Accepted connections of `listener` with `TCP_NODELAY` set, for
 /// `Server::serve_with_incoming`. (tonic sets it only on sockets it binds itself; without it

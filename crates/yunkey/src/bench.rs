@@ -54,6 +54,8 @@ pub(crate) fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
     SignRequest {
         request_id: String::new(),
         release_id: String::new(),
+        evidence: None,
+        location: None,
         user_id: u.user_id.clone(),
         transaction: Some(tx),
         authorization: Some(Authorization {

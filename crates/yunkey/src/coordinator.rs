@@ -171,6 +171,7 @@ pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
     opts.config.repair.rate = args.repair_rate;
     opts.config.unauthenticated_rate = args.unauthenticated_rate.0;
     args.devices.apply(&mut opts.config);
+    args.risk.apply(&mut opts.config, &opts.tls)?;
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance

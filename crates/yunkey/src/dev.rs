@@ -95,6 +95,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
         args.replicas,
     );
     args.devices.apply(&mut opts.config);
+    args.risk.apply(&mut opts.config, &opts.tls)?;
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     core.raft.initialize_single(1, &advertise).await?;

@@ -34,6 +34,7 @@ mod self_check;
 mod serve;
 mod terminal;
 mod user;
+mod user_risk;
 
 use std::process::ExitCode;
 

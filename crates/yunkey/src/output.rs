@@ -1,6 +1,7 @@
 //! Printing results: human text by default, one JSON object with `--json`.
 
 use yunkey_client::ClientError;
+use yunkey_net::reason::Reason;
 
 /// Prints a result.
 pub fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
@@ -16,17 +17,47 @@ pub fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> Strin
 
 /// Prints a failure: the server's status code and message when there is one.
 pub fn error(json: bool, err: &anyhow::Error) {
-    let (code, message) = match err.downcast_ref::<ClientError>() {
-        Some(ClientError::Status { code, message }) => (status_name(*code), message.clone()),
-        _ => ("ERROR".to_owned(), format!("{err:#}")),
+    let (code, message, reason) = match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Status {
+            code,
+            message,
+            reason,
+        }) => (status_name(*code), message.clone(), *reason),
+        _ => ("ERROR".to_owned(), format!("{err:#}"), None),
     };
     if json {
         println!(
             "{}",
-            serde_json::json!({ "error": { "code": code, "message": message } })
+            serde_json::json!({ "error": {
+                "code": code,
+                "message": message,
+                "reason": reason.map(|r| r.as_str()),
+            } })
         );
     }
     eprintln!("error: {code}: {message}");
+    if let Some(reason) = reason {
+        eprintln!("{}", what_now(reason));
+    }
+}
+
+/// What a person does about a typed refusal.
+fn what_now(reason: Reason) -> &'static str {
+    match reason {
+        Reason::StepUpRequired => {
+            "this payment needs a step-up: the risk service asks for the user's face. Run the \
+             same `yunkey terminal pay` again with --face PHOTO (a photo of the user's face)"
+        }
+        Reason::FaceMismatch => {
+            "the face did not match the user's enrolled face: the payment was terminated"
+        }
+        Reason::RiskDenied => "the risk service denied the payment: it was terminated",
+        Reason::RiskUnavailable => {
+            "the risk service did not answer and this cluster fails closed: nothing was \
+             consumed, try again later"
+        }
+        _ => "",
+    }
 }
 
 /// The canonical gRPC name of a code (`PERMISSION_DENIED`).

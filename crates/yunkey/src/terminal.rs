@@ -68,6 +68,8 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             ttl,
             save,
             yes,
+            face,
+            location,
             opts,
         } => {
             let ks = keystore(opts)?;
@@ -92,7 +94,17 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
             let channel =
                 connect::device_channel(g, terminal::device_identity(&ks, user, key.clone())?)?
                     .with_release_id(conn.release_id());
-            let resp = terminal::pay(&channel, &ks, user, &*key, tx.clone()).await?;
+            let options = terminal::PayOptions {
+                face: face
+                    .as_deref()
+                    .map(|p| {
+                        std::fs::read(p)
+                            .with_context(|| format!("reading the face photo {}", p.display()))
+                    })
+                    .transpose()?,
+                location: *location,
+            };
+            let resp = terminal::pay(&channel, &ks, user, &*key, tx.clone(), &options).await?;
             let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
             if let Some(dir) = save {
                 save_receipt(dir, &canonical, &resp)?;

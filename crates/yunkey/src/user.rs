@@ -133,6 +133,15 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
                 },
             );
         }
+        UserCommand::Audit { user_id, limit } => {
+            crate::user_risk::audit(g, &conn, user_id, *limit).await?
+        }
+        UserCommand::FaceEnroll { user_id, photo } => {
+            crate::user_risk::face_enroll(g, &conn, user_id, photo).await?
+        }
+        UserCommand::FaceDelete { user_id } => {
+            crate::user_risk::face_delete(g, &conn, user_id).await?
+        }
         UserCommand::Show { user_id, stale } => {
             let req = GetUserRequest {
                 user_id: user_id.clone(),

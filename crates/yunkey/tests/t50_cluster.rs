@@ -236,7 +236,7 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Status { code: Code::NotFound, message } if message.contains("node 42")),
+        matches!(&err, ClientError::Status { code: Code::NotFound, message, .. } if message.contains("node 42")),
         "the leader answers once the hint is followed: {err:?}"
     );
 
@@ -498,7 +498,7 @@ async fn three_coordinators_two_chips_failover_and_membership() {
         })
         .await
         .unwrap_err();
-    let ClientError::Status { code, message } = err else {
+    let ClientError::Status { code, message, .. } = err else {
         panic!("{err:?}")
     };
     assert_eq!(code, Code::FailedPrecondition, "{message}");

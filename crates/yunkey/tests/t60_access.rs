@@ -10,11 +10,9 @@
 
 mod common;
 
-use common::Dev;
+use common::{raw_call, Dev};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::Code;
 use yunkey_client::cluster_client;
 use yunkey_net::access::{Allowed, ServedBy, CHIP_SERVICE, RPC_ROLES};
@@ -23,26 +21,6 @@ use yunkey_proto::v1::{
     AddNodeRequest, AdmitChipRequest, ListChipsRequest, RemoveNodeRequest, StatusRequest,
     WriteProbeRequest,
 };
-
-/// Calls `path` with one empty message (valid for every proto3 request type) as a stream, so
-/// unary and streaming RPCs alike can be called. Returns the call's final status code (`Ok`
-/// when a reply message or clean end arrived) and message.
-async fn raw_call(channel: Channel, path: &str) -> (Code, String) {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if let Err(e) = grpc.ready().await {
-        return (Code::Unavailable, e.to_string());
-    }
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    let request = tonic::Request::new(tokio_stream::iter(vec![()]));
-    let path = PathAndQuery::try_from(path).unwrap();
-    match grpc.streaming(request, path, codec).await {
-        Err(status) => (status.code(), status.message().to_owned()),
-        Ok(response) => match response.into_inner().message().await {
-            Ok(_) => (Code::Ok, String::new()),
-            Err(status) => (status.code(), status.message().to_owned()),
-        },
-    }
-}
 
 fn label(role: Option<Role>) -> String {
     role.map_or("no certificate".to_owned(), |r| format!("role {r}"))

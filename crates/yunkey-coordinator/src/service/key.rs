@@ -10,9 +10,11 @@ use yunkey_crypto::validate;
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1::key_service_server::KeyService;
 use yunkey_proto::v1::{
-    EnrollUserRequest, EnrollUserResponse, GetUserRequest, ReactivateUserRequest,
-    ReactivateUserResponse, ReadConsistency, RevokeDeviceRequest, RevokeUserRequest, SignRequest,
-    SignResponse, User, VerifyRequest, VerifyResponse,
+    DeleteFaceRequest, DeleteFaceResponse, EnrollFaceRequest, EnrollFaceResponse,
+    EnrollUserRequest, EnrollUserResponse, GetUserAuditRequest, GetUserAuditResponse,
+    GetUserRequest, ReactivateUserRequest, ReactivateUserResponse, ReadConsistency,
+    RevokeDeviceRequest, RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest,
+    VerifyResponse,
 };
 
 /// The `KeyService` implementation.
@@ -153,10 +155,54 @@ impl KeyService for KeyApi {
 
     async fn sign(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let actor = admit(&req)?;
+        let caller = crate::signing::Caller {
+            actor: &actor,
+            channel: "business",
+            source: req.remote_addr(),
+        };
         observe(
             "Sign",
             &actor,
-            crate::signing::sign(&self.core, &actor, req.into_inner()),
+            crate::signing::sign(&self.core, caller, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn enroll_face(
+        &self,
+        req: Request<EnrollFaceRequest>,
+    ) -> Result<Response<EnrollFaceResponse>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "EnrollFace",
+            &actor,
+            crate::risk::faces::enroll(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn delete_face(
+        &self,
+        req: Request<DeleteFaceRequest>,
+    ) -> Result<Response<DeleteFaceResponse>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "DeleteFace",
+            &actor,
+            crate::risk::faces::delete(&self.core, &actor, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn get_user_audit(
+        &self,
+        req: Request<GetUserAuditRequest>,
+    ) -> Result<Response<GetUserAuditResponse>, Status> {
+        let actor = admit(&req)?;
+        observe(
+            "GetUserAudit",
+            &actor,
+            crate::audit::user_audit(&self.core, req.into_inner()),
         )
         .await
     }

@@ -109,6 +109,7 @@ impl TerminalService for TerminalApi {
         req: Request<SignRequest>,
     ) -> Result<Response<SignResponse>, Status> {
         let leaf = peer_leaf(&req);
+        let source = req.remote_addr();
         let req = req.into_inner();
         let device_id = req
             .authorization
@@ -121,7 +122,12 @@ impl TerminalService for TerminalApi {
             crate::devices::check_peer(core, leaf.as_deref(), &req.user_id, &device_id)?;
             // The terminal software's release, before the authorization is consumed.
             crate::release::check(core, &req.release_id)?;
-            crate::signing::sign(core, &actor, req).await
+            let caller = crate::signing::Caller {
+                actor: &actor,
+                channel: "terminal",
+                source,
+            };
+            crate::signing::sign(core, caller, req).await
         })
         .await
     }

@@ -5,7 +5,8 @@
 use super::codec::encode;
 use super::command::{Command, CommandResult, Op, PriorRequest, Rejection};
 use super::keys;
-use super::model::{AuditRecord, LedgerEntry, Rebinding, UserState};
+use super::model::{AuditRecord, Rebinding, UserState};
+use super::model_risk::UserAuditRecord;
 use super::view::StateView;
 use yunkey_store::{Batch, StoreError, Tree};
 
@@ -57,6 +58,20 @@ impl App {
             );
         }
         let seq = w.bump(keys::AUDIT_SEQ)? - 1;
+        if let Some(user_id) = cmd.op.user_id() {
+            w.put(
+                &keys::user_audit(user_id, seq),
+                &UserAuditRecord {
+                    seq,
+                    at: cmd.now,
+                    actor: cmd.actor.clone(),
+                    action: kind.to_owned(),
+                    outcome: outcome.clone(),
+                    tx_hash: cmd.op.tx_hash(),
+                    risk: cmd.op.risk().cloned(),
+                },
+            );
+        }
         w.put(
             &keys::audit(seq),
             &AuditRecord {
@@ -182,43 +197,9 @@ fn apply_op(
             w.put(&keys::user(user_id), &user);
             Ok(CommandResult::Revoked)
         }
-        Op::ConsumeAuthorization {
-            user_id,
-            device_id,
-            tx_hash,
-            expires_at,
-        } => {
-            let Some(user) = view.user(user_id)? else {
-                return reject(Rejection::UnknownUser(user_id.clone()));
-            };
-            if user.state != UserState::Active {
-                return reject(Rejection::UserRevoked(user_id.clone()));
-            }
-            if !user
-                .devices
-                .iter()
-                .any(|d| &d.device_id == device_id && d.revoked_at.is_none())
-            {
-                return reject(Rejection::UnknownDevice);
-            }
-            if let Some(entry) = view.ledger(tx_hash)? {
-                return reject(Rejection::AuthorizationUsed {
-                    consumed_at: entry.consumed_at,
-                });
-            }
-            w.put(
-                &keys::ledger(tx_hash),
-                &LedgerEntry {
-                    user_id: user_id.clone(),
-                    device_id: device_id.clone(),
-                    request_id: cmd.request_id.clone(),
-                    expires_at: *expires_at,
-                    consumed_at: cmd.now,
-                },
-            );
-            w.bump(keys::COUNT_SIGNATURES)?;
-            Ok(CommandResult::Consumed)
-        }
+        Op::ConsumeAuthorization { .. }
+        | Op::ConsumeChecked { .. }
+        | Op::RecordUserEvent { .. } => super::apply_sign::apply(view, w, cmd),
         Op::RegisterDevice { .. }
         | Op::RevokeDevice { .. }
         | Op::Reactivate { .. }

@@ -1,7 +1,9 @@
 //! Tests of the state machine's apply step.
 
 use super::*;
-use crate::state::{Activation, DeviceRecord, UserRecord};
+use crate::state::{
+    Activation, DeviceRecord, FiredRule, RiskCheck, UserEvent, UserRecord, Verdict,
+};
 use yunkey_store::Db;
 
 fn user(id: &str, code: &str) -> UserRecord {
@@ -481,5 +483,125 @@ fn wrong_codes_burn_and_a_new_code_reopens() {
     assert_eq!(
         sm.run("renew-2", 21, renew(8)),
         CommandResult::Rejected(Rejection::DeviceRevoked("d1".into()))
+    );
+}
+
+#[test]
+fn risk_decisions_are_kept_with_the_signature_and_the_refusal_in_the_users_trail() {
+    let sm = Sm::new();
+    for (id, code) in [("alice", "A"), ("alice2", "B")] {
+        let mut u = user(id, code);
+        u.devices.push(device(&format!("dev-{id}")));
+        sm.run(
+            "",
+            10,
+            Op::EnrollUser {
+                user: u,
+                activation_code: String::new(),
+            },
+        );
+    }
+    let allowed = RiskCheck {
+        assessment_ids: vec!["risk-1".into(), "risk-2".into()],
+        authentication_id: "auth-1".into(),
+        authentication_matched: true,
+        verdict: Some(Verdict::Allow),
+        reasons: vec![],
+        failed_open: false,
+        failure: String::new(),
+    };
+    let denied = RiskCheck {
+        assessment_ids: vec!["risk-3".into()],
+        verdict: Some(Verdict::Deny),
+        reasons: vec![FiredRule {
+            rule: "payee.blocked".into(),
+            detail: "payee Mallory is blocked".into(),
+            verdict: Verdict::Deny,
+        }],
+        ..Default::default()
+    };
+    // A refusal changes no state: the authorization stays unused.
+    assert_eq!(
+        sm.run(
+            "",
+            20,
+            Op::RecordUserEvent {
+                user_id: "alice".into(),
+                event: UserEvent::SignRefused {
+                    device_id: "dev-alice".into(),
+                    tx_hash: [7; 32],
+                    risk: denied.clone(),
+                    refusal: "denied".into(),
+                },
+            },
+        ),
+        CommandResult::Recorded
+    );
+    assert!(sm.view().ledger(&[7; 32]).unwrap().is_none());
+    assert_eq!(
+        sm.run(
+            "sign-1",
+            21,
+            Op::ConsumeChecked {
+                user_id: "alice".into(),
+                device_id: "dev-alice".into(),
+                tx_hash: [8; 32],
+                expires_at: 500,
+                risk: Some(allowed.clone()),
+            },
+        ),
+        CommandResult::Consumed
+    );
+    assert!(sm.view().ledger(&[8; 32]).unwrap().is_some());
+    // The same transaction again is a replay, whatever the risk record says.
+    assert!(matches!(
+        sm.run(
+            "sign-2",
+            22,
+            Op::ConsumeChecked {
+                user_id: "alice".into(),
+                device_id: "dev-alice".into(),
+                tx_hash: [8; 32],
+                expires_at: 500,
+                risk: None,
+            },
+        ),
+        CommandResult::Rejected(Rejection::AuthorizationUsed { .. })
+    ));
+    sm.run(
+        "",
+        23,
+        Op::RecordUserEvent {
+            user_id: "alice2".into(),
+            event: UserEvent::FaceEnrolled,
+        },
+    );
+
+    let trail = sm.view().user_audit("alice", 100).unwrap();
+    let actions: Vec<&str> = trail.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["enroll", "sign_refused", "sign", "sign"],
+        "{trail:?}"
+    );
+    assert_eq!(trail[1].risk.as_ref(), Some(&denied));
+    assert_eq!(trail[1].tx_hash, Some([7; 32]));
+    assert_eq!(trail[2].risk.as_ref(), Some(&allowed));
+    assert_eq!(trail[2].outcome, "ok");
+    assert!(trail[3].outcome.contains("AuthorizationUsed"), "{trail:?}");
+    assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Another user whose id starts with "alice" has only their own lines.
+    let other = sm.view().user_audit("alice2", 100).unwrap();
+    let actions: Vec<&str> = other.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["enroll", "face_enroll"]);
+    // The newest lines when limited, oldest first.
+    let last = sm.view().user_audit("alice", 2).unwrap();
+    assert_eq!(last, trail[2..].to_vec());
+    // The cluster-wide trail names the decision ids too.
+    let all = sm.view().audit_tail(100).unwrap();
+    assert!(
+        all.iter()
+            .any(|a| a.action.contains("risk-3") && a.action.contains("payee.blocked")),
+        "{all:?}"
     );
 }

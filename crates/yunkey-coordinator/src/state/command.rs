@@ -5,6 +5,7 @@ use super::model::{
     CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner, NodeIdRecord, Rebinding, UserRecord,
 };
 use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
+use super::model_risk::{RiskCheck, UserEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -172,6 +173,28 @@ pub enum Op {
     },
     /// Replace the release policy.
     SetReleasePolicy(ReleasePolicy),
+    /// Consume a device authorization after the risk checks let it through, recording what
+    /// they decided. (`ConsumeAuthorization`, from before the risk checks, applies the same
+    /// way without a record.)
+    ConsumeChecked {
+        /// Whose key.
+        user_id: String,
+        /// Which device.
+        device_id: String,
+        /// SHA-256 of the canonical transaction.
+        tx_hash: [u8; 32],
+        /// The transaction's expiry.
+        expires_at: i64,
+        /// What the risk checks decided (`None`: the coordinators have no risk service).
+        risk: Option<RiskCheck>,
+    },
+    /// Record something about a user for the audit trail only; changes no state.
+    RecordUserEvent {
+        /// The user.
+        user_id: String,
+        /// What happened.
+        event: UserEvent,
+    },
 }
 
 impl Op {
@@ -198,6 +221,65 @@ impl Op {
             Op::RecordRelease(_) => "record_release",
             Op::RevokeRelease { .. } => "revoke_release",
             Op::SetReleasePolicy(_) => "set_release_policy",
+            Op::ConsumeChecked { .. } => "sign",
+            Op::RecordUserEvent { event, .. } => match event {
+                UserEvent::SignRefused { .. } => "sign_refused",
+                UserEvent::FaceEnrolled => "face_enroll",
+                UserEvent::FaceDeleted { .. } => "face_delete",
+            },
+        }
+    }
+
+    /// The user this command is about, for the user's audit trail.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Op::EnrollUser { user, .. } => Some(&user.user_id),
+            Op::RegisterDevice { user_id, .. }
+            | Op::RevokeUser { user_id, .. }
+            | Op::RevokeDevice { user_id, .. }
+            | Op::ConsumeAuthorization { user_id, .. }
+            | Op::ConsumeChecked { user_id, .. }
+            | Op::Reactivate { user_id, .. }
+            | Op::ActivationAttempt { user_id, .. }
+            | Op::RenewDevice { user_id, .. }
+            | Op::RecordUserEvent { user_id, .. } => Some(user_id),
+            Op::AddHolder { owner, .. } | Op::RemoveHolder { owner, .. } => owner.user_id(),
+            Op::AdmitChip { .. }
+            | Op::InitCa(_)
+            | Op::SetDraining { .. }
+            | Op::RemoveChip { .. }
+            | Op::RecordNodeId(_)
+            | Op::Probe
+            | Op::InitCodeSigning(_)
+            | Op::RecordRelease(_)
+            | Op::RevokeRelease { .. }
+            | Op::SetReleasePolicy(_) => None,
+        }
+    }
+
+    /// The transaction this command is about, for the user's audit trail.
+    pub fn tx_hash(&self) -> Option<[u8; 32]> {
+        match self {
+            Op::ConsumeAuthorization { tx_hash, .. } | Op::ConsumeChecked { tx_hash, .. } => {
+                Some(*tx_hash)
+            }
+            Op::RecordUserEvent {
+                event: UserEvent::SignRefused { tx_hash, .. },
+                ..
+            } => Some(*tx_hash),
+            _ => None,
+        }
+    }
+
+    /// The risk checks this command records.
+    pub fn risk(&self) -> Option<&RiskCheck> {
+        match self {
+            Op::ConsumeChecked { risk, .. } => risk.as_ref(),
+            Op::RecordUserEvent {
+                event: UserEvent::SignRefused { risk, .. },
+                ..
+            } => Some(risk),
+            _ => None,
         }
     }
 
@@ -220,7 +302,11 @@ impl Op {
             } => fingerprint(self.kind(), &[user_id.as_bytes(), device_id.as_bytes()]),
             Op::ConsumeAuthorization {
                 user_id, tx_hash, ..
+            }
+            | Op::ConsumeChecked {
+                user_id, tx_hash, ..
             } => fingerprint(self.kind(), &[user_id.as_bytes(), tx_hash]),
+            Op::RecordUserEvent { user_id, .. } => fingerprint(self.kind(), &[user_id.as_bytes()]),
             Op::RecordNodeId(r) => fingerprint(self.kind(), &[&r.node_id.to_be_bytes()]),
             Op::AddHolder { owner, holder } => fingerprint(
                 self.kind(),
@@ -312,6 +398,35 @@ impl fmt::Debug for Op {
                     hex::encode(tx_hash)
                 )
             }
+            Op::ConsumeChecked {
+                user_id,
+                tx_hash,
+                risk,
+                ..
+            } => {
+                write!(f, "ConsumeChecked({user_id}, {}", hex::encode(tx_hash))?;
+                match risk {
+                    Some(r) => write!(f, ", {})", RiskSummary(r)),
+                    None => f.write_str(", no risk service)"),
+                }
+            }
+            Op::RecordUserEvent { user_id, event } => match event {
+                UserEvent::SignRefused {
+                    device_id,
+                    tx_hash,
+                    risk,
+                    refusal,
+                } => write!(
+                    f,
+                    "SignRefused({user_id}, {device_id}, {}, {}, {refusal:?})",
+                    hex::encode(tx_hash),
+                    RiskSummary(risk)
+                ),
+                UserEvent::FaceEnrolled => write!(f, "FaceEnrolled({user_id})"),
+                UserEvent::FaceDeleted { deleted } => {
+                    write!(f, "FaceDeleted({user_id}, was there: {deleted})")
+                }
+            },
             Op::RecordNodeId(r) => write!(f, "RecordNodeId({}, {})", r.node_id, r.address),
             Op::AddHolder { owner, holder } => {
                 write!(f, "AddHolder({owner}, {})", holder.chip_id)
@@ -357,6 +472,33 @@ impl fmt::Debug for Op {
                 None => write!(f, "SetReleasePolicy(no min, require {})", p.require_release),
             },
         }
+    }
+}
+
+/// A risk check in one line for the cluster-wide audit trail: decision ids, verdict, rules.
+struct RiskSummary<'a>(&'a RiskCheck);
+
+impl fmt::Display for RiskSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(f, "risk {:?} {:?}", r.assessment_ids, r.verdict)?;
+        if !r.reasons.is_empty() {
+            let rules: Vec<&str> = r.reasons.iter().map(|x| x.rule.as_str()).collect();
+            write!(f, " rules {rules:?}")?;
+        }
+        if !r.authentication_id.is_empty() {
+            write!(
+                f,
+                " auth {} matched {}",
+                r.authentication_id, r.authentication_matched
+            )?;
+        }
+        if r.failed_open {
+            write!(f, " FAILED OPEN ({})", r.failure)?;
+        } else if !r.failure.is_empty() {
+            write!(f, " failure ({})", r.failure)?;
+        }
+        Ok(())
     }
 }
 
@@ -428,6 +570,8 @@ pub enum CommandResult {
     ReleaseRevoked,
     /// The release policy is set.
     ReleasePolicySet,
+    /// A user event is in the audit trail.
+    Recorded,
 }
 
 impl fmt::Debug for CommandResult {
@@ -454,6 +598,7 @@ impl fmt::Debug for CommandResult {
             }
             CommandResult::ReleaseRevoked => f.write_str("ReleaseRevoked"),
             CommandResult::ReleasePolicySet => f.write_str("ReleasePolicySet"),
+            CommandResult::Recorded => f.write_str("Recorded"),
             CommandResult::Rejected(r) => write!(f, "Rejected({r:?})"),
             CommandResult::Reactivated => f.write_str("Reactivated"),
             CommandResult::ActivationAccepted => f.write_str("ActivationAccepted"),

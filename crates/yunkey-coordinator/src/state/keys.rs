@@ -12,6 +12,7 @@
 //! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
 //! | `s/` | chip id | Unix seconds since the chip is draining (absent: not draining) |
 //! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
+//! | `w/` | user id, `/`, big-endian sequence | [`UserAuditRecord`](super::UserAuditRecord): the user's lines of the audit trail |
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `v/` | release id | [`ReleaseRecord`](super::ReleaseRecord) |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord) |
@@ -58,6 +59,15 @@ pub(crate) fn draining(id: &str) -> Vec<u8> {
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
     [&b"a/"[..], &seq.to_be_bytes()].concat()
+}
+
+pub(crate) fn user_audit(user_id: &str, seq: u64) -> Vec<u8> {
+    [&user_audit_prefix(user_id)[..], &seq.to_be_bytes()].concat()
+}
+
+/// `/` cannot occur in a user id, so one user's prefix never covers another's.
+pub(crate) fn user_audit_prefix(user_id: &str) -> Vec<u8> {
+    [b"w/", user_id.as_bytes(), b"/"].concat()
 }
 
 pub(crate) fn node_id(id: u64) -> Vec<u8> {

@@ -9,11 +9,13 @@ mod apply;
 mod apply_devices;
 mod apply_fleet;
 mod apply_release;
+mod apply_sign;
 mod codec;
 mod command;
 mod keys;
 mod model;
 mod model_release;
+mod model_risk;
 mod view;
 
 pub use apply::App;
@@ -23,4 +25,5 @@ pub use model::{
     LedgerEntry, NodeIdRecord, Rebinding, UserRecord, UserState,
 };
 pub use model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
+pub use model_risk::{FiredRule, RiskCheck, UserAuditRecord, UserEvent, Verdict};
 pub use view::StateView;

@@ -173,6 +173,16 @@ pub enum KeyOwner {
     CodeSigning,
 }
 
+impl KeyOwner {
+    /// The user, for a user's key.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            KeyOwner::User(id) => Some(id),
+            KeyOwner::Ca | KeyOwner::CodeSigning => None,
+        }
+    }
+}
+
 impl std::fmt::Display for KeyOwner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

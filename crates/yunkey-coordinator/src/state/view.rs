@@ -5,6 +5,7 @@ use super::command::PriorRequest;
 use super::keys;
 use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, NodeIdRecord, UserRecord};
 use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
+use super::model_risk::UserAuditRecord;
 use serde::de::DeserializeOwned;
 use yunkey_store::{StoreError, Tree};
 
@@ -154,6 +155,23 @@ impl StateView {
             .range(&keys::audit(from), Some(&keys::audit(next)))
             .map(|e| e.and_then(|(k, v)| decode(&k, &v)))
             .collect()
+    }
+
+    /// The last `limit` lines of a user's audit trail, oldest first.
+    pub fn user_audit(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<UserAuditRecord>, StoreError> {
+        let mut tail = std::collections::VecDeque::with_capacity(limit);
+        for entry in self.tree.scan_prefix(&keys::user_audit_prefix(user_id)) {
+            let (k, v) = entry?;
+            if tail.len() == limit {
+                tail.pop_front();
+            }
+            tail.push_back(decode(&k, &v)?);
+        }
+        Ok(tail.into())
     }
 
     /// Number of users.

@@ -161,6 +161,8 @@ fn sign_request(s: &Signer) -> pb::SignRequest {
     pb::SignRequest {
         request_id: String::new(),
         release_id: String::new(),
+        evidence: None,
+        location: None,
         user_id: s.user_id.clone(),
         authorization: Some(pb::Authorization {
             device_id: s.device_id.clone(),

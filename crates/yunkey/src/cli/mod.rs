@@ -310,6 +310,62 @@ pub struct CoordinatorArgs {
     pub unauthenticated_rate: UnauthenticatedRate,
     #[command(flatten)]
     pub devices: DevicePolicyArgs,
+    #[command(flatten)]
+    pub risk: RiskArgs,
+}
+
+/// The business's risk service, asked before every signature (docs/risk.md)
+/// (`yunkey coordinator` and `yunkey dev`).
+#[derive(Debug, Clone, Args)]
+pub struct RiskArgs {
+    /// `https://host:port` of the risk service (`yunkey risk serve`, or the business's own
+    /// RiskService). Without it signatures are not risk-checked (a warning at start).
+    #[arg(long, value_name = "URL")]
+    pub risk_endpoint: Option<String>,
+    /// CA certificate (PEM) the risk service's certificate must chain to [default: the
+    /// cluster's TLS CA, `ca.pem` of the TLS directory].
+    #[arg(long, value_name = "FILE", requires = "risk_endpoint")]
+    pub risk_ca: Option<PathBuf>,
+    /// Deadline of each call to the risk service, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub risk_timeout_ms: u64,
+    /// Sign when the risk service gives no usable answer to the assessment (unreachable,
+    /// late, malformed), recording "failed open" in the audit trail. Default: refuse (fail
+    /// closed). A step-up that cannot be completed is refused either way.
+    #[arg(long, requires = "risk_endpoint")]
+    pub risk_fail_open: bool,
+}
+
+impl RiskArgs {
+    /// Sets the risk service in a coordinator's configuration; `node_tls` is the node's own
+    /// identity (presented to the risk service) and the cluster CA.
+    pub fn apply(
+        &self,
+        config: &mut yunkey_coordinator::core::CoordinatorConfig,
+        node_tls: &yunkey_net::tls::TlsMaterial,
+    ) -> anyhow::Result<()> {
+        let Some(endpoint) = &self.risk_endpoint else {
+            return Ok(());
+        };
+        let tls = match &self.risk_ca {
+            None => node_tls.clone(),
+            Some(path) => {
+                let ca = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("--risk-ca {}: {e}", path.display()))?;
+                let (cert, key) = node_tls
+                    .identity_pem()
+                    .ok_or_else(|| anyhow::anyhow!("the node has no TLS identity"))?;
+                yunkey_net::tls::TlsMaterial::from_pem(ca, Some((cert.to_vec(), key.to_vec())))
+            }
+        };
+        config.risk = Some(yunkey_coordinator::risk::RiskConfig {
+            endpoint: endpoint.clone(),
+            tls,
+            timeout: std::time::Duration::from_millis(self.risk_timeout_ms),
+            fail_open: self.risk_fail_open,
+        });
+        Ok(())
+    }
 }
 
 /// How the cluster treats devices: activation attempts, how many devices, certificate
@@ -358,6 +414,22 @@ impl std::fmt::Display for UnauthenticatedRate {
             None => f.write_str("off"),
         }
     }
+}
+
+fn parse_location(text: &str) -> Result<yunkey_proto::v1::Geolocation, String> {
+    let bad = || format!("{text:?}: expected LATITUDE,LONGITUDE in degrees, e.g. 48.8566,2.3522");
+    let (lat, lon) = text.split_once(',').ok_or_else(bad)?;
+    let latitude: f64 = lat.trim().parse().map_err(|_| bad())?;
+    let longitude: f64 = lon.trim().parse().map_err(|_| bad())?;
+    if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+        return Err(format!(
+            "{text:?}: latitude must be -90..=90 and longitude -180..=180"
+        ));
+    }
+    Ok(yunkey_proto::v1::Geolocation {
+        latitude,
+        longitude,
+    })
 }
 
 fn parse_unauthenticated_rate(text: &str) -> Result<UnauthenticatedRate, String> {
@@ -489,6 +561,8 @@ pub struct DevArgs {
     pub replicas: usize,
     #[command(flatten)]
     pub devices: DevicePolicyArgs,
+    #[command(flatten)]
+    pub risk: RiskArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -540,6 +614,20 @@ pub enum UserCommand {
     /// A user's devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// A user's audit trail, oldest first: enrolment, devices, every signature and every
+    /// refusal by the risk checks, with the risk decision ids.
+    Audit {
+        user_id: String,
+        /// The newest N lines (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Store a user's face template at the risk service, made from a photo with exactly one
+    /// face (JPEG or PNG, at most 4 MiB); the photo itself is not kept. Replaces an earlier
+    /// template.
+    FaceEnroll { user_id: String, photo: PathBuf },
+    /// Delete a user's face template at the risk service.
+    FaceDelete { user_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -666,6 +754,13 @@ pub enum TerminalCommand {
         /// on standard error). Without a terminal on standard input it never asks.
         #[arg(long)]
         yes: bool,
+        /// A photo of the user's face (JPEG or PNG), sent only if the risk service asks for a
+        /// step-up. Without it a step-up ends the payment with a message that asks for it.
+        #[arg(long, value_name = "PHOTO")]
+        face: Option<PathBuf>,
+        /// Where the device is, `LATITUDE,LONGITUDE` in degrees (for the risk service).
+        #[arg(long, value_name = "LAT,LON", value_parser = parse_location, allow_hyphen_values = true)]
+        location: Option<yunkey_proto::v1::Geolocation>,
         #[command(flatten)]
         opts: TerminalOpts,
     },

@@ -116,6 +116,11 @@ impl Dev {
         (dev, log)
     }
 
+    /// Starts a dev cluster on `data` with more `yunkey dev` flags.
+    pub fn start_in_args(data: &Path, extra: &[&str]) -> Dev {
+        Dev::start_full(data, "warn", Stdio::inherit(), extra)
+    }
+
     /// Starts a dev cluster in a fresh temporary directory with more `yunkey dev` flags.
     pub fn start_args(extra: &[&str]) -> Dev {
         let tmp = tempfile::tempdir().unwrap();
@@ -385,6 +390,8 @@ impl TestDevice {
         SignRequest {
             request_id: request_id.to_owned(),
             release_id: String::new(),
+            evidence: None,
+            location: None,
             user_id: self.user_id.clone(),
             authorization: Some(self.authorize(&tx)),
             transaction: Some(tx),
@@ -544,7 +551,7 @@ impl Proc {
         args: &[String],
         capture: Option<&Capture>,
     ) -> Proc {
-        let mut command = match netns {
+        let command = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, bin()]);
@@ -552,6 +559,20 @@ impl Proc {
             }
             None => Command::new(bin()),
         };
+        Proc::spawn_command(command, name, args, capture)
+    }
+
+    /// Runs another program than `yunkey` (`yunkey-face`) as [`Proc::spawn`] does.
+    pub fn spawn_program(program: &Path, name: &str, args: &[String]) -> Proc {
+        Proc::spawn_command(Command::new(program), name, args, None)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        name: &str,
+        args: &[String],
+        capture: Option<&Capture>,
+    ) -> Proc {
         command
             .args(args)
             // openraft logs every unreachable peer at ERROR: expected when the test kills one.
@@ -1152,5 +1173,26 @@ impl NetLab {
 impl Drop for NetLab {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+/// Calls `path` with one empty message (valid for every proto3 request type) as a stream, so
+/// unary and streaming RPCs alike can be called. Returns the call's final status code (`Ok`
+/// when a reply message or clean end arrived) and message: for checking the access table
+/// against a running server.
+pub async fn raw_call(channel: tonic::transport::Channel, path: &str) -> (tonic::Code, String) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if let Err(e) = grpc.ready().await {
+        return (tonic::Code::Unavailable, e.to_string());
+    }
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let request = tonic::Request::new(tokio_stream::iter(vec![()]));
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path).unwrap();
+    match grpc.streaming(request, path, codec).await {
+        Err(status) => (status.code(), status.message().to_owned()),
+        Ok(response) => match response.into_inner().message().await {
+            Ok(_) => (tonic::Code::Ok, String::new()),
+            Err(status) => (status.code(), status.message().to_owned()),
+        },
     }
 }
