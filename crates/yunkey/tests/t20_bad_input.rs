@@ -398,13 +398,14 @@ async fn transport_refusals() {
         "an untrusted client must not reach the service"
     );
 
-    // Oversized messages are refused before they are decoded.
+    // Oversized messages are refused before they are decoded (KeyService takes up to
+    // yunkey_net::MAX_IMAGE_MESSAGE_BYTES, for face photos).
     let mut key = tonic_client_without_limits(&dev).await;
     let huge = EnrollUserRequest {
         request_id: String::new(),
         user_id: "big".into(),
         algorithm: 0,
-        display_name: "x".repeat(1024 * 1024),
+        display_name: "x".repeat(yunkey_net::MAX_IMAGE_MESSAGE_BYTES + 1),
     };
     let err = key.enroll_user(huge).await.unwrap_err();
     assert!(
