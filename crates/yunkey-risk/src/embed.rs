@@ -84,6 +84,7 @@ impl GrpcEmbedder {
             endpoint: self.endpoint.clone(),
             reason,
         };
+        let started = std::time::Instant::now();
         let reply = match tokio::time::timeout(self.timeout, client.embed(req)).await {
             Err(_) => {
                 return Err(RiskError::BiometricTimeout {
@@ -92,16 +93,25 @@ impl GrpcEmbedder {
                 })
             }
             Ok(Err(status)) => {
+                // The deadline travels as `grpc-timeout`: the unit (or tonic on its side)
+                // may end the call first, as DEADLINE_EXCEEDED or CANCELLED.
+                let deadline_passed = started.elapsed() >= self.timeout;
                 return Err(match status.code() {
                     tonic::Code::InvalidArgument => {
                         RiskError::Evidence(status.message().to_owned())
+                    }
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled if deadline_passed => {
+                        RiskError::BiometricTimeout {
+                            endpoint: self.endpoint.clone(),
+                            millis: self.timeout.as_millis(),
+                        }
                     }
                     tonic::Code::DeadlineExceeded => RiskError::BiometricTimeout {
                         endpoint: self.endpoint.clone(),
                         millis: self.timeout.as_millis(),
                     },
                     code => unavailable(format!("{code:?}: {}", status.message())),
-                })
+                });
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tonic::{Code, Request};
 use yunkey_proto::v1::risk_service_server::RiskService;
 use yunkey_proto::v1::{
-    AssessRiskRequest, AuthenticateUserRequest, BiometricEvidence, EnrollFaceRequest,
-    Geolocation, RiskContext, RiskDecision, RiskVerdict, Transaction, UserAuthentication,
+    AssessRiskRequest, AuthenticateUserRequest, BiometricEvidence, EnrollFaceRequest, Geolocation,
+    RiskContext, RiskDecision, RiskVerdict, Transaction, UserAuthentication,
 };
 use yunkey_risk::assess::Assessor;
 use yunkey_risk::clock::ManualClock;
@@ -83,7 +83,10 @@ impl Embedder for FakeEmbedder {
     fn embed<'a>(&'a self, image: &'a [u8]) -> EmbedFuture<'a> {
         Box::pin(async move {
             let text = std::str::from_utf8(image).unwrap_or("");
-            match text.strip_prefix("face:").and_then(|x| x.parse::<f32>().ok()) {
+            match text
+                .strip_prefix("face:")
+                .and_then(|x| x.parse::<f32>().ok())
+            {
                 Some(x) => Ok(Embedding {
                     values: vec![x, 0.0, 0.0],
                     model: "fake-model".into(),
@@ -110,7 +113,11 @@ impl Env {
     pub fn on(store: RiskStore, rules: &str, now: i64) -> Self {
         let rules = RulesHandle::new(Rules::parse(rules).expect("test rules"));
         let clock = ManualClock::at(now);
-        let assessor = Arc::new(Assessor::new(store.clone(), rules.clone(), Arc::new(clock.clone())));
+        let assessor = Arc::new(Assessor::new(
+            store.clone(),
+            rules.clone(),
+            Arc::new(clock.clone()),
+        ));
         let faces = Arc::new(Faces::new(
             store.clone(),
             TemplateKey::from_bytes([7; 32]),
@@ -188,5 +195,9 @@ pub fn fired(d: &RiskDecision) -> Vec<&str> {
 pub fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, text: &str) {
     let e = r.expect_err("expected an error");
     assert_eq!(e.code(), code, "{e:?}");
-    assert!(e.message().contains(text), "{:?} does not contain {text:?}", e.message());
+    assert!(
+        e.message().contains(text),
+        "{:?} does not contain {text:?}",
+        e.message()
+    );
 }
