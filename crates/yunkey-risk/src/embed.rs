@@ -36,6 +36,12 @@ impl std::fmt::Debug for Embedding {
     }
 }
 
+impl Drop for Embedding {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.values);
+    }
+}
+
 /// What [`Embedder::embed`] returns.
 pub type EmbedFuture<'a> = Pin<Box<dyn Future<Output = Result<Embedding, RiskError>> + Send + 'a>>;
 

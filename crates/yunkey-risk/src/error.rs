@@ -71,12 +71,12 @@ pub enum RiskError {
         probe: String,
     },
     /// A stored template cannot be opened (wrong `--template-key`, or tampering).
-    #[error("user {user}'s face template cannot be opened: {source}")]
+    #[error("user {user}'s face template cannot be opened: {error}")]
     Template {
         /// The user.
         user: String,
         /// Why.
-        source: TemplateError,
+        error: TemplateError,
     },
     /// The template key file cannot be read or created.
     #[error(transparent)]

@@ -147,9 +147,9 @@ impl Faces {
         let template =
             self.key
                 .open(user, &record.sealed)
-                .map_err(|source| RiskError::Template {
+                .map_err(|error| RiskError::Template {
                     user: user.to_owned(),
-                    source,
+                    error,
                 })?;
         if template.model != probe.model || template.values.len() != probe.values.len() {
             return Err(RiskError::ModelMismatch {

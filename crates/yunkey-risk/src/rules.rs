@@ -29,12 +29,12 @@ const MAX_OFFSET_MINUTES: i32 = 14 * 60;
 #[non_exhaustive]
 pub enum RulesError {
     /// The file could not be read.
-    #[error("cannot read rules file {path}: {source}")]
+    #[error("cannot read rules file {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// The IO error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not TOML, or a key that is unknown, missing or of the wrong type (the message has the
     /// line and column).
@@ -154,9 +154,9 @@ pub struct Rules {
 impl Rules {
     /// Reads and checks the rules file at `path`.
     pub fn load(path: &Path) -> Result<Self, RulesError> {
-        let bytes = std::fs::read(path).map_err(|source| RulesError::Read {
+        let bytes = std::fs::read(path).map_err(|error| RulesError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse_bytes(&bytes)
     }

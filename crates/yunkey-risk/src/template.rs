@@ -24,12 +24,12 @@ const NONCE_LEN: usize = 12;
 #[non_exhaustive]
 pub enum TemplateError {
     /// The key file cannot be read or written.
-    #[error("template key {path}: {source}")]
+    #[error("template key {path}: {error}")]
     KeyFile {
         /// The file.
         path: String,
         /// The IO error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The key file does not hold a key.
     #[error("template key {path} is not 64 hex digits (32 bytes); make one with `yunkey risk init-key FILE`")]
@@ -98,10 +98,10 @@ impl TemplateKey {
 
     /// Reads the key file.
     pub fn read(path: &Path) -> Result<Self, TemplateError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
             TemplateError::KeyFile {
                 path: path.display().to_string(),
-                source,
+                error,
             }
         })?);
         let mut key = Zeroizing::new([0u8; 32]);
@@ -128,10 +128,10 @@ impl TemplateKey {
         let key = Self::generate();
         let mut text = Zeroizing::new(hex::encode(key.0.as_ref()));
         text.push('\n');
-        yunkey_store::write_file_atomic(path, text.as_bytes(), 0o600).map_err(|source| {
+        yunkey_store::write_file_atomic(path, text.as_bytes(), 0o600).map_err(|error| {
             TemplateError::KeyFile {
                 path: path.display().to_string(),
-                source,
+                error,
             }
         })?;
         Ok(key)
