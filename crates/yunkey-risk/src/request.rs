@@ -27,8 +27,12 @@ pub struct Assessment {
     pub device_registered_at: Option<i64>,
     /// The AuthenticateUser result id given after a step-up.
     pub authentication_id: Option<String>,
-    /// The caller's channel and source, for the log.
+    /// The channel (`terminal` or `business`), for the log.
     pub channel: String,
+    /// Where the request came from, for the log.
+    pub source_address: String,
+    /// The coordinator's clock, for the log (the risk service decides on its own clock).
+    pub coordinator_time: i64,
 }
 
 /// Checks a user id.
@@ -140,5 +144,7 @@ pub fn assessment(req: AssessRiskRequest) -> Result<Assessment, RiskError> {
         device_registered_at,
         authentication_id,
         channel: ctx.channel,
+        source_address: ctx.source_address,
+        coordinator_time: ctx.unix_seconds,
     })
 }
