@@ -7,6 +7,7 @@
 //! - `yunkey chip`, `yunkey coordinator`: one chip or one coordinator of a multi-process
 //!   cluster; `yunkey ctl ...`: its membership and status; `yunkey pki ...`: its TLS
 //!   certificates; `yunkey release ...`: signed releases of the terminal software.
+//! - `yunkey risk serve`: the reference risk service; `yunkey risk check-rules FILE`.
 //! - `yunkey bench`: the signing benchmark against a running cluster; `yunkey bench cluster`:
 //!   enrolments, Raft writes and leader failover of a coordinator cluster.
 //!
@@ -30,6 +31,7 @@ mod output;
 mod pin;
 mod pki;
 mod release;
+mod risk;
 mod self_check;
 mod serve;
 mod terminal;
@@ -66,7 +68,10 @@ fn main() -> ExitCode {
 fn init_tracing(cli: &cli::Cli, g: &cli::Global) {
     let default = if matches!(
         cli.command,
-        cli::Command::Dev(_) | cli::Command::Chip(_) | cli::Command::Coordinator(_)
+        cli::Command::Dev(_)
+            | cli::Command::Chip(_)
+            | cli::Command::Coordinator(_)
+            | cli::Command::Risk(_)
     ) {
         "info,openraft=warn"
     } else {
@@ -96,5 +101,6 @@ async fn run(g: &cli::Global, command: &cli::Command) -> anyhow::Result<()> {
         cli::Command::Ctl(cmd) => ctl::run(g, &cmd.command).await,
         cli::Command::Release(cmd) => release::run(g, &cmd.command).await,
         cli::Command::Pki(args) => pki::run(g, &args.command),
+        cli::Command::Risk(args) => risk::run(args).await,
     }
 }

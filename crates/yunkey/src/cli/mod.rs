@@ -50,6 +50,9 @@ pub enum Command {
     /// The cluster's TLS certificates: a CA, and one identity per node, business backend and
     /// operator; the domain operator key and chip admissions.
     Pki(PkiArgs),
+    /// The reference risk service (the business transaction module): serve it, check a rules
+    /// file, create a face-template key.
+    Risk(crate::risk::RiskArgs),
 }
 
 impl Command {
@@ -63,7 +66,11 @@ impl Command {
             Command::Verify(a) => Some(&a.client.0),
             Command::Status(a) => Some(&a.client.0),
             Command::Bench(a) => Some(&a.client.0),
-            Command::Dev(_) | Command::Chip(_) | Command::Coordinator(_) | Command::Pki(_) => None,
+            Command::Dev(_)
+            | Command::Chip(_)
+            | Command::Coordinator(_)
+            | Command::Pki(_)
+            | Command::Risk(_) => None,
         }
     }
 
@@ -81,6 +88,7 @@ impl Command {
             Command::Ctl(_) => "ctl",
             Command::Release(_) => "release",
             Command::Pki(_) => "pki",
+            Command::Risk(_) => "risk",
         }
     }
 }
