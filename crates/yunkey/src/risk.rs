@@ -49,7 +49,7 @@ pub struct RiskServeArgs {
     pub rules: PathBuf,
     /// The data directory: `store/` (counters, counted transactions, authentication results,
     /// sealed face templates), `endpoint`, and `template.key` unless --template-key is given.
-    #[arg(long, env = "YUNKEY_DATA", default_value = "yunkey-risk-data")]
+    #[arg(long, env = "YUNKEY_RISK_DATA", default_value = "yunkey-risk-data")]
     pub data: PathBuf,
     /// Directory with `ca.pem`, `risk.pem` and `risk-key.pem` (the risk identity, role `risk`,
     /// from `yunkey pki issue --role risk`). Callers' certificates must chain to `ca.pem`.
@@ -70,7 +70,7 @@ pub struct RiskServeArgs {
     #[arg(long, value_name = "FILE")]
     pub template_key: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint (`/metrics`); `off` disables it.
-    #[arg(long, env = "YUNKEY_METRICS", default_value = "off")]
+    #[arg(long, env = "YUNKEY_RISK_METRICS", default_value = "off")]
     pub metrics: String,
 }
 

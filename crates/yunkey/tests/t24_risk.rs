@@ -62,16 +62,36 @@ fn photo(name: &str) -> String {
 }
 
 const RULES: &str = r#"
-[[amount]]
+format = 1
+
+[[amount_limit]]
+name = "amount.EUR.step_up"
+action = "step_up"
+weight = 30
 currency = "EUR"
-per_transaction_step_up = "1000"
-per_transaction_deny = "10000"
+period = "transaction"
+above = 1000
 
-[velocity]
-per_minute = 5
+[[amount_limit]]
+name = "amount.EUR.deny"
+action = "deny"
+weight = 100
+currency = "EUR"
+period = "transaction"
+above = 10000
 
-[payees]
-blocked = ["Mallory Ltd"]
+[[velocity]]
+name = "velocity.per_minute"
+action = "deny"
+weight = 40
+max = 6
+window_seconds = 60
+
+[[payee_block]]
+name = "payee.blocked"
+action = "deny"
+weight = 100
+payees = ["Mallory Ltd"]
 "#;
 
 /// The business module of a test: the biometric unit and the risk service, with the dev
@@ -271,9 +291,16 @@ async fn risk_and_face_checks_come_before_every_signature() {
             phone.to_str().unwrap(),
         ],
     );
-    let out = dev.cli(&["user", "face-enroll", "alice", &photo("no-face.png")]);
+    // A file that is no image is refused with a message that says so.
+    let junk = tmp.path().join("junk.jpg");
+    std::fs::write(&junk, b"not a photograph").unwrap();
+    let out = dev.cli(&["user", "face-enroll", "alice", junk.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("unreadable"),
+        "{err}"
+    );
     cli_ok(&dev, &["user", "face-enroll", "alice", &photo("obama.jpg")]);
 
     // A small payment signs without a step-up.
@@ -358,9 +385,9 @@ async fn risk_and_face_checks_come_before_every_signature() {
         "{text}"
     );
 
-    // A velocity burst is denied: five a minute, the sixth refused.
+    // A velocity burst is denied: six a minute, the seventh refused.
     let carol = enroll_with_device(&dev, "carol").await;
-    for _ in 0..5 {
+    for _ in 0..6 {
         sign(&dev, &carol, "Corner Shop", "1").await.unwrap();
     }
     refused(
@@ -402,11 +429,11 @@ async fn risk_and_face_checks_come_before_every_signature() {
 
     // Paused past the deadline: fails closed, after about the deadline, and nothing is
     // consumed: the same authorization signs once the risk service is back.
-    let tx = transaction("bob", "4");
-    let request = bob.sign_request("", tx);
+    let erin = enroll_with_device(&dev, "erin").await;
+    let request = erin.sign_request("", transaction("erin", "4"));
     module.risk.signal("STOP");
     let started = Instant::now();
-    let result = terminal_client(dev.device_channel(&bob).current_channel())
+    let result = terminal_client(dev.device_channel(&erin).current_channel())
         .sign_transaction(request.clone())
         .await
         .map(|_| ());

@@ -319,13 +319,13 @@ pub struct CoordinatorArgs {
     #[command(flatten)]
     pub devices: DevicePolicyArgs,
     #[command(flatten)]
-    pub risk: RiskArgs,
+    pub risk: RiskCheckArgs,
 }
 
 /// The business's risk service, asked before every signature (docs/risk.md)
 /// (`yunkey coordinator` and `yunkey dev`).
 #[derive(Debug, Clone, Args)]
-pub struct RiskArgs {
+pub struct RiskCheckArgs {
     /// `https://host:port` of the risk service (`yunkey risk serve`, or the business's own
     /// RiskService). Without it signatures are not risk-checked (a warning at start).
     #[arg(long, value_name = "URL")]
@@ -344,7 +344,7 @@ pub struct RiskArgs {
     pub risk_fail_open: bool,
 }
 
-impl RiskArgs {
+impl RiskCheckArgs {
     /// Sets the risk service in a coordinator's configuration; `node_tls` is the node's own
     /// identity (presented to the risk service) and the cluster CA.
     pub fn apply(
@@ -570,7 +570,7 @@ pub struct DevArgs {
     #[command(flatten)]
     pub devices: DevicePolicyArgs,
     #[command(flatten)]
-    pub risk: RiskArgs,
+    pub risk: RiskCheckArgs,
 }
 
 #[derive(Debug, Subcommand)]
