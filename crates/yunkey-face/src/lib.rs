@@ -29,6 +29,7 @@ mod error;
 mod grpc;
 mod orientation;
 mod recognizer;
+mod scale;
 
 pub use decode::{MAX_IMAGE_BYTES, MAX_PIXELS, WORKING_MAX_SIDE};
 pub use embedding::{distance, Embedding, THRESHOLD};

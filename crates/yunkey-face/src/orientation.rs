@@ -98,11 +98,19 @@ fn tiff_orientation(tiff: &[u8]) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A JPEG prefix with an APP1 Exif segment whose IFD0 has one Orientation entry.
     fn jpeg_with_orientation(value: u16, big_endian: bool) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00];
+        jpeg.extend_from_slice(&exif_segment(value, big_endian));
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02]);
+        jpeg
+    }
+
+    /// An APP1 Exif segment (marker included) whose IFD0 has one Orientation entry.
+    pub(crate) fn exif_segment(value: u16, big_endian: bool) -> Vec<u8> {
         let mut tiff = Vec::new();
         let u16b = |v: u16| {
             if big_endian {
@@ -130,11 +138,10 @@ mod tests {
         tiff.extend_from_slice(&u32b(0));
         let mut body = b"Exif\0\0".to_vec();
         body.extend_from_slice(&tiff);
-        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xE1];
-        jpeg.extend_from_slice(&u16::try_from(body.len() + 2).unwrap().to_be_bytes());
-        jpeg.extend_from_slice(&body);
-        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02]);
-        jpeg
+        let mut segment = vec![0xFF, 0xE1];
+        segment.extend_from_slice(&u16::try_from(body.len() + 2).unwrap().to_be_bytes());
+        segment.extend_from_slice(&body);
+        segment
     }
 
     #[test]
