@@ -270,7 +270,9 @@ fn issue(ca_pem: &str, ca_key_pem: &str, subject: &Subject) -> Result<(String, S
         params.subject_alt_names.push(host_san(host)?);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    if subject.role == Role::Node {
+    // Nodes and the business transaction module (the risk service, the biometric unit) are
+    // servers as well as clients.
+    if matches!(subject.role, Role::Node | Role::Risk) {
         params
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ServerAuth);
