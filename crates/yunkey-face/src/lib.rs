@@ -19,9 +19,10 @@
 //!
 //! It depends on dlib (the system's `libdlib-dev`, through the `dlib-face-recognition`
 //! crate, which holds the only unsafe code), the `image` crate (JPEG and PNG only), and of
-//! yunkey only on `yunkey-proto` (the contract). Nothing in the sign path depends on it: it
-//! is outside the workspace's default members so that a machine without libdlib builds the
-//! rest.
+//! yunkey only on `yunkey-proto` (the contract) and, in the binary, `yunkey-net` (TLS and the
+//! access layer). Nothing in the sign path depends on it: it is outside the workspace's
+//! default members so that a machine without libdlib builds the rest. Building, models and
+//! their licence: `crates/yunkey-face/README.md`.
 
 mod decode;
 mod embedding;
