@@ -35,5 +35,5 @@ mod scale;
 pub use decode::{MAX_IMAGE_BYTES, MAX_PIXELS, WORKING_MAX_SIDE};
 pub use embedding::{distance, Embedding, THRESHOLD};
 pub use error::FaceError;
-pub use grpc::FaceGrpc;
+pub use grpc::{FaceGrpc, MAX_REQUEST_BYTES};
 pub use recognizer::{Recognizer, ENCODER_FILE, LANDMARKS_FILE, MODEL_NAME};
