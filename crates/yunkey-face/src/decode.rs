@@ -20,10 +20,10 @@ pub const MAX_PIXELS: u64 = 25_000_000;
 /// Photos whose longer side is above this many pixels are scaled down to it before the face
 /// detector runs.
 ///
-/// The detector's time grows with the pixel count (a 12 MP phone photo takes seconds), while a
-/// face in a photo meant for recognition stays far above the detector's smallest face (about
-/// 80x80 pixels) after the scaling: in a head-and-shoulders selfie it is 300 pixels or more,
-/// in the full-length portraits of the test photos 125 to 260. The embedding is made from a
+/// The detector's time grows with the pixel count (a 12 MP phone photo has 12 times the
+/// pixels of a 1024x1024 one), while a face in a photo meant for recognition stays far above
+/// the detector's smallest face (about 80x80 pixels) after the scaling: in a head-and-shoulders
+/// selfie it is 300 pixels or more, in the portraits of the test photos 125 to 260. The embedding is made from a
 /// 150x150 crop of the face, so it loses little. A large JPEG is decoded straight at 1/2, 1/4
 /// or 1/8 of its size, which is also far faster than decoding it whole. Faces smaller than
 /// about 80 pixels in the scaled image (a crowd in the background) are not found, and not
