@@ -44,6 +44,13 @@ fn forwarded(rpc: &str, status: tonic::Status) -> CoordError {
     }
 }
 
+/// Puts what was done with a template in the user's audit trail.
+async fn record(core: &Core, actor: &str, user_id: String, event: UserEvent) -> Result<()> {
+    core.propose("", actor, Op::RecordUserEvent { user_id, event })
+        .await
+        .map(|_| ())
+}
+
 /// Stores a user's face template at the risk service.
 pub async fn enroll(
     core: &Core,
@@ -63,15 +70,7 @@ pub async fn enroll(
         .await
         .map_err(|s| forwarded("EnrollFace", s))?
         .into_inner();
-    core.propose(
-        "",
-        actor,
-        Op::RecordUserEvent {
-            user_id,
-            event: UserEvent::FaceEnrolled,
-        },
-    )
-    .await?;
+    record(core, actor, user_id, UserEvent::FaceEnrolled).await?;
     Ok(answer)
 }
 
@@ -93,16 +92,7 @@ pub async fn delete(
         .await
         .map_err(|s| forwarded("DeleteFace", s))?
         .into_inner();
-    core.propose(
-        "",
-        actor,
-        Op::RecordUserEvent {
-            user_id,
-            event: UserEvent::FaceDeleted {
-                deleted: answer.deleted,
-            },
-        },
-    )
-    .await?;
+    let deleted = answer.deleted;
+    record(core, actor, user_id, UserEvent::FaceDeleted { deleted }).await?;
     Ok(answer)
 }
