@@ -101,7 +101,7 @@ above = 100000000
 name = "velocity.per_minute"
 action = "deny"
 weight = 40
-max = 100000
+max = 10000
 window_seconds = 60
 
 [[payee_block]]
