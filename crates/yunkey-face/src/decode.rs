@@ -9,7 +9,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, RgbImage};
 use std::io::Cursor;
 
 /// Largest encoded image accepted, in bytes (4 MiB, as `face.proto` says).
-pub const MAX_IMAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_IMAGE_BYTES: usize = yunkey_net::MAX_FACE_IMAGE_BYTES;
 
 /// Largest image accepted, in pixels (width times height, from the image's header, before
 /// anything is decoded): 25 megapixels, above any phone's default photo (12 MP) and most

@@ -51,9 +51,14 @@ pub const LEADER_HINT_METADATA: &str = "x-yunkey-leader";
 /// request is small; a larger one is refused before it is decoded.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// Largest face photo any yunkey process accepts (coordinators, the risk service, the
+/// biometric unit), in bytes: 4 MiB.
+pub const MAX_FACE_IMAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Largest message of the RPCs that may carry a photo (`SignRequest` with face evidence,
-/// `EnrollFace`, `RiskService`, `FaceService`): a 4 MiB image and the rest of the request.
-pub const MAX_IMAGE_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// `EnrollFace`, `RiskService`, `FaceService`): a photo of [`MAX_FACE_IMAGE_BYTES`] and the
+/// rest of the request.
+pub const MAX_IMAGE_MESSAGE_BYTES: usize = MAX_FACE_IMAGE_BYTES + 64 * 1024;
 
 /// Accepted connections of `listener` with `TCP_NODELAY` set, for
 /// `Server::serve_with_incoming`. (tonic sets it only on sockets it binds itself; without it

@@ -85,7 +85,7 @@ impl RiskGate {
 }
 
 /// Largest face photo accepted, in bytes (the limit `risk.proto` states).
-pub const MAX_FACE_IMAGE_BYTES: usize = 4 * 1024 * 1024;
+pub use yunkey_net::MAX_FACE_IMAGE_BYTES;
 
 /// Checks the step-up evidence and the location a request carries, before anything else is
 /// done with them.
