@@ -2,7 +2,8 @@
 //!
 //! Everything here is pure computation, no IO: the canonical transaction encoding and its
 //! hash ([`tx`]), the messages a device signs ([`authz`]), ECDSA P-256 signing and
-//! verification ([`ecdsa`]), authenticated sealing of key material at rest ([`seal`]) and
+//! verification ([`ecdsa`]), SM2 with SM3 ([`sm2`], GB/T 32918), keys of either algorithm behind
+//! one type ([`sig`]), authenticated sealing of key material at rest ([`seal`]) and
 //! the envelope that carries the security domain from one chip to another ([`envelope`]),
 //! and the key wrapping and message authentication of the domain's wrapped keys
 //! ([`keywrap`]).
@@ -19,6 +20,8 @@ pub mod keywrap;
 pub mod names;
 pub mod release;
 pub mod seal;
+pub mod sig;
+pub mod sm2;
 pub mod tx;
 pub mod validate;
 
