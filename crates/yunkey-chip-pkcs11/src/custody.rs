@@ -31,6 +31,7 @@ use std::sync::{Mutex, RwLock};
 use yunkey_chip::custody::{CheckedDigest, CustodyKey, Kek, KeyRef};
 use yunkey_chip::{ChipError, KeyCustody};
 use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::Algorithm;
 use zeroize::{Zeroize, Zeroizing};
 
 /// Label of the token's sealing key.
@@ -359,6 +360,19 @@ fn destroy_all(session: &Session, id: &[u8]) -> Result<usize, Failure> {
     Ok(objects.len())
 }
 
+/// The tokens this custody is tested on (SoftHSM2) have no SM2 mechanism: keys here are
+/// ECDSA P-256. The coordinators place SM2 users on chips that hold SM2 keys.
+fn p256_only(algorithm: Algorithm) -> Result<(), ChipError> {
+    match algorithm {
+        Algorithm::EcdsaP256 => Ok(()),
+        other => Err(ChipError::AlgorithmUnsupported {
+            algorithm: other,
+            reason: "this PKCS#11 chip keeps ECDSA P-256 keys only; place SM2 keys on a chip that \
+                     lists SM2 among its algorithms",
+        }),
+    }
+}
+
 impl KeyCustody for Pkcs11Custody {
     fn describe(&self) -> String {
         format!("pkcs11:{}", self.token.label())
@@ -417,7 +431,8 @@ impl KeyCustody for Pkcs11Custody {
             })
     }
 
-    fn generate(&self) -> Result<CustodyKey, ChipError> {
+    fn generate(&self, algorithm: Algorithm) -> Result<CustodyKey, ChipError> {
+        p256_only(algorithm)?;
         let id = yunkey_crypto::random_bytes::<ID_LEN>().to_vec();
         let (handle, point, generation) = self
             .token
@@ -440,7 +455,7 @@ impl KeyCustody for Pkcs11Custody {
             })
             .map_err(|e| e.into_chip("generating a key in the token"))?;
         let Some(public_key) = ec::public_key_from_ec_point(&point) else {
-            let _ = self.destroy(&KeyRef::new(id.clone()));
+            let _ = self.destroy(&KeyRef::new(Algorithm::EcdsaP256, id.clone()));
             return Err(ChipError::storage(
                 "generating a key in the token",
                 "the token returned no valid P-256 CKA_EC_POINT",
@@ -448,8 +463,8 @@ impl KeyCustody for Pkcs11Custody {
         };
         self.remember(&id, handle, generation);
         Ok(CustodyKey {
-            key_ref: KeyRef::new(id),
-            public_key,
+            key_ref: KeyRef::new(Algorithm::EcdsaP256, id),
+            public_key: public_key.into(),
         })
     }
 
@@ -464,7 +479,13 @@ impl KeyCustody for Pkcs11Custody {
             .map_err(|e| e.into_chip("wrapping a key in the token"))
     }
 
-    fn import_wrapped(&self, wrapped: &[u8], kek: &Kek) -> Result<CustodyKey, ChipError> {
+    fn import_wrapped(
+        &self,
+        wrapped: &[u8],
+        algorithm: Algorithm,
+        kek: &Kek,
+    ) -> Result<CustodyKey, ChipError> {
+        p256_only(algorithm)?;
         let id = yunkey_crypto::random_bytes::<ID_LEN>().to_vec();
         let (handle, public_key, generation) = self
             .token
@@ -475,8 +496,8 @@ impl KeyCustody for Pkcs11Custody {
             .map_err(|e| e.into_chip("unwrapping a key in the token"))?;
         self.remember(&id, handle, generation);
         Ok(CustodyKey {
-            key_ref: KeyRef::new(id),
-            public_key,
+            key_ref: KeyRef::new(Algorithm::EcdsaP256, id),
+            public_key: public_key.into(),
         })
     }
 

@@ -16,6 +16,7 @@ use yunkey_chip::{ChipBackend, ChipError, KeyCustody};
 use yunkey_chip_pkcs11::{Pin, Pkcs11Chip, Pkcs11Custody, Pkcs11Options, TokenSelector};
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::seal::SealKey;
+use yunkey_crypto::sig::Algorithm;
 
 /// A second, independent view of the token, as an auditor with the user PIN would have it.
 fn inspect(label: &str) -> Session {
@@ -73,7 +74,7 @@ fn keys_live_in_the_token_sensitive_and_only_wrappable() {
     let custody = Pkcs11Custody::open(fresh(&mut label)).unwrap();
     let label = label.unwrap();
     assert_eq!(custody.describe(), format!("pkcs11:{label}"));
-    let key = custody.generate().unwrap();
+    let key = custody.generate(Algorithm::EcdsaP256).unwrap();
     let id = key.key_ref.as_bytes().to_vec();
     assert_eq!(id.len(), 16);
 
@@ -163,7 +164,7 @@ fn restart_keeps_the_sealing_key_and_the_chip() {
     let first = Pkcs11Custody::open(fresh(&mut label)).unwrap();
     let label = label.unwrap();
     let sealed = first.seal(b"aad", b"kept").unwrap();
-    let key = first.generate().unwrap();
+    let key = first.generate(Algorithm::EcdsaP256).unwrap();
     let again = Pkcs11Custody::open(hsm.options(TokenSelector::Label(label.clone()))).unwrap();
     assert_eq!(&again.open(b"aad", &sealed).unwrap()[..], b"kept");
     let keys = kek();
@@ -218,17 +219,45 @@ fn import_refuses_what_does_not_unwrap() {
         matches!(r, Err(ChipError::Unseal { .. })) || panic!("{r:?}")
     };
     // Under another domain's key, altered, or not a key at all.
-    assert!(unseal(custody.import_wrapped(&good, kek().kek())));
+    assert!(unseal(custody.import_wrapped(
+        &good,
+        Algorithm::EcdsaP256,
+        kek().kek()
+    )));
     let mut altered = good.clone();
     altered[10] ^= 1;
-    assert!(unseal(custody.import_wrapped(&altered, keys.kek())));
+    assert!(unseal(custody.import_wrapped(
+        &altered,
+        Algorithm::EcdsaP256,
+        keys.kek()
+    )));
     let junk = yunkey_crypto::keywrap::wrap_kwp(keys.kek().expose(), &[0x30, 0x03, 1, 2, 3]);
-    assert!(unseal(custody.import_wrapped(&junk, keys.kek())));
+    assert!(unseal(custody.import_wrapped(
+        &junk,
+        Algorithm::EcdsaP256,
+        keys.kek()
+    )));
     // The good one imports, with the right public key.
-    let imported = custody.import_wrapped(&good, keys.kek()).unwrap();
-    assert_eq!(imported.public_key, soft.public_key());
+    let imported = custody
+        .import_wrapped(&good, Algorithm::EcdsaP256, keys.kek())
+        .unwrap();
+    assert_eq!(imported.public_key, soft.public_key().into());
     // A key reference that is not a token id is refused, not looked up.
-    assert!(custody.destroy(&KeyRef::new(vec![1; 32])).is_err());
+    assert!(custody
+        .destroy(&KeyRef::new(Algorithm::EcdsaP256, vec![1; 32]))
+        .is_err());
+    // SM2 keys are refused with a reason, neither generated nor imported.
+    for r in [
+        custody.generate(Algorithm::Sm2),
+        custody.import_wrapped(&good, Algorithm::Sm2, keys.kek()),
+    ] {
+        match r {
+            Err(ChipError::AlgorithmUnsupported { reason, .. }) => {
+                assert!(reason.contains("P-256"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -324,7 +353,7 @@ fn a_lost_login_is_restored_and_the_call_retried() {
     }
     // A key this instance has not looked up yet: logged out, the token hides it, so the
     // lookup fails; the custody logs in again and finds it.
-    let fresh_key = custody.generate().unwrap();
+    let fresh_key = custody.generate(Algorithm::EcdsaP256).unwrap();
     let other =
         Pkcs11Custody::open(softhsm().options(TokenSelector::Label(label.unwrap()))).unwrap();
     let keys = kek();

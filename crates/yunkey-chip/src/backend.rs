@@ -67,8 +67,10 @@ pub struct ChipInfo {
     pub transport_public_key: Vec<u8>,
     /// The security domain's id, if the chip is in one.
     pub domain_id: Option<String>,
-    /// DER of the trust anchor (user CA certificate), if set.
+    /// DER of the trust anchor (P-256 user CA certificate), if set.
     pub trust_anchor: Option<Vec<u8>>,
+    /// DER of the SM2 user CA certificate, if set.
+    pub sm2_trust_anchor: Option<Vec<u8>>,
     /// SubjectPublicKeyInfo DER of the domain's operator key, if the chip is in a domain.
     pub operator_key: Option<Vec<u8>>,
     /// What keeps the keys (`soft`, `pkcs11:...`).
@@ -90,6 +92,11 @@ pub struct ChipAdmission {
 /// A request to generate a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerateKey {
+    /// ECDSA P-256 or SM2.
+    pub algorithm: yunkey_crypto::sig::Algorithm,
+    /// For an SM2 user key: the distinguishing ID it signs under (empty: the default,
+    /// [`yunkey_crypto::sm2::DEFAULT_DISTID`]). Empty for every other key.
+    pub distid: String,
     /// User or CA key.
     pub purpose: KeyPurpose,
     /// The owner of a user key; empty for a CA key.
@@ -103,6 +110,10 @@ pub struct GenerateKey {
 pub struct GeneratedKey {
     /// The chip-local handle naming the key.
     pub handle: String,
+    /// Its algorithm.
+    pub algorithm: yunkey_crypto::sig::Algorithm,
+    /// The SM2 distinguishing ID it signs under (empty for P-256).
+    pub distid: String,
     /// SubjectPublicKeyInfo DER of the public key.
     pub public_key_spki: Vec<u8>,
     /// The key wrapped under the domain's keys, with its binding ([`crate::wrapped`]).
@@ -271,9 +282,10 @@ pub struct KeyListing {
 /// A signature and the digest that was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
-    /// DER ECDSA-Sig-Value.
+    /// DER signature: ECDSA-Sig-Value, or SM2's `SEQUENCE { r, s }`.
     pub signature_der: Vec<u8>,
-    /// The SHA-256 digest that was signed (computed by the chip).
+    /// The digest that was signed, computed by the chip: SHA-256 of the message for P-256,
+    /// `SM3(Z_A || message)` for SM2.
     pub digest: Digest,
 }
 
@@ -301,8 +313,8 @@ pub trait ChipBackend: Send + Sync {
     /// returns its id. Idempotent for the same domain; refused if in another.
     fn import_domain(&self, envelope: &[u8]) -> Result<String, ChipError>;
 
-    /// Sets the user CA certificate (DER, ECDSA P-256). Write-once: the same certificate
-    /// again is accepted, another is refused.
+    /// Sets a user CA certificate (DER, ECDSA P-256 or SM2: each algorithm has its own
+    /// anchor). Write-once: the same certificate again is accepted, another is refused.
     fn set_trust_anchor(&self, cert_der: &[u8]) -> Result<(), ChipError>;
 
     /// Generates a key pair. Needs a domain (the result carries the wrapped key).

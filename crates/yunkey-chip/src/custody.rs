@@ -2,9 +2,10 @@
 //!
 //! Everything that decides *whether* a key may be used lives above this trait, in the
 //! [`crate::ActivationModule`], and is the same for every backend. A custody backend only
-//! keeps keys: it generates a P-256 key pair inside, exports and imports it wrapped under the
-//! domain's key-encryption key, signs a digest that the module has already checked, destroys
-//! a key, and seals the module's own records at rest under a key that never leaves it.
+//! keeps keys: it generates a key pair inside (ECDSA P-256, or SM2 where the backend supports
+//! it), exports and imports it wrapped under the domain's key-encryption key, signs a digest
+//! that the module has already checked, destroys a key, and seals the module's own records at
+//! rest under a key that never leaves it.
 //!
 //! Two backends exist: the soft custody ([`crate::soft::SoftCustody`], a master key in a
 //! file) and a PKCS#11 token (crate `yunkey-chip-pkcs11`). Both pass [`crate::conformance`].
@@ -14,24 +15,35 @@
 
 use crate::ChipError;
 use std::fmt;
-use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::Digest;
 use zeroize::Zeroizing;
 
 /// A backend's reference to a key it keeps: opaque to the module, stored by it inside the
 /// key's sealed record. For the soft custody it is the private scalar itself; for a token it
-/// is the object's `CKA_ID`. Wiped on drop, never printed.
-pub struct KeyRef(Zeroizing<Vec<u8>>);
+/// is the object's `CKA_ID`. It names the key's algorithm too. Wiped on drop, never printed.
+pub struct KeyRef {
+    algorithm: Algorithm,
+    bytes: Zeroizing<Vec<u8>>,
+}
 
 impl KeyRef {
-    /// A reference from the backend's bytes.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+    /// A reference to a key of `algorithm` from the backend's bytes.
+    pub fn new(algorithm: Algorithm, bytes: Vec<u8>) -> Self {
+        Self {
+            algorithm,
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// The backend's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
@@ -46,8 +58,9 @@ impl fmt::Debug for KeyRef {
 pub struct CustodyKey {
     /// How the backend finds the private key again.
     pub key_ref: KeyRef,
-    /// Its public key.
-    pub public_key: PublicKey,
+    /// Its public key (for SM2, with the default distinguishing ID: the module sets the key's
+    /// own).
+    pub public_key: VerifyingKey,
 }
 
 /// The domain's key-encryption key (AES-256), derived inside the module from the domain
@@ -89,7 +102,8 @@ impl CheckedDigest {
         Self(digest)
     }
 
-    /// The SHA-256 digest to sign.
+    /// The digest to sign: SHA-256 of the message for a P-256 key, `SM3(Z_A || message)` for
+    /// an SM2 key (the module computes both; see [`yunkey_crypto::sig::VerifyingKey::digest`]).
     pub fn digest(&self) -> &Digest {
         &self.0
     }
@@ -109,16 +123,25 @@ pub trait KeyCustody: Send + Sync {
     /// moved or made elsewhere fails with [`ChipError::Storage`].
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ChipError>;
 
-    /// Generates a P-256 key pair inside; the private key never leaves in the clear.
-    fn generate(&self) -> Result<CustodyKey, ChipError>;
+    /// Generates a key pair of `algorithm` inside; the private key never leaves in the clear.
+    /// A backend that cannot hold keys of `algorithm` refuses with
+    /// [`ChipError::AlgorithmUnsupported`].
+    fn generate(&self, algorithm: Algorithm) -> Result<CustodyKey, ChipError>;
 
     /// The private key as AES-256-KWP (RFC 5649) of its PKCS#8 DER under `kek`.
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError>;
 
-    /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend).
-    fn import_wrapped(&self, wrapped: &[u8], kek: &Kek) -> Result<CustodyKey, ChipError>;
+    /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend), a
+    /// key of `algorithm` (the wrapped key's authenticated metadata names it).
+    fn import_wrapped(
+        &self,
+        wrapped: &[u8],
+        algorithm: Algorithm,
+        kek: &Kek,
+    ) -> Result<CustodyKey, ChipError>;
 
-    /// Signs a digest the module checked; returns a DER ECDSA signature with low S.
+    /// Signs a digest the module checked with the key; returns a DER signature (ECDSA with
+    /// low S, or SM2's `SEQUENCE { r, s }`).
     fn sign(&self, key: &KeyRef, digest: &CheckedDigest) -> Result<Vec<u8>, ChipError>;
 
     /// Destroys the key (a no-op for backends whose key lives only in the module's record).

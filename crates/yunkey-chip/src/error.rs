@@ -128,6 +128,23 @@ pub enum ChipError {
         /// The id configured now.
         configured: String,
     },
+    /// A CA key was asked to certify a key it does not certify: each algorithm's user keys
+    /// have their own CA.
+    #[error("a {ca} CA key does not certify a {subject} key; use the {subject} user CA")]
+    CaAlgorithmMismatch {
+        /// The CA key's algorithm.
+        ca: yunkey_crypto::sig::Algorithm,
+        /// The subject key's algorithm.
+        subject: yunkey_crypto::sig::Algorithm,
+    },
+    /// This chip (its custody backend) or this use of a key does not support the algorithm.
+    #[error("{algorithm} is not supported here: {reason}")]
+    AlgorithmUnsupported {
+        /// The algorithm asked for.
+        algorithm: yunkey_crypto::sig::Algorithm,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
     /// Storage or file IO failed, or stored state is corrupt. `op` is a short public reason;
     /// `detail` is for logs only and is not sent to callers.
     #[error("chip storage failure while {op}: {detail}")]
@@ -179,6 +196,8 @@ impl ChipError {
             ChipError::TrustAnchorNotSet => "trust_anchor_not_set",
             ChipError::TrustAnchorAlreadySet => "trust_anchor_already_set",
             ChipError::ChipIdMismatch { .. } => "chip_id_mismatch",
+            ChipError::AlgorithmUnsupported { .. } => "algorithm_unsupported",
+            ChipError::CaAlgorithmMismatch { .. } => "ca_algorithm_mismatch",
             ChipError::Storage { .. } => "storage",
         }
     }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_net::role::{self, Role};
+use yunkey_proto::v1 as pb;
 use yunkey_proto::v1::chip_service_server::{ChipService, ChipServiceServer};
-use yunkey_proto::v1::{self as pb, Algorithm};
 
 /// Longest opaque blob (certificate, envelope, wrapped key, transaction) accepted.
 const MAX_BLOB: usize = 16 * 1024;
@@ -226,6 +226,7 @@ impl ChipService for ChipGrpc {
             transport_public_key: info.transport_public_key,
             domain_id: info.domain_id.unwrap_or_default(),
             trust_anchor: info.trust_anchor.unwrap_or_default(),
+            sm2_trust_anchor: info.sm2_trust_anchor.unwrap_or_default(),
             operator_key: info.operator_key.unwrap_or_default(),
             custody: info.custody,
             admission_operator_key,
@@ -304,16 +305,13 @@ impl ChipService for ChipGrpc {
     ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
         self.admit(&req)?;
         let r = req.into_inner();
-        match Algorithm::try_from(r.algorithm) {
-            Ok(Algorithm::Unspecified | Algorithm::EcdsaP256) => {}
-            Ok(Algorithm::Sm2) => {
-                return Err(invalid(
+        let algorithm =
+            yunkey_crypto::sig::Algorithm::from_proto(r.algorithm).ok_or_else(|| {
+                invalid(
                     "algorithm",
-                    "SM2 is reserved and not served yet; use ECDSA_P256",
-                ))
-            }
-            Err(_) => return Err(invalid("algorithm", "is not a known Algorithm")),
-        }
+                    "is not a known Algorithm; send ECDSA_P256 (1) or SM2 (2)",
+                )
+            })?;
         let p = purpose(r.purpose)?;
         owner(p, &r.user_id)?;
         let activation = match (p, r.activation_code_sha256.len()) {
@@ -337,6 +335,8 @@ impl ChipService for ChipGrpc {
             }
         };
         let request = GenerateKey {
+            algorithm,
+            distid: r.distinguishing_id,
             purpose: p,
             user_id: r.user_id,
             activation,

@@ -7,16 +7,17 @@
 //!   chip is not a hardware boundary (see `docs/security.md`).
 //! - `store/`: the [`ActivationModule`]'s database (sled).
 //!
-//! A key's [`KeyRef`] is its 32-byte private scalar, which exists on disk only inside the
-//! module's sealed record; in memory it lives in wiped buffers.
+//! A key's [`KeyRef`] is its 32-byte private scalar (P-256 or SM2, as the reference names),
+//! which exists on disk only inside the module's sealed record; in memory it lives in wiped
+//! buffers.
 
 use crate::custody::{CheckedDigest, CustodyKey, Kek, KeyCustody, KeyRef};
 use crate::{ActivationModule, ChipConfig, ChipError};
 use std::path::Path;
 use std::sync::Arc;
-use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
+use yunkey_crypto::sig::{Algorithm, SigningKey};
 use yunkey_store::Db;
 use zeroize::Zeroizing;
 
@@ -61,15 +62,15 @@ impl SoftCustody {
         Ok(Self { master })
     }
 
-    fn key(key: &KeyRef) -> Result<PrivateKey, ChipError> {
-        PrivateKey::from_secret_bytes(key.as_bytes())
+    fn key(key: &KeyRef) -> Result<SigningKey, ChipError> {
+        SigningKey::from_secret_bytes(key.algorithm(), key.as_bytes())
             .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))
     }
 
-    fn custody_key(key: PrivateKey) -> CustodyKey {
+    fn custody_key(key: SigningKey) -> CustodyKey {
         CustodyKey {
             public_key: key.public_key(),
-            key_ref: KeyRef::new(key.to_secret_bytes().to_vec()),
+            key_ref: KeyRef::new(key.algorithm(), key.to_secret_bytes().to_vec()),
         }
     }
 }
@@ -92,8 +93,8 @@ impl KeyCustody for SoftCustody {
         })
     }
 
-    fn generate(&self) -> Result<CustodyKey, ChipError> {
-        Ok(Self::custody_key(PrivateKey::generate()))
+    fn generate(&self, algorithm: Algorithm) -> Result<CustodyKey, ChipError> {
+        Ok(Self::custody_key(SigningKey::generate(algorithm)))
     }
 
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
@@ -103,13 +104,21 @@ impl KeyCustody for SoftCustody {
         ))
     }
 
-    fn import_wrapped(&self, wrapped: &[u8], kek: &Kek) -> Result<CustodyKey, ChipError> {
+    fn import_wrapped(
+        &self,
+        wrapped: &[u8],
+        algorithm: Algorithm,
+        kek: &Kek,
+    ) -> Result<CustodyKey, ChipError> {
         let unseal = || ChipError::Unseal {
             what: "wrapped key",
         };
         let pkcs8 = keywrap::unwrap_kwp(kek.expose(), wrapped).map_err(|_| unseal())?;
         let pkcs8 = without_zero_padding(&pkcs8).ok_or_else(unseal)?;
-        let key = PrivateKey::from_pkcs8_der(pkcs8).map_err(|_| unseal())?;
+        let key = SigningKey::from_pkcs8_der(pkcs8).map_err(|_| unseal())?;
+        if key.algorithm() != algorithm {
+            return Err(unseal());
+        }
         Ok(Self::custody_key(key))
     }
 
@@ -166,11 +175,15 @@ mod tests {
         let kek = crate::wrapped::DomainKeys::derive(&SealKey::generate())
             .kek()
             .clone();
-        let key = PrivateKey::generate();
+        let key = SigningKey::generate(Algorithm::EcdsaP256);
         let mut padded = key.to_pkcs8_der().to_vec();
         padded.resize(padded.len().next_multiple_of(8), 0);
         let imported = custody
-            .import_wrapped(&keywrap::wrap_kwp(kek.expose(), &padded), &kek)
+            .import_wrapped(
+                &keywrap::wrap_kwp(kek.expose(), &padded),
+                Algorithm::EcdsaP256,
+                &kek,
+            )
             .unwrap();
         assert_eq!(imported.public_key, key.public_key());
         // Eight zeros, or a non-zero byte after the DER, are not padding.
@@ -178,7 +191,11 @@ mod tests {
             let mut bad = key.to_pkcs8_der().to_vec();
             bad.extend_from_slice(tail);
             assert!(custody
-                .import_wrapped(&keywrap::wrap_kwp(kek.expose(), &bad), &kek)
+                .import_wrapped(
+                    &keywrap::wrap_kwp(kek.expose(), &bad),
+                    Algorithm::EcdsaP256,
+                    &kek
+                )
                 .is_err());
         }
         assert_eq!(

@@ -8,6 +8,7 @@ use crate::{
     IssueCertificate, KeyPurpose,
 };
 use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::sig::{Algorithm, SigningKey};
 use yunkey_crypto::{authz, names, tx, Digest};
 use yunkey_proto::v1::Transaction;
 
@@ -80,10 +81,18 @@ pub struct ChipCa {
 }
 
 impl ChipCa {
-    /// Makes the CA in `chip` (which must be in a domain) and sets it as its trust anchor.
+    /// Makes the P-256 CA in `chip` (which must be in a domain) and sets it as its trust
+    /// anchor.
     pub fn create(chip: &dyn ChipBackend, name: &str) -> Self {
+        Self::create_with(chip, name, Algorithm::EcdsaP256)
+    }
+
+    /// Makes a CA of `algorithm` in `chip` and sets it as that algorithm's trust anchor.
+    pub fn create_with(chip: &dyn ChipBackend, name: &str, algorithm: Algorithm) -> Self {
         let key = chip
             .generate_key(&GenerateKey {
+                algorithm,
+                distid: String::new(),
                 purpose: KeyPurpose::Ca,
                 user_id: String::new(),
                 activation: None,
@@ -115,9 +124,21 @@ pub fn activation() -> (String, PendingActivation) {
 /// Generates a user key for `user_id` in `chip` with a fresh activation; returns the key and
 /// the activation code.
 pub fn enrol(chip: &dyn ChipBackend, user_id: &str) -> (GeneratedKey, String) {
+    enrol_with(chip, user_id, Algorithm::EcdsaP256, "")
+}
+
+/// [`enrol`] with a key of `algorithm` and, for SM2, a distinguishing ID (empty: default).
+pub fn enrol_with(
+    chip: &dyn ChipBackend,
+    user_id: &str,
+    algorithm: Algorithm,
+    distid: &str,
+) -> (GeneratedKey, String) {
     let (code, pending) = activation();
     let key = chip
         .generate_key(&GenerateKey {
+            algorithm,
+            distid: distid.into(),
             purpose: KeyPurpose::User,
             user_id: user_id.into(),
             activation: Some(pending),
@@ -134,13 +155,18 @@ pub struct Device {
     /// Its id ([`names::device_id`] of its key).
     pub device_id: String,
     /// Its private key.
-    pub key: PrivateKey,
+    pub key: SigningKey,
 }
 
 impl Device {
-    /// A new device of `user_id`.
+    /// A new device of `user_id` with a P-256 key.
     pub fn new(user_id: &str) -> Self {
-        let key = PrivateKey::generate();
+        Self::new_with(user_id, Algorithm::EcdsaP256)
+    }
+
+    /// A new device of `user_id` with a key of `algorithm`.
+    pub fn new_with(user_id: &str, algorithm: Algorithm) -> Self {
+        let key = SigningKey::generate(algorithm);
         Self {
             user_id: user_id.to_owned(),
             device_id: names::device_id(&key.public_key().to_spki_der()),
@@ -187,7 +213,9 @@ impl Device {
             canonical_transaction: canonical_transaction.to_vec(),
             device_id: self.device_id.clone(),
             authorization_signature: self.authorize(canonical_transaction),
-            authorization_format: yunkey_crypto::authz::AuthorizationFormat::EcdsaP256Sha256,
+            authorization_format: yunkey_crypto::authz::AuthorizationFormat::for_key(
+                self.key.algorithm(),
+            ),
             binding_seq: 0,
         }
     }

@@ -2,16 +2,21 @@
 //! checkable by every chip of the domain and by nothing else.
 //!
 //! ```text
-//! 2 (1) || algorithm (1) || purpose (1) || user_id (lp) || public_key_spki (lp)
+//! 2 (1) || 1 (1, P-256) || purpose (1) || user_id (lp) || public_key_spki (lp)
 //!   || binding (lp) || kwp (lp) || tag (32)
+//! 3 (1) || algorithm (1) || purpose (1) || user_id (lp) || public_key_spki (lp)
+//!   || distid (lp) || binding (lp) || kwp (lp) || tag (32)
 //! ```
+//! - Format 2 is a P-256 key; format 3 names any algorithm ([`Algorithm::to_byte`]) and
+//!   carries the SM2 distinguishing ID the key signs under. P-256 keys are still written in
+//!   format 2, so every chip of the version before SM2 reads them.
 //! - `kwp` is AES-256 key wrap with padding (RFC 5649) of the key's PKCS#8 DER under the
 //!   domain's key-encryption key ([`DomainKeys::kek`]), made and opened by the chip's
 //!   [`crate::KeyCustody`] (a PKCS#11 token does it with `C_WrapKey`). SoftHSM2 2.6 zero-pads
 //!   the PKCS#8 to a multiple of 8 bytes before wrapping; readers accept up to 7 zero bytes
 //!   after the DER.
-//! - `tag` is HMAC-SHA256 under the domain's MAC key over `"yunkey-wrapped-key/2"` and every
-//!   byte before it. So the metadata (owner, purpose, public key, the [`Binding`]) is
+//! - `tag` is HMAC-SHA256 under the domain's MAC key over `"yunkey-wrapped-key/<format>"` and
+//!   every byte before it. So the metadata (owner, purpose, public key, the [`Binding`]) is
 //!   authenticated by the domain: a chip can read and trust it without unwrapping the key,
 //!   and nobody outside the domain can alter it.
 //! - `lp` is a 2-byte big-endian length and the bytes.
@@ -22,17 +27,18 @@
 use crate::binding::Binding;
 use crate::custody::Kek;
 use crate::{ChipError, KeyPurpose};
-use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::validate::InvalidField;
 use zeroize::Zeroizing;
 
-/// Current format version.
+/// Format of a wrapped P-256 key.
 pub const VERSION: u8 = 2;
-/// The only algorithm so far: ECDSA P-256.
-pub const ALG_P256: u8 = 1;
+/// Format of a wrapped key that names its algorithm (every SM2 key).
+pub const VERSION_ALGORITHM: u8 = 3;
 const TAG_LABEL: &[u8] = b"yunkey-wrapped-key/2";
+const TAG_LABEL_ALGORITHM: &[u8] = b"yunkey-wrapped-key/3";
 const TAG_LEN: usize = 32;
 
 /// Appends `bytes` with a 2-byte big-endian length prefix.
@@ -80,12 +86,16 @@ impl std::fmt::Debug for DomainKeys {
 /// A wrapped key whose tag verified: its metadata is what a chip of the domain wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedKey {
+    /// Its algorithm.
+    pub algorithm: Algorithm,
     /// What the key may be used for.
     pub purpose: KeyPurpose,
     /// The owning user (empty for cluster keys).
     pub user_id: String,
     /// SubjectPublicKeyInfo DER of the key.
     pub public_key_spki: Vec<u8>,
+    /// The SM2 distinguishing ID the key signs under (empty for P-256).
+    pub distid: String,
     /// The binding when it was wrapped.
     pub binding: Binding,
     /// The custody's RFC 5649 wrap of the PKCS#8 key.
@@ -99,45 +109,66 @@ fn bad(reason: &str) -> ChipError {
 impl WrappedKey {
     /// Encodes and tags the key under the domain's MAC key.
     pub fn seal(&self, keys: &DomainKeys) -> Vec<u8> {
-        let mut out = vec![VERSION, ALG_P256, self.purpose.to_byte()];
+        let p256 = self.algorithm == Algorithm::EcdsaP256;
+        let (version, label) = if p256 {
+            (VERSION, TAG_LABEL)
+        } else {
+            (VERSION_ALGORITHM, TAG_LABEL_ALGORITHM)
+        };
+        let mut out = vec![version, self.algorithm.to_byte(), self.purpose.to_byte()];
         put_lp(&mut out, self.user_id.as_bytes());
         put_lp(&mut out, &self.public_key_spki);
+        if !p256 {
+            put_lp(&mut out, self.distid.as_bytes());
+        }
         put_lp(&mut out, &self.binding.encode());
         put_lp(&mut out, &self.kwp);
-        let tag = keywrap::hmac_sha256(&keys.mac, &[TAG_LABEL, &out]);
+        let tag = keywrap::hmac_sha256(&keys.mac, &[label, &out]);
         out.extend_from_slice(&tag);
         out
+    }
+
+    /// The public key, with the distinguishing ID the key signs under.
+    pub fn public_key(&self) -> Result<VerifyingKey, ChipError> {
+        VerifyingKey::from_spki_der_as(self.algorithm, &self.public_key_spki, &self.distid)
+            .map_err(|_| bad("carries a bad public key"))
     }
 
     /// Checks the tag under the domain's MAC key and reads the metadata. Fails with
     /// [`ChipError::Unseal`] for a key of another domain or one that was altered.
     pub fn open(keys: &DomainKeys, bytes: &[u8]) -> Result<Self, ChipError> {
-        match bytes.first() {
-            Some(&VERSION) => {}
-            Some(1) => {
-                return Err(bad(
+        let label =
+            match bytes.first() {
+                Some(&VERSION) => TAG_LABEL,
+                Some(&VERSION_ALGORITHM) => TAG_LABEL_ALGORITHM,
+                Some(1) => return Err(bad(
                     "is in format 1 (before device binding), which this version no longer reads",
-                ))
-            }
-            Some(_) => return Err(bad("has an unknown format version")),
-            None => return Err(bad("must not be empty")),
-        }
+                )),
+                Some(_) => return Err(bad("has an unknown format version")),
+                None => return Err(bad("must not be empty")),
+            };
         if bytes.len() < 3 + TAG_LEN {
             return Err(bad("is truncated"));
         }
         let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        keywrap::verify_hmac_sha256(&keys.mac, &[TAG_LABEL, body], tag).map_err(|_| {
+        keywrap::verify_hmac_sha256(&keys.mac, &[label, body], tag).map_err(|_| {
             ChipError::Unseal {
                 what: "wrapped key",
             }
         })?;
-        if body[1] != ALG_P256 {
-            return Err(bad("names an unknown algorithm"));
+        let algorithm =
+            Algorithm::from_byte(body[1]).ok_or_else(|| bad("names an unknown algorithm"))?;
+        if (body[0] == VERSION) != (algorithm == Algorithm::EcdsaP256) {
+            return Err(bad("names an algorithm its format does not carry"));
         }
         let purpose =
             KeyPurpose::from_byte(body[2]).ok_or_else(|| bad("names an unknown purpose"))?;
         let (user, rest) = take_lp(&body[3..]).ok_or_else(|| bad("is truncated"))?;
         let (spki, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
+        let (distid, rest) = match algorithm {
+            Algorithm::EcdsaP256 => (&[][..], rest),
+            _ => take_lp(rest).ok_or_else(|| bad("is truncated"))?,
+        };
         let (binding, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
         let (kwp, rest) = take_lp(rest).ok_or_else(|| bad("is truncated"))?;
         if !rest.is_empty() {
@@ -146,14 +177,20 @@ impl WrappedKey {
         let user_id = std::str::from_utf8(user)
             .map_err(|_| bad("has a non-UTF-8 user id"))?
             .to_owned();
-        PublicKey::from_spki_der(spki).map_err(|_| bad("carries a bad public key"))?;
-        Ok(Self {
+        let distid = std::str::from_utf8(distid)
+            .map_err(|_| bad("has a non-UTF-8 distinguishing ID"))?
+            .to_owned();
+        let key = Self {
+            algorithm,
             purpose,
             user_id,
             public_key_spki: spki.to_vec(),
+            distid,
             binding: Binding::decode(binding)?,
             kwp: kwp.to_vec(),
-        })
+        };
+        key.public_key()?;
+        Ok(key)
     }
 }
 
@@ -161,13 +198,18 @@ impl WrappedKey {
 mod tests {
     use super::*;
 
-    fn sample() -> WrappedKey {
+    fn sample(algorithm: Algorithm) -> WrappedKey {
         WrappedKey {
+            algorithm,
             purpose: KeyPurpose::User,
             user_id: "alice".into(),
-            public_key_spki: yunkey_crypto::ecdsa::PrivateKey::generate()
+            public_key_spki: yunkey_crypto::sig::SigningKey::generate(algorithm)
                 .public_key()
                 .to_spki_der(),
+            distid: match algorithm {
+                Algorithm::EcdsaP256 => String::new(),
+                Algorithm::Sm2 => "alice@bank.example".into(),
+            },
             binding: Binding {
                 seq: 1,
                 ..Binding::default()
@@ -178,9 +220,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_binding() {
+        for algorithm in [Algorithm::EcdsaP256, Algorithm::Sm2] {
+            round_trip(algorithm);
+        }
+    }
+
+    fn round_trip(algorithm: Algorithm) {
         let keys = DomainKeys::derive(&SealKey::generate());
-        let w = sample();
+        let w = sample(algorithm);
         let bytes = w.seal(&keys);
+        let format = match algorithm {
+            Algorithm::EcdsaP256 => VERSION,
+            Algorithm::Sm2 => VERSION_ALGORITHM,
+        };
+        assert_eq!(bytes[0], format);
         assert_eq!(WrappedKey::open(&keys, &bytes).unwrap(), w);
         // Another domain cannot read it as its own.
         let other = DomainKeys::derive(&SealKey::generate());
@@ -189,7 +242,7 @@ mod tests {
             Err(ChipError::Unseal { .. })
         ));
         // Every byte is covered by the tag: flip each one and the open fails.
-        for i in 1..bytes.len() {
+        for i in 0..bytes.len() {
             let mut forged = bytes.clone();
             forged[i] ^= 0x01;
             assert!(WrappedKey::open(&keys, &forged).is_err(), "byte {i}");

@@ -24,4 +24,5 @@ fn soft_chip_on_sled_passes_conformance() {
         Box::new(chip)
     };
     conformance::run(&make);
+    conformance::sm2::run(&make);
 }

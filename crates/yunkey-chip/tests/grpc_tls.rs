@@ -72,6 +72,7 @@ async fn chip_service_over_tls_checks_roles() {
         user_id: "alice".into(),
         activation_code_sha256: yunkey_crypto::sha256(code.as_bytes()).to_vec(),
         activation_expires_at: testing::now_unix() + 600,
+        distinguishing_id: String::new(),
     };
     let status = node
         .generate_key(user_key_request("CODE"))
@@ -199,14 +200,39 @@ async fn chip_service_over_tls_checks_roles() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    let status = node
+    // An SM2 user key, with its own distinguishing ID; an unknown algorithm, or an ID for a
+    // P-256 key, is refused naming the field.
+    let sm2 = node
         .generate_key(pb::GenerateKeyRequest {
             algorithm: pb::Algorithm::Sm2 as i32,
+            distinguishing_id: "alice@bank.example".into(),
             ..user_key_request("CODE")
         })
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        .unwrap()
+        .into_inner();
+    let public = yunkey_crypto::sig::VerifyingKey::from_spki_der(&sm2.public_key).unwrap();
+    assert_eq!(public.algorithm(), yunkey_crypto::sig::Algorithm::Sm2);
+    for (algorithm, distid, field) in [
+        (7, "", "algorithm"),
+        (
+            pb::Algorithm::EcdsaP256 as i32,
+            "alice",
+            "distinguishing_id",
+        ),
+        (pb::Algorithm::Sm2 as i32, "has space", "distinguishing_id"),
+    ] {
+        let status = node
+            .generate_key(pb::GenerateKeyRequest {
+                algorithm,
+                distinguishing_id: distid.into(),
+                ..user_key_request("CODE")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{status:?}");
+    }
     let deleted = node
         .delete_key(pb::KeyHandleRequest {
             key_handle: key.key_handle.clone(),

@@ -1,8 +1,9 @@
 //! The messages a device signs: the authorization of one transaction, and the proof of
 //! possession it gives when it registers. Both are short line-based texts like the canonical
-//! transaction, signed with ECDSA P-256 over their SHA-256.
+//! transaction, signed by the device key: ECDSA P-256 over their SHA-256, or SM2 over
+//! `SM3(Z_A || message)` with the default distinguishing ID.
 
-use crate::ecdsa::PublicKey;
+use crate::sig::{Algorithm, VerifyingKey};
 use crate::validate::InvalidField;
 use crate::Digest;
 
@@ -36,6 +37,9 @@ pub enum AuthorizationFormat {
     /// A WebAuthn assertion over the same message. Wire value 2, reserved: not verified yet,
     /// so every authorization in this form is refused.
     WebAuthn,
+    /// DER SM2 signature with SM3 over [`authorization_message`], under the default
+    /// distinguishing ID ([`crate::sm2::DEFAULT_DISTID`]). Wire value 3.
+    Sm2Sm3,
 }
 
 impl AuthorizationFormat {
@@ -47,11 +51,12 @@ impl AuthorizationFormat {
         match value {
             0 | 1 => Ok(Self::EcdsaP256Sha256),
             2 => Ok(Self::WebAuthn),
+            3 => Ok(Self::Sm2Sm3),
             other => Err(InvalidField::new(
                 Self::FIELD,
                 format!(
                     "is {other}, not a known AuthorizationFormat; send \
-                     AUTHORIZATION_FORMAT_ECDSA_P256_SHA256 (1)"
+                     AUTHORIZATION_FORMAT_ECDSA_P256_SHA256 (1) or AUTHORIZATION_FORMAT_SM2_SM3 (3)"
                 ),
             )),
         }
@@ -62,6 +67,24 @@ impl AuthorizationFormat {
         match self {
             Self::EcdsaP256Sha256 => 1,
             Self::WebAuthn => 2,
+            Self::Sm2Sm3 => 3,
+        }
+    }
+
+    /// The protocol's name of the form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EcdsaP256Sha256 => "AUTHORIZATION_FORMAT_ECDSA_P256_SHA256 (1)",
+            Self::WebAuthn => "AUTHORIZATION_FORMAT_WEBAUTHN (2)",
+            Self::Sm2Sm3 => "AUTHORIZATION_FORMAT_SM2_SM3 (3)",
+        }
+    }
+
+    /// The form a device key of `algorithm` signs in.
+    pub fn for_key(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::EcdsaP256 => Self::EcdsaP256Sha256,
+            Algorithm::Sm2 => Self::Sm2Sm3,
         }
     }
 }
@@ -80,16 +103,30 @@ pub enum AuthorizationRefused {
 /// verified: the coordinator and the chip both call it.
 pub fn verify_authorization(
     format: AuthorizationFormat,
-    device_key: &PublicKey,
+    device_key: &VerifyingKey,
     user_id: &str,
     device_id: &str,
     tx_hash: &Digest,
     proof: &[u8],
 ) -> Result<(), AuthorizationRefused> {
     match format {
-        AuthorizationFormat::EcdsaP256Sha256 => device_key
-            .verify_message(&authorization_message(user_id, device_id, tx_hash), proof)
-            .map_err(|_| AuthorizationRefused::BadSignature),
+        AuthorizationFormat::EcdsaP256Sha256 | AuthorizationFormat::Sm2Sm3 => {
+            let expected = AuthorizationFormat::for_key(device_key.algorithm());
+            if format != expected {
+                return Err(AuthorizationRefused::Invalid(InvalidField::new(
+                    AuthorizationFormat::FIELD,
+                    format!(
+                        "is {} but the device key is {}; send {}",
+                        format.name(),
+                        device_key.algorithm(),
+                        expected.name()
+                    ),
+                )));
+            }
+            device_key
+                .verify_message(&authorization_message(user_id, device_id, tx_hash), proof)
+                .map_err(|_| AuthorizationRefused::BadSignature)
+        }
         AuthorizationFormat::WebAuthn => Err(AuthorizationRefused::Invalid(InvalidField::new(
             AuthorizationFormat::FIELD,
             "is AUTHORIZATION_FORMAT_WEBAUTHN, which is reserved and not supported yet; send \
@@ -157,7 +194,7 @@ mod tests {
 
     #[test]
     fn authorization_formats() {
-        let key = crate::ecdsa::PrivateKey::generate();
+        let key = crate::sig::SigningKey::generate(Algorithm::EcdsaP256);
         let h = [3u8; 32];
         let sig = key.sign_message(&authorization_message("alice", "dev-1", &h));
         for wire in [0, 1] {
@@ -169,6 +206,37 @@ mod tests {
                 Err(AuthorizationRefused::BadSignature)
             );
         }
+        // An SM2 device signs in format 3; the format must name the key's algorithm, both ways.
+        let sm2 = crate::sig::SigningKey::generate(Algorithm::Sm2);
+        let sm2_sig = sm2.sign_message(&authorization_message("alice", "dev-1", &h));
+        let f3 = AuthorizationFormat::from_wire(3).unwrap();
+        verify_authorization(f3, &sm2.public_key(), "alice", "dev-1", &h, &sm2_sig).unwrap();
+        for (format, k, s) in [
+            (AuthorizationFormat::EcdsaP256Sha256, &sm2, &sm2_sig),
+            (f3, &key, &sig),
+        ] {
+            match verify_authorization(format, &k.public_key(), "alice", "dev-1", &h, s) {
+                Err(AuthorizationRefused::Invalid(e)) => {
+                    assert!(e.reason.contains("device key is"), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // An SM2 signature is not a P-256 one under a P-256 key of the same scalar.
+        let twin =
+            crate::sig::SigningKey::from_secret_bytes(Algorithm::EcdsaP256, &sm2.to_secret_bytes())
+                .unwrap();
+        assert_eq!(
+            verify_authorization(
+                AuthorizationFormat::EcdsaP256Sha256,
+                &twin.public_key(),
+                "alice",
+                "dev-1",
+                &h,
+                &sm2_sig
+            ),
+            Err(AuthorizationRefused::BadSignature)
+        );
         // WebAuthn is a known number, refused until it is implemented, even with a proof
         // that would verify as ECDSA.
         let webauthn = AuthorizationFormat::from_wire(2).unwrap();
@@ -180,7 +248,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for wire in [3, -1, i32::MAX] {
+        for wire in [4, -1, i32::MAX] {
             let e = AuthorizationFormat::from_wire(wire).unwrap_err();
             assert_eq!(e.field, "authorization.format");
             assert!(e.reason.contains(&wire.to_string()), "{e}");

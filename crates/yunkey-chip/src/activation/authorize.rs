@@ -8,7 +8,9 @@
 //!    is computed here from the canonical bytes, in a format this chip verifies
 //!    ([`authz::verify_authorization`]);
 //! 6. the chip-local replay guard ([`crate::replay`]);
-//! 7. only then the custody signs the hash computed in (5).
+//! 7. only then the custody signs the digest of the canonical bytes, computed here: the
+//!    SHA-256 of (5) for a P-256 key, `SM3(Z_A || bytes)` with the key's distinguishing ID for
+//!    an SM2 key.
 //!
 //! Nothing a caller brings (certificates, keys) takes part in the decision: only the request's
 //! bytes and the key's binding, which only chips can change.
@@ -16,7 +18,7 @@
 use super::{now_unix, ActivationModule};
 use crate::custody::CheckedDigest;
 use crate::{ChipError, SignAuthorized, Signed};
-use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::validate;
 use yunkey_crypto::{authz, tx, Digest};
 
@@ -60,7 +62,7 @@ impl ActivationModule {
             tx::MAX_AUTHORIZATION_LIFETIME_SECS,
         )?;
         // 5.
-        let device_key = PublicKey::from_spki_der(&device.public_key_spki)
+        let device_key = VerifyingKey::from_spki_der(&device.public_key_spki)
             .map_err(|_| ChipError::storage("reading a key", "a bound device key is corrupt"))?;
         authz::verify_authorization(
             req.authorization_format,
@@ -74,17 +76,22 @@ impl ActivationModule {
             authz::AuthorizationRefused::Invalid(e) => ChipError::Invalid(e),
             authz::AuthorizationRefused::BadSignature => ChipError::BadAuthorization,
         })?;
+        // 7. (computed before 6, which answers a repeat with the same signature and digest)
+        let digest = match record.algorithm() {
+            Algorithm::EcdsaP256 => *tx_hash,
+            Algorithm::Sm2 => record.public_key()?.digest(&req.canonical_transaction),
+        };
         // 6.
         if let Some(signature_der) = self.replay.check(tx_hash, &req.key_handle, now)? {
             return Ok(Signed {
                 signature_der,
-                digest: *tx_hash,
+                digest,
             });
         }
         // 7.
         let signature_der = self
             .custody
-            .sign(&record.key_ref, &CheckedDigest::new(*tx_hash))?;
+            .sign(&record.key_ref, &CheckedDigest::new(digest))?;
         self.replay.record(
             *tx_hash,
             &req.key_handle,
@@ -94,7 +101,7 @@ impl ActivationModule {
         );
         Ok(Signed {
             signature_der,
-            digest: *tx_hash,
+            digest,
         })
     }
 }

@@ -8,11 +8,11 @@ use super::{now_unix, ActivationModule};
 use crate::binding::{Binding, BoundDevice, MAX_DEVICES};
 use crate::wrapped::WrappedKey;
 use crate::{BindDevice, ChipError, KeyPurpose, Rebound, Revoke, SetActivation};
-use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::VerifyingKey;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_crypto::{authz, ct_eq, names, sha256};
 
-/// Longest DER ECDSA P-256 signature.
+/// Longest DER signature of a 256-bit curve (ECDSA P-256 or SM2).
 const MAX_SIGNATURE: usize = 72;
 
 impl ActivationModule {
@@ -57,16 +57,16 @@ impl ActivationModule {
 
     pub(super) fn bind_device_checked(&self, req: &BindDevice) -> Result<Rebound, ChipError> {
         validate::text("activation_code", &req.activation_code, 64, false)?;
-        let device_key = PublicKey::from_spki_der(&req.device_public_key).map_err(|_| {
+        let device_key = VerifyingKey::from_spki_der(&req.device_public_key).map_err(|_| {
             InvalidField::new(
                 "device_public_key",
-                "must be a P-256 SubjectPublicKeyInfo (DER)",
+                "must be a P-256 or SM2 SubjectPublicKeyInfo (DER)",
             )
         })?;
         if req.proof.is_empty() || req.proof.len() > MAX_SIGNATURE {
             return Err(InvalidField::new(
                 "proof",
-                "must be a DER ECDSA signature (1 to 72 bytes)",
+                "must be a DER ECDSA or SM2 signature (1 to 72 bytes)",
             )
             .into());
         }

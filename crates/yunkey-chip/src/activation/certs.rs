@@ -13,20 +13,18 @@
 //!   O = yunkey, URI SAN [`CODE_SIGNING_URI`], key usage digitalSignature, extended key usage
 //!   codeSigning, not a CA, valid [`CODE_SIGNING_VALIDITY_DAYS`].
 //!
-//! User, device and code-signing certificates need the trust anchor to be this CA key's
-//! certificate.
+//! User, device and code-signing certificates need the trust anchor of the CA key's algorithm
+//! to be this CA key's certificate. A CA key of either algorithm may exist: the P-256 CA
+//! certifies P-256 user keys (and the code-signing key), the SM2 CA SM2 user keys (with
+//! `SM2-with-SM3`); a device certificate comes from the CA of its user, whatever the device
+//! key's algorithm. The encoding is in [`super::x509`].
 
+use super::x509::{self, CertSpec, KeyUsages, EKU_CLIENT_AUTH, EKU_CODE_SIGNING};
 use super::ActivationModule;
-use crate::custody::{CheckedDigest, KeyCustody, KeyRef};
 use crate::wrapped::WrappedKey;
 use crate::{CertificateSubject, ChipError, IssueCertificate, KeyPurpose};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
-    PKCS_ECDSA_P256_SHA256,
-};
-use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::names;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_crypto::validate::{self, InvalidField};
 
 /// Validity of user and device certificates, in days.
@@ -51,97 +49,16 @@ pub(super) fn subject_label(subject: &CertificateSubject) -> &'static str {
     }
 }
 
-/// A P-256 public key as rcgen wants it.
-struct SubjectKey(Vec<u8>);
-
-impl SubjectKey {
-    fn from_spki(spki: &[u8]) -> Result<Self, ChipError> {
-        let key = PublicKey::from_spki_der(spki)
-            .map_err(|_| ChipError::storage("issuing a certificate", "a stored key is corrupt"))?;
-        Ok(Self(key.to_sec1()))
+fn leaf(common_name: &str, uris: Vec<String>, key_usage: flagset::FlagSet<KeyUsages>) -> CertSpec {
+    CertSpec {
+        organization: None,
+        common_name: common_name.to_owned(),
+        uris,
+        ca: false,
+        key_usage,
+        extended_key_usage: Vec::new(),
+        validity_secs: LEAF_VALIDITY_DAYS * 86_400,
     }
-}
-
-impl PublicKeyData for SubjectKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.0
-    }
-    fn algorithm(&self) -> &'static SignatureAlgorithm {
-        &PKCS_ECDSA_P256_SHA256
-    }
-}
-
-/// Signs rcgen's to-be-signed bytes with the CA key in the custody.
-struct CustodySigner<'a> {
-    custody: &'a dyn KeyCustody,
-    key: &'a KeyRef,
-    public: SubjectKey,
-}
-
-impl PublicKeyData for CustodySigner<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        self.public.der_bytes()
-    }
-    fn algorithm(&self) -> &'static SignatureAlgorithm {
-        &PKCS_ECDSA_P256_SHA256
-    }
-}
-
-impl SigningKey for CustodySigner<'_> {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        // The to-be-signed bytes were built in this module from checked input.
-        let digest = CheckedDigest::new(yunkey_crypto::sha256(msg));
-        self.custody.sign(self.key, &digest).map_err(|e| {
-            tracing::warn!(error = %e, "CA signing in the custody failed");
-            rcgen::Error::RemoteKeyError
-        })
-    }
-}
-
-fn serial() -> SerialNumber {
-    let mut s: [u8; 16] = yunkey_crypto::random_bytes();
-    s[0] &= 0x7f; // positive
-    s[0] |= 0x01; // no leading zero byte
-    SerialNumber::from_slice(&s)
-}
-
-fn validity(params: &mut CertificateParams, days: i64) {
-    validity_secs(params, days * 86_400);
-}
-
-fn validity_secs(params: &mut CertificateParams, secs: i64) {
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::seconds(secs);
-}
-
-fn leaf_params(
-    common_name: &str,
-    sans: Vec<String>,
-    usages: Vec<KeyUsagePurpose>,
-) -> Result<CertificateParams, ChipError> {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
-    for uri in sans {
-        params
-            .subject_alt_names
-            .push(SanType::URI(uri.try_into().map_err(|_| {
-                InvalidField::new("subject", "does not make a valid URI name")
-            })?));
-    }
-    params.key_usages = usages;
-    params.serial_number = Some(serial());
-    validity(&mut params, LEAF_VALIDITY_DAYS);
-    Ok(params)
-}
-
-fn cert_err(e: rcgen::Error) -> ChipError {
-    ChipError::storage(
-        "issuing a certificate",
-        format!("certificate generation failed: {e}"),
-    )
 }
 
 impl ActivationModule {
@@ -154,25 +71,25 @@ impl ActivationModule {
         if ca.purpose != KeyPurpose::Ca {
             return Err(ChipError::NotACaKey);
         }
-        let signer = CustodySigner {
-            custody: &*self.custody,
-            key: &ca.key_ref,
-            public: SubjectKey::from_spki(&ca.public_key_spki)?,
-        };
-        let (params, subject_spki) = match &req.subject {
+        let (spec, subject_spki) = match &req.subject {
             CertificateSubject::Ca { common_name } => {
                 validate::text("common_name", common_name, 64, false)?;
-                let mut params = CertificateParams::default();
-                let mut dn = DistinguishedName::new();
-                dn.push(DnType::OrganizationName, "yunkey");
-                dn.push(DnType::CommonName, common_name.as_str());
-                params.distinguished_name = dn;
-                params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-                params.serial_number = Some(serial());
-                validity(&mut params, CA_VALIDITY_DAYS);
-                let cert = params.self_signed(&signer).map_err(cert_err)?;
-                return Ok(cert.der().to_vec());
+                let spec = CertSpec {
+                    organization: Some("yunkey".into()),
+                    common_name: common_name.clone(),
+                    uris: Vec::new(),
+                    ca: true,
+                    key_usage: KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+                    extended_key_usage: Vec::new(),
+                    validity_secs: CA_VALIDITY_DAYS * 86_400,
+                };
+                let issuer = x509::Issuer {
+                    custody: &*self.custody,
+                    key: &ca.key_ref,
+                    public_key: ca.public_key()?,
+                    name_der: None,
+                };
+                return x509::issue(&spec, &ca.public_key_spki, &issuer);
             }
             CertificateSubject::User {
                 wrapped_user_key,
@@ -180,20 +97,22 @@ impl ActivationModule {
             } => {
                 validate::text("display_name", display_name, 128, true)?;
                 let user = self.user_key_of(wrapped_user_key)?;
-                let mut params = leaf_params(
+                let mut spec = leaf(
                     &user.user_id,
                     vec![names::user_uri(&user.user_id)],
-                    vec![
-                        KeyUsagePurpose::DigitalSignature,
-                        KeyUsagePurpose::ContentCommitment,
-                    ],
-                )?;
+                    KeyUsages::DigitalSignature | KeyUsages::NonRepudiation,
+                );
                 if !display_name.is_empty() {
-                    params
-                        .distinguished_name
-                        .push(DnType::OrganizationName, display_name.as_str());
+                    spec.organization = Some(display_name.clone());
                 }
-                (params, user.public_key_spki)
+                // A user's certificate comes from the CA of the user key's own algorithm.
+                if user.algorithm != ca.algorithm() {
+                    return Err(ChipError::CaAlgorithmMismatch {
+                        ca: ca.algorithm(),
+                        subject: user.algorithm,
+                    });
+                }
+                (spec, user.public_key_spki)
             }
             CertificateSubject::Device {
                 wrapped_user_key,
@@ -226,52 +145,54 @@ impl ActivationModule {
                         device_id: device_id.clone(),
                     });
                 }
-                let mut params = leaf_params(
+                let mut spec = leaf(
                     device_id,
                     vec![names::user_uri(&user.user_id), names::device_uri(device_id)],
-                    vec![KeyUsagePurpose::DigitalSignature],
-                )?;
+                    KeyUsages::DigitalSignature.into(),
+                );
                 if let Some(v) = validity {
-                    validity_secs(&mut params, *v);
+                    spec.validity_secs = *v;
                 }
                 // The device certificate is also its TLS client certificate.
-                params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-                (params, device.public_key_spki.clone())
+                spec.extended_key_usage = vec![EKU_CLIENT_AUTH];
+                (spec, device.public_key_spki.clone())
             }
             CertificateSubject::CodeSigning { wrapped_key } => {
                 let w = WrappedKey::open(&self.domain_keys()?, wrapped_key)?;
                 if w.purpose != KeyPurpose::CodeSigning {
                     return Err(ChipError::NotACodeSigningKey);
                 }
-                let mut params = leaf_params(
+                if ca.algorithm() != Algorithm::EcdsaP256 {
+                    return Err(ChipError::CaAlgorithmMismatch {
+                        ca: ca.algorithm(),
+                        subject: w.algorithm,
+                    });
+                }
+                let mut spec = leaf(
                     "yunkey code signing",
                     vec![CODE_SIGNING_URI.to_owned()],
-                    vec![KeyUsagePurpose::DigitalSignature],
-                )?;
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, "yunkey");
-                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-                validity(&mut params, CODE_SIGNING_VALIDITY_DAYS);
-                (params, w.public_key_spki)
+                    KeyUsages::DigitalSignature.into(),
+                );
+                spec.organization = Some("yunkey".into());
+                spec.extended_key_usage = vec![EKU_CODE_SIGNING];
+                spec.validity_secs = CODE_SIGNING_VALIDITY_DAYS * 86_400;
+                (spec, w.public_key_spki)
             }
         };
         let anchor = self
             .read_state()
-            .anchor
-            .clone()
+            .anchor(ca.algorithm())
             .ok_or(ChipError::TrustAnchorNotSet)?;
         if anchor.public_key().to_spki_der() != ca.public_key_spki {
             return Err(ChipError::AnchorKeyMismatch);
         }
-        let subject = SubjectKey::from_spki(&subject_spki)?;
-        let issuer =
-            Issuer::from_ca_cert_der(&anchor.der().to_vec().into(), signer).map_err(cert_err)?;
-        Ok(params
-            .signed_by(&subject, &issuer)
-            .map_err(cert_err)?
-            .der()
-            .to_vec())
+        let issuer = x509::Issuer {
+            custody: &*self.custody,
+            key: &ca.key_ref,
+            public_key: ca.public_key()?,
+            name_der: Some(anchor.subject_der()),
+        };
+        x509::issue(&spec, &subject_spki, &issuer)
     }
 
     /// Opens a wrapped user key's authenticated metadata (the key itself stays wrapped).

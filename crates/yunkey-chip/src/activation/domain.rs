@@ -5,7 +5,7 @@
 //! [`yunkey_crypto::envelope`] under context [`DOMAIN_ENVELOPE_CONTEXT`]:
 //! `secret (lp, 32 bytes) || operator key SPKI (lp) || trust anchor DER (lp, may be empty)`.
 
-use super::store::{META_ANCHOR, META_DOMAIN, META_OPERATOR};
+use super::store::{META_ANCHOR, META_DOMAIN, META_OPERATOR, META_SM2_ANCHOR};
 use super::ActivationModule;
 use crate::anchor::TrustAnchor;
 use crate::wrapped::{put_lp, take_lp, DomainKeys};
@@ -15,6 +15,7 @@ use yunkey_crypto::authz::chip_admission_message;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::envelope;
 use yunkey_crypto::seal::SealKey;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_crypto::validate::{self, InvalidField};
 use zeroize::Zeroizing;
 
@@ -169,18 +170,25 @@ impl ActivationModule {
 
     pub(super) fn set_trust_anchor_checked(&self, cert_der: &[u8]) -> Result<(), ChipError> {
         let anchor = TrustAnchor::parse(cert_der)?;
+        let algorithm = anchor.algorithm();
         let mut state = self.write_state();
-        if let Some(have) = &state.anchor {
+        if let Some(have) = state.anchor(algorithm) {
             return if have.der() == cert_der {
                 Ok(())
             } else {
                 Err(ChipError::TrustAnchorAlreadySet)
             };
         }
+        let name = match algorithm {
+            Algorithm::EcdsaP256 => META_ANCHOR,
+            Algorithm::Sm2 => META_SM2_ANCHOR,
+        };
         // Durability point (in put_meta): the anchor is write-once, so it is on disk first.
-        self.store
-            .put_meta(&*self.custody, &[(META_ANCHOR, cert_der)])?;
-        state.anchor = Some(Arc::new(anchor));
+        self.store.put_meta(&*self.custody, &[(name, cert_der)])?;
+        match algorithm {
+            Algorithm::EcdsaP256 => state.anchor = Some(Arc::new(anchor)),
+            Algorithm::Sm2 => state.sm2_anchor = Some(Arc::new(anchor)),
+        }
         Ok(())
     }
 }

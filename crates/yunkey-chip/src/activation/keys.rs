@@ -6,6 +6,7 @@ use super::ActivationModule;
 use crate::binding::Binding;
 use crate::wrapped::{DomainKeys, WrappedKey};
 use crate::{ChipError, GenerateKey, GeneratedKey, KeyPurpose};
+use yunkey_crypto::sig::Algorithm;
 use yunkey_crypto::validate::{self, InvalidField};
 
 pub(super) fn new_handle() -> String {
@@ -25,6 +26,38 @@ pub(super) fn check_owner(purpose: KeyPurpose, user_id: &str) -> Result<(), Chip
     Ok(())
 }
 
+/// Checks a request's algorithm and distinguishing ID against its purpose; returns the ID the
+/// key will sign under (empty for P-256). A user key of SM2 gets the caller's ID or the
+/// default; an SM2 CA key the default; code-signing keys are P-256 only (the release checks
+/// of every client verify ECDSA P-256).
+fn check_algorithm(req: &GenerateKey) -> Result<String, ChipError> {
+    match (req.algorithm, req.purpose) {
+        (Algorithm::EcdsaP256, _) if !req.distid.is_empty() => Err(InvalidField::new(
+            "distinguishing_id",
+            "is for SM2 keys only; leave it empty for ECDSA P-256",
+        )
+        .into()),
+        (Algorithm::EcdsaP256, _) => Ok(String::new()),
+        (Algorithm::Sm2, KeyPurpose::CodeSigning) => Err(ChipError::AlgorithmUnsupported {
+            algorithm: Algorithm::Sm2,
+            reason: "the code-signing key is ECDSA P-256",
+        }),
+        (Algorithm::Sm2, KeyPurpose::Ca) if !req.distid.is_empty() => Err(InvalidField::new(
+            "distinguishing_id",
+            "a CA key signs under the default ID; leave it empty",
+        )
+        .into()),
+        (Algorithm::Sm2, _) if req.distid.is_empty() => {
+            Ok(yunkey_crypto::sm2::DEFAULT_DISTID.to_owned())
+        }
+        (Algorithm::Sm2, _) => {
+            yunkey_crypto::sm2::check_distid(&req.distid)
+                .map_err(|e| InvalidField::new("distinguishing_id", e.to_string()))?;
+            Ok(req.distid.clone())
+        }
+    }
+}
+
 impl ActivationModule {
     /// The record's key wrapped, with its binding, under the domain's keys.
     pub(super) fn wrap_record(
@@ -34,9 +67,11 @@ impl ActivationModule {
     ) -> Result<Vec<u8>, ChipError> {
         let kwp = self.custody.export_wrapped(&record.key_ref, keys.kek())?;
         Ok(WrappedKey {
+            algorithm: record.algorithm(),
             purpose: record.purpose,
             user_id: record.user_id.clone(),
             public_key_spki: record.public_key_spki.clone(),
+            distid: record.distid.clone(),
             binding: record.binding.clone(),
             kwp,
         }
@@ -70,6 +105,8 @@ impl ActivationModule {
         *used += 1;
         Ok(GeneratedKey {
             wrapped_key,
+            algorithm: record.algorithm(),
+            distid: record.distid.clone(),
             public_key_spki: record.public_key_spki.clone(),
             binding_seq: record.binding.seq,
             handle,
@@ -83,17 +120,19 @@ impl ActivationModule {
                 InvalidField::new("activation", "only a user key has a device activation").into(),
             );
         }
+        let distid = check_algorithm(req)?;
         let keys = self.domain_keys()?;
         if *self.lock_writes() >= self.config.capacity {
             return Err(ChipError::Full {
                 capacity: self.config.capacity,
             });
         }
-        let key = self.custody.generate()?;
+        let key = self.custody.generate(req.algorithm)?;
         let record = KeyRecord {
             purpose: req.purpose,
             user_id: req.user_id.clone(),
             public_key_spki: key.public_key.to_spki_der(),
+            distid,
             binding: Binding {
                 activation: req.activation.clone(),
                 ..Binding::default()
@@ -115,7 +154,9 @@ impl ActivationModule {
         if w.purpose != purpose || w.user_id != user_id {
             return Err(ChipError::WrappedKeyMismatch);
         }
-        let key = self.custody.import_wrapped(&w.kwp, keys.kek())?;
+        let key = self
+            .custody
+            .import_wrapped(&w.kwp, w.algorithm, keys.kek())?;
         if key.public_key.to_spki_der() != w.public_key_spki {
             let _ = self.custody.destroy(&key.key_ref);
             return Err(ChipError::Unseal {
@@ -126,6 +167,7 @@ impl ActivationModule {
             purpose,
             user_id: user_id.to_owned(),
             public_key_spki: w.public_key_spki,
+            distid: w.distid,
             binding: w.binding,
             key_ref: key.key_ref,
         };

@@ -56,6 +56,8 @@ mod tests {
 
     fn code_signing_key(chip: &ActivationModule) -> crate::GeneratedKey {
         chip.generate_key(&GenerateKey {
+            algorithm: yunkey_crypto::sig::Algorithm::EcdsaP256,
+            distid: String::new(),
             purpose: KeyPurpose::CodeSigning,
             user_id: String::new(),
             activation: None,

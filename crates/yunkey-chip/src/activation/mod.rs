@@ -29,6 +29,7 @@ mod manifest;
 mod store;
 #[cfg(feature = "test-key-scalars")]
 pub mod test_scalars;
+mod x509;
 
 use crate::anchor::TrustAnchor;
 use crate::custody::KeyCustody;
@@ -66,7 +67,20 @@ struct DomainState {
     secret: Option<SealKey>,
     keys: Option<DomainKeys>,
     operator: Option<(PublicKey, Vec<u8>)>,
+    /// The P-256 user CA's certificate (it travels in the domain envelope).
     anchor: Option<Arc<TrustAnchor>>,
+    /// The SM2 user CA's certificate.
+    sm2_anchor: Option<Arc<TrustAnchor>>,
+}
+
+impl DomainState {
+    /// The trust anchor of `algorithm`'s user CA, if set.
+    fn anchor(&self, algorithm: yunkey_crypto::sig::Algorithm) -> Option<Arc<TrustAnchor>> {
+        match algorithm {
+            yunkey_crypto::sig::Algorithm::EcdsaP256 => self.anchor.clone(),
+            yunkey_crypto::sig::Algorithm::Sm2 => self.sm2_anchor.clone(),
+        }
+    }
 }
 
 /// A chip: the activation module over a key custody and a database.
@@ -171,6 +185,7 @@ impl ChipBackend for ActivationModule {
             transport_public_key: self.transport.public_key().to_spki_der(),
             domain_id: state.secret.as_ref().map(SealKey::fingerprint),
             trust_anchor: state.anchor.as_ref().map(|a| a.der().to_vec()),
+            sm2_trust_anchor: state.sm2_anchor.as_ref().map(|a| a.der().to_vec()),
             operator_key: state.operator.as_ref().map(|(_, der)| der.clone()),
             custody: self.custody.describe(),
         })

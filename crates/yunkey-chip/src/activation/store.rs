@@ -3,8 +3,11 @@
 //! moved to another chip, handle or name.
 //!
 //! - `meta`: `format` (plain, [`FORMAT`]), `chip_id` (plain), and sealed: `transport_key`,
-//!   `domain_key`, `operator_key`, `trust_anchor`.
-//! - `keys`: handle -> sealed [`KeyRecord`].
+//!   `domain_key`, `operator_key`, `trust_anchor`, `trust_anchor_sm2`.
+//! - `keys`: handle -> sealed [`KeyRecord`]: version 2 (a P-256 key: purpose, user, public
+//!   key, binding, custody reference) or version 3 (any algorithm: the same with the algorithm
+//!   byte and the SM2 distinguishing ID). P-256 keys are still written as version 2, so a chip
+//!   of the version before SM2 reads them all.
 //!
 //! Format 1 stores (the soft chip before device binding) have no `format` entry; they are
 //! refused with a message that says so, since their keys carry no binding to migrate.
@@ -18,6 +21,7 @@ use crate::{ChipError, KeyPurpose};
 use std::sync::Arc;
 use yunkey_crypto::ecdsa::{PrivateKey, PublicKey};
 use yunkey_crypto::seal::SealKey;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_store::{Batch, Db, Tree};
 use zeroize::Zeroizing;
 
@@ -29,6 +33,7 @@ pub(super) const META_TRANSPORT: &str = "transport_key";
 pub(super) const META_DOMAIN: &str = "domain_key";
 pub(super) const META_OPERATOR: &str = "operator_key";
 pub(super) const META_ANCHOR: &str = "trust_anchor";
+pub(super) const META_SM2_ANCHOR: &str = "trust_anchor_sm2";
 
 /// A key as the module keeps it.
 #[derive(Debug)]
@@ -36,15 +41,45 @@ pub(super) struct KeyRecord {
     pub purpose: KeyPurpose,
     pub user_id: String,
     pub public_key_spki: Vec<u8>,
+    /// The SM2 distinguishing ID the key signs under (empty for P-256).
+    pub distid: String,
     pub binding: Binding,
+    /// The custody's reference, which names the algorithm.
     pub key_ref: KeyRef,
 }
 
+/// Record version of a P-256 key (the only kind before SM2), still written for them so that
+/// a chip of the version before reads every P-256 record.
+const RECORD_P256: u8 = 2;
+/// Record version that names the algorithm and carries the SM2 distinguishing ID.
+const RECORD_ALGORITHM: u8 = 3;
+
 impl KeyRecord {
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.key_ref.algorithm()
+    }
+
+    /// The public key, with the distinguishing ID the key signs under.
+    pub fn public_key(&self) -> Result<VerifyingKey, ChipError> {
+        VerifyingKey::from_spki_der_as(self.algorithm(), &self.public_key_spki, &self.distid)
+            .map_err(|_| ChipError::storage("reading a key", "a stored public key is corrupt"))
+    }
+
     fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(vec![FORMAT, self.purpose.to_byte()]);
+        let mut out = match self.algorithm() {
+            Algorithm::EcdsaP256 => Zeroizing::new(vec![RECORD_P256, self.purpose.to_byte()]),
+            alg => Zeroizing::new(vec![
+                RECORD_ALGORITHM,
+                self.purpose.to_byte(),
+                alg.to_byte(),
+            ]),
+        };
         put_lp(&mut out, self.user_id.as_bytes());
         put_lp(&mut out, &self.public_key_spki);
+        if self.algorithm() != Algorithm::EcdsaP256 {
+            put_lp(&mut out, self.distid.as_bytes());
+        }
         put_lp(&mut out, &self.binding.encode());
         put_lp(&mut out, self.key_ref.as_bytes());
         out
@@ -52,15 +87,27 @@ impl KeyRecord {
 
     fn decode(handle: &str, bytes: &[u8]) -> Result<Self, ChipError> {
         let corrupt = || ChipError::storage("reading a key", format!("record {handle} is corrupt"));
-        if bytes.first() != Some(&FORMAT) {
-            return Err(corrupt());
-        }
         let purpose = bytes
             .get(1)
             .and_then(|b| KeyPurpose::from_byte(*b))
             .ok_or_else(corrupt)?;
-        let (user, rest) = take_lp(&bytes[2..]).ok_or_else(corrupt)?;
+        let (algorithm, rest) = match bytes.first() {
+            Some(&RECORD_P256) => (Algorithm::EcdsaP256, &bytes[2..]),
+            Some(&RECORD_ALGORITHM) => (
+                bytes
+                    .get(2)
+                    .and_then(|b| Algorithm::from_byte(*b))
+                    .ok_or_else(corrupt)?,
+                &bytes[3..],
+            ),
+            _ => return Err(corrupt()),
+        };
+        let (user, rest) = take_lp(rest).ok_or_else(corrupt)?;
         let (spki, rest) = take_lp(rest).ok_or_else(corrupt)?;
+        let (distid, rest) = match algorithm {
+            Algorithm::EcdsaP256 => (&[][..], rest),
+            _ => take_lp(rest).ok_or_else(corrupt)?,
+        };
         let (binding, rest) = take_lp(rest).ok_or_else(corrupt)?;
         let (key_ref, rest) = take_lp(rest).ok_or_else(corrupt)?;
         if !rest.is_empty() {
@@ -70,8 +117,11 @@ impl KeyRecord {
             purpose,
             user_id: std::str::from_utf8(user).map_err(|_| corrupt())?.to_owned(),
             public_key_spki: spki.to_vec(),
+            distid: std::str::from_utf8(distid)
+                .map_err(|_| corrupt())?
+                .to_owned(),
             binding: Binding::decode(binding).map_err(|_| corrupt())?,
-            key_ref: KeyRef::new(key_ref.to_vec()),
+            key_ref: KeyRef::new(algorithm, key_ref.to_vec()),
         })
     }
 }
@@ -173,6 +223,11 @@ impl Store {
         if let Some(der) = self.get_meta(custody, META_ANCHOR)? {
             state.anchor = Some(Arc::new(TrustAnchor::parse(&der).map_err(|_| {
                 ChipError::storage("opening the chip", "trust anchor is corrupt")
+            })?));
+        }
+        if let Some(der) = self.get_meta(custody, META_SM2_ANCHOR)? {
+            state.sm2_anchor = Some(Arc::new(TrustAnchor::parse(&der).map_err(|_| {
+                ChipError::storage("opening the chip", "SM2 trust anchor is corrupt")
             })?));
         }
         Ok(state)

@@ -4,6 +4,11 @@
 //! `make` must return a *fresh* chip each call: not in a domain, no trust anchor, no keys,
 //! a capacity between 6 and 64 (the suite fills one chip up), independent of other chips.
 //! The suite panics with a description on the first broken rule.
+//!
+//! [`sm2::run`] is the part for chips that hold SM2 keys (the soft chip); a chip that does not
+//! must refuse them with [`ChipError::AlgorithmUnsupported`], which [`run`] checks.
+
+pub mod sm2;
 
 use crate::testing::{self, ChipCa, Device, Operator};
 use crate::{
@@ -14,7 +19,7 @@ use der::Decode;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::tx::ExpiryError;
 
-fn expect_err<T: std::fmt::Debug>(
+pub(crate) fn expect_err<T: std::fmt::Debug>(
     what: &str,
     r: Result<T, ChipError>,
     ok: impl Fn(&ChipError) -> bool,
@@ -25,7 +30,7 @@ fn expect_err<T: std::fmt::Debug>(
     }
 }
 
-type Make<'a> = &'a dyn Fn() -> Box<dyn ChipBackend>;
+pub(crate) type Make<'a> = &'a dyn Fn() -> Box<dyn ChipBackend>;
 
 /// Runs every check of the suite against chips made by `make`.
 pub fn run(make: Make<'_>) {
@@ -41,6 +46,8 @@ pub fn run(make: Make<'_>) {
 
 fn ca_key_request() -> GenerateKey {
     GenerateKey {
+        algorithm: yunkey_crypto::sig::Algorithm::EcdsaP256,
+        distid: String::new(),
         purpose: KeyPurpose::Ca,
         user_id: String::new(),
         activation: None,
@@ -190,6 +197,8 @@ pub fn binding_and_signing(make: Make<'_>) {
     pending.expires_at = testing::now_unix() - 1;
     let late = chip
         .generate_key(&GenerateKey {
+            algorithm: yunkey_crypto::sig::Algorithm::EcdsaP256,
+            distid: String::new(),
             purpose: KeyPurpose::User,
             user_id: "carol".into(),
             activation: Some(pending),
@@ -851,6 +860,8 @@ pub fn code_signing(make: Make<'_>) {
     let ca = ChipCa::create(&*chip, "CA");
     let key = chip
         .generate_key(&GenerateKey {
+            algorithm: yunkey_crypto::sig::Algorithm::EcdsaP256,
+            distid: String::new(),
             purpose: KeyPurpose::CodeSigning,
             user_id: String::new(),
             activation: None,
