@@ -5,13 +5,13 @@
 use crate::keystore::{DeviceInfo, DeviceKey, Keystore, UserVerifier};
 use crate::{ClientError, Connection};
 use std::sync::Arc;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_crypto::{authz, tx};
 use yunkey_net::device_tls::{DeviceIdentity, HandshakeSigner};
 use yunkey_net::reason::Reason;
 use yunkey_proto::v1::{
-    Authorization, AuthorizationFormat, BiometricEvidence, Geolocation, GetTimeRequest,
-    RegisterDeviceRequest, RegisterDeviceResponse, RenewDeviceRequest, SignRequest, SignResponse,
-    Transaction,
+    Authorization, BiometricEvidence, Geolocation, GetTimeRequest, RegisterDeviceRequest,
+    RegisterDeviceResponse, RenewDeviceRequest, SignRequest, SignResponse, Transaction,
 };
 
 /// Creates a device key (the user chooses its PIN through `verifier`), proves possession with
@@ -25,6 +25,7 @@ pub async fn register(
     activation_code: &str,
     verifier: &dyn UserVerifier,
     device_name: &str,
+    algorithm: Algorithm,
 ) -> Result<RegisterDeviceResponse, ClientError> {
     let key = match keystore.device(user_id) {
         // A key made by an earlier, interrupted attempt.
@@ -33,7 +34,9 @@ pub async fn register(
         }
         // No key yet, or one destroyed by a lockout (the device was re-activated); a
         // registered, usable key makes `create_key` refuse.
-        Ok(_) | Err(ClientError::Locked { .. }) => keystore.create_key(user_id, verifier)?,
+        Ok(_) | Err(ClientError::Locked { .. }) => {
+            keystore.create_key_of(user_id, algorithm, verifier)?
+        }
         Err(e) => return Err(e),
     };
     let spki = key.public_key_spki();
@@ -120,7 +123,8 @@ pub async fn server_time(conn: &Connection) -> Result<i64, ClientError> {
 }
 
 /// The device's authorization of exactly `tx` (format
-/// [`AuthorizationFormat::EcdsaP256Sha256`]), after the keystore verified the user.
+/// [`authz::AuthorizationFormat::EcdsaP256Sha256`] or [`authz::AuthorizationFormat::Sm2Sm3`], as the
+/// device key is), after the keystore verified the user.
 pub fn authorize(
     keystore: &dyn Keystore,
     user_id: &str,
@@ -137,7 +141,7 @@ pub fn authorize(
     Ok(Authorization {
         device_id: device.device_id,
         signature: key.sign(&message)?,
-        format: AuthorizationFormat::EcdsaP256Sha256 as i32,
+        format: authz::AuthorizationFormat::for_key(key.algorithm()).to_wire(),
     })
 }
 
@@ -151,8 +155,15 @@ impl std::fmt::Debug for KeyHandshake {
 }
 
 impl HandshakeSigner for KeyHandshake {
+    fn scheme(&self) -> yunkey_net::device_tls::SignatureScheme {
+        match self.0.algorithm() {
+            Algorithm::EcdsaP256 => yunkey_net::device_tls::SignatureScheme::ECDSA_NISTP256_SHA256,
+            Algorithm::Sm2 => yunkey_net::sm2_tls::SM2SIG_SM3,
+        }
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign(message).map_err(|e| e.to_string())
+        self.0.sign_handshake(message).map_err(|e| e.to_string())
     }
 }
 

@@ -7,10 +7,11 @@ use crate::placement::{self, Candidate};
 use crate::state::{CaRecord, ChipRecord, Command, CommandResult, Op, Rejection};
 use std::time::Duration;
 use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::Algorithm as SigAlgorithm;
 use yunkey_crypto::{authz, validate};
 use yunkey_proto::v1::{
-    Algorithm, ChipAdmission, ExportDomainRequest, ImportDomainRequest, InitDomainRequest,
-    KeyPurpose, SetTrustAnchorRequest,
+    ChipAdmission, ExportDomainRequest, ImportDomainRequest, InitDomainRequest, KeyPurpose,
+    SetTrustAnchorRequest,
 };
 
 /// Checks the operator's admission a chip reports against the domain's operator key (or, for
@@ -106,13 +107,15 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             cluster
         }
     };
-    if let Some(ca) = core.view.ca()? {
-        client
-            .set_trust_anchor(SetTrustAnchorRequest {
-                certificate: ca.certificate,
-            })
-            .await
-            .map_err(CoordError::Chip)?;
+    for algorithm in [SigAlgorithm::EcdsaP256, SigAlgorithm::Sm2] {
+        if let Some(ca) = core.view.ca_of(algorithm)? {
+            client
+                .set_trust_anchor(SetTrustAnchorRequest {
+                    certificate: ca.certificate,
+                })
+                .await
+                .map_err(CoordError::Chip)?;
+        }
     }
     let record = ChipRecord {
         chip_id: info.chip_id.clone(),
@@ -162,11 +165,17 @@ async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec
     Err(last)
 }
 
-/// Creates the user CA if the cluster has none: a CA key generated in a chip, copied to
-/// the other replicas, a self-signed certificate, one Raft entry, then every chip gets the
-/// certificate as its trust anchor.
+/// Creates the (ECDSA P-256) user CA if the cluster has none: see [`ensure_ca_of`].
 pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
-    if let Some(ca) = core.view.ca()? {
+    ensure_ca_of(core, actor, SigAlgorithm::EcdsaP256).await
+}
+
+/// Creates the user CA of `algorithm` if the cluster has none: a CA key generated in a chip,
+/// copied to the other replicas, a self-signed certificate, one Raft entry, then every chip
+/// gets the certificate as its trust anchor of that algorithm. The P-256 CA is made when the
+/// cluster starts; the SM2 CA at the first SM2 enrolment.
+pub async fn ensure_ca_of(core: &Core, actor: &str, algorithm: SigAlgorithm) -> Result<CaRecord> {
+    if let Some(ca) = core.view.ca_of(algorithm)? {
         return Ok(ca);
     }
     let registry = core.view.chips()?;
@@ -191,20 +200,26 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     let (generated, holders) = crate::replicas::create_key(
         core,
         &chosen,
-        Algorithm::EcdsaP256,
+        algorithm.to_proto(),
         KeyPurpose::Ca,
+        "",
         "",
         None,
     )
     .await?;
-    let certificate = core
-        .issuer
-        .self_signed_ca(&holders, "yunkey user CA")
-        .await?;
+    let name = match algorithm {
+        SigAlgorithm::EcdsaP256 => "yunkey user CA",
+        SigAlgorithm::Sm2 => "yunkey SM2 user CA",
+    };
+    let certificate = core.issuer.self_signed_ca(&holders, name).await?;
     let record = CaRecord {
         certificate,
         wrapped_key: generated.wrapped_key,
         holders,
+    };
+    let op = match algorithm {
+        SigAlgorithm::EcdsaP256 => Op::InitCa(record.clone()),
+        SigAlgorithm::Sm2 => Op::InitSm2Ca(record.clone()),
     };
     let committed = core
         .raft
@@ -212,14 +227,15 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
             request_id: String::new(),
             actor: actor.to_owned(),
             now: crate::clock::now(),
-            op: Op::InitCa(record.clone()),
+            op,
         })
         .await?;
     match committed {
         CommandResult::CaInitialized => {}
         // Another coordinator created the CA first; ours is surplus.
         CommandResult::Rejected(Rejection::CaExists) => {
-            tracing::info!("another node created the user CA first; keeping theirs");
+            tracing::info!(%algorithm, "another node created the user CA first; keeping theirs");
+            crate::enroll::delete_keys(core, &record.holders).await;
         }
         other => {
             return Err(CoordError::Internal(format!(
@@ -229,7 +245,7 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
     }
     let ca = core
         .view
-        .ca()?
+        .ca_of(algorithm)?
         .ok_or_else(|| CoordError::Internal("CA committed but not applied here".into()))?;
     for chip in core.view.chips()? {
         let set = async {
@@ -246,7 +262,7 @@ pub async fn ensure_ca(core: &Core, actor: &str) -> Result<CaRecord> {
             tracing::warn!(chip = %chip.chip_id, error = %e, "could not set the trust anchor");
         }
     }
-    tracing::info!(target: "yunkey::audit", actor, "user CA created");
+    tracing::info!(target: "yunkey::audit", actor, %algorithm, "user CA created");
     Ok(ca)
 }
 

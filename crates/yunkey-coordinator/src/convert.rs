@@ -26,6 +26,7 @@ pub fn user(view: &StateView, record: &UserRecord) -> Result<User> {
             .activation
             .as_ref()
             .is_some_and(|a| a.expires_at > crate::clock::now()),
+        distinguishing_id: view.user_distid(record)?,
     })
 }
 

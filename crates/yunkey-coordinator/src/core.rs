@@ -183,4 +183,25 @@ impl Core {
         };
         Ok((Arc::new(record), spki))
     }
+
+    /// The user CA of `algorithm`'s users, as applied here.
+    pub fn ca_of(&self, algorithm: yunkey_crypto::sig::Algorithm) -> Result<CaRecord> {
+        self.view.ca_of(algorithm)?.ok_or_else(|| {
+            CoordError::Unavailable(format!(
+                "the {algorithm} user CA is not initialized yet; the cluster is still starting"
+            ))
+        })
+    }
+
+    /// The CA that certifies `user`'s key (the one of its algorithm).
+    pub fn ca_of_user(&self, user: &crate::state::UserRecord) -> Result<CaRecord> {
+        let algorithm =
+            yunkey_crypto::sig::Algorithm::from_proto(user.algorithm).ok_or_else(|| {
+                CoordError::Internal(format!(
+                    "user {} has an unknown algorithm {}",
+                    user.user_id, user.algorithm
+                ))
+            })?;
+        self.ca_of(algorithm)
+    }
 }

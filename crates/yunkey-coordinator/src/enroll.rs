@@ -5,20 +5,38 @@ use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
 use crate::state::{Activation, CommandResult, HolderRecord, Op, UserRecord, UserState};
+use yunkey_crypto::sig::Algorithm as SigAlgorithm;
 use yunkey_crypto::validate::{self, InvalidField};
-use yunkey_proto::v1::{
-    Algorithm, EnrollUserRequest, EnrollUserResponse, KeyHandleRequest, KeyPurpose,
-};
+use yunkey_proto::v1::{EnrollUserRequest, EnrollUserResponse, KeyHandleRequest, KeyPurpose};
 
-/// Checks the algorithm field: unset means ECDSA P-256; SM2 is reserved.
-pub fn algorithm(value: i32) -> Result<Algorithm> {
-    match Algorithm::try_from(value) {
-        Ok(Algorithm::Unspecified) | Ok(Algorithm::EcdsaP256) => Ok(Algorithm::EcdsaP256),
-        Ok(Algorithm::Sm2) => Err(CoordError::Unimplemented(
-            "algorithm SM2 is reserved and not served yet; use ECDSA_P256".into(),
-        )),
-        Err(_) => {
-            Err(InvalidField::new("algorithm", format!("{value} is not a known Algorithm")).into())
+/// Checks the algorithm field: unset means ECDSA P-256.
+pub fn algorithm(value: i32) -> Result<SigAlgorithm> {
+    SigAlgorithm::from_proto(value).ok_or_else(|| {
+        InvalidField::new(
+            "algorithm",
+            format!("{value} is not a known Algorithm; send ECDSA_P256 (1) or SM2 (2)"),
+        )
+        .into()
+    })
+}
+
+/// Checks the distinguishing ID against the algorithm; returns the ID to store apart from the
+/// user (`None`: none, or the default, which is not stored).
+pub fn distid(algorithm: SigAlgorithm, value: &str) -> Result<Option<String>> {
+    match algorithm {
+        SigAlgorithm::EcdsaP256 if value.is_empty() => Ok(None),
+        SigAlgorithm::EcdsaP256 => Err(InvalidField::new(
+            "distinguishing_id",
+            "is for SM2 keys only; leave it empty for ECDSA_P256",
+        )
+        .into()),
+        SigAlgorithm::Sm2 if value.is_empty() || value == yunkey_crypto::sm2::DEFAULT_DISTID => {
+            Ok(None)
+        }
+        SigAlgorithm::Sm2 => {
+            yunkey_crypto::sm2::check_distid(value)
+                .map_err(|e| InvalidField::new("distinguishing_id", e.to_string()))?;
+            Ok(Some(value.to_owned()))
         }
     }
 }
@@ -54,6 +72,7 @@ pub async fn enroll(
 ) -> Result<EnrollUserResponse> {
     validate::identifier("user_id", &req.user_id)?;
     let algorithm = algorithm(req.algorithm)?;
+    let distid = distid(algorithm, &req.distinguishing_id)?;
     validate::text("display_name", &req.display_name, 128, true)?;
     // A user id is enrolled at most once, so it is a safe default idempotency key: a blind
     // retry after a lost reply gets the first result (and its activation code).
@@ -66,7 +85,9 @@ pub async fn enroll(
     if core.view.user(&req.user_id)?.is_some() {
         return Err(CoordError::UserExists(req.user_id));
     }
-    let (ca, _) = core.ca()?;
+    // The P-256 CA exists from the cluster's start; the SM2 CA is made at the first SM2
+    // enrolment.
+    let ca = crate::admin::ensure_ca_of(core, actor, algorithm).await?;
 
     let registry = core.view.chips()?;
     let candidates: Vec<_> = registry
@@ -86,9 +107,10 @@ pub async fn enroll(
     let (generated, holders) = crate::replicas::create_key(
         core,
         &chosen,
-        algorithm,
+        algorithm.to_proto(),
         KeyPurpose::User,
         &req.user_id,
+        distid.as_deref().unwrap_or(""),
         Some((code_sha256, expires_at)),
     )
     .await?;
@@ -100,7 +122,7 @@ pub async fn enroll(
             .await?;
         let user = UserRecord {
             user_id: req.user_id.clone(),
-            algorithm: algorithm as i32,
+            algorithm: algorithm.to_proto() as i32,
             public_key: generated.public_key.clone(),
             wrapped_key: generated.wrapped_key.clone(),
             binding_seq: generated.binding_seq,
@@ -116,17 +138,19 @@ pub async fn enroll(
             created_at: now,
             revoked_reason: None,
         };
-        let result = core
-            .propose(
-                &request_id,
-                actor,
-                Op::EnrollUser {
-                    user: user.clone(),
-                    // Never the code: only its hash (in `user.activation`) is stored.
-                    activation_code: String::new(),
-                },
-            )
-            .await?;
+        // Never the code: only its hash (in `user.activation`) is stored.
+        let op = match distid.clone() {
+            None => Op::EnrollUser {
+                user: user.clone(),
+                activation_code: String::new(),
+            },
+            Some(distid) => Op::EnrollUserWithId {
+                user: user.clone(),
+                activation_code: String::new(),
+                distid,
+            },
+        };
+        let result = core.propose(&request_id, actor, op).await?;
         Ok::<_, CoordError>(result)
     }
     .await;
@@ -178,7 +202,7 @@ fn response(core: &Core, user_id: &str, activation_code: String) -> Result<Enrol
     let user = core.view.user(user_id)?.ok_or_else(|| {
         CoordError::Internal(format!("user {user_id} committed but not applied here"))
     })?;
-    let (ca, _) = core.ca()?;
+    let ca = core.ca_of_user(&user)?;
     Ok(EnrollUserResponse {
         certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
         user: Some(crate::convert::user(&core.view, &user)?),
@@ -187,7 +211,7 @@ fn response(core: &Core, user_id: &str, activation_code: String) -> Result<Enrol
 }
 
 /// Best-effort removal of keys that were generated but not committed.
-async fn delete_keys(core: &Core, holders: &[HolderRecord]) {
+pub(crate) async fn delete_keys(core: &Core, holders: &[HolderRecord]) {
     for h in holders {
         let deleted = async {
             core.chips
@@ -218,9 +242,23 @@ mod tests {
     }
 
     #[test]
-    fn algorithms() {
-        assert_eq!(algorithm(0).unwrap(), Algorithm::EcdsaP256);
-        assert!(matches!(algorithm(2), Err(CoordError::Unimplemented(_))));
+    fn algorithms_and_ids() {
+        assert_eq!(algorithm(0).unwrap(), SigAlgorithm::EcdsaP256);
+        assert_eq!(algorithm(2).unwrap(), SigAlgorithm::Sm2);
         assert!(matches!(algorithm(99), Err(CoordError::InvalidArgument(_))));
+        assert_eq!(distid(SigAlgorithm::Sm2, "").unwrap(), None);
+        assert_eq!(distid(SigAlgorithm::Sm2, "1234567812345678").unwrap(), None);
+        assert_eq!(
+            distid(SigAlgorithm::Sm2, "alice@bank").unwrap().as_deref(),
+            Some("alice@bank")
+        );
+        assert!(matches!(
+            distid(SigAlgorithm::Sm2, "a b"),
+            Err(CoordError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            distid(SigAlgorithm::EcdsaP256, "x"),
+            Err(CoordError::InvalidArgument(_))
+        ));
     }
 }

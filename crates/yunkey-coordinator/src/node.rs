@@ -129,10 +129,18 @@ impl Node {
             CoordError::Internal("a coordinator needs a TLS certificate and key".into())
         })?;
         let view = core.view.clone();
+        let sm2_view = core.view.clone();
         let roots = Arc::new(
             yunkey_net::server_tls::ClientRoots::new(
                 opts.tls.ca_pem(),
                 Box::new(move || view.ca().ok().flatten().map(|ca| ca.certificate)),
+                Box::new(move || {
+                    sm2_view
+                        .ca_of(yunkey_crypto::sig::Algorithm::Sm2)
+                        .ok()
+                        .flatten()
+                        .map(|ca| ca.certificate)
+                }),
             )
             .map_err(|e| CoordError::Internal(e.to_string()))?,
         );

@@ -99,6 +99,7 @@ pub async fn ensure_code_signing(core: &Core, actor: &str) -> Result<CodeSigning
         pb::Algorithm::EcdsaP256,
         pb::KeyPurpose::CodeSigning,
         "",
+        "",
         None,
     )
     .await?;

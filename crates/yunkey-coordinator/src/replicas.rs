@@ -8,8 +8,9 @@ use yunkey_proto::v1::{
     Algorithm, GenerateKeyRequest, GenerateKeyResponse, KeyPurpose, UnwrapKeyRequest,
 };
 
-/// Generates a key of `purpose` (for `user_id`, empty for cluster keys; a user key with its
-/// pending first-device activation: the code's SHA-256 and expiry) in `chosen[0]` and copies
+/// Generates a key of `algorithm` and `purpose` (for `user_id`, empty for cluster keys; an SM2
+/// user key signing under `distid`, empty for the default; a user key with its pending
+/// first-device activation: the code's SHA-256 and expiry) in `chosen[0]` and copies
 /// it to the rest. A copy that fails is logged and skipped: one holder plus the
 /// wrapped key in Raft state is enough to acknowledge, and repair restores R later.
 pub async fn create_key(
@@ -18,6 +19,7 @@ pub async fn create_key(
     algorithm: Algorithm,
     purpose: KeyPurpose,
     user_id: &str,
+    distid: &str,
     activation: Option<([u8; 32], i64)>,
 ) -> Result<(GenerateKeyResponse, Vec<HolderRecord>)> {
     let first = chosen.first().ok_or_else(|| {
@@ -39,6 +41,7 @@ pub async fn create_key(
             algorithm: algorithm as i32,
             purpose: purpose as i32,
             user_id: user_id.to_owned(),
+            distinguishing_id: distid.to_owned(),
             activation_code_sha256: activation.map(|a| a.0.to_vec()).unwrap_or_default(),
             activation_expires_at: activation.map(|a| a.1).unwrap_or_default(),
         })

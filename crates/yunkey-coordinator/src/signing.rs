@@ -9,14 +9,14 @@ use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{Op, UserState};
 use yunkey_crypto::authz;
-use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::tx::{self, MAX_AUTHORIZATION_LIFETIME_SECS};
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_proto::v1::{
     SignAuthorizedRequest, SignRequest, SignResponse, VerifyRequest, VerifyResponse,
 };
 
-/// Longest DER ECDSA P-256 signature.
+/// Longest DER signature of a 256-bit curve (ECDSA P-256 or SM2).
 const MAX_SIGNATURE_LEN: usize = 72;
 
 fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
@@ -24,7 +24,7 @@ fn check_signature_field(field: &'static str, sig: &[u8]) -> Result<()> {
         return Err(InvalidField::new(
             field,
             format!(
-                "is {} bytes; a DER ECDSA P-256 signature is 8 to {MAX_SIGNATURE_LEN} bytes",
+                "is {} bytes; a DER ECDSA P-256 or SM2 signature is 8 to {MAX_SIGNATURE_LEN} bytes",
                 sig.len()
             ),
         )
@@ -90,7 +90,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         crate::clock::now(),
         MAX_AUTHORIZATION_LIFETIME_SECS,
     )?;
-    let device_key = PublicKey::from_spki_der(&device.public_key)
+    let device_key = VerifyingKey::from_spki_der(&device.public_key)
         .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?;
     authz::verify_authorization(
         format,
@@ -150,7 +150,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     )
     .await?;
 
-    let (ca, _) = core.ca()?;
+    let ca = core.ca_of_user(&user)?;
     let wrapped_key = &user.wrapped_key;
     let (holder, signature) = core
         .chips
@@ -186,11 +186,17 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     })
 }
 
-/// Checks a signature against a user's key.
+/// Checks a signature against a user's key: a P-256 signature over the transaction's SHA-256
+/// (given as the transaction or its `tx_hash`), an SM2 signature over `SM3(Z_A || canonical
+/// transaction)` with the user's distinguishing ID (so it needs the transaction itself).
 pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
     validate::identifier("user_id", &req.user_id)?;
-    let digest = match (&req.transaction, req.tx_hash.is_empty()) {
-        (Some(tx), true) => tx::encode_and_hash(tx)?.1,
+    let canonical = match &req.transaction {
+        Some(tx) => Some(tx::encode_and_hash(tx)?),
+        None => None,
+    };
+    let tx_hash = match (&canonical, req.tx_hash.is_empty()) {
+        (Some((_, hash)), true) => *hash,
         (None, false) => <[u8; 32]>::try_from(req.tx_hash.as_slice()).map_err(|_| {
             InvalidField::new(
                 "tx_hash",
@@ -217,15 +223,29 @@ pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
         .view
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    let key = PublicKey::from_spki_der(&user.public_key)
-        .map_err(|e| CoordError::Internal(e.to_string()))?;
-    let (valid, reason) = match key.verify_digest(&digest, &req.signature) {
+    let algorithm = Algorithm::from_proto(user.algorithm)
+        .ok_or_else(|| CoordError::Internal(format!("stored algorithm {}", user.algorithm)))?;
+    let key =
+        VerifyingKey::from_spki_der_as(algorithm, &user.public_key, &core.view.user_distid(&user)?)
+            .map_err(|e| CoordError::Internal(format!("stored user key: {e}")))?;
+    let result =
+        match (&key, &canonical) {
+            (VerifyingKey::P256(_), _) => key.verify_digest(&tx_hash, &req.signature),
+            (VerifyingKey::Sm2(_), Some((bytes, _))) => key.verify_message(bytes, &req.signature),
+            (VerifyingKey::Sm2(_), None) => return Err(InvalidField::new(
+                "transaction",
+                "is required for an SM2 user: an SM2 signature covers SM3(Z_A || the canonical \
+                 transaction), which its SHA-256 tx_hash does not give",
+            )
+            .into()),
+        };
+    let (valid, reason) = match result {
         Ok(()) => (true, String::new()),
-        Err(e) => (false, e.to_string()),
+        Err(e) => (false, format!("{e} (the user's key is {algorithm})")),
     };
     Ok(VerifyResponse {
         valid,
         reason,
-        tx_hash: digest.to_vec(),
+        tx_hash: tx_hash.to_vec(),
     })
 }

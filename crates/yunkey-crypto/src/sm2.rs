@@ -163,18 +163,31 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// An SM2 private key with its distinguishing ID. Zeroized on drop (the `sm2` crate's scalar
-/// is); its `Debug` never shows the scalar.
+/// An SM2 private key with its distinguishing ID; its `Debug` never shows the scalar.
+///
+/// The `sm2` crate's `SecretKey` wipes its scalar on drop; its `dsa::SigningKey`, kept here so
+/// that the public point and `Z_A` are computed once per key rather than per signature, does
+/// not (sm2 0.13): one copy of the scalar stays in freed memory (docs/security.md).
 #[derive(Clone)]
 pub struct PrivateKey {
     secret: sm2::SecretKey,
+    signer: sm2::dsa::SigningKey,
     public: PublicKey,
 }
 
 impl PrivateKey {
     fn from_secret(secret: sm2::SecretKey, distid: &str) -> Result<Self, CryptoError> {
-        let public = PublicKey::new(secret.public_key(), distid)?;
-        Ok(Self { secret, public })
+        check_distid(distid)?;
+        let signer = sm2::dsa::SigningKey::new(distid, &secret)
+            .map_err(|_| CryptoError::Malformed("not a valid SM2 private key"))?;
+        let point = sm2::PublicKey::from_affine(*signer.verifying_key().as_affine())
+            .map_err(|_| CryptoError::Malformed("not a valid SM2 private key"))?;
+        let public = PublicKey::new(point, distid)?;
+        Ok(Self {
+            secret,
+            signer,
+            public,
+        })
     }
 
     /// A fresh key from the operating system's CSPRNG, with the default ID.
@@ -243,9 +256,8 @@ impl PrivateKey {
     /// Signs `e` (see [`PublicKey::digest`]); returns a DER signature. The nonce is derived
     /// as in RFC 6979 with SM3, so the same `e` gives the same signature.
     pub fn sign_digest(&self, e: &Digest) -> Vec<u8> {
-        let key = sm2::dsa::SigningKey::new(&self.public.distid, &self.secret)
-            .expect("a valid key with a checked distid");
-        let sig: sm2::dsa::Signature = key
+        let sig: sm2::dsa::Signature = self
+            .signer
             .sign_prehash(e)
             .expect("signing a 32-byte digest cannot fail");
         der_signature(&sig)

@@ -8,7 +8,8 @@ use crate::NetError;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
-use rustls::{SignatureAlgorithm, SignatureScheme};
+use rustls::SignatureAlgorithm;
+pub use rustls::SignatureScheme;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,14 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Signs a TLS handshake with a device key held elsewhere (a keystore, a TEE).
 pub trait HandshakeSigner: Send + Sync + fmt::Debug {
-    /// A DER ECDSA P-256 signature over SHA-256(`message`).
+    /// The scheme the key signs with: `ECDSA_NISTP256_SHA256`, or
+    /// [`crate::sm2_tls::SM2SIG_SM3`] for an SM2 key.
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ECDSA_NISTP256_SHA256
+    }
+
+    /// A DER signature over `message` in [`HandshakeSigner::scheme`]: ECDSA P-256 over
+    /// SHA-256(`message`), or SM2 over SM3 with the ID [`crate::sm2_tls::TLS13_SM2_ID`].
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
 }
 
@@ -35,7 +43,7 @@ struct KeystoreKey(Arc<dyn HandshakeSigner>);
 impl SigningKey for KeystoreKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         offered
-            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+            .contains(&self.0.scheme())
             .then(|| Box::new(KeystoreSigner(self.0.clone())) as Box<dyn Signer>)
     }
 
@@ -53,12 +61,12 @@ impl Signer for KeystoreSigner {
     }
 
     fn scheme(&self) -> SignatureScheme {
-        SignatureScheme::ECDSA_NISTP256_SHA256
+        self.0.scheme()
     }
 }
 
 #[derive(Debug)]
-struct OneCertificate(Arc<CertifiedKey>);
+struct OneCertificate(Arc<CertifiedKey>, SignatureScheme);
 
 impl ResolvesClientCert for OneCertificate {
     fn resolve(
@@ -66,9 +74,7 @@ impl ResolvesClientCert for OneCertificate {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        sigschemes
-            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
-            .then(|| self.0.clone())
+        sigschemes.contains(&self.1).then(|| self.0.clone())
     }
 
     fn has_certs(&self) -> bool {
@@ -96,7 +102,10 @@ pub fn client_config(
     let mut config =
         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .with_root_certificates(roots)
-            .with_client_cert_resolver(Arc::new(OneCertificate(Arc::new(key))));
+            .with_client_cert_resolver(Arc::new(OneCertificate(
+                Arc::new(key),
+                identity.signer.scheme(),
+            )));
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

@@ -16,9 +16,12 @@
 //!   the user CA (set at run time) for device certificates.
 //! - [`device_tls`]: a device's side of that channel: its certificate, with the handshake
 //!   signed by the key in its keystore.
+//! - [`sm2_tls`]: SM2 device certificates and `sm2sig_sm3` handshake signatures, which
+//!   rustls and webpki do not know.
 //!
 //! It sits under every server and client of yunkey. It may depend on tonic, rustls and X.509
-//! crates only: no yunkey crate, no business logic.
+//! crates, and on `yunkey-crypto` (pure computation) for SM2: no other yunkey crate, no
+//! business logic.
 
 pub mod access;
 pub mod device_tls;
@@ -28,6 +31,7 @@ pub mod pool;
 pub mod reason;
 pub mod role;
 pub mod server_tls;
+pub mod sm2_tls;
 pub mod tls;
 
 pub use access::AccessLayer;

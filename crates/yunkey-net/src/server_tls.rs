@@ -18,6 +18,7 @@
 //! handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], off the accept loop.
 
 use crate::role::role_of_certificate;
+use crate::sm2_tls::{Sm2Ca, SM2SIG_SM3};
 use crate::NetError;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -59,6 +60,8 @@ pub struct ClientRoots {
     cluster: Arc<dyn ClientCertVerifier>,
     user_ca: RwLock<Option<UserCa>>,
     user_ca_source: UserCaSource,
+    sm2_user_ca: RwLock<Option<Arc<Sm2Ca>>>,
+    sm2_user_ca_source: UserCaSource,
 }
 
 impl fmt::Debug for ClientRoots {
@@ -70,9 +73,14 @@ impl fmt::Debug for ClientRoots {
 }
 
 impl ClientRoots {
-    /// Roots with the cluster CA (PEM, one or more certificates), and the user CA from
-    /// `user_ca` as soon as it returns one (asked at handshakes until then).
-    pub fn new(cluster_ca_pem: &[u8], user_ca: UserCaSource) -> Result<Self, NetError> {
+    /// Roots with the cluster CA (PEM, one or more certificates), and the user CAs from
+    /// `user_ca` (ECDSA P-256) and `sm2_user_ca` as soon as they return one (asked at
+    /// handshakes until then).
+    pub fn new(
+        cluster_ca_pem: &[u8],
+        user_ca: UserCaSource,
+        sm2_user_ca: UserCaSource,
+    ) -> Result<Self, NetError> {
         let roots = CertificateDer::pem_slice_iter(cluster_ca_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| NetError::Tls(format!("cluster CA PEM: {e}")))?;
@@ -85,6 +93,8 @@ impl ClientRoots {
             cluster: verifier(roots)?,
             user_ca: RwLock::new(None),
             user_ca_source: user_ca,
+            sm2_user_ca: RwLock::new(None),
+            sm2_user_ca_source: sm2_user_ca,
         })
     }
 
@@ -100,6 +110,53 @@ impl ClientRoots {
         let v = verifier(vec![CertificateDer::from(der.to_vec())])?;
         *self.user_ca.write().expect("roots lock") = Some((der.to_vec(), v));
         Ok(())
+    }
+
+    /// The SM2 user CA: the one known, else the source's (kept from then on).
+    fn sm2_user_ca(&self) -> Option<Arc<Sm2Ca>> {
+        if let Some(known) = self.sm2_user_ca.read().expect("roots lock").clone() {
+            return Some(known);
+        }
+        let der = (self.sm2_user_ca_source)()?;
+        match Sm2Ca::parse(&der) {
+            Ok(ca) => {
+                let ca = Arc::new(ca);
+                *self.sm2_user_ca.write().expect("roots lock") = Some(ca.clone());
+                tracing::info!(
+                    "device certificates of the SM2 user CA are trusted on the TLS port"
+                );
+                Some(ca)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the SM2 user CA certificate is not usable for TLS");
+                None
+            }
+        }
+    }
+
+    /// Checks a device certificate of the SM2 user CA (webpki does not know SM2), with the
+    /// same leniency for an expired one as the P-256 path.
+    fn verify_sm2_device(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ca = self.sm2_user_ca().ok_or(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))?;
+        let at = match crate::role::certificate_not_after(end_entity.as_ref()) {
+            Some(not_after) if not_after >= 0 && (not_after as u64) < now.as_secs() => {
+                not_after as u64
+            }
+            _ => now.as_secs(),
+        };
+        ca.verify(end_entity.as_ref(), at)?;
+        if role_of_certificate(end_entity.as_ref()).is_some() {
+            return Err(rustls::Error::General(
+                "a certificate of the user CA may not name a role".into(),
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
     }
 
     /// Whether device certificates are trusted yet.
@@ -150,6 +207,9 @@ impl ClientCertVerifier for ClientRoots {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        if crate::sm2_tls::signed_with_sm2(end_entity.as_ref()) {
+            return self.verify_sm2_device(end_entity, now);
+        }
         let by_cluster = self
             .cluster
             .verify_client_cert(end_entity, intermediates, now);
@@ -196,11 +256,16 @@ impl ClientCertVerifier for ClientRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme == SM2SIG_SM3 {
+            return crate::sm2_tls::verify_handshake(message, cert, dss);
+        }
         self.cluster.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.cluster.supported_verify_schemes()
+        let mut schemes = self.cluster.supported_verify_schemes();
+        schemes.push(SM2SIG_SM3);
+        schemes
     }
 }
 

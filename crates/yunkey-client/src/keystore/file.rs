@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use yunkey_crypto::ecdsa::{PrivateKey, PublicKey};
+use yunkey_crypto::sig::{Algorithm, SigningKey, VerifyingKey};
 
 /// How a [`FileKeystore`] guards its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl FileKeystore {
         format!("yunkey-device-key/1\n{user_id}").into_bytes()
     }
 
-    fn seal(&self, user_id: &str, key: &PrivateKey, secret: &str) -> Result<Sealed, ClientError> {
+    fn seal(&self, user_id: &str, key: &SigningKey, secret: &str) -> Result<Sealed, ClientError> {
         let salt: [u8; 16] = yunkey_crypto::random_bytes();
         let sealed = self
             .options
@@ -152,9 +152,10 @@ impl FileKeystore {
 }
 
 impl Keystore for FileKeystore {
-    fn create_key(
+    fn create_key_of(
         &self,
         user_id: &str,
+        algorithm: Algorithm,
         verifier: &dyn UserVerifier,
     ) -> Result<Arc<dyn DeviceKey>, ClientError> {
         let _entry = self.entry_lock(user_id)?;
@@ -176,7 +177,7 @@ impl Keystore for FileKeystore {
                  (docs/security.md, \"Device keystore\", says why)"
             )));
         }
-        let key = PrivateKey::generate();
+        let key = SigningKey::generate(algorithm);
         let sealed = self.seal(user_id, &key, &secret)?;
         self.store(&KeyFile {
             format: FORMAT,
@@ -232,8 +233,10 @@ impl Keystore for FileKeystore {
                 attempts_left: self.options.max_failures - file.failures,
             });
         };
-        let key = PrivateKey::from_secret_bytes(&scalar).map_err(ks_err)?;
-        let expected = PublicKey::from_spki_der(&b64d(&file.public_key)?).map_err(ks_err)?;
+        // The stored public key names the algorithm (the file format predates SM2 keys and
+        // needs no change for them).
+        let expected = VerifyingKey::from_spki_der(&b64d(&file.public_key)?).map_err(ks_err)?;
+        let key = SigningKey::from_secret_bytes(expected.algorithm(), &scalar).map_err(ks_err)?;
         if key.public_key() != expected {
             return Err(ks_err("the stored key does not match its public key"));
         }

@@ -27,7 +27,7 @@ pub use kdf::{KdfParams, MIN_SECRET_LEN};
 
 use crate::ClientError;
 use std::sync::Arc;
-use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::sig::{Algorithm, SigningKey};
 use zeroize::Zeroizing;
 
 /// What a device knows after registering.
@@ -75,22 +75,39 @@ impl std::fmt::Debug for StaticSecret {
 pub trait DeviceKey: Send + Sync {
     /// SubjectPublicKeyInfo DER.
     fn public_key_spki(&self) -> Vec<u8>;
-    /// ECDSA P-256 over SHA-256(message), DER signature.
+    /// ECDSA P-256 or SM2.
+    fn algorithm(&self) -> Algorithm;
+    /// A DER signature over `message`: ECDSA P-256 over SHA-256(message), or SM2 over
+    /// SM3(Z_A || message) with the default distinguishing ID.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ClientError>;
+    /// A DER signature over a TLS 1.3 handshake `message`: as [`DeviceKey::sign`], except
+    /// that an SM2 key signs under the distinguishing ID of RFC 8998
+    /// (`yunkey_net::sm2_tls::TLS13_SM2_ID`).
+    fn sign_handshake(&self, message: &[u8]) -> Result<Vec<u8>, ClientError>;
 }
 
 /// A device's key store. Implementations keep the private key inside, require the user's
 /// verification for every [`Keystore::unlock`], and lock themselves after repeated failed
 /// verifications ([`ClientError::Locked`]).
 pub trait Keystore: Send + Sync {
-    /// Creates a new device key for `user_id`, protected by the secret `verifier` yields,
-    /// and returns it opened (the user just chose the secret). Replaces a key that was never
-    /// registered, or one destroyed by a lockout; refuses if a registered, usable one exists.
+    /// Creates a new device key of `algorithm` for `user_id`, protected by the secret
+    /// `verifier` yields, and returns it opened (the user just chose the secret). Replaces a
+    /// key that was never registered, or one destroyed by a lockout; refuses if a registered,
+    /// usable one exists.
+    fn create_key_of(
+        &self,
+        user_id: &str,
+        algorithm: Algorithm,
+        verifier: &dyn UserVerifier,
+    ) -> Result<Arc<dyn DeviceKey>, ClientError>;
+    /// [`Keystore::create_key_of`] an ECDSA P-256 key.
     fn create_key(
         &self,
         user_id: &str,
         verifier: &dyn UserVerifier,
-    ) -> Result<Arc<dyn DeviceKey>, ClientError>;
+    ) -> Result<Arc<dyn DeviceKey>, ClientError> {
+        self.create_key_of(user_id, Algorithm::EcdsaP256, verifier)
+    }
     /// Verifies the user and opens `user_id`'s device key. A wrong secret counts towards the
     /// lockout ([`ClientError::WrongPin`]); once locked, every call answers
     /// [`ClientError::Locked`].
@@ -109,15 +126,16 @@ pub trait Keystore: Send + Sync {
 }
 
 /// A device key held in this process's memory (what [`FileKeystore`] opens). The scalar is
-/// zeroized when dropped ([`PrivateKey`] wipes itself); `Debug` shows only the public key.
+/// zeroized when dropped ([`SigningKey`] wipes itself); `Debug` shows only the public key.
 pub struct SoftDeviceKey {
-    key: PrivateKey,
+    key: SigningKey,
     spki: Vec<u8>,
 }
 
 impl SoftDeviceKey {
     /// Holds `key` (for a keystore that has opened it, or a device simulated in memory).
-    pub fn new(key: PrivateKey) -> Self {
+    pub fn new(key: impl Into<SigningKey>) -> Self {
+        let key = key.into();
         let spki = key.public_key().to_spki_der();
         Self { key, spki }
     }
@@ -128,8 +146,22 @@ impl DeviceKey for SoftDeviceKey {
         self.spki.clone()
     }
 
+    fn algorithm(&self) -> Algorithm {
+        self.key.algorithm()
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
         Ok(self.key.sign_message(message))
+    }
+
+    fn sign_handshake(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        match &self.key {
+            SigningKey::P256(k) => Ok(k.sign_message(message)),
+            SigningKey::Sm2(k) => Ok(k
+                .with_distid(yunkey_net::sm2_tls::TLS13_SM2_ID)
+                .map_err(|e| ClientError::Invalid(e.to_string()))?
+                .sign_message(message)),
+        }
     }
 }
 

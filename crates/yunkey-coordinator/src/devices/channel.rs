@@ -94,7 +94,7 @@ pub async fn renew(
         .view
         .user(&req.user_id)?
         .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    let (ca, _) = core.ca()?;
+    let ca = core.ca_of_user(&user)?;
     let certificate = core
         .issuer
         .device_certificate(

@@ -17,7 +17,7 @@ pub use channel::{check_peer, renew};
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::state::{CommandResult, DeviceRecord, Op, UserState};
-use yunkey_crypto::ecdsa::PublicKey;
+use yunkey_crypto::sig::VerifyingKey;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_crypto::{authz, sha256};
 use yunkey_proto::v1::{
@@ -32,16 +32,18 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     validate::identifier("user_id", &req.user_id)?;
     validate::text("activation_code", &req.activation_code, 64, false)?;
     validate::text("device_name", &req.device_name, 64, true)?;
-    let device_key = PublicKey::from_spki_der(&req.device_public_key).map_err(|_| {
+    let device_key = VerifyingKey::from_spki_der(&req.device_public_key).map_err(|_| {
         InvalidField::new(
             "device_public_key",
-            "is not a P-256 SubjectPublicKeyInfo (DER)",
+            "is not a P-256 or SM2 SubjectPublicKeyInfo (DER)",
         )
     })?;
     if req.proof.is_empty() || req.proof.len() > 72 {
-        return Err(
-            InvalidField::new("proof", "must be a DER ECDSA signature (8 to 72 bytes)").into(),
-        );
+        return Err(InvalidField::new(
+            "proof",
+            "must be a DER ECDSA P-256 or SM2 signature (8 to 72 bytes)",
+        )
+        .into());
     }
     let message =
         authz::registration_message(&req.user_id, &req.activation_code, &req.device_public_key);
@@ -82,7 +84,7 @@ pub async fn register(core: &Core, req: RegisterDeviceRequest) -> Result<Registe
     activation::attempt(core, &user, &code_sha256).await?;
     activation::room_for_a_device(core, &user)?;
 
-    let (ca, _) = core.ca()?;
+    let ca = core.ca_of_user(&user)?;
     // The decision: a holder binds the device against the code hash it sealed.
     let (bound_on, bound) = core
         .chips
@@ -154,7 +156,7 @@ pub(crate) fn response(
         .ok_or_else(|| {
             CoordError::Internal(format!("device {device_id} committed but not applied here"))
         })?;
-    let (ca, _) = core.ca()?;
+    let ca = core.ca_of_user(&user)?;
     Ok(RegisterDeviceResponse {
         device: Some(crate::convert::device(&core.view, device)?),
         user_certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],

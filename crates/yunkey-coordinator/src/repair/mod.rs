@@ -33,6 +33,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use yunkey_crypto::sig::Algorithm;
 use yunkey_proto::v1::ChipState;
 
 mod balance;
@@ -188,6 +189,9 @@ async fn pass(core: &Core, config: &RepairConfig, scan: &mut Scan) -> Result<()>
         scan.cursor.clear();
         if let Some(ca) = core.view.ca()? {
             moves::repair_key(core, KeyOwner::Ca, &ca.holders, &ca.wrapped_key, &bad).await?;
+        }
+        if let Some(ca) = core.view.ca_of(Algorithm::Sm2)? {
+            moves::repair_key(core, KeyOwner::Sm2Ca, &ca.holders, &ca.wrapped_key, &bad).await?;
         }
         if let Some(cs) = core.view.code_signing()? {
             moves::repair_key(

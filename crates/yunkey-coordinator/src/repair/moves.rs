@@ -14,7 +14,7 @@ use yunkey_proto::v1::{KeyHandleRequest, KeyPurpose, UnwrapKeyRequest};
 /// code-signing key.
 pub(crate) fn wanted(core: &Core, owner: &KeyOwner) -> usize {
     match owner {
-        KeyOwner::Ca | KeyOwner::CodeSigning => core.config.replicas.max(2),
+        KeyOwner::Ca | KeyOwner::Sm2Ca | KeyOwner::CodeSigning => core.config.replicas.max(2),
         KeyOwner::User(_) => core.config.replicas,
     }
 }
@@ -31,7 +31,7 @@ pub(crate) async fn add_holder(
 ) -> Result<HolderRecord> {
     let (purpose, user_id) = match owner {
         KeyOwner::User(id) => (KeyPurpose::User, id.clone()),
-        KeyOwner::Ca => (KeyPurpose::Ca, String::new()),
+        KeyOwner::Ca | KeyOwner::Sm2Ca => (KeyPurpose::Ca, String::new()),
         KeyOwner::CodeSigning => (KeyPurpose::CodeSigning, String::new()),
     };
     let chip = core.chips.at(&target.chip_id, &target.endpoint)?;

@@ -10,7 +10,12 @@ use yunkey_proto::v1::{KeyEntry, KeyHandleRequest, KeyPurpose, ListKeysRequest};
 /// Whether the committed placement lists `handle` on `chip_id`.
 fn listed(core: &Core, chip_id: &str, entry: &KeyEntry) -> Result<bool> {
     let holders = if entry.purpose == KeyPurpose::Ca as i32 {
-        core.view.ca()?.map(|c| c.holders).unwrap_or_default()
+        // Either user CA's key: the P-256 one or the SM2 one.
+        let mut holders = core.view.ca()?.map(|c| c.holders).unwrap_or_default();
+        if let Some(sm2) = core.view.ca_of(yunkey_crypto::sig::Algorithm::Sm2)? {
+            holders.extend(sm2.holders);
+        }
+        holders
     } else if entry.purpose == KeyPurpose::CodeSigning as i32 {
         core.view
             .code_signing()?

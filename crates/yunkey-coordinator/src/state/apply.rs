@@ -8,6 +8,7 @@ use super::keys;
 use super::model::{AuditRecord, Rebinding, UserState};
 use super::model_risk::UserAuditRecord;
 use super::view::StateView;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_store::{Batch, StoreError, Tree};
 
 /// The coordinator's state machine.
@@ -128,6 +129,27 @@ pub(super) fn reject(r: Rejection) -> Result<CommandResult, StoreError> {
     Ok(CommandResult::Rejected(r))
 }
 
+/// Writes a new user (checked not to exist) and counts its key's placement.
+fn enroll_user(
+    view: &StateView,
+    w: &mut Writer<'_>,
+    user: &super::model::UserRecord,
+) -> Result<CommandResult, StoreError> {
+    for holder in &user.holders {
+        if let Some(mut chip) = view.chip(&holder.chip_id)? {
+            chip.placed += 1;
+            w.put(&keys::chip(&chip.chip_id), &chip);
+        }
+    }
+    w.put(&keys::user(&user.user_id), user);
+    w.bump(keys::COUNT_USERS)?;
+    // The code itself is never stored (entries before format 3 carried it: dropped).
+    Ok(CommandResult::Enrolled {
+        user_id: user.user_id.clone(),
+        activation_code: String::new(),
+    })
+}
+
 fn apply_op(
     view: &StateView,
     w: &mut Writer<'_>,
@@ -164,23 +186,25 @@ fn apply_op(
             w.put(keys::CA, ca);
             Ok(CommandResult::CaInitialized)
         }
+        Op::InitSm2Ca(ca) => {
+            if view.ca_of(Algorithm::Sm2)?.is_some() {
+                return reject(Rejection::CaExists);
+            }
+            w.put(keys::SM2_CA, ca);
+            Ok(CommandResult::CaInitialized)
+        }
+        Op::EnrollUserWithId { user, distid, .. } => {
+            if view.user(&user.user_id)?.is_some() {
+                return reject(Rejection::UserExists(user.user_id.clone()));
+            }
+            w.put(&keys::user_distid(&user.user_id), distid);
+            enroll_user(view, w, user)
+        }
         Op::EnrollUser { user, .. } => {
             if view.user(&user.user_id)?.is_some() {
                 return reject(Rejection::UserExists(user.user_id.clone()));
             }
-            for holder in &user.holders {
-                if let Some(mut chip) = view.chip(&holder.chip_id)? {
-                    chip.placed += 1;
-                    w.put(&keys::chip(&chip.chip_id), &chip);
-                }
-            }
-            w.put(&keys::user(&user.user_id), user);
-            w.bump(keys::COUNT_USERS)?;
-            // The code itself is never stored (entries before format 3 carried it: dropped).
-            Ok(CommandResult::Enrolled {
-                user_id: user.user_id.clone(),
-                activation_code: String::new(),
-            })
+            enroll_user(view, w, user)
         }
         Op::RevokeUser {
             user_id,

@@ -11,6 +11,7 @@ use super::command::{Command, CommandResult, Op, Rejection};
 use super::keys;
 use super::model::{HolderRecord, KeyOwner};
 use super::view::StateView;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_store::StoreError;
 
 /// Applies an `AddHolder`, `RemoveHolder`, `SetDraining` or `RemoveChip`; any other command
@@ -102,6 +103,7 @@ fn unknown(owner: &KeyOwner) -> Rejection {
         KeyOwner::User(id) => Rejection::UnknownUser(id.clone()),
         KeyOwner::Ca => Rejection::UnknownUser("the user CA".into()),
         KeyOwner::CodeSigning => Rejection::UnknownUser("the code-signing key".into()),
+        KeyOwner::Sm2Ca => Rejection::UnknownUser("the SM2 user CA".into()),
     }
 }
 
@@ -110,6 +112,7 @@ fn holders_of(view: &StateView, owner: &KeyOwner) -> Result<Option<Vec<HolderRec
         KeyOwner::User(id) => view.user(id)?.map(|u| u.holders),
         KeyOwner::Ca => view.ca()?.map(|c| c.holders),
         KeyOwner::CodeSigning => view.code_signing()?.map(|c| c.holders),
+        KeyOwner::Sm2Ca => view.ca_of(Algorithm::Sm2)?.map(|c| c.holders),
     })
 }
 
@@ -136,6 +139,12 @@ fn put_holders(
             if let Some(mut record) = view.code_signing()? {
                 record.holders = holders;
                 w.put(keys::CODE_SIGNING, &record);
+            }
+        }
+        KeyOwner::Sm2Ca => {
+            if let Some(mut ca) = view.ca_of(Algorithm::Sm2)? {
+                ca.holders = holders;
+                w.put(keys::SM2_CA, &ca);
             }
         }
     }

@@ -195,6 +195,18 @@ pub enum Op {
         /// What happened.
         event: UserEvent,
     },
+    /// Record the SM2 user CA (once), made at the first SM2 enrolment.
+    InitSm2Ca(CaRecord),
+    /// Create an SM2 user whose key signs under a distinguishing ID of its own: as
+    /// [`Op::EnrollUser`], and the ID (table `k/`).
+    EnrollUserWithId {
+        /// The new user.
+        user: UserRecord,
+        /// Always empty (see [`Op::EnrollUser`]).
+        activation_code: String,
+        /// The distinguishing ID (not the default one).
+        distid: String,
+    },
 }
 
 impl Op {
@@ -203,7 +215,8 @@ impl Op {
         match self {
             Op::AdmitChip { .. } => "admit_chip",
             Op::InitCa(_) => "init_ca",
-            Op::EnrollUser { .. } => "enroll",
+            Op::InitSm2Ca(_) => "init_sm2_ca",
+            Op::EnrollUser { .. } | Op::EnrollUserWithId { .. } => "enroll",
             Op::RegisterDevice { .. } => "register_device",
             Op::RevokeUser { .. } => "revoke",
             Op::RevokeDevice { .. } => "revoke_device",
@@ -233,7 +246,7 @@ impl Op {
     /// The user this command is about, for the user's audit trail.
     pub fn user_id(&self) -> Option<&str> {
         match self {
-            Op::EnrollUser { user, .. } => Some(&user.user_id),
+            Op::EnrollUser { user, .. } | Op::EnrollUserWithId { user, .. } => Some(&user.user_id),
             Op::RegisterDevice { user_id, .. }
             | Op::RevokeUser { user_id, .. }
             | Op::RevokeDevice { user_id, .. }
@@ -246,6 +259,7 @@ impl Op {
             Op::AddHolder { owner, .. } | Op::RemoveHolder { owner, .. } => owner.user_id(),
             Op::AdmitChip { .. }
             | Op::InitCa(_)
+            | Op::InitSm2Ca(_)
             | Op::SetDraining { .. }
             | Op::RemoveChip { .. }
             | Op::RecordNodeId(_)
@@ -288,8 +302,10 @@ impl Op {
     pub fn fingerprint(&self) -> [u8; 32] {
         match self {
             Op::AdmitChip { chip, .. } => fingerprint(self.kind(), &[chip.chip_id.as_bytes()]),
-            Op::InitCa(_) => fingerprint(self.kind(), &[]),
-            Op::EnrollUser { user, .. } => fingerprint(self.kind(), &[user.user_id.as_bytes()]),
+            Op::InitCa(_) | Op::InitSm2Ca(_) => fingerprint(self.kind(), &[]),
+            Op::EnrollUser { user, .. } | Op::EnrollUserWithId { user, .. } => {
+                fingerprint(self.kind(), &[user.user_id.as_bytes()])
+            }
             Op::RegisterDevice {
                 user_id, device, ..
             } => fingerprint(
@@ -379,7 +395,11 @@ impl fmt::Debug for Op {
         match self {
             Op::AdmitChip { chip, .. } => write!(f, "AdmitChip({})", chip.chip_id),
             Op::InitCa(_) => f.write_str("InitCa"),
+            Op::InitSm2Ca(_) => f.write_str("InitSm2Ca"),
             Op::EnrollUser { user, .. } => write!(f, "EnrollUser({})", user.user_id),
+            Op::EnrollUserWithId { user, distid, .. } => {
+                write!(f, "EnrollUserWithId({}, {distid})", user.user_id)
+            }
             Op::RegisterDevice {
                 user_id, device, ..
             } => {

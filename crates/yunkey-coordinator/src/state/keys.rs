@@ -15,7 +15,9 @@
 //! | `w/` | user id, `/`, big-endian sequence | [`UserAuditRecord`](super::UserAuditRecord): the user's lines of the audit trail |
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `v/` | release id | [`ReleaseRecord`](super::ReleaseRecord) |
-//! | `m/ca` | | [`CaRecord`](super::CaRecord) |
+//! | `m/ca` | | [`CaRecord`](super::CaRecord): the ECDSA P-256 user CA |
+//! | `m/ca_sm2` | | [`CaRecord`](super::CaRecord): the SM2 user CA (made at the first SM2 enrolment) |
+//! | `k/` | user id | an SM2 user's distinguishing ID, when it is not the default |
 //! | `m/code_signing` | | [`CodeSigningRecord`](super::CodeSigningRecord) |
 //! | `m/release_policy` | | [`ReleasePolicy`](super::ReleasePolicy) (absent: the default) |
 //! | `m/domain` | | domain id |
@@ -27,6 +29,10 @@ pub(crate) fn user(id: &str) -> Vec<u8> {
     [b"u/", id.as_bytes()].concat()
 }
 pub(crate) const USER_PREFIX: &[u8] = b"u/";
+
+pub(crate) fn user_distid(id: &str) -> Vec<u8> {
+    [b"k/", id.as_bytes()].concat()
+}
 
 pub(crate) fn device(id: &str) -> Vec<u8> {
     [b"d/", id.as_bytes()].concat()
@@ -81,6 +87,7 @@ pub(crate) fn release(id: &str) -> Vec<u8> {
 pub(crate) const RELEASE_PREFIX: &[u8] = b"v/";
 
 pub(crate) const CA: &[u8] = b"m/ca";
+pub(crate) const SM2_CA: &[u8] = b"m/ca_sm2";
 pub(crate) const CODE_SIGNING: &[u8] = b"m/code_signing";
 pub(crate) const RELEASE_POLICY: &[u8] = b"m/release_policy";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";

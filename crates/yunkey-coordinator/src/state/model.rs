@@ -102,7 +102,7 @@ pub struct ChipRecord {
     pub admission_signature: Vec<u8>,
 }
 
-/// The user CA, whose key lives in chips.
+/// A user CA (ECDSA P-256 at `m/ca`, SM2 at `m/ca_sm2`), whose key lives in chips.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaRecord {
     /// Self-signed CA certificate DER.
@@ -171,6 +171,8 @@ pub enum KeyOwner {
     Ca,
     /// The code-signing key of terminal releases.
     CodeSigning,
+    /// The SM2 user CA's key.
+    Sm2Ca,
 }
 
 impl KeyOwner {
@@ -178,7 +180,7 @@ impl KeyOwner {
     pub fn user_id(&self) -> Option<&str> {
         match self {
             KeyOwner::User(id) => Some(id),
-            KeyOwner::Ca | KeyOwner::CodeSigning => None,
+            KeyOwner::Ca | KeyOwner::CodeSigning | KeyOwner::Sm2Ca => None,
         }
     }
 }
@@ -189,6 +191,7 @@ impl std::fmt::Display for KeyOwner {
             KeyOwner::User(id) => write!(f, "user {id}"),
             KeyOwner::Ca => f.write_str("the user CA"),
             KeyOwner::CodeSigning => f.write_str("the code-signing key"),
+            KeyOwner::Sm2Ca => f.write_str("the SM2 user CA"),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, NodeIdRecord,
 use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 use super::model_risk::UserAuditRecord;
 use serde::de::DeserializeOwned;
+use yunkey_crypto::sig::Algorithm;
 use yunkey_store::{StoreError, Tree};
 
 /// Read access to the state as applied on this node.
@@ -49,9 +50,28 @@ impl StateView {
         self.get(&keys::device_revocation(device_id))
     }
 
-    /// The user CA.
+    /// The user CA (ECDSA P-256).
     pub fn ca(&self) -> Result<Option<CaRecord>, StoreError> {
         self.get(keys::CA)
+    }
+
+    /// The user CA of `algorithm`'s users.
+    pub fn ca_of(&self, algorithm: Algorithm) -> Result<Option<CaRecord>, StoreError> {
+        match algorithm {
+            Algorithm::EcdsaP256 => self.get(keys::CA),
+            Algorithm::Sm2 => self.get(keys::SM2_CA),
+        }
+    }
+
+    /// An SM2 user's distinguishing ID: the one given at enrolment, else the default. Empty
+    /// for a P-256 user.
+    pub fn user_distid(&self, user: &UserRecord) -> Result<String, StoreError> {
+        if Algorithm::from_proto(user.algorithm) != Some(Algorithm::Sm2) {
+            return Ok(String::new());
+        }
+        Ok(self
+            .get::<String>(&keys::user_distid(&user.user_id))?
+            .unwrap_or_else(|| yunkey_crypto::sm2::DEFAULT_DISTID.to_owned()))
     }
 
     /// The code-signing key, once the first release was signed.
