@@ -183,6 +183,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         signature,
         certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
         chip_id: holder.chip_id,
+        distinguishing_id: core.view.user_distid(&user)?,
     })
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use yunkey_client::{key_client, terminal_client, Connection};
-use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::sig::{Algorithm, SigningKey};
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1::{
     Authorization, EnrollUserRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
@@ -26,7 +26,8 @@ use yunkey_proto::v1::{
 pub(crate) struct BenchUser {
     pub(crate) user_id: String,
     pub(crate) device_id: String,
-    pub(crate) key: PrivateKey,
+    /// The device key (of the user key's algorithm).
+    pub(crate) key: SigningKey,
     /// The device certificate (for the device channel).
     pub(crate) certificate: Vec<u8>,
 }
@@ -61,15 +62,18 @@ pub(crate) fn sign_request(u: &BenchUser, seq: u64) -> SignRequest {
         authorization: Some(Authorization {
             device_id: u.device_id.clone(),
             signature,
-            format: yunkey_proto::v1::AuthorizationFormat::EcdsaP256Sha256 as i32,
+            format: authz::AuthorizationFormat::for_key(u.key.algorithm()).to_wire(),
         }),
     }
 }
 
+/// Enrols `n` users with keys of `algorithm` and registers a device of the same algorithm
+/// for each; returns them and the enrolment rate.
 pub(crate) async fn setup_users(
     business: &Connection,
     device: &Connection,
     n: usize,
+    algorithm: Algorithm,
 ) -> anyhow::Result<(Vec<BenchUser>, f64)> {
     let run = hex::encode(yunkey_crypto::random_bytes::<4>());
     let started = Instant::now();
@@ -82,8 +86,9 @@ pub(crate) async fn setup_users(
                     let req = EnrollUserRequest {
                         request_id: format!("enroll-{user_id}"),
                         user_id: user_id.clone(),
-                        algorithm: 0,
+                        algorithm: algorithm.to_proto() as i32,
                         display_name: String::new(),
+                        distinguishing_id: String::new(),
                     };
                     async move { key_client(ch).enroll_user(req).await }
                 })
@@ -95,7 +100,7 @@ pub(crate) async fn setup_users(
     let enroll_rate = n as f64 / started.elapsed().as_secs_f64();
     let mut users = Vec::with_capacity(n);
     for (user_id, code) in enrolled {
-        let key = PrivateKey::generate();
+        let key = SigningKey::generate(algorithm);
         let spki = key.public_key().to_spki_der();
         let proof = key.sign_message(&authz::registration_message(&user_id, &code, &spki));
         let req = RegisterDeviceRequest {
@@ -142,11 +147,14 @@ pub(crate) async fn register_device(
     }
 }
 
-/// The same crypto work as one authorized signature, on one core, per second.
-fn crypto_rate_per_core(window: Duration) -> f64 {
-    let device = PrivateKey::generate();
+/// The same crypto work as one authorized signature (two verifications of the device's
+/// authorization, one signature by the user's key), with keys of `algorithm`, on one core,
+/// per second.
+fn crypto_rate_per_core(window: Duration, algorithm: Algorithm) -> f64 {
+    let device = SigningKey::generate(algorithm);
     let device_pub = device.public_key();
-    let user_key = PrivateKey::generate();
+    let user_key = SigningKey::generate(algorithm);
+    let user_pub = user_key.public_key();
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < window {
@@ -156,7 +164,7 @@ fn crypto_rate_per_core(window: Duration) -> f64 {
         let auth = device.sign_message(&msg);
         device_pub.verify_message(&msg, &auth).expect("verifies"); // coordinator
         device_pub.verify_message(&msg, &auth).expect("verifies"); // chip
-        std::hint::black_box(user_key.sign_digest(&hash)); // chip
+        std::hint::black_box(user_key.sign_digest(&user_pub.digest(&msg))); // chip
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
@@ -203,15 +211,18 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let conns = (0..args.connections.max(1))
         .map(|_| connect::business(g))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (users, enroll_rate) = setup_users(&business, &device, args.users).await?;
+    let algorithm = args.algorithm.into();
+    let (users, enroll_rate) = setup_users(&business, &device, args.users, algorithm).await?;
     let users = Arc::new(users);
     let window = Duration::from_secs(args.seconds);
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let per_core =
-        tokio::task::spawn_blocking(|| crypto_rate_per_core(Duration::from_secs(2))).await?;
+    let per_core = tokio::task::spawn_blocking(move || {
+        crypto_rate_per_core(Duration::from_secs(2), algorithm)
+    })
+    .await?;
     let ceiling = per_core * cores as f64;
 
     let mut levels = Vec::new();
@@ -227,6 +238,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         g.json,
         json!({
             "users": args.users,
+            "algorithm": algorithm.name(),
             "enrollments_per_second": enroll_rate,
             "crypto_ceiling_per_second": ceiling,
             "crypto_per_core_per_second": per_core,
@@ -237,7 +249,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         }),
         || {
             let mut out = format!(
-                "enrolment: {enroll_rate:.0} users/s ({} users)\ncrypto ceiling: {ceiling:.0} signatures/s ({per_core:.0}/s per core x {cores} cores)\n\nconcurrency  signatures/s  p50 ms  p99 ms  errors\n",
+                "algorithm: {algorithm}\nenrolment: {enroll_rate:.0} users/s ({} users)\ncrypto ceiling: {ceiling:.0} signatures/s ({per_core:.0}/s per core x {cores} cores)\n\nconcurrency  signatures/s  p50 ms  p99 ms  errors\n",
                 args.users
             );
             for l in &levels {

@@ -105,6 +105,7 @@ async fn run_level(
                             request_id: String::new(),
                             user_id,
                             algorithm: 0,
+                            distinguishing_id: String::new(),
                             display_name: String::new(),
                         };
                         key.enroll_user(with_timeout(req, CALL_TIMEOUT))

@@ -20,14 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use yunkey_client::keystore::SoftDeviceKey;
 use yunkey_client::{key_client, terminal_client, Connection};
-use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_net::device_tls::DeviceIdentity;
 
 fn identity(u: &BenchUser) -> anyhow::Result<DeviceIdentity> {
-    let key = PrivateKey::from_secret_bytes(&u.key.to_secret_bytes())?;
     Ok(yunkey_client::terminal::identity(
         u.certificate.clone(),
-        Arc::new(SoftDeviceKey::new(key)),
+        Arc::new(SoftDeviceKey::new(u.key.clone())),
     ))
 }
 
@@ -37,7 +35,13 @@ pub async fn run(g: &Global, args: &DeviceChannelBenchArgs) -> anyhow::Result<()
         bail!("--users, --seconds and --concurrency must be positive");
     }
     let business = connect::business(g)?;
-    let (users, _) = setup_users(&business, &connect::device(g)?, args.users).await?;
+    let (users, _) = setup_users(
+        &business,
+        &connect::device(g)?,
+        args.users,
+        yunkey_crypto::sig::Algorithm::EcdsaP256,
+    )
+    .await?;
     let identities = users
         .iter()
         .map(identity)

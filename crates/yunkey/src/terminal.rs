@@ -2,7 +2,7 @@
 
 use crate::cli::{Global, TerminalCommand, TerminalOpts};
 use crate::connect;
-use crate::output::{cert_pem, print};
+use crate::output::{cert_pem, pem, print};
 use crate::pin::PinVerifier;
 use anyhow::Context;
 use serde_json::json;
@@ -40,14 +40,22 @@ pub async fn run(g: &Global, cmd: &TerminalCommand) -> anyhow::Result<()> {
         TerminalCommand::Register {
             user,
             activation_code,
+            algorithm,
             name,
             opts,
         } => {
             let ks = keystore(opts)?;
             let verifier = PinVerifier::new(opts.pin_file.as_deref());
-            let resp =
-                terminal::register(&conn, &ks, user, activation_code.trim(), &verifier, name)
-                    .await?;
+            let resp = terminal::register(
+                &conn,
+                &ks,
+                user,
+                activation_code.trim(),
+                &verifier,
+                name,
+                (*algorithm).into(),
+            )
+            .await?;
             let device = resp.device.context("server returned no device")?;
             print(
                 g.json,
@@ -191,7 +199,8 @@ fn show_and_confirm(canonical: &[u8], now: i64, yes: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Writes what a business needs to check a payment with OpenSSL.
+/// Writes what a business needs to check a payment with OpenSSL, and `verify.sh` with the
+/// commands (run in the directory).
 fn save_receipt(
     dir: &std::path::Path,
     canonical: &[u8],
@@ -204,12 +213,45 @@ fn save_receipt(
     };
     write("transaction.txt", canonical)?;
     write("signature.der", &resp.signature)?;
-    let user = resp
-        .certificate_chain
-        .first()
-        .context("server returned no certificate")?;
+    let (user, ca) = match resp.certificate_chain.as_slice() {
+        [user, ca, ..] => (user, ca),
+        _ => anyhow::bail!("the server returned no certificate chain (user and CA)"),
+    };
     write("user.pem", cert_pem(user).as_bytes())?;
+    write("ca.pem", cert_pem(ca).as_bytes())?;
     let chain: String = resp.certificate_chain.iter().map(|c| cert_pem(c)).collect();
     write("chain.pem", chain.as_bytes())?;
+    let cert = <x509_cert::Certificate as der::Decode>::from_der(user)
+        .context("the user certificate does not parse")?;
+    let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)?;
+    write("user-pub.pem", pem("PUBLIC KEY", &spki).as_bytes())?;
+    // SM2: the payment is signed under the user's distinguishing ID; certificates under the
+    // default one (GM/T 0015), which OpenSSL 3.0 needs spelled out (it defaults to an empty
+    // ID; 4.0 to the default).
+    let (digest, chain_opt) = if resp.distinguishing_id.is_empty() {
+        ("-sha256".to_owned(), String::new())
+    } else {
+        (
+            format!("-sm3 -sigopt distid:{}", resp.distinguishing_id),
+            format!("-vfyopt distid:{} ", yunkey_crypto::sm2::DEFAULT_DISTID),
+        )
+    };
+    let script = format!(
+        "#!/bin/sh\n# Checks this payment's signature and the user's certificate with OpenSSL.\n\
+         # Compare ca.pem with the cluster's user CA (yunkey status) before trusting it.\n\
+         set -e\ncd \"$(dirname \"$0\")\"\n\
+         openssl dgst {digest} -verify user-pub.pem -signature signature.der transaction.txt\n\
+         openssl verify {chain_opt}-CAfile ca.pem user.pem\n"
+    );
+    write("verify.sh", script.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("verify.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .with_context(|| format!("making {} executable", dir.join("verify.sh").display()))?;
+    }
     Ok(())
 }

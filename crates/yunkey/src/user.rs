@@ -15,6 +15,8 @@ fn user_json(u: &User) -> serde_json::Value {
     json!({
         "user_id": u.user_id,
         "status": UserStatus::try_from(u.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "algorithm": algorithm_name(u.algorithm),
+        "distinguishing_id": (!u.distinguishing_id.is_empty()).then_some(&u.distinguishing_id),
         "public_key": hex::encode(&u.public_key),
         "certificate": cert_pem(&u.certificate),
         "created_at": u.created_at,
@@ -56,9 +58,20 @@ fn devices_text(u: &User) -> String {
     out
 }
 
+/// `p256` or `sm2` (the names `--algorithm` takes).
+fn algorithm_name(value: i32) -> &'static str {
+    yunkey_crypto::sig::Algorithm::from_proto(value)
+        .map(|a| a.name())
+        .unwrap_or("unknown")
+}
+
 fn user_text(u: &User) -> String {
+    let key = match u.distinguishing_id.as_str() {
+        "" => algorithm_name(u.algorithm).to_owned(),
+        id => format!("{} (distinguishing ID {id})", algorithm_name(u.algorithm)),
+    };
     format!(
-        "user:        {}\nstatus:      {}\ndevices:     {}\nchips:       {}\nactivation:  {}",
+        "user:        {}\nkey:         {key}\nstatus:      {}\ndevices:     {}\nchips:       {}\nactivation:  {}",
         u.user_id,
         UserStatus::try_from(u.status)
             .map(|s| s.as_str_name())
@@ -97,6 +110,8 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Enroll {
             user_id,
+            algorithm,
+            distinguishing_id,
             display_name,
             request_id,
             quiet,
@@ -104,8 +119,9 @@ pub async fn run(g: &Global, cmd: &UserCommand) -> anyhow::Result<()> {
             let req = EnrollUserRequest {
                 request_id: request_id.clone(),
                 user_id: user_id.clone(),
-                algorithm: 0,
+                algorithm: yunkey_crypto::sig::Algorithm::from(*algorithm).to_proto() as i32,
                 display_name: display_name.clone(),
+                distinguishing_id: distinguishing_id.clone().unwrap_or_default(),
             };
             let resp = conn
                 .call(|ch| {

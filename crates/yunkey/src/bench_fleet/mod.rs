@@ -98,6 +98,7 @@ async fn enrol(
                     request_id: format!("enroll-{user_id}"),
                     user_id: user_id.clone(),
                     algorithm: 0,
+                    distinguishing_id: String::new(),
                     display_name: String::new(),
                 };
                 let resp = conn

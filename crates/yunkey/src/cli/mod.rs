@@ -573,11 +573,35 @@ pub struct DevArgs {
     pub risk: RiskCheckArgs,
 }
 
+/// A signature algorithm as the CLI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyAlgorithm {
+    /// ECDSA over NIST P-256 with SHA-256.
+    P256,
+    /// SM2 with SM3 (GB/T 32918).
+    Sm2,
+}
+
+impl From<KeyAlgorithm> for yunkey_crypto::sig::Algorithm {
+    fn from(a: KeyAlgorithm) -> Self {
+        match a {
+            KeyAlgorithm::P256 => yunkey_crypto::sig::Algorithm::EcdsaP256,
+            KeyAlgorithm::Sm2 => yunkey_crypto::sig::Algorithm::Sm2,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Enrol a user: a key in a chip, a certificate, and an activation code for their phone.
     Enroll {
         user_id: String,
+        /// The user's key: ECDSA P-256, or SM2 with SM3 (certified by the SM2 user CA).
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::P256)]
+        algorithm: KeyAlgorithm,
+        /// SM2 only: the distinguishing ID the key signs under (default 1234567812345678).
+        #[arg(long, value_name = "ID")]
+        distinguishing_id: Option<String>,
         /// Name for the certificate's subject.
         #[arg(long, default_value = "")]
         display_name: String,
@@ -730,6 +754,9 @@ pub enum TerminalCommand {
         user: String,
         #[arg(long)]
         activation_code: String,
+        /// The device key: ECDSA P-256, or SM2 with SM3.
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::P256)]
+        algorithm: KeyAlgorithm,
         /// Label for the device.
         #[arg(long, default_value = "cli")]
         name: String,
@@ -755,7 +782,9 @@ pub enum TerminalCommand {
         #[arg(long, default_value_t = 120)]
         ttl: i64,
         /// Also write the receipt into this directory: transaction.txt (the canonical bytes
-        /// that were signed), signature.der, user.pem and chain.pem, ready for OpenSSL.
+        /// that were signed), signature.der, user.pem, user-pub.pem, ca.pem, chain.pem, and
+        /// verify.sh with the OpenSSL commands that check them (for SM2, with the user's
+        /// distinguishing ID).
         #[arg(long)]
         save: Option<PathBuf>,
         /// Sign without asking for confirmation at a terminal (the transaction is still shown
@@ -820,6 +849,10 @@ pub struct BenchArgs {
     /// Client connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// The users' and their devices' keys: ECDSA P-256 or SM2 (the crypto ceiling is
+    /// measured for the same algorithm).
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::P256)]
+    pub algorithm: KeyAlgorithm,
 }
 
 #[derive(Debug, Subcommand)]
