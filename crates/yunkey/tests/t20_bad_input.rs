@@ -204,6 +204,7 @@ async fn enrolment_and_registration_refusals() {
         user_id: user.into(),
         algorithm: alg,
         display_name: String::new(),
+        distinguishing_id: String::new(),
     };
     let first = key
         .enroll_user(enroll("dora", 0, "e-1"))
@@ -231,12 +232,30 @@ async fn enrolment_and_registration_refusals() {
         Code::AlreadyExists,
         &["dora", "already enrolled"],
     );
-    expect(
-        key.enroll_user(enroll("eve", Algorithm::Sm2 as i32, ""))
+    // A distinguishing ID that is not for SM2, or not printable: refused, naming the field.
+    for (alg, id, words) in [
+        (0, "alice", &["distinguishing_id", "SM2 keys only"][..]),
+        (
+            Algorithm::Sm2 as i32,
+            "has space",
+            &["distinguishing_id", "printable"][..],
+        ),
+        (
+            Algorithm::Sm2 as i32,
+            &"x".repeat(65)[..],
+            &["distinguishing_id", "64"][..],
+        ),
+    ] {
+        expect(
+            key.enroll_user(EnrollUserRequest {
+                distinguishing_id: id.into(),
+                ..enroll("eve", alg, "")
+            })
             .await,
-        Code::Unimplemented,
-        &["SM2"],
-    );
+            Code::InvalidArgument,
+            words,
+        );
+    }
     expect(
         key.enroll_user(enroll("eve", 42, "")).await,
         Code::InvalidArgument,
@@ -406,6 +425,7 @@ async fn transport_refusals() {
         user_id: "big".into(),
         algorithm: 0,
         display_name: "x".repeat(yunkey_net::MAX_IMAGE_MESSAGE_BYTES + 1),
+        distinguishing_id: String::new(),
     };
     let err = key.enroll_user(huge).await.unwrap_err();
     assert!(

@@ -96,7 +96,7 @@ async fn only_the_devices_own_certificate_opens_the_device_channel() {
     );
     // Alice's certificate with a key that is not hers fails the TLS handshake itself.
     let mut thief = TestDevice {
-        key: PrivateKey::generate(),
+        key: PrivateKey::generate().into(),
         ..alice.clone_identity()
     };
     thief.certificate = alice.certificate.clone();

@@ -38,6 +38,7 @@ async fn acknowledged_writes_survive_kill_9() {
                             user_id: user_id.clone(),
                             algorithm: 0,
                             display_name: String::new(),
+                            distinguishing_id: String::new(),
                         };
                         match key.enroll_user(req).await {
                             Ok(_) => acked.lock().unwrap().push(user_id),

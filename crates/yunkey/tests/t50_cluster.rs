@@ -26,6 +26,7 @@ fn enroll_req(user_id: &str) -> EnrollUserRequest {
         user_id: user_id.to_owned(),
         algorithm: 0,
         display_name: String::new(),
+        distinguishing_id: String::new(),
     }
 }
 

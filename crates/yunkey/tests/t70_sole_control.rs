@@ -86,7 +86,7 @@ fn attacker_device(user_id: &str) -> TestDevice {
     TestDevice {
         user_id: user_id.into(),
         device_id: names::device_id(&key.public_key().to_spki_der()),
-        key,
+        key: key.into(),
         certificate: Vec::new(),
     }
 }
@@ -223,6 +223,7 @@ async fn a_node_identity_cannot_sign_for_a_user() {
     let code = "MALLORY-CODE";
     let second = chip_of(&mut chips, &holder)
         .generate_key(pb::GenerateKeyRequest {
+            distinguishing_id: String::new(),
             algorithm: 0,
             purpose: pb::KeyPurpose::User as i32,
             user_id: "alice".into(),

@@ -228,6 +228,7 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
             user_id: "alice".into(),
             algorithm: 0,
             display_name: String::new(),
+            distinguishing_id: String::new(),
         })
         .await
         .unwrap()
@@ -262,7 +263,7 @@ async fn a_soft_and_a_pkcs11_chip_hold_one_user_and_fail_over() {
     let phone = TestDevice {
         user_id: "alice".into(),
         device_id: registered.device_id,
-        key,
+        key: key.into(),
         certificate: registered.certificate,
     };
 

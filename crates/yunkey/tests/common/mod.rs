@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 use yunkey_client::{Connection, ConnectionOptions};
 use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::sig::{Algorithm, SigningKey};
 use yunkey_crypto::{authz, tx};
 use yunkey_net::{pki::files, TlsFiles};
 use yunkey_proto::v1::{
@@ -327,22 +328,60 @@ impl Drop for Dev {
     }
 }
 
+/// A key that signs and names its public key: a P-256 `PrivateKey` or a `SigningKey`.
+pub trait KeyLike {
+    fn spki(&self) -> Vec<u8>;
+    fn sign(&self, message: &[u8]) -> Vec<u8>;
+}
+
+impl KeyLike for PrivateKey {
+    fn spki(&self) -> Vec<u8> {
+        self.public_key().to_spki_der()
+    }
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.sign_message(message)
+    }
+}
+
+impl KeyLike for SigningKey {
+    fn spki(&self) -> Vec<u8> {
+        self.public_key().to_spki_der()
+    }
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.sign_message(message)
+    }
+}
+
 /// A registered device held in memory.
 pub struct TestDevice {
     pub user_id: String,
     pub device_id: String,
-    pub key: PrivateKey,
+    /// Its key: ECDSA P-256 or SM2.
+    pub key: SigningKey,
     /// The device certificate registration gave it.
     pub certificate: Vec<u8>,
 }
 
 /// Signs TLS handshakes with an in-memory device key (tests only).
 #[derive(Debug)]
-pub struct MemorySigner(pub PrivateKey);
+pub struct MemorySigner(pub SigningKey);
 
 impl yunkey_net::device_tls::HandshakeSigner for MemorySigner {
+    fn scheme(&self) -> yunkey_net::device_tls::SignatureScheme {
+        match &self.0 {
+            SigningKey::P256(_) => yunkey_net::device_tls::SignatureScheme::ECDSA_NISTP256_SHA256,
+            SigningKey::Sm2(_) => yunkey_net::sm2_tls::SM2SIG_SM3,
+        }
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(self.0.sign_message(message))
+        Ok(match &self.0 {
+            SigningKey::P256(k) => k.sign_message(message),
+            SigningKey::Sm2(k) => k
+                .with_distid(yunkey_net::sm2_tls::TLS13_SM2_ID)
+                .unwrap()
+                .sign_message(message),
+        })
     }
 }
 
@@ -352,17 +391,16 @@ impl TestDevice {
         TestDevice {
             user_id: self.user_id.clone(),
             device_id: self.device_id.clone(),
-            key: PrivateKey::from_secret_bytes(&self.key.to_secret_bytes()).unwrap(),
+            key: self.key.clone(),
             certificate: self.certificate.clone(),
         }
     }
 
     /// Its identity on the device channel, with `certificate` (its own, or another to try).
     pub fn identity_with(&self, certificate: Vec<u8>) -> yunkey_net::device_tls::DeviceIdentity {
-        let key = PrivateKey::from_secret_bytes(&self.key.to_secret_bytes()).unwrap();
         yunkey_net::device_tls::DeviceIdentity {
             certificate,
-            signer: std::sync::Arc::new(MemorySigner(key)),
+            signer: std::sync::Arc::new(MemorySigner(self.key.clone())),
         }
     }
 
@@ -381,7 +419,7 @@ impl TestDevice {
                 &self.device_id,
                 &hash,
             )),
-            format: yunkey_proto::v1::AuthorizationFormat::EcdsaP256Sha256 as i32,
+            format: authz::AuthorizationFormat::for_key(self.key.algorithm()).to_wire(),
         }
     }
 
@@ -442,14 +480,18 @@ pub fn registration(user_id: &str, code: &str) -> RegisterDeviceRequest {
     registration_with(&PrivateKey::generate(), user_id, code)
 }
 
-/// A registration for `user_id` with `code`, proved by `key`.
-pub fn registration_with(key: &PrivateKey, user_id: &str, code: &str) -> RegisterDeviceRequest {
-    let spki = key.public_key().to_spki_der();
+/// A registration for `user_id` with `code`, proved by `key` (P-256 or SM2).
+pub fn registration_with(
+    key: &(impl KeyLike + ?Sized),
+    user_id: &str,
+    code: &str,
+) -> RegisterDeviceRequest {
+    let spki = key.spki();
     RegisterDeviceRequest {
         request_id: String::new(),
         user_id: user_id.into(),
         activation_code: code.into(),
-        proof: key.sign_message(&authz::registration_message(user_id, code, &spki)),
+        proof: key.sign(&authz::registration_message(user_id, code, &spki)),
         device_public_key: spki,
         device_name: String::new(),
         release_id: String::new(),
@@ -460,10 +502,11 @@ pub fn registration_with(key: &PrivateKey, user_id: &str, code: &str) -> Registe
 /// without a client certificate); panics if refused.
 pub async fn register_key(
     device: &Connection,
-    key: PrivateKey,
+    key: impl Into<SigningKey>,
     user_id: &str,
     code: &str,
 ) -> TestDevice {
+    let key: SigningKey = key.into();
     let registered = yunkey_client::terminal_client(device.current_channel())
         .register_device(registration_with(&key, user_id, code))
         .await
@@ -481,12 +524,23 @@ pub async fn register_key(
 
 /// Enrols `user_id` through `business` (request id `enroll-<user_id>`); returns the code.
 pub async fn enroll_code(business: &Connection, user_id: &str) -> String {
+    enroll_code_with(business, user_id, Algorithm::EcdsaP256, "").await
+}
+
+/// [`enroll_code`] with a key of `algorithm` (SM2: under `distid`, empty for the default).
+pub async fn enroll_code_with(
+    business: &Connection,
+    user_id: &str,
+    algorithm: Algorithm,
+    distid: &str,
+) -> String {
     yunkey_client::key_client(business.current_channel())
         .enroll_user(EnrollUserRequest {
             request_id: format!("enroll-{user_id}"),
             user_id: user_id.into(),
-            algorithm: 0,
+            algorithm: algorithm.to_proto() as i32,
             display_name: String::new(),
+            distinguishing_id: distid.into(),
         })
         .await
         .unwrap()
