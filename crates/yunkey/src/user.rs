@@ -402,6 +402,22 @@ pub async fn status(g: &Global, args: &StatusArgs) -> anyhow::Result<()> {
         };
         crate::serve::write_file_synced(path, pem.as_bytes())?;
     }
+    let sm2_user_ca = (!s.sm2_user_ca_certificate.is_empty()).then(|| {
+        (
+            cert_pem(&s.sm2_user_ca_certificate),
+            hex::encode(yunkey_crypto::sha256(&s.sm2_user_ca_certificate)),
+        )
+    });
+    if let Some(path) = &args.sm2_user_ca_out {
+        let Some((pem, _)) = &sm2_user_ca else {
+            bail!(
+                "node {} has no SM2 user CA certificate yet: it is made at the first SM2 \
+                 enrolment (yunkey user enroll ID --algorithm sm2)",
+                s.node_id
+            );
+        };
+        crate::serve::write_file_synced(path, pem.as_bytes())?;
+    }
     let chip_state = |c: &yunkey_proto::v1::Chip| {
         yunkey_proto::v1::ChipState::try_from(c.state)
             .map(|s| s.as_str_name())
@@ -415,6 +431,8 @@ pub async fn status(g: &Global, args: &StatusArgs) -> anyhow::Result<()> {
             "users": s.users, "devices": s.devices, "version": s.version,
             "user_ca_pem": user_ca.as_ref().map(|(pem, _)| pem),
             "user_ca_sha256": user_ca.as_ref().map(|(_, sha)| sha),
+            "sm2_user_ca_pem": sm2_user_ca.as_ref().map(|(pem, _)| pem),
+            "sm2_user_ca_sha256": sm2_user_ca.as_ref().map(|(_, sha)| sha),
             "nodes": s.nodes.iter().map(|n| json!({
                 "node_id": n.node_id, "address": n.address, "role": n.role, "voter": n.voter,
                 "matched_index": n.matched_index,
@@ -438,6 +456,9 @@ pub async fn status(g: &Global, args: &StatusArgs) -> anyhow::Result<()> {
             match &user_ca {
                 Some((_, sha)) => out.push_str(&format!("user CA: SHA-256 {sha}\n")),
                 None => out.push_str("user CA: not created yet\n"),
+            }
+            if let Some((_, sha)) = &sm2_user_ca {
+                out.push_str(&format!("SM2 user CA: SHA-256 {sha}\n"));
             }
             for c in &chips.chips {
                 out.push_str(&format!(

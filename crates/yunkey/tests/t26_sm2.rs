@@ -166,6 +166,13 @@ fn sm2_walkthrough_verified_by_openssl() {
     assert!(text.contains("URI:urn:yunkey:user:alice"), "{text}");
     let (_, text) = openssl(&["x509", "-in", "ca.pem", "-noout", "-subject"], &receipt);
     assert!(text.contains("yunkey SM2 user CA"), "{text}");
+    // The receipt's CA is the cluster's SM2 user CA.
+    let pinned = work.path().join("sm2-user-ca.pem");
+    ok(&dev.cli(&["status", "--sm2-user-ca-out", pinned.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read(&pinned).unwrap(),
+        std::fs::read(receipt.join("ca.pem")).unwrap()
+    );
     // The receipt's own script runs the same checks.
     let out = Command::new("sh")
         .arg(receipt.join("verify.sh"))

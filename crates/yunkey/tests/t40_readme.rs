@@ -55,6 +55,8 @@ fn readme_walkthrough_works_as_printed() {
     );
     assert!(stdout.contains("Verified OK"), "{stdout}\n{stderr}");
     assert!(stdout.contains("receipt/user.pem: OK"), "{stdout}");
+    assert!(stdout.contains("receipt-sm2/user.pem: OK"), "{stdout}");
+    assert_eq!(stdout.matches("Verified OK").count(), 2, "{stdout}");
     assert!(stdout.contains("registered device dev-"), "{stdout}");
     assert!(stdout.contains("USER_STATUS_ACTIVE"), "{stdout}");
 }

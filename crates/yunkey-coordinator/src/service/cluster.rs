@@ -64,6 +64,9 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
         status.user_ca_holders = ca.holders.iter().map(crate::convert::holder).collect();
         status.user_ca_certificate = ca.certificate;
     }
+    if let Some(ca) = core.view.ca_of(yunkey_crypto::sig::Algorithm::Sm2)? {
+        status.sm2_user_ca_certificate = ca.certificate;
+    }
     status.version = env!("CARGO_PKG_VERSION").to_owned();
     status.repair_pending_users = core
         .repair_pending

@@ -102,6 +102,11 @@ pub struct StatusArgs {
     /// check user certificates. Refused while the cluster has none yet.
     #[arg(long, value_name = "FILE")]
     pub user_ca_out: Option<PathBuf>,
+    /// Also write the SM2 user CA certificate (PEM) to FILE: the trust anchor of SM2 users'
+    /// certificates. Refused while the cluster has none yet (it is made at the first SM2
+    /// enrolment).
+    #[arg(long, value_name = "FILE")]
+    pub sm2_user_ca_out: Option<PathBuf>,
 }
 
 /// `yunkey pki`.
