@@ -15,8 +15,13 @@
 # our sign_message/verify_message; its `ecdsap256` signs and verifies a 20-byte digest, beside
 # our sign_digest (p256) and verify_message (ring; the hot path). All rows of ours follow.
 #
-# Options: --seconds N (default 3); --e2e runs the end-to-end part (section at the end; not
-# written yet). Environment: NO_BUILD=1 uses the example already built; CARGO_TARGET_DIR.
+# 4. runs crates/yunkey-chip/examples/algorithm_bench.rs: the whole chip sign path for a P-256
+#    and an SM2 user, one thread;
+# 5. with --e2e, end-to-end signatures through `yunkey dev` for P-256 and SM2 users in the
+#    same run (section at the end).
+#
+# Options: --seconds N (default 3); --e2e (USERS, CONCURRENCY, SECONDS_PER_LEVEL override its
+# defaults 32, 1,8,32 and 5). Environment: NO_BUILD=1 uses the example already built; CARGO_TARGET_DIR.
 # Needs: cargo, openssl (3.x), awk.
 set -euo pipefail
 
@@ -33,8 +38,11 @@ done
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 EXAMPLE=$TARGET/release/examples/sig_bench
 
+CHIP_EXAMPLE=$TARGET/release/examples/algorithm_bench
+
 if [ "${NO_BUILD:-}" != 1 ]; then
     (cd "$ROOT" && cargo build --quiet --release -p yunkey-crypto --example sig_bench)
+    (cd "$ROOT" && cargo build --quiet --release -p yunkey-chip --example algorithm_bench)
 fi
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
@@ -71,13 +79,44 @@ row "P-256 verify" "$(ours 'p256 verify_message (ring)')" "$(openssl_p256 verify
 echo
 echo "all of ours (ops per CPU-second, ops per wall-second):"
 awk -F'\t' '{ printf "  %-36s %8d %8d\n", $1, $2, $3 }' "$WORK/ours.tsv"
+echo
+echo "the whole chip sign path (ActivationModule::sign_authorized: the device's authorization"
+echo "verified, the checks, the replay guard, the record opened, the signature), one thread,"
+echo "soft custody, user and device keys of the same algorithm (median of 3 rounds of 2000):"
+"$CHIP_EXAMPLE" --tsv | awk -F'\t' '{ printf "  %-36s %8d\n", $1, $2 }'
 echo "load after: $(uptime | sed 's/.*load average/load average/')"
 
 # ==============================================================================================
-# End-to-end (--e2e): SM2 signatures through a running cluster (KeyService.Sign into a chip),
-# beside the per-core numbers above. Not written yet: the lead adds it here.
+# End-to-end (--e2e): authorized signatures through `yunkey dev` (1 coordinator, 3 soft chips, R
+# = 2, on this machine) with `yunkey bench --algorithm p256` and `--algorithm sm2` against the
+# same cluster in the same run: enrolment, devices of the users' algorithm, then each
+# signature authorized by the device, consumed in the replicated ledger, re-checked and signed
+# in a chip. Each prints its own crypto ceiling (2 verifications + 1 signature of its algorithm
+# on all cores).
 if [ "$E2E" = 1 ]; then
+    BIN=$TARGET/release
+    if [ "${NO_BUILD:-}" != 1 ]; then
+        (cd "$ROOT" && cargo build --quiet --release -p yunkey)
+    fi
+    DATA=$WORK/dev
+    "$BIN/yunkey" --data "$DATA" dev --listen 127.0.0.1:0 --metrics off >"$WORK/dev.out" 2>"$WORK/dev.err" &
+    DEV=$!
+    trap 'kill $DEV 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+    for _ in $(seq 600); do
+        grep -q '^endpoint: ' "$WORK/dev.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q '^endpoint: ' "$WORK/dev.out" || { cat "$WORK/dev.err" >&2; exit 1; }
+    USERS=${USERS:-32}
+    CONCURRENCY=${CONCURRENCY:-1,8,32}
+    SECONDS_PER_LEVEL=${SECONDS_PER_LEVEL:-5}
     echo
-    echo "== end-to-end: not written yet (scripts/bench-sm2.sh, section 'End-to-end')" >&2
-    exit 3
+    echo "== end-to-end through yunkey dev: $USERS users, concurrency $CONCURRENCY, ${SECONDS_PER_LEVEL} s per level"
+    for alg in p256 sm2; do
+        echo "-- yunkey bench --algorithm $alg"
+        "$BIN/yunkey" --data "$DATA" bench --algorithm "$alg" --users "$USERS" \
+            --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_LEVEL"
+        echo
+    done
+    echo "load after: $(uptime | sed 's/.*load average/load average/')"
 fi
