@@ -321,42 +321,15 @@ async fn sm2_and_p256_do_not_stand_in_for_each_other() {
         .unwrap()
         .into_inner();
     assert!(!signed.signature.is_empty());
-    let user = key_client(business.current_channel())
-        .get_user(GetUserRequest {
-            user_id: "sm".into(),
-            consistency: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let user = get_user(&business, "sm").await;
     assert_eq!(user.algorithm, yunkey_proto::v1::Algorithm::Sm2 as i32);
     assert_eq!(user.distinguishing_id, "1234567812345678");
 }
 
-const READY: Duration = Duration::from_secs(60);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_cluster_fails_over() {
     let mut cluster = Cluster::new();
-    let mut chips = vec![
-        cluster.start_chip("chip-1", "zone-1"),
-        cluster.start_chip("chip-2", "zone-2"),
-    ];
-    let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
-    let mut nodes: BTreeMap<u64, Proc> = BTreeMap::new();
-    let mut n1 = cluster.start_node(1, true, &chip_urls);
-    n1.wait_line("ready", READY);
-    nodes.insert(1, n1);
-    for id in [2, 3] {
-        nodes.insert(id, cluster.start_node(id, false, &[]));
-    }
-    let admin = cluster.operator(&[&nodes[&1].endpoint]);
-    for id in [2, 3] {
-        common::add_node(&admin, id, &nodes[&id].endpoint).await;
-    }
-    for id in [2, 3] {
-        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
-    }
+    let (mut chips, mut nodes) = common::start_three(&mut cluster).await;
     let endpoints: Vec<String> = nodes.values().map(|n| n.endpoint.clone()).collect();
     let eps: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     let business = cluster.business(&eps);
@@ -421,4 +394,99 @@ async fn mixed_cluster_fails_over() {
             u.user_id
         );
     }
+}
+
+async fn get_user(business: &Connection, user: &str) -> yunkey_proto::v1::User {
+    key_client(business.current_channel())
+        .get_user(GetUserRequest {
+            user_id: user.into(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn holders_of(business: &Connection, user: &str) -> Vec<String> {
+    get_user(business, user)
+        .await
+        .holders
+        .into_iter()
+        .map(|h| h.chip_id)
+        .collect()
+}
+
+/// Repair and the sweep for SM2 keys: a holder of an SM2 user killed, the key is copied
+/// (wrapped, with its ID) to the spare chip and signs there; the sweep keeps every copy of
+/// the SM2 user CA's key, which goes on certifying new SM2 users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sm2_keys_are_repaired_and_the_sm2_ca_survives_the_sweep() {
+    let mut cluster = Cluster::new();
+    let mut chips: BTreeMap<String, Proc> = BTreeMap::new();
+    for i in 1..=3 {
+        let id = format!("chip-{i}");
+        let chip = cluster.start_chip(&id, &format!("zone-{}", i % 2 + 1));
+        chips.insert(id, chip);
+    }
+    let urls: Vec<String> = chips.values().map(|c| c.endpoint.clone()).collect();
+    let mut node = cluster.start_node_with(
+        1,
+        true,
+        &urls,
+        &["--chip-down-after", "2", "--sweep-every", "2"],
+    );
+    node.wait_line("ready", Duration::from_secs(60));
+    let business = cluster.business(&[&node.endpoint]);
+    let device = cluster.device(&[&node.endpoint]);
+    let code = common::enroll_code_with(&business, "wang", Algorithm::Sm2, "wang@bank").await;
+    let wang = common::register_key(&device, SigningKey::generate(Algorithm::Sm2), "wang", &code)
+        .await;
+    sign(&business, &wang, "1").await;
+
+    let before = holders_of(&business, "wang").await;
+    let victim = before[0].clone();
+    chips.get_mut(&victim).unwrap().kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let holders = holders_of(&business, "wang").await;
+        if holders.len() == 2 && !holders.contains(&victim) {
+            break holders;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wang's SM2 key was not repaired: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Kill the other original holder too: only the repaired copy is left, and it signs under
+    // wang's ID.
+    let other = before.iter().find(|c| **c != victim).unwrap().clone();
+    let copy = after.iter().find(|c| **c != other).unwrap().clone();
+    chips.get_mut(&other).unwrap().kill9();
+    let key = VerifyingKey::from_spki_der_as(
+        Algorithm::Sm2,
+        &get_user(&business, "wang").await.public_key,
+        "wang@bank",
+    )
+    .unwrap();
+    let req = wang.sign_request("", common::transaction("wang", "3"));
+    let signed = business
+        .call(|ch| {
+            let req = req.clone();
+            async move { key_client(ch).sign(req).await }
+        })
+        .await
+        .unwrap();
+    assert_eq!(signed.chip_id, copy, "the repaired copy signs");
+    let canonical = yunkey_crypto::tx::encode(req.transaction.as_ref().unwrap()).unwrap();
+    key.verify_message(&canonical, &signed.signature)
+        .expect("signed under wang's ID");
+
+    // Two sweep rounds later, the SM2 CA still certifies: a new SM2 user enrols.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let code = common::enroll_code_with(&business, "li", Algorithm::Sm2, "").await;
+    let li = common::register_key(&device, SigningKey::generate(Algorithm::EcdsaP256), "li", &code)
+        .await;
+    let signed = sign(&business, &li, "4").await;
+    assert_eq!(signed.distinguishing_id, "1234567812345678");
 }

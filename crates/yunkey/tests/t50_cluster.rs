@@ -511,31 +511,6 @@ async fn three_coordinators_two_chips_failover_and_membership() {
     );
 }
 
-/// Two chips and three coordinators (node 1 initializes, 2 and 3 are added through it).
-async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) {
-    let chips = vec![
-        cluster.start_chip("chip-1", "zone-1"),
-        cluster.start_chip("chip-2", "zone-2"),
-    ];
-    let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
-    let mut nodes: BTreeMap<u64, Proc> = BTreeMap::new();
-    let mut n1 = cluster.start_node(1, true, &chip_urls);
-    n1.wait_line("ready", READY);
-    nodes.insert(1, n1);
-    for id in [2, 3] {
-        let p = cluster.start_node(id, false, &[]);
-        nodes.insert(id, p);
-    }
-    let admin = cluster.operator(&[&nodes[&1].endpoint]);
-    for id in [2, 3] {
-        common::add_node(&admin, id, &nodes[&id].endpoint).await;
-    }
-    for id in [2, 3] {
-        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
-    }
-    (chips, nodes)
-}
-
 /// A real partition (network namespaces, see `common::NetLab`): the leader is cut off from both
 /// followers while clients still reach it. It acknowledges no write; the majority elects a new
 /// leader and goes on; once healed, the old leader follows the new one, a write retried with the
@@ -543,7 +518,7 @@ async fn start_three(cluster: &mut Cluster) -> (Vec<Proc>, BTreeMap<u64, Proc>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_cannot_acknowledge() {
     let mut cluster = Cluster::in_netns(3);
-    let (_chips, nodes) = start_three(&mut cluster).await;
+    let (_chips, nodes) = common::start_three(&mut cluster).await;
     let admin = cluster.business(&[&nodes[&1].endpoint]);
     let old = leader_of(&admin).await;
     let at_old = cluster.business(&[&nodes[&old].endpoint]);
@@ -630,7 +605,7 @@ async fn partitioned_leader_cannot_acknowledge() {
 async fn random_kill9_rounds_lose_nothing() {
     const ROUNDS: usize = 6;
     let mut cluster = Cluster::new();
-    let (_chips, mut nodes) = start_three(&mut cluster).await;
+    let (_chips, mut nodes) = common::start_three(&mut cluster).await;
     let endpoints: Vec<String> = nodes.values().map(|p| p.endpoint.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, writers) = load(&cluster, &endpoints, 4, "rounds", stop.clone());

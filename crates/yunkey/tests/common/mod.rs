@@ -1250,3 +1250,30 @@ pub async fn raw_call(channel: tonic::transport::Channel, path: &str) -> (tonic:
         },
     }
 }
+
+/// Two chips and three coordinators (node 1 initializes, 2 and 3 are added through it).
+pub async fn start_three(
+    cluster: &mut Cluster,
+) -> (Vec<Proc>, std::collections::BTreeMap<u64, Proc>) {
+    let chips = vec![
+        cluster.start_chip("chip-1", "zone-1"),
+        cluster.start_chip("chip-2", "zone-2"),
+    ];
+    let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
+    let mut nodes = std::collections::BTreeMap::new();
+    let mut n1 = cluster.start_node(1, true, &chip_urls);
+    n1.wait_line("ready", Duration::from_secs(60));
+    nodes.insert(1, n1);
+    for id in [2, 3] {
+        let p = cluster.start_node(id, false, &[]);
+        nodes.insert(id, p);
+    }
+    let admin = cluster.operator(&[&nodes[&1].endpoint]);
+    for id in [2, 3] {
+        add_node(&admin, id, &nodes[&id].endpoint).await;
+    }
+    for id in [2, 3] {
+        nodes.get_mut(&id).unwrap().wait_line("ready", Duration::from_secs(60));
+    }
+    (chips, nodes)
+}
