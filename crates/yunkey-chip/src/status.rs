@@ -57,7 +57,9 @@ fn status_of(err: &ChipError) -> Status {
         | ChipError::TrustAnchorAlreadySet
         | ChipError::BindingBehind { .. }
         | ChipError::AnchorKeyMismatch
-        | ChipError::ChipIdMismatch { .. } => Status::failed_precondition(msg),
+        | ChipError::ChipIdMismatch { .. }
+        | ChipError::CipherUnsupported { .. }
+        | ChipError::SealCipherMismatch { .. } => Status::failed_precondition(msg),
         ChipError::Storage { op, detail } => {
             tracing::error!(op, detail, "chip storage failure");
             Status::internal(format!("chip storage failure while {op}"))
