@@ -6,6 +6,7 @@ use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
 use crate::state::{CaRecord, ChipRecord, Command, CommandResult, Op, Rejection};
 use std::time::Duration;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::{authz, validate};
 use yunkey_proto::v1::{
@@ -54,9 +55,38 @@ fn check_admission(
         })
 }
 
+/// The cipher of the domain a chip reports (`DomainCipher` of its `ChipInfo` or
+/// `DomainResponse`), checked against the configured one: a domain's cipher is fixed when it is
+/// created, so a coordinator configured for another refuses to admit chips to it rather than
+/// run a cluster with a cipher it was not asked for. A chip older than the cipher field reports
+/// none: its domain is AES-256.
+fn check_domain_cipher(
+    configured: Option<Cipher>,
+    chip_id: &str,
+    domain_id: &str,
+    reported: i32,
+) -> Result<Cipher> {
+    let actual = Cipher::from_proto(reported)
+        .map_err(|_| {
+            CoordError::Internal(format!(
+                "chip {chip_id} reports a domain cipher this coordinator does not know ({reported})"
+            ))
+        })?
+        .unwrap_or_default();
+    match configured {
+        Some(want) if want != actual => Err(CoordError::FailedPrecondition(format!(
+            "the cluster's security domain {domain_id} uses {actual}, not {want} as \
+             --domain-cipher asks; a domain's cipher is chosen when it is created and fixed for \
+             its life: start the coordinators with --domain-cipher {actual} (or without the \
+             flag), or create a new cluster for {want}"
+        ))),
+        _ => Ok(actual),
+    }
+}
+
 /// Admits the chip at `endpoint`: checks the operator's admission it reports, joins it to the
-/// cluster's security domain (creating the domain, with the operator key, on the first chip),
-/// gives it the user CA as trust anchor, and registers it.
+/// cluster's security domain (creating the domain, with the operator key and the configured
+/// cipher, on the first chip), gives it the user CA as trust anchor, and registers it.
 pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<ChipRecord> {
     let client = core.chips.at(endpoint, endpoint)?;
     let info = client
@@ -67,19 +97,21 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     let domain_operator_key = core.view.operator_key()?;
     check_admission(&info, domain_operator_key.as_deref())?;
 
-    let domain_id = match (core.view.domain()?, info.domain_id.is_empty()) {
+    let configured = core.config.domain_cipher;
+    let (domain_id, cipher) = match (core.view.domain()?, info.domain_id.is_empty()) {
         (None, true) => {
-            client
+            let created = client
                 .init_domain(InitDomainRequest {
                     operator_key: info.admission_operator_key.clone(),
                     admission_signature: info.admission_signature.clone(),
+                    cipher: configured.unwrap_or_default().to_proto() as i32,
                 })
                 .await
-                .map_err(CoordError::Chip)?
-                .domain_id
+                .map_err(CoordError::Chip)?;
+            (created.domain_id, created.cipher)
         }
-        (None, false) => info.domain_id.clone(),
-        (Some(cluster), false) if cluster == info.domain_id => cluster,
+        (None, false) => (info.domain_id.clone(), info.domain_cipher),
+        (Some(cluster), false) if cluster == info.domain_id => (cluster, info.domain_cipher),
         (Some(cluster), false) => {
             return Err(CoordError::Unavailable(format!(
                 "chip {} belongs to security domain {}, the cluster's is {cluster}; wipe the chip or use the right cluster",
@@ -103,9 +135,10 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             if joined.domain_id != cluster {
                 return Err(CoordError::Internal("imported domain id does not match the cluster's".into()));
             }
-            cluster
+            (cluster, joined.cipher)
         }
     };
+    let cipher = check_domain_cipher(configured, &info.chip_id, &domain_id, cipher)?;
     if let Some(ca) = core.view.ca()? {
         client
             .set_trust_anchor(SetTrustAnchorRequest {
@@ -135,7 +168,7 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     )
     .await?;
     core.chips.learn(&record);
-    tracing::info!(target: "yunkey::audit", chip = %record.chip_id, endpoint, actor, "chip admitted");
+    tracing::info!(target: "yunkey::audit", chip = %record.chip_id, endpoint, actor, %cipher, "chip admitted");
     Ok(core.view.chip(&record.chip_id)?.unwrap_or(record))
 }
 
@@ -265,4 +298,39 @@ pub async fn write_probe(core: &Core, actor: &str) -> Result<yunkey_proto::v1::W
         log_index,
         leader_id: core.raft.leader().map(|(id, _)| id).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunkey_proto::v1::DomainCipher;
+
+    #[test]
+    fn the_configured_cipher_must_be_the_domains() {
+        let check = |configured, reported: DomainCipher| {
+            check_domain_cipher(configured, "chip-1", "d1", reported as i32)
+        };
+        assert_eq!(check(None, DomainCipher::Sm4).unwrap(), Cipher::Sm4);
+        assert_eq!(
+            check(Some(Cipher::Sm4), DomainCipher::Sm4).unwrap(),
+            Cipher::Sm4
+        );
+        // A chip older than the field reports none: its domain is AES-256.
+        assert_eq!(
+            check(None, DomainCipher::Unspecified).unwrap(),
+            Cipher::Aes256
+        );
+        assert_eq!(
+            check(Some(Cipher::Aes256), DomainCipher::Unspecified).unwrap(),
+            Cipher::Aes256
+        );
+        let err = check(Some(Cipher::Sm4), DomainCipher::Aes256).unwrap_err();
+        assert!(matches!(err, CoordError::FailedPrecondition(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("d1 uses aes256, not sm4") && text.contains("--domain-cipher aes256"),
+            "{text}"
+        );
+        assert!(check_domain_cipher(None, "chip-1", "d1", 7).is_err());
+    }
 }
