@@ -258,6 +258,8 @@ pub struct ExportedDomain {
     pub envelope: Vec<u8>,
     /// The domain's id.
     pub domain_id: String,
+    /// The domain's cipher.
+    pub cipher: Cipher,
 }
 
 /// A key as [`ChipBackend::list_keys`] reports it.

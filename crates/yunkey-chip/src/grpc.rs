@@ -289,6 +289,7 @@ impl ChipService for ChipGrpc {
         Ok(Response::new(pb::ExportDomainResponse {
             envelope: e.envelope,
             domain_id: e.domain_id,
+            cipher: e.cipher.to_proto() as i32,
         }))
     }
 

@@ -119,7 +119,7 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             )))
         }
         (Some(cluster), true) => {
-            let envelope = export_from_member(
+            let (envelope, cipher) = export_from_member(
                 core,
                 ChipAdmission {
                     chip_id: info.chip_id.clone(),
@@ -128,6 +128,8 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
                 },
             )
             .await?;
+            // Checked before the chip joins, so that a refused chip stays outside the domain.
+            check_domain_cipher(configured, &info.chip_id, &cluster, cipher)?;
             let joined = client
                 .import_domain(ImportDomainRequest { envelope })
                 .await
@@ -172,8 +174,9 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     Ok(core.view.chip(&record.chip_id)?.unwrap_or(record))
 }
 
-/// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key.
-async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec<u8>> {
+/// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key;
+/// returns the envelope and the domain's cipher (as the member reports it).
+async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<(Vec<u8>, i32)> {
     let mut last =
         CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
     for member in core.view.chips()? {
@@ -186,7 +189,7 @@ async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec
             })
             .await
         {
-            Ok(resp) => return Ok(resp.envelope),
+            Ok(resp) => return Ok((resp.envelope, resp.cipher)),
             // A refused admission is refused by every member.
             Err(failure) if !failure.try_another_holder() => return Err(CoordError::Chip(failure)),
             Err(failure) => last = CoordError::Chip(failure),

@@ -156,6 +156,7 @@ impl ActivationModule {
         Ok(ExportedDomain {
             envelope: envelope::seal_to(&transport, DOMAIN_ENVELOPE_CONTEXT, &plain),
             domain_id: secret.fingerprint(),
+            cipher: keys.cipher(),
         })
     }
 

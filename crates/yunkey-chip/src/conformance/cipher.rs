@@ -34,7 +34,12 @@ pub fn domain_cipher(make: Make<'_>) {
 
     // The cipher travels with the domain to an admitted chip.
     let b = make();
-    assert_eq!(operator.join(&*a, &*b), id);
+    let export = a.export_domain(&operator.admit(&*b)).unwrap();
+    assert_eq!(
+        (export.domain_id.as_str(), export.cipher),
+        (id.as_str(), Cipher::Sm4)
+    );
+    assert_eq!(b.import_domain(&export.envelope).unwrap(), id);
     let b_info = b.info().unwrap();
     assert_eq!(b_info.domain_id.as_deref(), Some(id.as_str()));
     assert_eq!(b_info.domain_cipher, Some(Cipher::Sm4));

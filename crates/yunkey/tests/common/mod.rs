@@ -975,6 +975,15 @@ impl Cluster {
         .unwrap()
     }
 
+    /// A connection to a chip's ChipService presenting coordinator `node_id`'s certificate.
+    pub fn chip_as_node(&self, node_id: u64, chip_endpoint: &str) -> Connection {
+        let dir = self.node_tls(&format!("node-{node_id}"));
+        self.connect(
+            &[chip_endpoint],
+            self.tls(&dir, files::NODE, files::NODE_KEY),
+        )
+    }
+
     /// `yunkey ARGS` as the operator: `--endpoint`, `--ca`, `--cert` and `--key` from
     /// [`Cluster::ops`], before ARGS.
     pub fn operator_command(&self, endpoints: &[&str], args: &[&str]) -> Command {
