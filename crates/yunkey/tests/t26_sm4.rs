@@ -222,7 +222,24 @@ async fn coordinators_refuse_chips_to_a_domain_of_another_cipher() {
     let second = chip_info(&cluster, &chip2.endpoint).await;
     assert_eq!(second.domain_id, first.domain_id);
     assert_eq!(second.domain_cipher, pb::DomainCipher::Sm4 as i32);
-    // A user key is placed on both chips, moved from one to the other under SM4.
+    // Once both chips answer heartbeats, a user key is placed on both, moved from one to the
+    // other under SM4.
+    let operator = ClusterServiceClient::new(cluster.operator(&[&n1.endpoint]).current_channel());
+    let deadline = Instant::now() + READY;
+    loop {
+        let chips = operator
+            .clone()
+            .list_chips(pb::ListChipsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .chips;
+        if chips.len() == 2 && chips.iter().all(|c| c.state == pb::ChipState::Up as i32) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chips not up: {chips:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let business = cluster.business(&[&n1.endpoint]);
     enroll_on(&business, &cluster.device(&[&n1.endpoint]), "bob").await;
     let bob = KeyServiceClient::new(business.current_channel())
@@ -233,5 +250,5 @@ async fn coordinators_refuse_chips_to_a_domain_of_another_cipher() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(bob.holders.len(), 2, "{bob:?}");
+    assert_eq!(bob.holders.len(), 2, "{:?}", bob.holders);
 }
