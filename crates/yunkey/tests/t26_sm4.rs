@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{enroll_on, Cluster, Dev};
+use common::{enroll_on, json, onboard, pay_output, Cluster, Dev};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use yunkey_proto::v1 as pb;
 use yunkey_proto::v1::chip_service_client::ChipServiceClient;
@@ -17,49 +16,8 @@ use yunkey_proto::v1::key_service_client::KeyServiceClient;
 
 const READY: Duration = Duration::from_secs(60);
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-}
-
-/// Enrols `user` and registers the CLI's device in `keystore`.
-fn onboard(dev: &Dev, user: &str, keystore: &Path) {
-    let enrolled = json(&dev.cli(&["--json", "user", "enroll", user]));
-    let code = enrolled["activation_code"].as_str().unwrap();
-    json(&dev.cli(&[
-        "--json",
-        "terminal",
-        "register",
-        "--user",
-        user,
-        "--activation-code",
-        code,
-        "--keystore",
-        keystore.to_str().unwrap(),
-    ]));
-}
-
 fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) {
-    let paid = json(&dev.cli(&[
-        "--json",
-        "terminal",
-        "pay",
-        "--user",
-        user,
-        "--payee",
-        "Corner Shop",
-        "--amount",
-        amount,
-        "--currency",
-        "eur",
-        "--keystore",
-        keystore.to_str().unwrap(),
-    ]));
+    let paid = json(&pay_output(dev, user, keystore, amount));
     assert!(
         !paid["signature"].as_str().unwrap_or_default().is_empty(),
         "{paid}"
@@ -86,37 +44,6 @@ async fn chip_infos(dev: &Dev) -> Vec<pb::ChipInfo> {
         );
     }
     out
-}
-
-/// `yunkey dev` on `data` with `extra` flags, expected to fail at start-up; its stderr.
-fn dev_refused(data: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new(common::bin())
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--metrics", "off"])
-        .args(extra)
-        .env("YUNKEY_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("yunkey dev {extra:?} kept running; it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +80,7 @@ async fn an_sm4_dev_cluster_pays_and_keeps_its_ciphers() {
     dev.stop();
 
     // The ciphers are fixed: asking for AES-256 now is refused, naming both.
-    let refused = dev_refused(&data, &["--domain-cipher", "aes256"]);
+    let refused = Dev::start_refused(&data, &["--domain-cipher", "aes256"]);
     assert!(
         refused.contains("seals its records with sm4") && refused.contains("not aes256"),
         "{refused}"

@@ -239,16 +239,9 @@ impl ActivationModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activation::tests::config;
     use crate::testing::{self, Operator};
-    use crate::{ChipBackend, ChipConfig, KeyPurpose, SoftChip};
-
-    fn config(id: &str) -> ChipConfig {
-        ChipConfig {
-            chip_id: id.into(),
-            capacity: 8,
-            zone: "zone-a".into(),
-        }
-    }
+    use crate::{ChipBackend, KeyPurpose, SoftChip};
 
     #[test]
     fn the_envelope_carries_the_cipher_and_a_restart_keeps_it() {

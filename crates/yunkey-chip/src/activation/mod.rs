@@ -328,7 +328,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use zeroize::Zeroizing;
 
-    fn config(id: &str) -> ChipConfig {
+    pub(super) fn config(id: &str) -> ChipConfig {
         ChipConfig {
             chip_id: id.into(),
             capacity: 8,
