@@ -9,6 +9,11 @@
 //!   wrap/unwrap only), made from the [`Kek`] the module passes and cached by its
 //!   fingerprint; it disappears when the process ends.
 //!
+//! Keys are wrapped with `CKM_AES_KEY_WRAP_PAD` only: a token offers no SM4 (SoftHSM2 has no
+//! SM4 mechanism), so this custody serves AES-256 domains only. The module refuses to create or
+//! join an SM4 domain on it ([`KeyCustody::wraps_under`]), and a wrap or unwrap under an SM4
+//! key-encryption key is refused with [`ChipError::CipherUnsupported`].
+//!
 //! Sealed records are `1 (version) || IV (12) || ciphertext || tag (16)`, the version and the
 //! caller's associated data both authenticated.
 //!
@@ -30,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use yunkey_chip::custody::{CheckedDigest, CustodyKey, Kek, KeyRef};
 use yunkey_chip::{ChipError, KeyCustody};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::sig::Algorithm;
 use zeroize::{Zeroize, Zeroizing};
@@ -373,6 +379,20 @@ fn p256_only(algorithm: Algorithm) -> Result<(), ChipError> {
     }
 }
 
+impl Pkcs11Custody {
+    /// Refuses a key-encryption key of a cipher the token cannot wrap with.
+    fn check_kek(&self, kek: &Kek) -> Result<(), ChipError> {
+        if self.wraps_under(kek.cipher()) {
+            Ok(())
+        } else {
+            Err(ChipError::CipherUnsupported {
+                custody: self.describe(),
+                cipher: kek.cipher(),
+            })
+        }
+    }
+}
+
 impl KeyCustody for Pkcs11Custody {
     fn describe(&self) -> String {
         format!("pkcs11:{}", self.token.label())
@@ -469,6 +489,7 @@ impl KeyCustody for Pkcs11Custody {
     }
 
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
+        self.check_kek(kek)?;
         let id = key_id(key)?;
         self.token
             .with_session(|s, generation| {
@@ -486,6 +507,7 @@ impl KeyCustody for Pkcs11Custody {
         kek: &Kek,
     ) -> Result<CustodyKey, ChipError> {
         p256_only(algorithm)?;
+        self.check_kek(kek)?;
         let id = yunkey_crypto::random_bytes::<ID_LEN>().to_vec();
         let (handle, public_key, generation) = self
             .token
@@ -528,5 +550,10 @@ impl KeyCustody for Pkcs11Custody {
             .with_session(|s, _| destroy_all(s, id))
             .map_err(|e| e.into_chip("destroying a key in the token"))?;
         Ok(())
+    }
+
+    fn wraps_under(&self, cipher: Cipher) -> bool {
+        // CKM_AES_KEY_WRAP_PAD only; PKCS#11 defines no SM4 key wrap mechanism.
+        cipher == Cipher::Aes256
     }
 }

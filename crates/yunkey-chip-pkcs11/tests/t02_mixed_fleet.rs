@@ -4,7 +4,8 @@
 mod common;
 
 use yunkey_chip::testing::{self, Device, Operator};
-use yunkey_chip::{ActivationModule, ChipBackend, KeyPurpose, SoftChip};
+use yunkey_chip::{ActivationModule, ChipBackend, ChipError, KeyPurpose, SoftChip};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
 
 fn sign_and_verify(chip: &ActivationModule, device: &Device, handle: &str, spki: &[u8]) {
@@ -56,4 +57,36 @@ fn soft_and_pkcs11_chips_share_keys_both_ways() {
             .sign_authorized(&stranger.request(&copy.handle, &tx))
             .is_err());
     }
+}
+
+#[test]
+fn a_pkcs11_chip_neither_creates_nor_joins_an_sm4_domain() {
+    let soft_dir = tempfile::tempdir().unwrap();
+    let soft = SoftChip::open(soft_dir.path(), common::config("soft-sm4")).unwrap();
+    let token = common::fresh_chip("sm4-token-1");
+    let operator = Operator::new();
+    let unsupported = |r: Result<String, ChipError>| {
+        matches!(
+            r,
+            Err(ChipError::CipherUnsupported {
+                cipher: Cipher::Sm4,
+                ..
+            })
+        ) || panic!("{r:?}")
+    };
+    assert!(unsupported(operator.init_domain_with(&token, Cipher::Sm4)));
+    operator.init_domain_with(&soft, Cipher::Sm4).unwrap();
+    let envelope = soft
+        .export_domain(&operator.admit(&token))
+        .unwrap()
+        .envelope;
+    assert!(unsupported(token.import_domain(&envelope)));
+    let info = token.info().unwrap();
+    assert_eq!((info.domain_id, info.domain_cipher), (None, None));
+    // It still joins an AES-256 domain.
+    let aes_dir = tempfile::tempdir().unwrap();
+    let aes = SoftChip::open(aes_dir.path(), common::config("soft-aes")).unwrap();
+    let domain = operator.init_domain(&aes);
+    assert_eq!(operator.join(&aes, &token), domain);
+    assert_eq!(token.info().unwrap().domain_cipher, Some(Cipher::Aes256));
 }

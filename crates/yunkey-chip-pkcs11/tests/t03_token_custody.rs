@@ -14,7 +14,9 @@ use yunkey_chip::testing::{self, Device, Operator};
 use yunkey_chip::wrapped::DomainKeys;
 use yunkey_chip::{ChipBackend, ChipError, KeyCustody};
 use yunkey_chip_pkcs11::{Pin, Pkcs11Chip, Pkcs11Custody, Pkcs11Options, TokenSelector};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PrivateKey;
+use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::sig::Algorithm;
 
@@ -214,7 +216,8 @@ fn import_refuses_what_does_not_unwrap() {
     let custody = Pkcs11Custody::open(softhsm().fresh_token()).unwrap();
     let keys = kek();
     let soft = PrivateKey::generate();
-    let good = yunkey_crypto::keywrap::wrap_kwp(keys.kek().expose(), &soft.to_pkcs8_der());
+    let wrap = |pkcs8: &[u8]| keywrap::wrap(Cipher::Aes256, keys.kek().expose(), pkcs8).unwrap();
+    let good = wrap(&soft.to_pkcs8_der());
     let unseal = |r: Result<CustodyKey, ChipError>| {
         matches!(r, Err(ChipError::Unseal { .. })) || panic!("{r:?}")
     };
@@ -231,7 +234,7 @@ fn import_refuses_what_does_not_unwrap() {
         Algorithm::EcdsaP256,
         keys.kek()
     )));
-    let junk = yunkey_crypto::keywrap::wrap_kwp(keys.kek().expose(), &[0x30, 0x03, 1, 2, 3]);
+    let junk = wrap(&[0x30, 0x03, 1, 2, 3]);
     assert!(unseal(custody.import_wrapped(
         &junk,
         Algorithm::EcdsaP256,
@@ -258,6 +261,42 @@ fn import_refuses_what_does_not_unwrap() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn sm4_key_wrapping_is_refused_with_the_reason() {
+    let custody = Pkcs11Custody::open(softhsm().fresh_token()).unwrap();
+    assert!(custody.wraps_under(Cipher::Aes256));
+    assert!(!custody.wraps_under(Cipher::Sm4));
+    let sm4 = DomainKeys::derive_with(&SealKey::generate(), Cipher::Sm4);
+    let key = custody.generate(Algorithm::EcdsaP256).unwrap();
+    let refused = |r: Result<(), ChipError>| match r {
+        Err(ChipError::CipherUnsupported {
+            custody: c,
+            cipher: Cipher::Sm4,
+        }) => assert!(c.starts_with("pkcs11:"), "{c}"),
+        other => panic!("{other:?}"),
+    };
+    refused(custody.export_wrapped(&key.key_ref, sm4.kek()).map(drop));
+    let soft = PrivateKey::generate();
+    let wrapped = keywrap::wrap(Cipher::Sm4, sm4.kek().expose(), &soft.to_pkcs8_der()).unwrap();
+    refused(
+        custody
+            .import_wrapped(&wrapped, Algorithm::EcdsaP256, sm4.kek())
+            .map(drop),
+    );
+    let text = ChipError::CipherUnsupported {
+        custody: custody.describe(),
+        cipher: Cipher::Sm4,
+    }
+    .to_string();
+    assert!(
+        text.contains("sm4") && text.contains("soft chips"),
+        "{text}"
+    );
+    // The AES-256 key of the same custody still wraps.
+    let aes = DomainKeys::derive(&SealKey::generate());
+    custody.export_wrapped(&key.key_ref, aes.kek()).unwrap();
 }
 
 #[test]

@@ -122,7 +122,10 @@ fn main() {
              {} signatures x {} rounds",
             args.count, args.rounds
         );
-        println!("{:<10} {:>30}  {:>8}", "algorithm", "rounds (sig/s)", "median");
+        println!(
+            "{:<10} {:>30}  {:>8}",
+            "algorithm", "rounds (sig/s)", "median"
+        );
     }
     for (i, (algorithm, _)) in benches.iter().enumerate() {
         let m = median(rates[i].clone());
@@ -130,7 +133,11 @@ fn main() {
             println!("chip sign_authorized {}\t{m:.0}", algorithm.name());
         } else {
             let rounds: Vec<String> = rates[i].iter().map(|r| format!("{r:.0}")).collect();
-            println!("{:<10} {:>30}  {m:>8.0}", algorithm.name(), rounds.join(" "));
+            println!(
+                "{:<10} {:>30}  {m:>8.0}",
+                algorithm.name(),
+                rounds.join(" ")
+            );
         }
     }
 }

@@ -7,6 +7,7 @@
 use crate::binding::PendingActivation;
 use crate::ChipError;
 use std::fmt;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::Digest;
 
 /// What a key may be used for.
@@ -73,6 +74,8 @@ pub struct ChipInfo {
     pub sm2_trust_anchor: Option<Vec<u8>>,
     /// SubjectPublicKeyInfo DER of the domain's operator key, if the chip is in a domain.
     pub operator_key: Option<Vec<u8>>,
+    /// The domain's cipher, if the chip is in a domain.
+    pub domain_cipher: Option<Cipher>,
     /// What keeps the keys (`soft`, `pkcs11:...`).
     pub custody: String,
 }
@@ -266,6 +269,8 @@ pub struct ExportedDomain {
     pub envelope: Vec<u8>,
     /// The domain's id.
     pub domain_id: String,
+    /// The domain's cipher.
+    pub cipher: Cipher,
 }
 
 /// A key as [`ChipBackend::list_keys`] reports it.
@@ -296,21 +301,25 @@ pub trait ChipBackend: Send + Sync {
     /// Identity, capacity and domain membership.
     fn info(&self) -> Result<ChipInfo, ChipError>;
 
-    /// Creates a fresh security domain in this chip with the operator's key (SPKI DER), which
-    /// is then fixed for the domain's life; `admission` is the operator's admission of this
-    /// chip itself. Refused if the chip is already in a domain.
+    /// Creates a fresh security domain in this chip with the operator's key (SPKI DER) and
+    /// `cipher`, both then fixed for the domain's life; `admission` is the operator's
+    /// admission of this chip itself. Refused if the chip is already in a domain, or if its
+    /// custody cannot wrap under `cipher` ([`ChipError::CipherUnsupported`]).
     fn init_domain(
         &self,
         operator_key: &[u8],
         admission_signature: &[u8],
+        cipher: Cipher,
     ) -> Result<String, ChipError>;
 
     /// Encrypts the domain state to another chip's transport key, only if the domain's
     /// operator key signed that chip's admission.
     fn export_domain(&self, recipient: &ChipAdmission) -> Result<ExportedDomain, ChipError>;
 
-    /// Joins the domain in `envelope` (made by [`ChipBackend::export_domain`] for this chip);
-    /// returns its id. Idempotent for the same domain; refused if in another.
+    /// Joins the domain in `envelope` (made by [`ChipBackend::export_domain`] for this chip),
+    /// with the cipher the envelope names; returns its id. Idempotent for the same domain;
+    /// refused if in another (or the same secret with another cipher), or if the custody
+    /// cannot wrap under the domain's cipher.
     fn import_domain(&self, envelope: &[u8]) -> Result<String, ChipError>;
 
     /// Sets a user CA certificate (DER, ECDSA P-256 or SM2: each algorithm has its own

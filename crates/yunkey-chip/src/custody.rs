@@ -11,10 +11,13 @@
 //! file) and a PKCS#11 token (crate `yunkey-chip-pkcs11`). Both pass [`crate::conformance`].
 //!
 //! Wrapped keys are the PKCS#8 DER of the private key under AES-256 key wrap with padding
-//! (RFC 5649, `CKM_AES_KEY_WRAP_PAD`), so a key wrapped by one backend imports into the other.
+//! (RFC 5649, `CKM_AES_KEY_WRAP_PAD`), so a key wrapped by one backend imports into the other;
+//! in a domain whose cipher is SM4, under SM4 key wrap with padding, which only the soft
+//! custody does ([`KeyCustody::wraps_under`]).
 
 use crate::ChipError;
 use std::fmt;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::Digest;
 use zeroize::Zeroizing;
@@ -63,19 +66,26 @@ pub struct CustodyKey {
     pub public_key: VerifyingKey,
 }
 
-/// The domain's key-encryption key (AES-256), derived inside the module from the domain
-/// secret. Wiped on drop, never printed; its fingerprint lets a backend cache a token object.
+/// The domain's key-encryption key, for the domain's cipher (AES-256 or SM4), derived inside
+/// the module from the domain secret. Wiped on drop, never printed; its fingerprint lets a
+/// backend cache a token object.
 #[derive(Clone)]
-pub struct Kek(Zeroizing<[u8; 32]>);
+pub struct Kek(Zeroizing<Vec<u8>>, Cipher);
 
 impl Kek {
-    pub(crate) fn new(bytes: Zeroizing<[u8; 32]>) -> Self {
-        Self(bytes)
+    pub(crate) fn new(cipher: Cipher, bytes: Zeroizing<Vec<u8>>) -> Self {
+        debug_assert_eq!(bytes.len(), cipher.key_len());
+        Self(bytes, cipher)
     }
 
-    /// The key bytes, for the backend's wrap and unwrap.
-    pub fn expose(&self) -> &[u8; 32] {
+    /// The key bytes ([`Cipher::key_len`] of them), for the backend's wrap and unwrap.
+    pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The block cipher to wrap with under this key: the domain's.
+    pub fn cipher(&self) -> Cipher {
+        self.1
     }
 
     /// A public, non-reversible name of this key.
@@ -128,7 +138,8 @@ pub trait KeyCustody: Send + Sync {
     /// [`ChipError::AlgorithmUnsupported`].
     fn generate(&self, algorithm: Algorithm) -> Result<CustodyKey, ChipError>;
 
-    /// The private key as AES-256-KWP (RFC 5649) of its PKCS#8 DER under `kek`.
+    /// The private key as KWP (RFC 5649) of its PKCS#8 DER under `kek`, with the kek's cipher
+    /// (AES-256-KWP, or SM4-KWP in an SM4 domain).
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError>;
 
     /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend), a
@@ -146,4 +157,9 @@ pub trait KeyCustody: Send + Sync {
 
     /// Destroys the key (a no-op for backends whose key lives only in the module's record).
     fn destroy(&self, key: &KeyRef) -> Result<(), ChipError>;
+
+    /// Whether the backend can wrap and unwrap keys under a domain of `cipher`. The module
+    /// refuses to create or join a domain whose cipher its custody cannot serve, with
+    /// [`ChipError::CipherUnsupported`].
+    fn wraps_under(&self, cipher: Cipher) -> bool;
 }

@@ -2,6 +2,7 @@
 //! ids the caller sent, and short reasons.
 
 use thiserror::Error;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::tx::ExpiryError;
 use yunkey_crypto::validate::InvalidField;
 
@@ -145,6 +146,24 @@ pub enum ChipError {
         /// Why, and what to do instead.
         reason: &'static str,
     },
+    /// The chip's key custody cannot wrap keys under the security domain's cipher (a PKCS#11
+    /// token has no SM4), so the chip cannot create or join a domain of that cipher.
+    #[error("this chip's key custody ({custody}) cannot wrap keys under {cipher}, the security domain's cipher; PKCS#11 chips wrap only under aes256, so an sm4 domain needs soft chips")]
+    CipherUnsupported {
+        /// The custody ([`crate::KeyCustody::describe`]).
+        custody: String,
+        /// The domain's cipher.
+        cipher: Cipher,
+    },
+    /// The soft chip seals its records with another cipher than the one asked for; it is
+    /// chosen when the chip is created and fixed for its life ([`crate::seal_cipher`]).
+    #[error("this chip seals its records with {recorded} (chosen when it was created, fixed for its life), not {requested} as asked")]
+    SealCipherMismatch {
+        /// The cipher recorded when the chip was created.
+        recorded: Cipher,
+        /// The cipher asked for now.
+        requested: Cipher,
+    },
     /// Storage or file IO failed, or stored state is corrupt. `op` is a short public reason;
     /// `detail` is for logs only and is not sent to callers.
     #[error("chip storage failure while {op}: {detail}")]
@@ -198,6 +217,8 @@ impl ChipError {
             ChipError::ChipIdMismatch { .. } => "chip_id_mismatch",
             ChipError::AlgorithmUnsupported { .. } => "algorithm_unsupported",
             ChipError::CaAlgorithmMismatch { .. } => "ca_algorithm_mismatch",
+            ChipError::CipherUnsupported { .. } => "cipher_unsupported",
+            ChipError::SealCipherMismatch { .. } => "seal_cipher_mismatch",
             ChipError::Storage { .. } => "storage",
         }
     }

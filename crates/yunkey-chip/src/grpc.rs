@@ -10,6 +10,7 @@ use crate::{
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_net::role::{self, Role};
 use yunkey_proto::v1 as pb;
@@ -101,6 +102,19 @@ fn purpose_proto(purpose: KeyPurpose) -> i32 {
         KeyPurpose::Ca => pb::KeyPurpose::Ca as i32,
         KeyPurpose::CodeSigning => pb::KeyPurpose::CodeSigning as i32,
     }
+}
+
+fn cipher_proto(cipher: Option<Cipher>) -> i32 {
+    cipher.map_or(pb::DomainCipher::Unspecified, Cipher::to_proto) as i32
+}
+
+/// The domain `b` is in now (its id and cipher).
+fn domain_response(b: &dyn ChipBackend) -> Result<pb::DomainResponse, ChipError> {
+    let info = b.info()?;
+    Ok(pb::DomainResponse {
+        domain_id: info.domain_id.unwrap_or_default(),
+        cipher: cipher_proto(info.domain_cipher),
+    })
 }
 
 fn binding_response(r: Rebound) -> pb::BindingResponse {
@@ -231,6 +245,7 @@ impl ChipService for ChipGrpc {
             custody: info.custody,
             admission_operator_key,
             admission_signature,
+            domain_cipher: cipher_proto(info.domain_cipher),
         }))
     }
 
@@ -242,10 +257,16 @@ impl ChipService for ChipGrpc {
         let r = req.into_inner();
         blob("operator_key", &r.operator_key)?;
         blob("admission_signature", &r.admission_signature)?;
-        let domain_id = self
-            .run(move |b| b.init_domain(&r.operator_key, &r.admission_signature))
+        let cipher = Cipher::from_proto(r.cipher)
+            .map_err(|_| invalid("cipher", "is not a known DomainCipher"))?
+            .unwrap_or_default();
+        let response = self
+            .run(move |b| {
+                b.init_domain(&r.operator_key, &r.admission_signature, cipher)?;
+                domain_response(b)
+            })
             .await?;
-        Ok(Response::new(pb::DomainResponse { domain_id }))
+        Ok(Response::new(response))
     }
 
     async fn export_domain(
@@ -269,6 +290,7 @@ impl ChipService for ChipGrpc {
         Ok(Response::new(pb::ExportDomainResponse {
             envelope: e.envelope,
             domain_id: e.domain_id,
+            cipher: e.cipher.to_proto() as i32,
         }))
     }
 
@@ -279,8 +301,13 @@ impl ChipService for ChipGrpc {
         self.admit(&req)?;
         let r = req.into_inner();
         blob("envelope", &r.envelope)?;
-        let domain_id = self.run(move |b| b.import_domain(&r.envelope)).await?;
-        Ok(Response::new(pb::DomainResponse { domain_id }))
+        let response = self
+            .run(move |b| {
+                b.import_domain(&r.envelope)?;
+                domain_response(b)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn set_trust_anchor(
@@ -290,13 +317,13 @@ impl ChipService for ChipGrpc {
         self.admit(&req)?;
         let r = req.into_inner();
         blob("certificate", &r.certificate)?;
-        let domain_id = self
+        let response = self
             .run(move |b| {
                 b.set_trust_anchor(&r.certificate)?;
-                Ok(b.info()?.domain_id.unwrap_or_default())
+                domain_response(b)
             })
             .await?;
-        Ok(Response::new(pb::DomainResponse { domain_id }))
+        Ok(Response::new(response))
     }
 
     async fn generate_key(

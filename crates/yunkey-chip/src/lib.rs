@@ -29,6 +29,7 @@ pub mod custody;
 pub mod error;
 pub mod grpc;
 pub mod replay;
+pub mod seal_cipher;
 pub mod soft;
 pub mod status;
 pub mod testing;

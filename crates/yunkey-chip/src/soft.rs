@@ -3,8 +3,9 @@
 //!
 //! Layout of the directory:
 //! - `master.key`: 32 random bytes (mode 0600), the key every record is sealed under
-//!   (AES-256-GCM). Anyone with this file and the store has every key of the chip: the soft
-//!   chip is not a hardware boundary (see `docs/security.md`).
+//!   (AES-256-GCM, or SM4-GCM as chosen when the chip was created: [`crate::seal_cipher`]).
+//!   Anyone with this file and the store has every key of the chip: the soft chip is not a
+//!   hardware boundary (see `docs/security.md`).
 //! - `store/`: the [`ActivationModule`]'s database (sled).
 //!
 //! A key's [`KeyRef`] is its 32-byte private scalar (P-256 or SM2, as the reference names),
@@ -15,6 +16,7 @@ use crate::custody::{CheckedDigest, CustodyKey, Kek, KeyCustody, KeyRef};
 use crate::{ActivationModule, ChipConfig, ChipError};
 use std::path::Path;
 use std::sync::Arc;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::sig::{Algorithm, SigningKey};
@@ -27,6 +29,8 @@ pub(crate) const STORE_DIR: &str = "store";
 /// Keys kept in software under a master key.
 pub struct SoftCustody {
     master: SealKey,
+    /// What new records are sealed with.
+    seal_cipher: Cipher,
 }
 
 impl std::fmt::Debug for SoftCustody {
@@ -36,9 +40,17 @@ impl std::fmt::Debug for SoftCustody {
 }
 
 impl SoftCustody {
-    /// A custody over `master`.
+    /// A custody over `master`, sealing with AES-256-GCM.
     pub fn new(master: SealKey) -> Self {
-        Self { master }
+        Self::with_seal_cipher(master, Cipher::Aes256)
+    }
+
+    /// A custody over `master`, sealing new records with `cipher`'s GCM.
+    pub fn with_seal_cipher(master: SealKey, seal_cipher: Cipher) -> Self {
+        Self {
+            master,
+            seal_cipher,
+        }
     }
 
     /// Loads the master key in `dir`, creating it (mode 0600, written atomically) on first use.
@@ -59,7 +71,7 @@ impl SoftCustody {
             }
             Err(e) => return Err(ChipError::storage("reading the master key", e)),
         };
-        Ok(Self { master })
+        Ok(Self::new(master))
     }
 
     fn key(key: &KeyRef) -> Result<SigningKey, ChipError> {
@@ -77,11 +89,14 @@ impl SoftCustody {
 
 impl KeyCustody for SoftCustody {
     fn describe(&self) -> String {
-        "soft".into()
+        match self.seal_cipher {
+            Cipher::Aes256 => "soft".into(),
+            other => format!("soft (sealed with {other})"),
+        }
     }
 
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ChipError> {
-        Ok(self.master.seal(aad, plaintext))
+        Ok(self.master.seal_with(self.seal_cipher, aad, plaintext))
     }
 
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ChipError> {
@@ -98,10 +113,8 @@ impl KeyCustody for SoftCustody {
     }
 
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
-        Ok(keywrap::wrap_kwp(
-            kek.expose(),
-            &Self::key(key)?.to_pkcs8_der(),
-        ))
+        keywrap::wrap(kek.cipher(), kek.expose(), &Self::key(key)?.to_pkcs8_der())
+            .map_err(|e| ChipError::storage("wrapping a key", e))
     }
 
     fn import_wrapped(
@@ -113,7 +126,7 @@ impl KeyCustody for SoftCustody {
         let unseal = || ChipError::Unseal {
             what: "wrapped key",
         };
-        let pkcs8 = keywrap::unwrap_kwp(kek.expose(), wrapped).map_err(|_| unseal())?;
+        let pkcs8 = keywrap::unwrap(kek.cipher(), kek.expose(), wrapped).map_err(|_| unseal())?;
         let pkcs8 = without_zero_padding(&pkcs8).ok_or_else(unseal)?;
         let key = SigningKey::from_pkcs8_der(pkcs8).map_err(|_| unseal())?;
         if key.algorithm() != algorithm {
@@ -129,6 +142,10 @@ impl KeyCustody for SoftCustody {
     fn destroy(&self, _key: &KeyRef) -> Result<(), ChipError> {
         // The scalar lives only in the module's record, which the module removed.
         Ok(())
+    }
+
+    fn wraps_under(&self, _cipher: Cipher) -> bool {
+        true
     }
 }
 
@@ -153,14 +170,28 @@ fn without_zero_padding(bytes: &[u8]) -> Option<&[u8]> {
 pub struct SoftChip;
 
 impl SoftChip {
-    /// Opens (creating on first use) the soft chip in `dir`.
+    /// Opens (creating on first use) the soft chip in `dir`, sealing with the cipher it was
+    /// created with (AES-256 for a new one).
     pub fn open(dir: impl AsRef<Path>, config: ChipConfig) -> Result<ActivationModule, ChipError> {
+        Self::open_with_seal_cipher(dir, config, None)
+    }
+
+    /// Opens (creating on first use) the soft chip in `dir`; a new chip seals its records with
+    /// `seal_cipher` (AES-256 if `None`), fixed for its life: an existing chip that seals with
+    /// another cipher than a `Some` one is refused ([`crate::seal_cipher`]).
+    pub fn open_with_seal_cipher(
+        dir: impl AsRef<Path>,
+        config: ChipConfig,
+        seal_cipher: Option<Cipher>,
+    ) -> Result<ActivationModule, ChipError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|e| ChipError::storage("creating the chip directory", e))?;
         let custody = SoftCustody::open_dir(dir)?;
         let db = Db::open_sled(dir.join(STORE_DIR))
             .map_err(|e| ChipError::storage("opening the key store", e))?;
+        let cipher = crate::seal_cipher::settle(&db, &custody.master, seal_cipher)?;
+        let custody = SoftCustody::with_seal_cipher(custody.master, cipher);
         ActivationModule::open(db, Arc::new(custody), config)
     }
 }
@@ -178,12 +209,9 @@ mod tests {
         let key = SigningKey::generate(Algorithm::EcdsaP256);
         let mut padded = key.to_pkcs8_der().to_vec();
         padded.resize(padded.len().next_multiple_of(8), 0);
+        let wrap = |pkcs8: &[u8]| keywrap::wrap(kek.cipher(), kek.expose(), pkcs8).unwrap();
         let imported = custody
-            .import_wrapped(
-                &keywrap::wrap_kwp(kek.expose(), &padded),
-                Algorithm::EcdsaP256,
-                &kek,
-            )
+            .import_wrapped(&wrap(&padded), Algorithm::EcdsaP256, &kek)
             .unwrap();
         assert_eq!(imported.public_key, key.public_key());
         // Eight zeros, or a non-zero byte after the DER, are not padding.
@@ -191,11 +219,7 @@ mod tests {
             let mut bad = key.to_pkcs8_der().to_vec();
             bad.extend_from_slice(tail);
             assert!(custody
-                .import_wrapped(
-                    &keywrap::wrap_kwp(kek.expose(), &bad),
-                    Algorithm::EcdsaP256,
-                    &kek
-                )
+                .import_wrapped(&wrap(&bad), Algorithm::EcdsaP256, &kek)
                 .is_err());
         }
         assert_eq!(

@@ -58,7 +58,9 @@ fn status_of(err: &ChipError) -> Status {
         | ChipError::BindingBehind { .. }
         | ChipError::AnchorKeyMismatch
         | ChipError::CaAlgorithmMismatch { .. }
-        | ChipError::ChipIdMismatch { .. } => Status::failed_precondition(msg),
+        | ChipError::ChipIdMismatch { .. }
+        | ChipError::CipherUnsupported { .. }
+        | ChipError::SealCipherMismatch { .. } => Status::failed_precondition(msg),
         ChipError::AlgorithmUnsupported { .. } => Status::unimplemented(msg),
         ChipError::Storage { op, detail } => {
             tracing::error!(op, detail, "chip storage failure");

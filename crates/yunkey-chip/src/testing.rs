@@ -4,9 +4,10 @@
 
 use crate::binding::PendingActivation;
 use crate::{
-    BindDevice, CertificateSubject, ChipAdmission, ChipBackend, GenerateKey, GeneratedKey,
-    IssueCertificate, KeyPurpose,
+    BindDevice, CertificateSubject, ChipAdmission, ChipBackend, ChipError, GenerateKey,
+    GeneratedKey, IssueCertificate, KeyPurpose,
 };
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::sig::{Algorithm, SigningKey};
 use yunkey_crypto::{authz, names, tx, Digest};
@@ -57,11 +58,20 @@ impl Operator {
         }
     }
 
-    /// Creates a domain in `chip` with this operator's key; returns its id.
+    /// Creates an AES-256 domain in `chip` with this operator's key; returns its id.
     pub fn init_domain(&self, chip: &dyn ChipBackend) -> String {
-        let admission = self.admit(chip);
-        chip.init_domain(&self.public_spki(), &admission.operator_signature)
+        self.init_domain_with(chip, Cipher::Aes256)
             .expect("init_domain")
+    }
+
+    /// Creates a domain of `cipher` in `chip` with this operator's key; returns its id.
+    pub fn init_domain_with(
+        &self,
+        chip: &dyn ChipBackend,
+        cipher: Cipher,
+    ) -> Result<String, ChipError> {
+        let admission = self.admit(chip);
+        chip.init_domain(&self.public_spki(), &admission.operator_signature, cipher)
     }
 
     /// Joins `to` to the domain of `from`.

@@ -19,6 +19,10 @@
 //!   every byte before it. So the metadata (owner, purpose, public key, the [`Binding`]) is
 //!   authenticated by the domain: a chip can read and trust it without unwrapping the key,
 //!   and nobody outside the domain can alter it.
+//! - In a domain whose cipher is SM4 ([`Cipher`]) the layout is the same, `kwp` is SM4 key
+//!   wrap with padding and `tag` is HMAC-SM3, and the domain's keys are derived with HKDF-SM3
+//!   instead of HKDF-SHA256 ([`DomainKeys::derive_with`]). The format does not name the
+//!   cipher: the domain fixes it, and a key of a domain of the other cipher fails the tag.
 //! - `lp` is a 2-byte big-endian length and the bytes.
 //!
 //! Format 1 (AES-GCM of the raw scalar, no binding) is no longer read: its keys carry no
@@ -27,10 +31,12 @@
 use crate::binding::Binding;
 use crate::custody::Kek;
 use crate::{ChipError, KeyPurpose};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::validate::InvalidField;
+use yunkey_crypto::CryptoError;
 use zeroize::Zeroizing;
 
 /// Format of a wrapped P-256 key.
@@ -59,21 +65,45 @@ pub(crate) fn take_lp(input: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Clone)]
 pub struct DomainKeys {
     kek: Kek,
-    mac: Zeroizing<[u8; 32]>,
+    mac: Zeroizing<Vec<u8>>,
 }
 
 impl DomainKeys {
-    /// Derives the key-encryption and MAC keys from the domain secret (HKDF-SHA256).
+    /// Derives the key-encryption and MAC keys of an AES-256 domain from its secret
+    /// (HKDF-SHA256).
     pub fn derive(secret: &SealKey) -> Self {
+        Self::derive_with(secret, Cipher::Aes256)
+    }
+
+    /// Derives the keys of a domain of `cipher` from its secret, with the suite's HKDF
+    /// (HKDF-SHA256 for AES-256, HKDF-SM3 for SM4): a key-encryption key of the cipher's key
+    /// length and a 32-byte MAC key.
+    pub fn derive_with(secret: &SealKey, cipher: Cipher) -> Self {
+        let derive = |info: &[u8], len| keywrap::derive(cipher, secret.expose(), info, len);
         Self {
-            kek: Kek::new(keywrap::derive_key(secret.expose(), b"yunkey-domain-kek/2")),
-            mac: keywrap::derive_key(secret.expose(), b"yunkey-domain-mac/2"),
+            kek: Kek::new(cipher, derive(b"yunkey-domain-kek/2", cipher.key_len())),
+            mac: derive(b"yunkey-domain-mac/2", 32),
         }
     }
 
     /// The key-encryption key the custody wraps keys under.
     pub fn kek(&self) -> &Kek {
         &self.kek
+    }
+
+    /// The domain's cipher.
+    pub fn cipher(&self) -> Cipher {
+        self.kek.cipher()
+    }
+
+    /// The domain's tag (HMAC-SHA256, or HMAC-SM3 in an SM4 domain) over `parts`.
+    pub fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
+        keywrap::hmac(self.cipher(), &self.mac, parts)
+    }
+
+    /// Checks a [`DomainKeys::tag`] in constant time.
+    pub fn verify_tag(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), CryptoError> {
+        keywrap::verify_hmac(self.cipher(), &self.mac, parts, tag)
     }
 }
 
@@ -123,7 +153,7 @@ impl WrappedKey {
         }
         put_lp(&mut out, &self.binding.encode());
         put_lp(&mut out, &self.kwp);
-        let tag = keywrap::hmac_sha256(&keys.mac, &[label, &out]);
+        let tag = keys.tag(&[label, &out]);
         out.extend_from_slice(&tag);
         out
     }
@@ -151,11 +181,10 @@ impl WrappedKey {
             return Err(bad("is truncated"));
         }
         let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        keywrap::verify_hmac_sha256(&keys.mac, &[label, body], tag).map_err(|_| {
-            ChipError::Unseal {
+        keys.verify_tag(&[label, body], tag)
+            .map_err(|_| ChipError::Unseal {
                 what: "wrapped key",
-            }
-        })?;
+            })?;
         let algorithm =
             Algorithm::from_byte(body[1]).ok_or_else(|| bad("names an unknown algorithm"))?;
         if (body[0] == VERSION) != (algorithm == Algorithm::EcdsaP256) {
@@ -251,5 +280,41 @@ mod tests {
             WrappedKey::open(&keys, &[1, 0, 0]),
             Err(ChipError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn sm4_domain_derives_with_hkdf_sm3_and_tags_with_hmac_sm3() {
+        let secret = SealKey::generate();
+        let sm4 = DomainKeys::derive_with(&secret, Cipher::Sm4);
+        let aes = DomainKeys::derive(&secret);
+        assert_eq!((sm4.cipher(), aes.cipher()), (Cipher::Sm4, Cipher::Aes256));
+        let hkdf = |cipher, info: &[u8], len| keywrap::derive(cipher, secret.expose(), info, len);
+        assert_eq!(
+            sm4.kek().expose(),
+            &hkdf(Cipher::Sm4, b"yunkey-domain-kek/2", 16)[..]
+        );
+        // An AES-256 domain's keys are what they always were, so its wrapped keys still open.
+        assert_eq!(
+            aes.kek().expose(),
+            &keywrap::derive_key(secret.expose(), b"yunkey-domain-kek/2")[..]
+        );
+        let w = sample(Algorithm::EcdsaP256);
+        let bytes = w.seal(&sm4);
+        let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+        let mac = hkdf(Cipher::Sm4, b"yunkey-domain-mac/2", 32);
+        assert_eq!(tag, keywrap::hmac(Cipher::Sm4, &mac, &[TAG_LABEL, body]));
+        assert_eq!(WrappedKey::open(&sm4, &bytes).unwrap(), w);
+        // The same secret under the other cipher is another domain, both ways.
+        assert!(matches!(
+            WrappedKey::open(&aes, &bytes),
+            Err(ChipError::Unseal { .. })
+        ));
+        assert!(matches!(
+            WrappedKey::open(&sm4, &w.seal(&aes)),
+            Err(ChipError::Unseal { .. })
+        ));
+        let debug = format!("{sm4:?} {:?}", sm4.kek());
+        assert!(!debug.contains(&hex::encode(&mac[..])), "{debug}");
+        assert!(!debug.contains(&hex::encode(sm4.kek().expose())), "{debug}");
     }
 }

@@ -66,6 +66,7 @@ async fn chip_service_over_tls_checks_roles() {
     assert_eq!(info.chip_id, "chip-grpc");
     assert_eq!(info.capacity, 4);
     assert!(info.domain_id.is_empty());
+    assert_eq!(info.domain_cipher, pb::DomainCipher::Unspecified as i32);
     let user_key_request = |code: &str| pb::GenerateKeyRequest {
         algorithm: pb::Algorithm::Unspecified as i32,
         purpose: pb::KeyPurpose::User as i32,
@@ -87,19 +88,33 @@ async fn chip_service_over_tls_checks_roles() {
         .init_domain(pb::InitDomainRequest {
             operator_key: operator.public_spki(),
             admission_signature: vec![0x30, 0x00],
+            cipher: pb::DomainCipher::Unspecified as i32,
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = node
+        .init_domain(pb::InitDomainRequest {
+            operator_key: operator.public_spki(),
+            admission_signature: admission.operator_signature.clone(),
+            cipher: 9,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("cipher"), "{status:?}");
     let domain = node
         .init_domain(pb::InitDomainRequest {
             operator_key: operator.public_spki(),
             admission_signature: admission.operator_signature.clone(),
+            cipher: pb::DomainCipher::Unspecified as i32,
         })
         .await
         .unwrap()
         .into_inner();
     assert!(!domain.domain_id.is_empty());
+    // Unspecified is AES-256, and the reply and GetInfo say so.
+    assert_eq!(domain.cipher, pb::DomainCipher::Aes256 as i32);
     let ca_key = node
         .generate_key(pb::GenerateKeyRequest {
             algorithm: pb::Algorithm::EcdsaP256 as i32,
@@ -120,11 +135,21 @@ async fn chip_service_over_tls_checks_roles() {
         .unwrap()
         .into_inner()
         .certificate;
-    node.set_trust_anchor(pb::SetTrustAnchorRequest {
-        certificate: ca_cert,
-    })
-    .await
-    .unwrap();
+    let anchored = node
+        .set_trust_anchor(pb::SetTrustAnchorRequest {
+            certificate: ca_cert,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(anchored.domain_id, domain.domain_id);
+    assert_eq!(anchored.cipher, pb::DomainCipher::Aes256 as i32);
+    let info = node
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.domain_cipher, pb::DomainCipher::Aes256 as i32);
     let key = node
         .generate_key(user_key_request("CODE-1234"))
         .await

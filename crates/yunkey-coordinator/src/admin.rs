@@ -6,6 +6,7 @@ use crate::error::{CoordError, Result};
 use crate::placement::{self, Candidate};
 use crate::state::{CaRecord, ChipRecord, Command, CommandResult, Op, Rejection};
 use std::time::Duration;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::sig::Algorithm as SigAlgorithm;
 use yunkey_crypto::{authz, validate};
@@ -55,9 +56,38 @@ fn check_admission(
         })
 }
 
+/// The cipher of the domain a chip reports (`DomainCipher` of its `ChipInfo` or
+/// `DomainResponse`), checked against the configured one: a domain's cipher is fixed when it is
+/// created, so a coordinator configured for another refuses to admit chips to it rather than
+/// run a cluster with a cipher it was not asked for. A chip older than the cipher field reports
+/// none: its domain is AES-256.
+fn check_domain_cipher(
+    configured: Option<Cipher>,
+    chip_id: &str,
+    domain_id: &str,
+    reported: i32,
+) -> Result<Cipher> {
+    let actual = Cipher::from_proto(reported)
+        .map_err(|_| {
+            CoordError::Internal(format!(
+                "chip {chip_id} reports a domain cipher this coordinator does not know ({reported})"
+            ))
+        })?
+        .unwrap_or_default();
+    match configured {
+        Some(want) if want != actual => Err(CoordError::FailedPrecondition(format!(
+            "the cluster's security domain {domain_id} uses {actual}, not {want} as \
+             --domain-cipher asks; a domain's cipher is chosen when it is created and fixed for \
+             its life: start the coordinators with --domain-cipher {actual} (or without the \
+             flag), or create a new cluster for {want}"
+        ))),
+        _ => Ok(actual),
+    }
+}
+
 /// Admits the chip at `endpoint`: checks the operator's admission it reports, joins it to the
-/// cluster's security domain (creating the domain, with the operator key, on the first chip),
-/// gives it the user CA as trust anchor, and registers it.
+/// cluster's security domain (creating the domain, with the operator key and the configured
+/// cipher, on the first chip), gives it the user CA as trust anchor, and registers it.
 pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<ChipRecord> {
     let client = core.chips.at(endpoint, endpoint)?;
     let info = client
@@ -68,19 +98,21 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     let domain_operator_key = core.view.operator_key()?;
     check_admission(&info, domain_operator_key.as_deref())?;
 
-    let domain_id = match (core.view.domain()?, info.domain_id.is_empty()) {
+    let configured = core.config.domain_cipher;
+    let (domain_id, cipher) = match (core.view.domain()?, info.domain_id.is_empty()) {
         (None, true) => {
-            client
+            let created = client
                 .init_domain(InitDomainRequest {
                     operator_key: info.admission_operator_key.clone(),
                     admission_signature: info.admission_signature.clone(),
+                    cipher: configured.unwrap_or_default().to_proto() as i32,
                 })
                 .await
-                .map_err(CoordError::Chip)?
-                .domain_id
+                .map_err(CoordError::Chip)?;
+            (created.domain_id, created.cipher)
         }
-        (None, false) => info.domain_id.clone(),
-        (Some(cluster), false) if cluster == info.domain_id => cluster,
+        (None, false) => (info.domain_id.clone(), info.domain_cipher),
+        (Some(cluster), false) if cluster == info.domain_id => (cluster, info.domain_cipher),
         (Some(cluster), false) => {
             return Err(CoordError::Unavailable(format!(
                 "chip {} belongs to security domain {}, the cluster's is {cluster}; wipe the chip or use the right cluster",
@@ -88,7 +120,7 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             )))
         }
         (Some(cluster), true) => {
-            let envelope = export_from_member(
+            let (envelope, cipher) = export_from_member(
                 core,
                 ChipAdmission {
                     chip_id: info.chip_id.clone(),
@@ -97,6 +129,8 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
                 },
             )
             .await?;
+            // Checked before the chip joins, so that a refused chip stays outside the domain.
+            check_domain_cipher(configured, &info.chip_id, &cluster, cipher)?;
             let joined = client
                 .import_domain(ImportDomainRequest { envelope })
                 .await
@@ -104,9 +138,10 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
             if joined.domain_id != cluster {
                 return Err(CoordError::Internal("imported domain id does not match the cluster's".into()));
             }
-            cluster
+            (cluster, joined.cipher)
         }
     };
+    let cipher = check_domain_cipher(configured, &info.chip_id, &domain_id, cipher)?;
     for algorithm in [SigAlgorithm::EcdsaP256, SigAlgorithm::Sm2] {
         if let Some(ca) = core.view.ca_of(algorithm)? {
             client
@@ -138,12 +173,13 @@ pub async fn admit_chip(core: &Core, actor: &str, endpoint: &str) -> Result<Chip
     )
     .await?;
     core.chips.learn(&record);
-    tracing::info!(target: "yunkey::audit", chip = %record.chip_id, endpoint, actor, "chip admitted");
+    tracing::info!(target: "yunkey::audit", chip = %record.chip_id, endpoint, actor, %cipher, "chip admitted");
     Ok(core.view.chip(&record.chip_id)?.unwrap_or(record))
 }
 
-/// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key.
-async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec<u8>> {
+/// Asks a healthy member chip to encrypt the domain to an admitted chip's transport key;
+/// returns the envelope and the domain's cipher (as the member reports it).
+async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<(Vec<u8>, i32)> {
     let mut last =
         CoordError::Unavailable("no member chip of the domain is reachable to export it".into());
     for member in core.view.chips()? {
@@ -156,7 +192,7 @@ async fn export_from_member(core: &Core, recipient: ChipAdmission) -> Result<Vec
             })
             .await
         {
-            Ok(resp) => return Ok(resp.envelope),
+            Ok(resp) => return Ok((resp.envelope, resp.cipher)),
             // A refused admission is refused by every member.
             Err(failure) if !failure.try_another_holder() => return Err(CoordError::Chip(failure)),
             Err(failure) => last = CoordError::Chip(failure),
@@ -281,4 +317,39 @@ pub async fn write_probe(core: &Core, actor: &str) -> Result<yunkey_proto::v1::W
         log_index,
         leader_id: core.raft.leader().map(|(id, _)| id).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunkey_proto::v1::DomainCipher;
+
+    #[test]
+    fn the_configured_cipher_must_be_the_domains() {
+        let check = |configured, reported: DomainCipher| {
+            check_domain_cipher(configured, "chip-1", "d1", reported as i32)
+        };
+        assert_eq!(check(None, DomainCipher::Sm4).unwrap(), Cipher::Sm4);
+        assert_eq!(
+            check(Some(Cipher::Sm4), DomainCipher::Sm4).unwrap(),
+            Cipher::Sm4
+        );
+        // A chip older than the field reports none: its domain is AES-256.
+        assert_eq!(
+            check(None, DomainCipher::Unspecified).unwrap(),
+            Cipher::Aes256
+        );
+        assert_eq!(
+            check(Some(Cipher::Aes256), DomainCipher::Unspecified).unwrap(),
+            Cipher::Aes256
+        );
+        let err = check(Some(Cipher::Sm4), DomainCipher::Aes256).unwrap_err();
+        assert!(matches!(err, CoordError::FailedPrecondition(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("d1 uses aes256, not sm4") && text.contains("--domain-cipher aes256"),
+            "{text}"
+        );
+        assert!(check_domain_cipher(None, "chip-1", "d1", 7).is_err());
+    }
 }

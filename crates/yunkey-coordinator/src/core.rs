@@ -33,6 +33,10 @@ pub struct CoordinatorConfig {
     /// The business's risk service, asked before every signature (`None`: signatures are not
     /// risk-checked; the coordinator warns at start).
     pub risk: Option<crate::risk::RiskConfig>,
+    /// The security domain's cipher. Used when the first chip admitted creates the domain
+    /// (`None`: AES-256); once the domain exists, a `Some` that differs from the domain's
+    /// cipher refuses every chip admission, since a domain's cipher never changes.
+    pub domain_cipher: Option<yunkey_crypto::cipher::Cipher>,
 }
 
 /// Default of [`CoordinatorConfig::activation_attempts`].
@@ -54,6 +58,7 @@ impl Default for CoordinatorConfig {
             max_devices: DEFAULT_MAX_DEVICES,
             device_cert_validity_secs: DEFAULT_DEVICE_CERT_VALIDITY_SECS,
             risk: None,
+            domain_cipher: None,
         }
     }
 }

@@ -6,13 +6,14 @@
 //! one type ([`sig`]), authenticated sealing of key material at rest ([`seal`]) and
 //! the envelope that carries the security domain from one chip to another ([`envelope`]),
 //! and the key wrapping and message authentication of the domain's wrapped keys
-//! ([`keywrap`]).
+//! ([`keywrap`]), with AES-256 or SM4 as a deployment chooses ([`cipher`]).
 //!
 //! It sits under both ends of the sign path: the terminal builds and signs with it, the
 //! coordinator and the chip check with it. It may depend on `yunkey-proto` and RustCrypto
 //! crates only; never on storage, networking or any other yunkey crate.
 
 pub mod authz;
+pub mod cipher;
 pub mod ecdsa;
 pub mod envelope;
 mod error;

@@ -19,12 +19,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use yunkey_chip::{ActivationModule, ChipBackend, ChipConfig, SoftChip};
 use yunkey_chip_pkcs11::{Pin, Pkcs11Chip, Pkcs11Options, TokenSelector};
+use yunkey_crypto::cipher::Cipher;
 
 /// Where a chip keeps its keys, as chosen on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChipBackendKind {
-    /// The soft custody: a master key file in the data directory.
-    Soft,
+    /// The soft custody: a master key file in the data directory, sealing with this cipher
+    /// (`None`: the one the chip was created with, AES-256 for a new chip).
+    Soft {
+        /// `--seal-cipher`.
+        seal_cipher: Option<Cipher>,
+    },
     /// A PKCS#11 token.
     Pkcs11 {
         /// The module (shared library).
@@ -48,9 +53,17 @@ impl ChipBackendKind {
                 {
                     bail!("--module, --slot, --token-label and --pin-file need --backend pkcs11");
                 }
-                Ok(Self::Soft)
+                Ok(Self::Soft {
+                    seal_cipher: args.seal_cipher,
+                })
             }
             "pkcs11" => {
+                if args.seal_cipher.is_some() {
+                    bail!(
+                        "--seal-cipher needs --backend soft: a PKCS#11 chip seals its records \
+                         with the token's own AES-256 key"
+                    );
+                }
                 let token = match (args.slot, &args.token_label) {
                     (Some(slot), None) => TokenSelector::Slot(slot),
                     (None, Some(label)) => TokenSelector::Label(label.clone()),
@@ -76,8 +89,10 @@ impl ChipBackendKind {
     pub fn open(&self, dir: &Path, config: ChipConfig) -> anyhow::Result<ActivationModule> {
         let id = config.chip_id.clone();
         match self {
-            Self::Soft => SoftChip::open(dir, config)
-                .with_context(|| format!("opening soft chip {id} in {}", dir.display())),
+            Self::Soft { seal_cipher } => {
+                SoftChip::open_with_seal_cipher(dir, config, *seal_cipher)
+                    .with_context(|| format!("opening soft chip {id} in {}", dir.display()))
+            }
             Self::Pkcs11 {
                 module,
                 token,
@@ -189,7 +204,17 @@ mod tests {
     #[test]
     fn backend_flags() {
         let kind = |extra: &[&str]| ChipBackendKind::from_args(&chip_args(extra).unwrap());
-        assert_eq!(kind(&[]).unwrap(), ChipBackendKind::Soft);
+        assert_eq!(
+            kind(&[]).unwrap(),
+            ChipBackendKind::Soft { seal_cipher: None }
+        );
+        assert_eq!(
+            kind(&["--seal-cipher", "sm4"]).unwrap(),
+            ChipBackendKind::Soft {
+                seal_cipher: Some(Cipher::Sm4)
+            }
+        );
+        assert!(chip_args(&["--seal-cipher", "des"]).is_err());
         let pkcs11 = [
             "--backend",
             "pkcs11",
@@ -212,6 +237,9 @@ mod tests {
         ));
         // The token is required, once; the PKCS#11 flags need the PKCS#11 backend.
         assert!(kind(&pkcs11).is_err());
+        assert!(
+            kind(&[&pkcs11[..], &["--slot", "7", "--seal-cipher", "aes256"]].concat()).is_err()
+        );
         assert!(
             chip_args(&[&pkcs11[..], &["--slot", "1", "--token-label", "t"]].concat()).is_err()
         );

@@ -172,6 +172,7 @@ pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
     opts.config.unauthenticated_rate = args.unauthenticated_rate.0;
     args.devices.apply(&mut opts.config);
     args.risk.apply(&mut opts.config, &opts.tls)?;
+    args.domain.apply(&mut opts.config);
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance

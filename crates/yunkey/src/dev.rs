@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use yunkey_chip::ChipConfig;
 use yunkey_coordinator::{admin, Node, NodeOptions};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_net::pki::DevPki;
 use yunkey_net::tls::TlsMaterial;
@@ -28,10 +29,12 @@ use yunkey_net::Role;
 /// The dev cluster's domain operator key, in the data directory.
 pub const OPERATOR_KEY_FILE: &str = "domain-operator-key.pem";
 
-/// Serves one soft chip on a loopback port, admitted by `operator`; returns its endpoint.
+/// Serves one soft chip on a loopback port, sealing with `seal_cipher` (see
+/// `SoftChip::open_with_seal_cipher`), admitted by `operator`; returns its endpoint.
 async fn start_chip(
     dir: &Path,
     config: ChipConfig,
+    seal_cipher: Option<Cipher>,
     tls: &TlsMaterial,
     operator: &PrivateKey,
     stop: watch::Receiver<bool>,
@@ -41,6 +44,7 @@ async fn start_chip(
         dir,
         &dir.join(crate::admission::ADMISSION_FILE),
         config,
+        seal_cipher,
         tls,
         listener,
         stop,
@@ -71,7 +75,10 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             zone: format!("zone-{}", (i - 1) % 3 + 1),
         };
         let dir = data.join("chips").join(&config.chip_id);
-        chip_endpoints.push(start_chip(&dir, config, &tls, &operator, stop_rx.clone()).await?);
+        // The chips seal with the domain's cipher when one is asked for.
+        let seal = args.domain.domain_cipher;
+        chip_endpoints
+            .push(start_chip(&dir, config, seal, &tls, &operator, stop_rx.clone()).await?);
     }
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
@@ -96,6 +103,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     );
     args.devices.apply(&mut opts.config);
     args.risk.apply(&mut opts.config, &opts.tls)?;
+    args.domain.apply(&mut opts.config);
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     core.raft.initialize_single(1, &advertise).await?;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use yunkey_chip::{ChipBackend, ChipConfig, ChipGrpc, SoftChip};
+use yunkey_crypto::cipher::Cipher;
 use yunkey_net::pki::files;
 use yunkey_net::tls::TlsMaterial;
 use yunkey_net::{AccessLayer, TlsFiles};
@@ -31,7 +32,8 @@ pub fn endpoint_of(listener: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("https://{host}:{}", local.port()))
 }
 
-/// Opens the soft chip in `dir` and serves its ChipService over TLS on `listener` until
+/// Opens the soft chip in `dir` (sealing with `seal_cipher`, see
+/// [`SoftChip::open_with_seal_cipher`]) and serves its ChipService over TLS on `listener` until
 /// `stop` says so. Writes the chip's public `identity.json` for the operator and reports the
 /// `admission` file the operator provides ([`crate::admission`]). Returns its endpoint
 /// and the server task.
@@ -39,12 +41,13 @@ pub async fn serve_chip(
     dir: &Path,
     admission: &Path,
     config: ChipConfig,
+    seal_cipher: Option<Cipher>,
     tls: &TlsMaterial,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(String, JoinHandle<()>)> {
     let id = config.chip_id.clone();
-    let chip = SoftChip::open(dir, config)
+    let chip = SoftChip::open_with_seal_cipher(dir, config, seal_cipher)
         .with_context(|| format!("opening soft chip {id} in {}", dir.display()))?;
     serve_opened_chip(dir, admission, Arc::new(chip), id, tls, listener, stop)
 }

@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::Dev;
+use common::{json, onboard, pay_output, Dev};
 use std::path::Path;
 use std::process::Command;
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-}
 
 fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
     let out = Command::new("openssl")
@@ -29,29 +19,6 @@ fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-/// Enrols `user`, registers the CLI's device and returns the keystore directory.
-fn onboard(dev: &Dev, user: &str, keystore: &Path) {
-    let enrolled = json(&dev.cli(&["--json", "user", "enroll", user]));
-    let code = enrolled["activation_code"].as_str().unwrap();
-    assert_eq!(code.len(), 14);
-    let ks = keystore.to_str().unwrap();
-    let registered = json(&dev.cli(&[
-        "--json",
-        "terminal",
-        "register",
-        "--user",
-        user,
-        "--activation-code",
-        code,
-        "--keystore",
-        ks,
-    ]));
-    assert!(registered["device_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("dev-"));
 }
 
 fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> serde_json::Value {
@@ -71,24 +38,6 @@ fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> serde_json::Valu
         );
     }
     paid
-}
-
-fn pay_output(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> std::process::Output {
-    dev.cli(&[
-        "--json",
-        "terminal",
-        "pay",
-        "--user",
-        user,
-        "--payee",
-        "Corner Shop",
-        "--amount",
-        amount,
-        "--currency",
-        "eur",
-        "--keystore",
-        keystore.to_str().unwrap(),
-    ])
 }
 
 #[test]

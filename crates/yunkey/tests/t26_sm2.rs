@@ -439,8 +439,8 @@ async fn sm2_keys_are_repaired_and_the_sm2_ca_survives_the_sweep() {
     let business = cluster.business(&[&node.endpoint]);
     let device = cluster.device(&[&node.endpoint]);
     let code = common::enroll_code_with(&business, "wang", Algorithm::Sm2, "wang@bank").await;
-    let wang = common::register_key(&device, SigningKey::generate(Algorithm::Sm2), "wang", &code)
-        .await;
+    let wang =
+        common::register_key(&device, SigningKey::generate(Algorithm::Sm2), "wang", &code).await;
     sign(&business, &wang, "1").await;
 
     let before = holders_of(&business, "wang").await;
@@ -485,8 +485,13 @@ async fn sm2_keys_are_repaired_and_the_sm2_ca_survives_the_sweep() {
     // Two sweep rounds later, the SM2 CA still certifies: a new SM2 user enrols.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let code = common::enroll_code_with(&business, "li", Algorithm::Sm2, "").await;
-    let li = common::register_key(&device, SigningKey::generate(Algorithm::EcdsaP256), "li", &code)
-        .await;
+    let li = common::register_key(
+        &device,
+        SigningKey::generate(Algorithm::EcdsaP256),
+        "li",
+        &code,
+    )
+    .await;
     let signed = sign(&business, &li, "4").await;
     assert_eq!(signed.distinguishing_id, "1234567812345678");
 }

@@ -43,6 +43,7 @@ use crate::{
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use store::Store;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::{PrivateKey, PublicKey};
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::validate;
@@ -187,12 +188,18 @@ impl ChipBackend for ActivationModule {
             trust_anchor: state.anchor.as_ref().map(|a| a.der().to_vec()),
             sm2_trust_anchor: state.sm2_anchor.as_ref().map(|a| a.der().to_vec()),
             operator_key: state.operator.as_ref().map(|(_, der)| der.clone()),
+            domain_cipher: state.keys.as_ref().map(DomainKeys::cipher),
             custody: self.custody.describe(),
         })
     }
 
-    fn init_domain(&self, operator_key: &[u8], admission: &[u8]) -> Result<String, ChipError> {
-        let r = self.init_domain_checked(operator_key, admission);
+    fn init_domain(
+        &self,
+        operator_key: &[u8],
+        admission: &[u8],
+        cipher: Cipher,
+    ) -> Result<String, ChipError> {
+        let r = self.init_domain_checked(operator_key, admission, cipher);
         self.audit("domain_init", "", "", &r);
         r
     }
@@ -336,7 +343,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use zeroize::Zeroizing;
 
-    fn config(id: &str) -> ChipConfig {
+    pub(super) fn config(id: &str) -> ChipConfig {
         ChipConfig {
             chip_id: id.into(),
             capacity: 8,

@@ -3,7 +3,10 @@
 //! moved to another chip, handle or name.
 //!
 //! - `meta`: `format` (plain, [`FORMAT`]), `chip_id` (plain), and sealed: `transport_key`,
-//!   `domain_key`, `operator_key`, `trust_anchor`, `trust_anchor_sm2`.
+//!   `domain_key`, `domain_cipher` (one [`Cipher::to_byte`]; absent in stores from before
+//!   domains had a cipher, whose domain is AES-256), `operator_key`, `trust_anchor`,
+//!   `trust_anchor_sm2`; a soft chip also keeps its `seal_cipher` there
+//!   ([`crate::seal_cipher`]).
 //! - `keys`: handle -> sealed [`KeyRecord`]: version 2 (a P-256 key: purpose, user, public
 //!   key, binding, custody reference) or version 3 (any algorithm: the same with the algorithm
 //!   byte and the SM2 distinguishing ID). P-256 keys are still written as version 2, so a chip
@@ -19,6 +22,7 @@ use crate::custody::{KeyCustody, KeyRef};
 use crate::wrapped::{put_lp, take_lp, DomainKeys};
 use crate::{ChipError, KeyPurpose};
 use std::sync::Arc;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::{PrivateKey, PublicKey};
 use yunkey_crypto::seal::SealKey;
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
@@ -31,6 +35,7 @@ const META_FORMAT: &[u8] = b"format";
 pub(super) const META_CHIP_ID: &[u8] = b"chip_id";
 pub(super) const META_TRANSPORT: &str = "transport_key";
 pub(super) const META_DOMAIN: &str = "domain_key";
+pub(super) const META_DOMAIN_CIPHER: &str = "domain_cipher";
 pub(super) const META_OPERATOR: &str = "operator_key";
 pub(super) const META_ANCHOR: &str = "trust_anchor";
 pub(super) const META_SM2_ANCHOR: &str = "trust_anchor_sm2";
@@ -212,7 +217,10 @@ impl Store {
         if let Some(secret) = self.get_meta(custody, META_DOMAIN)? {
             let secret = SealKey::from_bytes(&secret)
                 .map_err(|_| ChipError::storage("opening the chip", "domain key is corrupt"))?;
-            state.keys = Some(DomainKeys::derive(&secret));
+            state.keys = Some(DomainKeys::derive_with(
+                &secret,
+                self.domain_cipher(custody)?,
+            ));
             state.secret = Some(secret);
         }
         if let Some(der) = self.get_meta(custody, META_OPERATOR)? {
@@ -231,6 +239,27 @@ impl Store {
             })?));
         }
         Ok(state)
+    }
+
+    /// The domain's cipher: AES-256 in a store from before domains had one.
+    fn domain_cipher(&self, custody: &dyn KeyCustody) -> Result<Cipher, ChipError> {
+        match self
+            .get_meta(custody, META_DOMAIN_CIPHER)?
+            .as_ref()
+            .map(|v| v.as_slice())
+        {
+            None => Ok(Cipher::Aes256),
+            Some([b]) => Cipher::from_byte(*b).ok_or_else(|| {
+                ChipError::storage(
+                    "opening the chip",
+                    "the domain names a cipher this yunkey does not know",
+                )
+            }),
+            Some(_) => Err(ChipError::storage(
+                "opening the chip",
+                "domain cipher is corrupt",
+            )),
+        }
     }
 
     fn get_meta(

@@ -16,6 +16,10 @@ use crate::{
     KeyPurpose, Revoke, SetActivation, SignAuthorized, SignManifest,
 };
 use der::Decode;
+
+mod cipher;
+pub use cipher::domain_cipher;
+use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_crypto::tx::ExpiryError;
 
@@ -42,6 +46,7 @@ pub fn run(make: Make<'_>) {
     domain_transfer_and_wrapping(make);
     delete_and_capacity(make);
     code_signing(make);
+    domain_cipher(make);
 }
 
 fn ca_key_request() -> GenerateKey {
@@ -93,12 +98,13 @@ pub fn fresh_chip_and_domain(make: Make<'_>) {
         chip.init_domain(
             &operator.public_spki(),
             &stranger.admit(&*chip).operator_signature,
+            Cipher::Aes256,
         ),
         |e| matches!(e, ChipError::AdmissionRefused { .. }),
     );
     expect_err(
         "init_domain with a garbage operator key",
-        chip.init_domain(b"not a key", b"sig"),
+        chip.init_domain(b"not a key", b"sig", Cipher::Aes256),
         |e| matches!(e, ChipError::Invalid(_)),
     );
     let id = operator.init_domain(&*chip);
@@ -111,6 +117,7 @@ pub fn fresh_chip_and_domain(make: Make<'_>) {
         chip.init_domain(
             &operator.public_spki(),
             &operator.admit(&*chip).operator_signature,
+            Cipher::Aes256,
         ),
         |e| matches!(e, ChipError::AlreadyInDomain { domain_id } if *domain_id == id),
     );

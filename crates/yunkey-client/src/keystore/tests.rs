@@ -5,6 +5,7 @@ use super::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::path::Path;
+use yunkey_crypto::ecdsa::PrivateKey;
 use yunkey_crypto::ecdsa::PublicKey;
 
 const PIN: &str = "24681357";

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use yunkey_coordinator::service::source_limit::SourceRate;
+use yunkey_crypto::cipher::Cipher;
 
 /// yunkey: a cloud key service. Users' keys live in a cluster of crypto chips; a user's own
 /// device approves each exact transaction before a chip signs it.
@@ -245,6 +246,12 @@ pub struct ChipArgs {
     /// later, for example from a mounted Secret) [default: DATA/admission.json].
     #[arg(long, value_name = "FILE")]
     pub admission: Option<PathBuf>,
+    /// Soft backend: the cipher that seals the chip's records under `master.key`, `aes256`
+    /// (AES-256-GCM) or `sm4` (SM4-GCM). Chosen when the chip's data directory is created and
+    /// fixed for its life: a later start with the other value is refused [default: what the
+    /// chip was created with; aes256 for a new chip].
+    #[arg(long, value_name = "aes256|sm4")]
+    pub seal_cipher: Option<Cipher>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +332,27 @@ pub struct CoordinatorArgs {
     pub devices: DevicePolicyArgs,
     #[command(flatten)]
     pub risk: RiskCheckArgs,
+    #[command(flatten)]
+    pub domain: DomainCipherArgs,
+}
+
+/// The security domain's cipher (`yunkey coordinator` and `yunkey dev`).
+#[derive(Debug, Clone, Args)]
+pub struct DomainCipherArgs {
+    /// Cipher of the security domain, `aes256` or `sm4` (keys wrapped with SM4-KWP and tagged
+    /// with HMAC-SM3; soft chips only, PKCS#11 chips refuse it), used when the first chip
+    /// admitted creates the domain and fixed for the domain's life. If the domain exists with
+    /// the other cipher, chip admissions are refused. `yunkey dev` also seals its soft chips'
+    /// records with it [default: aes256 for a new domain; an existing one keeps its own].
+    #[arg(long, value_name = "aes256|sm4")]
+    pub domain_cipher: Option<Cipher>,
+}
+
+impl DomainCipherArgs {
+    /// Sets the domain cipher in a coordinator's configuration.
+    pub fn apply(&self, config: &mut yunkey_coordinator::core::CoordinatorConfig) {
+        config.domain_cipher = self.domain_cipher;
+    }
 }
 
 /// The business's risk service, asked before every signature (docs/risk.md)
@@ -576,6 +604,8 @@ pub struct DevArgs {
     pub devices: DevicePolicyArgs,
     #[command(flatten)]
     pub risk: RiskCheckArgs,
+    #[command(flatten)]
+    pub domain: DomainCipherArgs,
 }
 
 /// A signature algorithm as the CLI names it.

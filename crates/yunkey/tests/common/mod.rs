@@ -134,21 +134,49 @@ impl Dev {
         Dev::start_full(data, filter, stderr, &[])
     }
 
+    /// `yunkey --data DATA dev` on ephemeral ports, with `extra` flags.
+    fn command(data: &Path, metrics: &str, filter: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "--data",
+            data.to_str().unwrap(),
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            metrics,
+        ])
+        .args(extra)
+        .env("YUNKEY_LOG", filter);
+        cmd
+    }
+
+    /// Runs `yunkey dev` on `data` with `extra` flags, which must refuse to start (within a
+    /// minute); returns what it wrote to standard error.
+    pub fn start_refused(data: &Path, extra: &[&str]) -> String {
+        let mut child = Dev::command(data, "off", "warn", extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn yunkey dev");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("yunkey dev {extra:?} kept running; it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "yunkey dev {extra:?} exited 0");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn start_full(data: &Path, filter: &str, stderr: Stdio, extra: &[&str]) -> Dev {
         yunkey_net::install_crypto_provider();
         let metrics = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(bin())
-            .args([
-                "--data",
-                data.to_str().unwrap(),
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                &metrics,
-            ])
-            .args(extra)
-            .env("YUNKEY_LOG", filter)
+        let mut child = Dev::command(data, &metrics, filter, extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -350,6 +378,60 @@ impl KeyLike for SigningKey {
     fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.sign_message(message)
     }
+}
+
+/// The JSON a successful `--json` command printed; panics with its output otherwise.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// Enrols `user`, registers the CLI's device in `keystore`.
+pub fn onboard(dev: &Dev, user: &str, keystore: &Path) {
+    let enrolled = json(&dev.cli(&["--json", "user", "enroll", user]));
+    let code = enrolled["activation_code"].as_str().unwrap();
+    assert_eq!(code.len(), 14);
+    let ks = keystore.to_str().unwrap();
+    let registered = json(&dev.cli(&[
+        "--json",
+        "terminal",
+        "register",
+        "--user",
+        user,
+        "--activation-code",
+        code,
+        "--keystore",
+        ks,
+    ]));
+    assert!(registered["device_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("dev-"));
+}
+
+/// `yunkey terminal pay` of `amount` EUR from `user` to Corner Shop, with the device in
+/// `keystore`.
+pub fn pay_output(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> std::process::Output {
+    dev.cli(&[
+        "--json",
+        "terminal",
+        "pay",
+        "--user",
+        user,
+        "--payee",
+        "Corner Shop",
+        "--amount",
+        amount,
+        "--currency",
+        "eur",
+        "--keystore",
+        keystore.to_str().unwrap(),
+    ])
 }
 
 /// A registered device held in memory.
@@ -1029,6 +1111,15 @@ impl Cluster {
         .unwrap()
     }
 
+    /// A connection to a chip's ChipService presenting coordinator `node_id`'s certificate.
+    pub fn chip_as_node(&self, node_id: u64, chip_endpoint: &str) -> Connection {
+        let dir = self.node_tls(&format!("node-{node_id}"));
+        self.connect(
+            &[chip_endpoint],
+            self.tls(&dir, files::NODE, files::NODE_KEY),
+        )
+    }
+
     /// `yunkey ARGS` as the operator: `--endpoint`, `--ca`, `--cert` and `--key` from
     /// [`Cluster::ops`], before ARGS.
     pub fn operator_command(&self, endpoints: &[&str], args: &[&str]) -> Command {
@@ -1273,7 +1364,10 @@ pub async fn start_three(
         add_node(&admin, id, &nodes[&id].endpoint).await;
     }
     for id in [2, 3] {
-        nodes.get_mut(&id).unwrap().wait_line("ready", Duration::from_secs(60));
+        nodes
+            .get_mut(&id)
+            .unwrap()
+            .wait_line("ready", Duration::from_secs(60));
     }
     (chips, nodes)
 }
