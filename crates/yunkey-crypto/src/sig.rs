@@ -176,8 +176,9 @@ impl From<ecdsa::PublicKey> for VerifyingKey {
 pub enum SigningKey {
     /// ECDSA P-256.
     P256(ecdsa::PrivateKey),
-    /// SM2, with its distinguishing ID.
-    Sm2(sm2::PrivateKey),
+    /// SM2, with its distinguishing ID (boxed: it keeps its signer, several times the size of a
+    /// P-256 key).
+    Sm2(Box<sm2::PrivateKey>),
 }
 
 impl SigningKey {
@@ -185,7 +186,7 @@ impl SigningKey {
     pub fn generate(algorithm: Algorithm) -> Self {
         match algorithm {
             Algorithm::EcdsaP256 => Self::P256(ecdsa::PrivateKey::generate()),
-            Algorithm::Sm2 => Self::Sm2(sm2::PrivateKey::generate()),
+            Algorithm::Sm2 => Self::Sm2(Box::new(sm2::PrivateKey::generate())),
         }
     }
 
@@ -193,7 +194,9 @@ impl SigningKey {
     pub fn from_secret_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
         match algorithm {
             Algorithm::EcdsaP256 => ecdsa::PrivateKey::from_secret_bytes(bytes).map(Self::P256),
-            Algorithm::Sm2 => sm2::PrivateKey::from_secret_bytes(bytes).map(Self::Sm2),
+            Algorithm::Sm2 => {
+                sm2::PrivateKey::from_secret_bytes(bytes).map(|k| Self::Sm2(Box::new(k)))
+            }
         }
     }
 
@@ -203,7 +206,7 @@ impl SigningKey {
             return Ok(Self::P256(k));
         }
         sm2::PrivateKey::from_pkcs8_der(der)
-            .map(Self::Sm2)
+            .map(|k| Self::Sm2(Box::new(k)))
             .map_err(|_| CryptoError::Malformed("not a PKCS#8 P-256 or SM2 private key"))
     }
 
@@ -213,7 +216,7 @@ impl SigningKey {
             return Ok(Self::P256(k));
         }
         sm2::PrivateKey::from_pkcs8_pem(pem)
-            .map(Self::Sm2)
+            .map(|k| Self::Sm2(Box::new(k)))
             .map_err(|_| CryptoError::Malformed("not a PKCS#8 PEM P-256 or SM2 private key"))
     }
 
