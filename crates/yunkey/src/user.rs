@@ -294,19 +294,50 @@ fn decode_hex(field: &str, value: &str) -> anyhow::Result<Vec<u8>> {
 
 /// `yunkey verify`: locally against a certificate, or by the cluster against the user's.
 pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<()> {
-    let tx_hash = decode_hex("tx-hash", &args.tx_hash)?;
+    use yunkey_crypto::sig::VerifyingKey;
     let signature = decode_hex("signature", &args.signature)?;
-    let digest: [u8; 32] = tx_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("--tx-hash must be 32 bytes (64 hex digits)"))?;
+    // The transaction (canonical bytes, checked) or only its SHA-256.
+    let transaction = match &args.transaction {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the transaction {}", path.display()))?;
+            let tx = yunkey_crypto::tx::decode(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is not a canonical transaction: {e}", path.display())
+            })?;
+            Some((bytes, tx))
+        }
+        None => None,
+    };
+    let tx_hash: [u8; 32] = match (&transaction, &args.tx_hash) {
+        (Some((bytes, _)), _) => yunkey_crypto::sha256(bytes),
+        (None, Some(hex)) => decode_hex("tx-hash", hex)?
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--tx-hash must be 32 bytes (64 hex digits)"))?,
+        (None, None) => bail!("give --tx-hash HEX or --transaction FILE"),
+    };
     let (valid, reason, subject) = match (&args.certificate, &args.user) {
         (Some(path), _) => {
             let cert = read_certificate(path)?;
             let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)?;
-            let key = yunkey_crypto::ecdsa::PublicKey::from_spki_der(&spki)
+            let key = VerifyingKey::from_spki_der(&spki)
                 .map_err(|e| anyhow::anyhow!("certificate key: {e}"))?;
-            let r = key.verify_digest(&digest, &signature);
+            let r = match (&key, &transaction) {
+                (VerifyingKey::Sm2(k), Some((bytes, _))) => {
+                    let id = args
+                        .distinguishing_id
+                        .as_deref()
+                        .unwrap_or(yunkey_crypto::sm2::DEFAULT_DISTID);
+                    k.with_distid(id)
+                        .map_err(|e| anyhow::anyhow!("--distinguishing-id: {e}"))?
+                        .verify_message(bytes, &signature)
+                }
+                (VerifyingKey::Sm2(_), None) => bail!(
+                    "the certificate's key is SM2, whose signature covers the transaction itself: \
+                     give --transaction FILE (and --distinguishing-id ID if not the default)"
+                ),
+                (VerifyingKey::P256(k), _) => k.verify_digest(&tx_hash, &signature),
+            };
             (
                 r.is_ok(),
                 r.err().map(|e| e.to_string()).unwrap_or_default(),
@@ -317,8 +348,11 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<()> {
             let conn = connect::business(g)?;
             let req = VerifyRequest {
                 user_id: user.clone(),
-                transaction: None,
-                tx_hash: tx_hash.clone(),
+                tx_hash: match &transaction {
+                    Some(_) => Vec::new(),
+                    None => tx_hash.to_vec(),
+                },
+                transaction: transaction.as_ref().map(|(_, tx)| tx.clone()),
                 signature: signature.clone(),
             };
             let resp = conn

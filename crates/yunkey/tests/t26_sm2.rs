@@ -173,6 +173,43 @@ fn sm2_walkthrough_verified_by_openssl() {
         std::fs::read(&pinned).unwrap(),
         std::fs::read(receipt.join("ca.pem")).unwrap()
     );
+    // The CLI's own check, by the cluster and against the certificate.
+    let sig_hex = hex::encode(std::fs::read(receipt.join("signature.der")).unwrap());
+    let tx_file = receipt.join("transaction.txt");
+    let by_cluster = ok(&dev.cli(&[
+        "verify",
+        "--user",
+        "alice",
+        "--transaction",
+        tx_file.to_str().unwrap(),
+        "--signature",
+        &sig_hex,
+    ]));
+    assert!(
+        by_cluster.contains("valid signature by user alice"),
+        "{by_cluster}"
+    );
+    let local = |id: &str| {
+        dev.cli(&[
+            "verify",
+            "--certificate",
+            receipt.join("user.pem").to_str().unwrap(),
+            "--transaction",
+            tx_file.to_str().unwrap(),
+            "--distinguishing-id",
+            id,
+            "--signature",
+            &sig_hex,
+        ])
+    };
+    let good = ok(&local(id));
+    assert!(good.contains("valid signature by CN=alice"), "{good}");
+    let other = local("1234567812345678");
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("signature is not valid"),
+        "{other:?}"
+    );
     // The receipt's own script runs the same checks.
     let out = Command::new("sh")
         .arg(receipt.join("verify.sh"))

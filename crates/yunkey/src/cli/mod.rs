@@ -856,9 +856,21 @@ pub struct VerifyArgs {
     /// Check locally against this certificate (PEM or DER) instead of asking the cluster.
     #[arg(long)]
     pub certificate: Option<PathBuf>,
-    /// SHA-256 of the canonical transaction, hex.
-    #[arg(long)]
-    pub tx_hash: String,
+    /// SHA-256 of the canonical transaction, hex (enough for an ECDSA P-256 signature).
+    #[arg(
+        long,
+        required_unless_present = "transaction",
+        conflicts_with = "transaction"
+    )]
+    pub tx_hash: Option<String>,
+    /// The canonical transaction bytes (for example a receipt's transaction.txt): what an
+    /// SM2 signature needs, and fine for P-256 too.
+    #[arg(long, value_name = "FILE")]
+    pub transaction: Option<PathBuf>,
+    /// With --certificate of an SM2 key: the user's distinguishing ID (default
+    /// 1234567812345678).
+    #[arg(long, value_name = "ID")]
+    pub distinguishing_id: Option<String>,
     /// DER signature, hex.
     #[arg(long)]
     pub signature: String,
