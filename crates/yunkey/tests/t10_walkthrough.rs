@@ -3,23 +3,9 @@
 
 mod common;
 
-use common::{json, onboard, pay_output, Dev};
+use common::{json, onboard, openssl, pay_output, Dev};
 use std::path::Path;
 use std::process::Command;
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) -> serde_json::Value {
     let out = pay_output(dev, user, keystore, amount);

@@ -12,9 +12,8 @@
 
 mod common;
 
-use common::{Cluster, Dev, Proc, TestDevice};
+use common::{openssl, Cluster, Dev, Proc, TestDevice};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tonic::Code;
@@ -30,20 +29,6 @@ fn ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (apt-get install -y openssl; .ci/run does this)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]
@@ -101,51 +86,26 @@ fn sm2_walkthrough_verified_by_openssl() {
         "--yes",
     ]));
 
-    // The signature, under alice's ID, and not under the default one.
-    let (verified, text) = openssl(
-        &[
-            "dgst",
-            "-sm3",
-            "-sigopt",
-            &format!("distid:{id}"),
+    // The signature, under alice's ID, and not under the default one, nor as ECDSA.
+    let dgst = |digest: &[&str]| {
+        let mut args = vec!["dgst"];
+        args.extend_from_slice(digest);
+        args.extend_from_slice(&[
             "-verify",
             "user-pub.pem",
             "-signature",
             "signature.der",
             "transaction.txt",
-        ],
-        &receipt,
-    );
+        ]);
+        openssl(&args, &receipt)
+    };
+    let alice_id = format!("distid:{id}");
+    let (verified, text) = dgst(&["-sm3", "-sigopt", &alice_id]);
     assert!(verified && text.contains("Verified OK"), "{text}");
-    let (verified, text) = openssl(
-        &[
-            "dgst",
-            "-sm3",
-            "-sigopt",
-            "distid:1234567812345678",
-            "-verify",
-            "user-pub.pem",
-            "-signature",
-            "signature.der",
-            "transaction.txt",
-        ],
-        &receipt,
-    );
+    let (verified, text) = dgst(&["-sm3", "-sigopt", "distid:1234567812345678"]);
     assert!(!verified, "another ID must not verify: {text}");
-    // Nor as ECDSA over SHA-256.
-    let (verified, _) = openssl(
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            "user-pub.pem",
-            "-signature",
-            "signature.der",
-            "transaction.txt",
-        ],
-        &receipt,
-    );
-    assert!(!verified);
+    let (verified, text) = dgst(&["-sha256"]);
+    assert!(!verified, "{text}");
 
     // The chain: the SM2 user CA, SM2-with-SM3, under the default ID (GM/T 0015).
     let (verified, text) = openssl(

@@ -1371,3 +1371,18 @@ pub async fn start_three(
     }
     (chips, nodes)
 }
+
+/// Runs `openssl ARGS` in `dir`; whether it succeeded, and its stdout and stderr.
+pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (apt-get install -y openssl; .ci/run does this)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
