@@ -178,14 +178,28 @@ fn sm2_walkthrough_verified_by_openssl() {
     ok(&out);
 }
 
+/// Signs a fresh transaction for `device`'s user; through a failover the cluster may answer
+/// UNAVAILABLE for a moment (a new leader, a chip not yet seen down), so the same request is
+/// sent again for up to 10 s.
 async fn sign(conn: &Connection, device: &TestDevice, amount: &str) -> SignResponse {
     let req = device.sign_request("", common::transaction(&device.user_id, amount));
-    conn.call(|ch| {
-        let req = req.clone();
-        async move { key_client(ch).sign(req).await }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("sign for {}: {e:?}", device.user_id))
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = conn
+            .call(|ch| {
+                let req = req.clone();
+                async move { key_client(ch).sign(req).await }
+            })
+            .await;
+        match result {
+            Ok(signed) => return signed,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("sign for {} again after: {e:?}", device.user_id);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("sign for {}: {e:?}", device.user_id),
+        }
+    }
 }
 
 async fn verify(conn: &Connection, user: &str, req: &SignRequest, signature: &[u8]) -> bool {

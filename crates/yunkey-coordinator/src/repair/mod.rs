@@ -216,7 +216,7 @@ async fn pass(core: &Core, config: &RepairConfig, scan: &mut Scan) -> Result<()>
     let mut out_of_budget = false;
     for user in page {
         let needs = user.state == UserState::Active
-            && (user.holders.len() < r || user.holders.iter().any(|h| bad.contains(&h.chip_id)));
+            && (user.holders.len() != r || user.holders.iter().any(|h| bad.contains(&h.chip_id)));
         if needs {
             if out_of_budget || scan.tokens < 1.0 {
                 // Out of budget: the scan resumes from this user at the next pass.

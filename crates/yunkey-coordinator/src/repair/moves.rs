@@ -156,5 +156,32 @@ pub(crate) async fn repair_key(
     for old in holders.iter().filter(|h| bad.contains(&h.chip_id)) {
         drop_holder(core, &owner, old, r, "repair").await?;
     }
+    // More good holders than wanted: a move whose "add" committed but whose "remove" did not
+    // (its leader died in between, or the dead chip came back first). Trim the surplus.
+    let mut good: Vec<&HolderRecord> = holders
+        .iter()
+        .filter(|h| !bad.contains(&h.chip_id))
+        .collect();
+    while good.len() > r {
+        let registry = core.view.chips()?;
+        let zone = |h: &HolderRecord| {
+            registry
+                .iter()
+                .find(|c| c.chip_id == h.chip_id)
+                .map(|c| c.zone.clone())
+        };
+        // The newest holder whose zone another holder also covers, else the newest.
+        let at = (0..good.len())
+            .rev()
+            .find(|&i| {
+                let z = zone(good[i]);
+                good.iter()
+                    .enumerate()
+                    .any(|(j, other)| j != i && zone(other) == z)
+            })
+            .unwrap_or(good.len() - 1);
+        let surplus = good.remove(at);
+        drop_holder(core, &owner, surplus, r, "trim").await?;
+    }
     Ok(())
 }
