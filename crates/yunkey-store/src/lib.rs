@@ -6,8 +6,10 @@
 //! replaced without touching them. Two engines ship: [`Db::open_sled`] (on disk) and
 //! [`Db::memory`] (tests). Both pass the same [`conformance`] suite.
 //!
-//! Durability: nothing written is durable until [`Db::flush`] returns. Callers flush before
-//! they acknowledge (see the comments at each flush in the Raft store and the chip).
+//! Durability: nothing written is durable until [`Db::flush`] returns; when it returns,
+//! everything written before it is on stable storage (`fdatasync`, not only written to the
+//! page cache). Callers flush before they acknowledge (see the comments at each flush in the
+//! Raft store and the chip).
 //!
 //! It also holds the one helper for state files outside a database, [`write_file_atomic`].
 //!

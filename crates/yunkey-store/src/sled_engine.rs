@@ -1,9 +1,18 @@
-//! The sled engine. sled 0.34's `flush` is `sync_file_range`-based, not `fsync`; it is still
-//! the only durability point sled offers, and callers flush before acknowledging.
+//! The sled engine.
+//!
+//! Durability: sled 0.34's own `flush` writes its log with `sync_file_range`, which neither
+//! flushes the disk's write cache nor the file's size, and writes its blob files (values over
+//! about 128 KiB) without syncing them at all; an acknowledged write could be lost on power
+//! loss. [`SledDb`]'s flush therefore follows sled's with `fdatasync` of sled's log file and of
+//! every blob file not synced yet (and `fsync` of the blob directory when one was added), so
+//! when [`crate::Db::flush`] returns, everything written before it is on stable storage.
 
 use crate::{Batch, DbEngine, Entry, Result, StoreError, TreeEngine};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long [`SledDb::open`] waits for sled's file lock before it reports
@@ -14,7 +23,85 @@ use std::time::{Duration, Instant};
 /// the typed error.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) struct SledDb(sled::Db);
+pub(crate) struct SledDb {
+    db: sled::Db,
+    durable: DurablePoint,
+}
+
+/// What [`SledDb`]'s flush syncs after sled's own flush (see the module doc).
+struct DurablePoint {
+    /// sled's log file (`<path>/db`).
+    log: File,
+    /// sled's blob directory (`<path>/blobs`).
+    blobs: PathBuf,
+    /// Names of blob files already synced (pruned of files sled has removed since).
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl DurablePoint {
+    /// Opens sled's log file of a database just opened in `path`, and makes what sled wrote
+    /// while opening durable: its files (the log, and `conf`, which sled writes unsynced when
+    /// it creates a database), the blob files and the directory entries of both directories.
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let log = File::open(path.join("db"))?;
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                File::open(entry.path())?.sync_data()?;
+            }
+        }
+        sync_dir(path)?;
+        let blobs = path.join("blobs");
+        let mut synced = HashSet::new();
+        if blobs.is_dir() {
+            for name in blob_names(&blobs)? {
+                File::open(blobs.join(&name))?.sync_data()?;
+                synced.insert(name);
+            }
+            sync_dir(&blobs)?;
+        }
+        Ok(Self {
+            log,
+            blobs,
+            synced_blobs: Mutex::new(synced),
+        })
+    }
+
+    /// `fdatasync` of the log, then of each new blob file and, if there was one, `fsync` of
+    /// the blob directory.
+    fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        if !self.blobs.is_dir() {
+            return Ok(());
+        }
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let present = blob_names(&self.blobs)?;
+        let mut added = false;
+        for name in &present {
+            if !synced.contains(name) {
+                File::open(self.blobs.join(name))?.sync_data()?;
+                synced.insert(name.clone());
+                added = true;
+            }
+        }
+        synced.retain(|name| present.contains(name));
+        if added {
+            sync_dir(&self.blobs)?;
+        }
+        Ok(())
+    }
+}
+
+fn blob_names(dir: &Path) -> std::io::Result<HashSet<OsString>> {
+    std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect()
+}
+
+/// `fsync` of a directory, so the entries made in it survive a power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
 
 impl SledDb {
     pub(crate) fn open(path: &Path) -> Result<Self> {
@@ -38,7 +125,15 @@ impl SledDb {
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
                 Err(e) => return Err(e.into()),
-                Ok(db) => return Ok(Self(db)),
+                Ok(db) => {
+                    let durable = DurablePoint::open(path).map_err(|e| {
+                        StoreError::Engine(format!(
+                            "opening {} for fdatasync: {e}",
+                            path.join("db").display()
+                        ))
+                    })?;
+                    return Ok(Self { db, durable });
+                }
             }
         }
     }
@@ -59,16 +154,18 @@ fn is_lock_held(e: &sled::Error) -> bool {
 }
 impl DbEngine for SledDb {
     fn open_tree(&self, name: &str) -> Result<Arc<dyn TreeEngine>> {
-        Ok(Arc::new(SledTree(self.0.open_tree(name)?)))
+        Ok(Arc::new(SledTree(self.db.open_tree(name)?)))
     }
 
     fn flush(&self) -> Result<()> {
-        self.0.flush()?;
-        Ok(())
+        self.db.flush()?;
+        self.durable
+            .sync()
+            .map_err(|e| StoreError::Engine(format!("fdatasync after sled's flush: {e}")))
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.0.size_on_disk()?)
+        Ok(self.db.size_on_disk()?)
     }
 }
 
