@@ -5,8 +5,10 @@
 #   scripts/bench-coordinators.sh            # build, run both sides, print the table
 #
 # 1. builds `yunkey` (release) and tools/etcd-bench (release, outside the workspace);
-# 2. starts 2 `yunkey chip` + 3 `yunkey coordinator` processes on loopback (TLS from a dev PKI)
-#    and runs `yunkey bench cluster`: enrolments/s and WriteProbe (Raft writes)/s at each
+# 2. starts CHIPS `yunkey chip` + 3 `yunkey coordinator` processes on loopback (TLS from a dev
+#    PKI); runs `yunkey bench` (authorized signatures/s and latency at each SIGN_CONCURRENCY
+#    level through the whole cluster, enrolments/s, and the crypto ceilings of the same run),
+#    then `yunkey bench cluster`: enrolments/s and WriteProbe (Raft writes)/s at each
 #    concurrency level, then leader kill -9 -> first acknowledged write, ROUNDS times;
 # 3. stops them, starts 3 etcd members (Debian's etcd-server; same PKI, TLS on client and peer
 #    URLs, default fsync) and runs etcd-bench: puts/s at the same levels, the same failover
@@ -14,6 +16,8 @@
 # 4. prints a side-by-side table. Raw JSON stays in $WORK (printed) when KEEP=1.
 #
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
+# CHIPS (4), SIGN_USERS (256), SIGN_CONCURRENCY (1,8,32,64), YUNKEY_ONLY=1 (no etcd side: no
+# etcd, etcd-bench or protoc needed),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
 # YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 300-500).
@@ -25,6 +29,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONCURRENCY=${CONCURRENCY:-1,16,64}
 SECONDS_PER_LEVEL=${SECONDS_PER_LEVEL:-5}
 ROUNDS=${ROUNDS:-3}
+CHIPS_N=${CHIPS:-4}
+SIGN_USERS=${SIGN_USERS:-256}
+SIGN_CONCURRENCY=${SIGN_CONCURRENCY:-1,8,32,64}
+YUNKEY_ONLY=${YUNKEY_ONLY:-}
 BASE_PORT=${BASE_PORT:-17400}
 RUN_LIMIT=${RUN_LIMIT:-600}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -36,10 +44,13 @@ ETCD_ELECTION=1000
 MATCHED_ELECTION=500
 
 die() { echo "bench-coordinators: $*" >&2; exit 1; }
-for tool in cargo etcd jq; do
+tools=(cargo jq)
+[ -n "$YUNKEY_ONLY" ] || tools+=(etcd)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool not found on the PATH${tool/etcd/ (apt-get install etcd-server etcd-client)}"
 done
-if [ -z "${NO_BUILD:-}" ] && ! command -v protoc >/dev/null && [ -z "${PROTOC:-}" ]; then
+[ "$CHIPS_N" -ge 2 ] && [ "$CHIPS_N" -le 9 ] || die "CHIPS must be 2..9"
+if [ -z "${NO_BUILD:-}" ] && [ -z "$YUNKEY_ONLY" ] && ! command -v protoc >/dev/null && [ -z "${PROTOC:-}" ]; then
     die "protoc not found: the etcd-client crate compiles etcd's protos with it (apt-get install protobuf-compiler)"
 fi
 
@@ -70,12 +81,12 @@ done
 if [ -z "${NO_BUILD:-}" ]; then
     echo "== building (release)" >&2
     (cd "$ROOT" && cargo build --release -p yunkey --bin yunkey) >&2
-    cargo build --release --manifest-path "$ROOT/tools/etcd-bench/Cargo.toml" >&2
+    [ -n "$YUNKEY_ONLY" ] || cargo build --release --manifest-path "$ROOT/tools/etcd-bench/Cargo.toml" >&2
 fi
 YUNKEY=$TARGET/release/yunkey
 ETCD_BENCH=${CARGO_TARGET_DIR:-$ROOT/tools/etcd-bench/target}/release/etcd-bench
 [ -x "$YUNKEY" ] || die "$YUNKEY not built"
-[ -x "$ETCD_BENCH" ] || die "$ETCD_BENCH not built"
+[ -n "$YUNKEY_ONLY" ] || [ -x "$ETCD_BENCH" ] || die "$ETCD_BENCH not built"
 
 PKI=$WORK/pki
 # One cluster CA; one node identity (127.0.0.1) for every process, one client and one operator
@@ -128,9 +139,9 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- yunkey
 yk_port() { echo $((BASE_PORT + $1)); }           # coordinators 1..3
-chip_port() { echo $((BASE_PORT + 10 + $1)); }    # chips 1..2
+chip_port() { echo $((BASE_PORT + 10 + $1)); }    # chips 1..CHIPS
 CHIPS=()
-for c in 1 2; do
+for c in $(seq "$CHIPS_N"); do
     echo "exec env YUNKEY_LOG=warn '$YUNKEY' --data '$WORK/chip-$c' chip --id chip-$c --zone zone-$c --listen 127.0.0.1:$(chip_port $c) --tls-dir '$PKI'" >"$WORK/cmd/chip-$c"
     CHIPS+=(--chip "https://127.0.0.1:$(chip_port $c)")
 done
@@ -147,12 +158,12 @@ YK_CLIENT=(--endpoint "https://127.0.0.1:$(yk_port 1),https://127.0.0.1:$(yk_por
 # Membership changes need the operator role.
 YK_OPERATOR=(--ca "$PKI/ca.pem" --cert "$PKI/operator.pem" --key "$PKI/operator-key.pem")
 
-echo "== yunkey: 2 chips, 3 coordinators (load $(load))" >&2
-for c in 1 2; do "$CTL" start "chip-$c"; done
-for c in 1 2; do wait_log "chip-$c" "endpoint:" 60; done
+echo "== yunkey: $CHIPS_N chips, 3 coordinators (load $(load))" >&2
+for c in $(seq "$CHIPS_N"); do "$CTL" start "chip-$c"; done
+for c in $(seq "$CHIPS_N"); do wait_log "chip-$c" "endpoint:" 60; done
 # The operator admits each chip to the security domain (docs/operations.md, "Admitting chips").
 "$YUNKEY" pki domain-operator-key --out "$WORK/domain-operator-key.pem" >/dev/null
-for c in 1 2; do
+for c in $(seq "$CHIPS_N"); do
     "$YUNKEY" pki admit-chip --domain-operator-key "$WORK/domain-operator-key.pem" \
         --identity "$WORK/chip-$c/identity.json" >/dev/null
 done
@@ -168,6 +179,13 @@ for n in 2 3; do
 done
 for n in 2 3; do wait_log "yk-$n" "ready:" 60; done
 
+SIGN_LOAD_BEFORE=$(load)
+echo "== yunkey bench: authorized signatures through the cluster (load $SIGN_LOAD_BEFORE)" >&2
+timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench --users "$SIGN_USERS" \
+    --concurrency "$SIGN_CONCURRENCY" --seconds "$SECONDS_PER_LEVEL" --replicas 2 \
+    >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
+SIGN_LOAD_AFTER=$(load)
+
 YK_LOAD_BEFORE=$(load)
 echo "== yunkey bench cluster (load $YK_LOAD_BEFORE)" >&2
 timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench cluster \
@@ -176,7 +194,27 @@ timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench cluster \
     >"$WORK/yunkey.json" || die "yunkey bench failed (see $WORK/log)"
 YK_LOAD_AFTER=$(load)
 for n in 1 2 3; do "$CTL" stop "yk-$n"; done
-for c in 1 2; do "$CTL" stop "chip-$c"; done
+for c in $(seq "$CHIPS_N"); do "$CTL" stop "chip-$c"; done
+
+# ---------------------------------------------------------------- signatures table
+S=$WORK/signatures.json
+echo
+echo "Authorized signatures through 3 coordinators + $CHIPS_N chips (R = 2, $SIGN_USERS users): $(nproc) cores, $("$YUNKEY" --version)"
+echo "load average (1 min) before -> after: $SIGN_LOAD_BEFORE -> $SIGN_LOAD_AFTER"
+jq -r '"crypto ceiling, reference (ring, 2 verifications + 1 signature): \(.ring_ceiling_per_second|floor)/s",
+       "crypto ceiling, ours (servers'"'"' code, device signature included): \(.crypto_ceiling_per_second|floor)/s",
+       "enrolment: \(.enrollments_per_second|floor)/s of a crypto ceiling of \(.enrolment_ceiling_per_second|floor)/s",
+       (.levels[] | "  concurrency \(.concurrency): \(.signatures_per_second|floor)/s  p50 \(.p50_ms*100|round/100) ms  p99 \(.p99_ms*100|round/100) ms  errors \(.errors)"),
+       "best: \(.best_signatures_per_second|floor)/s = \(.best_fraction_of_ring_ceiling*1000|round/10)% of the reference, \(.best_fraction_of_ceiling*1000|round/10)% of ours"' "$S"
+if [ -n "$YUNKEY_ONLY" ]; then
+    echo
+    Y=$WORK/yunkey.json
+    echo "WriteProbe and EnrollUser through the cluster:"
+    jq -r '.levels.raft_write[] | "  WriteProbe concurrency \(.concurrency): \(.per_second|floor)/s  p50 \(.p50_ms*10|round/10) p99 \(.p99_ms*10|round/10) ms"' "$Y"
+    jq -r '.levels.enroll[] | "  EnrollUser concurrency \(.concurrency): \(.per_second|floor)/s  p50 \(.p50_ms*10|round/10) p99 \(.p99_ms*10|round/10) ms"' "$Y"
+    [ -z "${KEEP:-}" ] || echo "raw JSON: $S $Y"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- etcd
 etcd_client_port() { echo $((BASE_PORT + 20 + $1)); }

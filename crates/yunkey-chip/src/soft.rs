@@ -136,7 +136,9 @@ impl KeyCustody for SoftCustody {
     }
 
     fn sign(&self, key: &KeyRef, digest: &CheckedDigest) -> Result<Vec<u8>, ChipError> {
-        Ok(Self::key(key)?.sign_digest(digest.digest()))
+        // No public key is derived per signature: the scalar signs directly.
+        SigningKey::sign_digest_with_secret(key.algorithm(), key.as_bytes(), digest.digest())
+            .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))
     }
 
     fn destroy(&self, _key: &KeyRef) -> Result<(), ChipError> {

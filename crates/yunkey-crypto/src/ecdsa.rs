@@ -171,6 +171,28 @@ impl PrivateKey {
         self.sign_digest(&crate::sha256(message))
     }
 
+    /// Signs a SHA-256 digest with the key whose 32-byte scalar is `secret`, without making a
+    /// key: [`PrivateKey::from_secret_bytes`] derives the public point `[d]G`, which costs
+    /// about as much as the signature itself and which a chip opening a stored key for one
+    /// signature does not need. The same deterministic (RFC 6979), low-S DER signature as
+    /// [`PrivateKey::sign_digest`]. The scalar is wiped before this returns.
+    pub fn sign_digest_with_secret(secret: &[u8], digest: &Digest) -> Result<Vec<u8>, CryptoError> {
+        use ecdsa::hazmat::SignPrimitive;
+        use zeroize::Zeroize;
+        let bytes = Zeroizing::new(
+            <[u8; 32]>::try_from(secret)
+                .map_err(|_| CryptoError::Malformed("a P-256 private key is 32 bytes"))?,
+        );
+        let mut d =
+            Option::<p256::NonZeroScalar>::from(p256::NonZeroScalar::from_repr((*bytes).into()))
+                .ok_or(CryptoError::Malformed("not a valid P-256 private key"))?;
+        let signed = d.try_sign_prehashed_rfc6979::<sha2::Sha256>(&(*digest).into(), &[]);
+        d.zeroize();
+        let (sig, _) = signed.map_err(|_| CryptoError::Malformed("signing failed"))?;
+        let der: DerSignature = sig.normalize_s().unwrap_or(sig).to_der();
+        Ok(der.as_bytes().to_vec())
+    }
+
     pub(crate) fn inner(&self) -> &SigningKey {
         &self.0
     }
@@ -205,6 +227,22 @@ mod tests {
             sig,
             "RFC 6979 signatures are deterministic"
         );
+    }
+
+    #[test]
+    fn signing_with_the_bare_scalar_gives_the_same_signature() {
+        for i in 0..20u32 {
+            let key = PrivateKey::generate();
+            let digest = crate::sha256(format!("message {i}").as_bytes());
+            let bare = PrivateKey::sign_digest_with_secret(&key.to_secret_bytes(), &digest)
+                .expect("a valid scalar signs");
+            assert_eq!(bare, key.sign_digest(&digest));
+            assert_eq!(key.public_key().verify_digest(&digest, &bare), Ok(()));
+        }
+        let digest = crate::sha256(b"x");
+        assert!(PrivateKey::sign_digest_with_secret(&[1u8; 31], &digest).is_err());
+        assert!(PrivateKey::sign_digest_with_secret(&[0u8; 32], &digest).is_err());
+        assert!(PrivateKey::sign_digest_with_secret(&[0xffu8; 32], &digest).is_err());
     }
 
     #[test]

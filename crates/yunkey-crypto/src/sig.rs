@@ -268,6 +268,20 @@ impl SigningKey {
         }
     }
 
+    /// Signs a digest with the key of `algorithm` whose scalar is `secret`, the way
+    /// `from_secret_bytes(..)?.sign_digest(..)` does, but for P-256 without deriving the
+    /// public key first ([`ecdsa::PrivateKey::sign_digest_with_secret`]); the same signature.
+    pub fn sign_digest_with_secret(
+        algorithm: Algorithm,
+        secret: &[u8],
+        digest: &Digest,
+    ) -> Result<Vec<u8>, CryptoError> {
+        match algorithm {
+            Algorithm::EcdsaP256 => ecdsa::PrivateKey::sign_digest_with_secret(secret, digest),
+            Algorithm::Sm2 => Ok(Self::from_secret_bytes(algorithm, secret)?.sign_digest(digest)),
+        }
+    }
+
     /// Signs `message`; returns a DER signature.
     pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
         match self {

@@ -900,6 +900,10 @@ pub struct BenchArgs {
     /// measured for the same algorithm).
     #[arg(long, value_enum, default_value_t = KeyAlgorithm::P256)]
     pub algorithm: KeyAlgorithm,
+    /// The cluster's replicas per key (its `--replicas`), for the enrolment crypto ceiling:
+    /// one key generated, R imports, one certificate signature.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
 }
 
 #[derive(Debug, Subcommand)]
