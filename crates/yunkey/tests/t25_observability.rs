@@ -74,3 +74,52 @@ async fn metrics_and_reflection() {
         );
     }
 }
+
+/// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring
+/// reference, the enrolment ceiling) and the fractions that performance.md quotes.
+#[test]
+fn bench_reports_rates_beside_its_ceilings() {
+    let dev = Dev::start();
+    let out = dev.cli(&[
+        "--json",
+        "bench",
+        "--users",
+        "3",
+        "--concurrency",
+        "1,2",
+        "--seconds",
+        "1",
+        "--connections",
+        "1",
+    ]);
+    let v = common::json(&out);
+    let num = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("bench --json has no number {k}: {v}"))
+    };
+    for k in [
+        "crypto_ceiling_per_second",
+        "ring_ceiling_per_second",
+        "enrolment_ceiling_per_second",
+        "enrollments_per_second",
+        "best_signatures_per_second",
+    ] {
+        assert!(num(k) > 0.0, "{k} must be positive: {v}");
+    }
+    let levels = v["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 2, "one entry per concurrency level: {v}");
+    for level in levels {
+        assert_eq!(level["errors"], 0, "no failed signature: {level}");
+        assert!(level["signatures_per_second"].as_f64().unwrap() > 0.0);
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(
+        num("best_fraction_of_ring_ceiling"),
+        num("best_signatures_per_second") / num("ring_ceiling_per_second")
+    ));
+    assert!(close(
+        num("enrolment_fraction_of_ceiling"),
+        num("enrollments_per_second") / num("enrolment_ceiling_per_second")
+    ));
+    assert_eq!(v["replicas"], 2);
+}
