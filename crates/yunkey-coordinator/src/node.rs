@@ -96,6 +96,7 @@ impl Node {
         });
         let opened = crate::raft::open(
             opts.node_id,
+            opts.data_dir.join("raft-log"),
             db,
             opts.data_dir.join("snapshots"),
             connect,

@@ -94,10 +94,11 @@ pub struct OpenedRaft {
     pub server: yunkey_raft::RaftGrpcServer<TypeConfig>,
 }
 
-/// Opens this node's Raft on `db`, with snapshot files in `snapshot_dir`. `connect` gives a
-/// channel to a peer (TLS, node identity).
+/// Opens this node's Raft: the log in `log_dir`, the state machine in `db`, snapshot files in
+/// `snapshot_dir`. `connect` gives a channel to a peer (TLS, node identity).
 pub async fn open(
     node_id: u64,
+    log_dir: PathBuf,
     db: Db,
     snapshot_dir: PathBuf,
     connect: yunkey_raft::Connector,
@@ -106,7 +107,7 @@ pub async fn open(
 ) -> Result<OpenedRaft> {
     let storage =
         |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
-    let log = yunkey_raft::LogStore::<TypeConfig>::open(db.clone()).map_err(storage)?;
+    let log = yunkey_raft::LogStore::<TypeConfig>::open(&log_dir, &db).map_err(storage)?;
     let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, snapshot_dir, App)
         .map_err(storage)?;
     let view = StateView::new(sm.state());

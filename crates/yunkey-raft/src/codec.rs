@@ -13,11 +13,6 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Er
     bincode::deserialize(bytes)
 }
 
-/// Big-endian key of a log index, so that key order is index order.
-pub(crate) fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
 /// Runs a blocking closure (a flush) off the async runtime.
 pub(crate) async fn blocking<T, F>(f: F) -> std::io::Result<T>
 where

@@ -3,10 +3,10 @@
 //! What this crate is for:
 //!
 //! - **Log storage**: [`LogStore`] keeps the Raft log, the vote, the committed log id and the
-//!   last purged log id in a [`yunkey_store::Db`], flushing at every point Raft requires
-//!   durability.
+//!   last purged log id in a [`yunkey_store::Wal`] (an append-only segmented log, one
+//!   `fdatasync` per group commit), syncing at every point Raft requires durability.
 //! - **State-machine storage**: [`StateMachineStore`] runs the application's deterministic
-//!   [`Apply`] implementation and stores its state in the `sm` tree of the same database, with the
+//!   [`Apply`] implementation and stores its state in the `sm` tree of a [`yunkey_store::Db`], with the
 //!   last applied log id written in the same atomic batch as each entry's writes. Its snapshots
 //!   are files in a snapshot directory ([`SnapshotFile`]): a versioned, checksummed stream of
 //!   the `sm` tree's records, built and installed in bounded memory whatever the state's size.
@@ -44,6 +44,7 @@ mod error;
 mod leader_call;
 mod learner;
 mod legacy;
+mod log_migrate;
 mod log_store;
 mod network;
 mod network_client;

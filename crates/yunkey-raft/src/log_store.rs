@@ -1,4 +1,4 @@
-//! [`LogStore`]: the Raft log, vote and log pointers on yunkey-store.
+//! [`LogStore`]: the Raft log, vote and log pointers in a [`Wal`].
 
 // openraft's `StorageError` is large, but it is the error type of the storage traits, so our
 // helpers and constructors return it as is.
@@ -7,39 +7,37 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use yunkey_store::{Batch, Db, Tree};
+use yunkey_store::{Db, Wal};
 
-use crate::codec::{any, blocking, decode, encode, index_key, io_err};
+use crate::codec::{any, blocking, decode, encode, io_err};
 use crate::TypeConfig;
 
-/// Tree holding the log: key = big-endian `u64` index, value = bincode [`openraft::Entry`].
-const LOG_TREE: &str = "raft_log";
-/// Tree holding the vote and the log pointers.
-const META_TREE: &str = "raft_meta";
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Named values kept beside the entries (bincode, as they were in the `raft_meta` tree).
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 type SResult<T> = Result<T, StorageError<u64>>;
 
-/// Raft log storage (openraft's [`RaftLogStorage`] and [`RaftLogReader`]) on a [`Db`].
+/// Raft log storage (openraft's [`RaftLogStorage`] and [`RaftLogReader`]) in a [`Wal`]: entries
+/// are bincode [`openraft::Entry`] values under their index; the vote, the committed log id and
+/// the last purged log id are the log's named values.
 ///
-/// Cloning gives another handle on the same trees (that is what the log reader is).
+/// Cloning gives another handle on the same log (that is what the log reader is).
 pub struct LogStore<C: TypeConfig> {
-    db: Db,
-    log: Tree,
-    meta: Tree,
+    wal: Wal,
     flusher: std::sync::Arc<Flusher<C>>,
     _c: PhantomData<fn() -> C>,
 }
 
 /// The group-commit thread and its queue. Dropping the last handle stops the thread and
-/// waits for it, so the database is released when the store is.
+/// waits for it, so the log is released when the store is.
 struct Flusher<C: TypeConfig> {
     tx: Option<std::sync::mpsc::Sender<LogFlushed<C>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -54,10 +52,10 @@ impl<C: TypeConfig> Drop for Flusher<C> {
     }
 }
 
-/// Group commit: one thread flushes the database for every append queued since its last
-/// flush, then reports all of them durable at once. Appends therefore never wait for each
-/// other's flush, and one flush (the expensive part) covers many entries under load.
-fn spawn_flusher<C: TypeConfig>(db: Db) -> std::sync::Arc<Flusher<C>> {
+/// Group commit: one thread syncs the log for every append queued since its last sync, then
+/// reports all of them durable at once. Appends therefore never wait for each other's sync,
+/// and one `fdatasync` (the expensive part) covers many entries under load.
+fn spawn_flusher<C: TypeConfig>(wal: Wal) -> std::sync::Arc<Flusher<C>> {
     let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<C>>();
     let thread = std::thread::Builder::new()
         .name("raft-log-flush".into())
@@ -66,8 +64,8 @@ fn spawn_flusher<C: TypeConfig>(db: Db) -> std::sync::Arc<Flusher<C>> {
                 let mut waiting = vec![first];
                 waiting.extend(rx.try_iter());
                 // Durability: every entry whose callback is in `waiting` was written before
-                // its callback was queued, so this flush covers it; only then is it reported.
-                let result = db.flush().map_err(|e| e.to_string());
+                // its callback was queued, so this sync covers it; only then is it reported.
+                let result = wal.sync().map_err(|e| e.to_string());
                 for callback in waiting {
                     callback.log_io_completed(result.clone().map_err(io_err));
                 }
@@ -83,9 +81,7 @@ fn spawn_flusher<C: TypeConfig>(db: Db) -> std::sync::Arc<Flusher<C>> {
 impl<C: TypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
-            db: self.db.clone(),
-            log: self.log.clone(),
-            meta: self.meta.clone(),
+            wal: self.wal.clone(),
             flusher: self.flusher.clone(),
             _c: PhantomData,
         }
@@ -99,41 +95,30 @@ impl<C: TypeConfig> Debug for LogStore<C> {
 }
 
 impl<C: TypeConfig> LogStore<C> {
-    /// Opens the log store in `db` (trees `raft_log` and `raft_meta`).
+    /// Opens the log in the directory `dir` (created if missing).
     ///
-    /// Removes entries left at or below the last purged log id by a purge interrupted by a crash.
-    pub fn open(db: Db) -> SResult<Self> {
-        let log = db
-            .tree(LOG_TREE)
-            .map_err(|e| StorageIOError::read_logs(any(e)))?;
-        let meta = db
-            .tree(META_TREE)
-            .map_err(|e| StorageIOError::read_logs(any(e)))?;
-        let store = Self {
-            flusher: spawn_flusher::<C>(db.clone()),
-            db,
-            log,
-            meta,
+    /// `legacy` is the node's database: a log written there by an older yunkey (trees
+    /// `raft_log` and `raft_meta`) is moved into `dir` first, once (see `log_migrate.rs`).
+    pub fn open(dir: &Path, legacy: &Db) -> SResult<Self> {
+        crate::log_migrate::migrate(legacy, dir).map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let wal = Wal::open(dir).map_err(|e| StorageIOError::read_logs(any(e)))?;
+        Ok(Self {
+            flusher: spawn_flusher::<C>(wal.clone()),
+            wal,
             _c: PhantomData,
-        };
-        if let Some(purged) = store.read_meta::<LogId<u64>>(KEY_LAST_PURGED)? {
-            store
-                .remove_range(0, Some(purged.index + 1))
-                .map_err(StorageIOError::write_logs)?;
-        }
-        Ok(store)
+        })
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> SResult<Option<T>> {
         let raw = self
-            .meta
-            .get(key)
+            .wal
+            .meta(key)
             .map_err(|e| StorageIOError::read(any(e)))?;
         match raw {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).map_err(|e| {
                 StorageIOError::read(any(format!(
-                    "corrupt raft_meta value under {}: {e}",
+                    "corrupt Raft log value under {}: {e}",
                     String::from_utf8_lossy(key)
                 )))
                 .into()
@@ -143,39 +128,19 @@ impl<C: TypeConfig> LogStore<C> {
 
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), openraft::AnyError> {
         let bytes = encode(value).map_err(any)?;
-        self.meta.insert(key, &bytes).map_err(any)
+        self.wal.set_meta(key, &bytes).map_err(any)
     }
 
-    /// Removes log entries with `from <= index < to` (or to the end) in one batch.
-    fn remove_range(&self, from: u64, to: Option<u64>) -> Result<(), openraft::AnyError> {
-        let to_key = to.map(index_key);
-        let mut batch = Batch::new();
-        for kv in self
-            .log
-            .range(&index_key(from), to_key.as_ref().map(|k| &k[..]))
-        {
-            let (k, _) = kv.map_err(any)?;
-            batch.remove(k);
-        }
-        if !batch.is_empty() {
-            self.log.apply(batch).map_err(any)?;
-        }
-        Ok(())
-    }
-
-    fn decode_entry(key: &[u8], value: &[u8]) -> SResult<C::Entry> {
+    fn decode_entry(index: u64, value: &[u8]) -> SResult<C::Entry> {
         decode::<C::Entry>(value).map_err(|e| {
-            let index = <[u8; 8]>::try_from(key)
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
             StorageIOError::read_log_at_index(index, any(format!("corrupt log entry: {e}"))).into()
         })
     }
 
-    /// Flushes the database off the async runtime.
-    async fn flush(&self) -> std::io::Result<()> {
-        let db = self.db.clone();
-        blocking(move || db.flush().map_err(io_err)).await
+    /// Syncs the log off the async runtime.
+    async fn sync(&self) -> std::io::Result<()> {
+        let wal = self.wal.clone();
+        blocking(move || wal.sync().map_err(io_err)).await
     }
 }
 
@@ -197,16 +162,14 @@ impl<C: TypeConfig> RaftLogReader<C> for LogStore<C> {
         if matches!(end, Some(e) if e <= start) {
             return Ok(Vec::new());
         }
-        let end_key = end.map(index_key);
-        let mut out = Vec::new();
-        for kv in self
-            .log
-            .range(&index_key(start), end_key.as_ref().map(|k| &k[..]))
-        {
-            let (k, v) = kv.map_err(|e| StorageIOError::read_logs(any(e)))?;
-            out.push(Self::decode_entry(&k, &v)?);
-        }
-        Ok(out)
+        let found = self
+            .wal
+            .range(start, end)
+            .map_err(|e| StorageIOError::read_logs(any(e)))?;
+        found
+            .iter()
+            .map(|(index, bytes)| Self::decode_entry(*index, bytes))
+            .collect()
     }
 }
 
@@ -215,12 +178,20 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn get_log_state(&mut self) -> SResult<LogState<C>> {
         let last_purged_log_id = self.read_meta::<LogId<u64>>(KEY_LAST_PURGED)?;
-        let last = self
-            .log
-            .last()
+        let bounds = self
+            .wal
+            .bounds()
             .map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let last = match bounds {
+            Some((_, last)) => self
+                .wal
+                .range(last, Some(last + 1))
+                .map_err(|e| StorageIOError::read_logs(any(e)))?
+                .pop(),
+            None => None,
+        };
         let last_log_id = match last {
-            Some((k, v)) => Some(Self::decode_entry(&k, &v)?.log_id),
+            Some((index, bytes)) => Some(Self::decode_entry(index, &bytes)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -236,9 +207,9 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> SResult<()> {
         self.write_meta(KEY_VOTE, vote)
             .map_err(StorageIOError::write_vote)?;
-        // Durability: the vote is flushed before save_vote returns (a node must never vote twice
+        // Durability: the vote is synced before save_vote returns (a node must never vote twice
         // in one term, even across a crash).
-        self.flush()
+        self.sync()
             .await
             .map_err(|e| StorageIOError::write_vote(any(e)))?;
         Ok(())
@@ -250,7 +221,7 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> SResult<()> {
         // Not flushed on its own: a lost committed pointer is only an optimization lost (Raft
-        // re-learns it); the next append or vote flush persists it anyway.
+        // re-learns it); the next append or vote sync persists it anyway.
         self.write_meta(KEY_COMMITTED, &committed)
             .map_err(StorageIOError::write)?;
         Ok(())
@@ -267,20 +238,18 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = C::Entry> + Send,
         I::IntoIter: Send,
     {
-        // All entries of one call go into one batch and one flush.
-        let mut batch = Batch::new();
+        // All entries of one call go into one write and one sync.
+        let mut encoded = Vec::new();
         for entry in entries {
             let bytes = encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, any(e)))?;
-            batch.insert(index_key(entry.log_id.index), bytes);
+            encoded.push((entry.log_id.index, bytes));
         }
-        if !batch.is_empty() {
-            self.log
-                .apply(batch)
-                .map_err(|e| StorageIOError::write_logs(any(e)))?;
-        }
+        self.wal
+            .append(encoded)
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         // Durability: the LogFlushed callback is called by the flusher thread only after a
-        // flush that started after these entries were written (see `spawn_flusher`).
+        // sync that started after these entries were written (see `spawn_flusher`).
         self.flusher
             .tx
             .as_ref()
@@ -291,24 +260,26 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> SResult<()> {
-        self.remove_range(log_id.index, None)
-            .map_err(StorageIOError::write_logs)?;
-        // Durability: truncation is flushed, so conflicting entries cannot reappear after a crash.
-        self.flush()
+        self.wal
+            .truncate_from(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        // Durability: truncation is synced, so conflicting entries cannot reappear after a crash.
+        self.sync()
             .await
             .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> SResult<()> {
-        // The pointer is written first: if we crash before the entries are gone, `open` removes
-        // the leftovers, and the log state never shows a hole.
+        // The pointer and the purge are records of the same log, replayed in this order, so the
+        // log state never shows a hole.
         self.write_meta(KEY_LAST_PURGED, &log_id)
             .map_err(StorageIOError::write_logs)?;
-        self.remove_range(0, Some(log_id.index + 1))
-            .map_err(StorageIOError::write_logs)?;
-        // Durability: purge is flushed.
-        self.flush()
+        self.wal
+            .purge_to(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        // Durability: purge is synced (and only then are whole old segments deleted).
+        self.sync()
             .await
             .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())

@@ -20,7 +20,8 @@ impl StoreBuilder<Tc, LogStore<Tc>, Sm, TempDir> for SledBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open_sled(dir.path().join("db")).expect("open sled");
         let sm = StateMachineStore::open(db.clone(), dir.path().join("snapshots"), Kv)?;
-        Ok((dir, LogStore::open(db.clone())?, sm))
+        let log = LogStore::open(&dir.path().join("raft-log"), &db)?;
+        Ok((dir, log, sm))
     }
 }
 
@@ -30,8 +31,9 @@ impl StoreBuilder<Tc, LogStore<Tc>, Sm, TempDir> for MemBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore<Tc>, Sm), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::memory();
-        let sm = StateMachineStore::open(db.clone(), dir.path(), Kv)?;
-        Ok((dir, LogStore::open(db.clone())?, sm))
+        let sm = StateMachineStore::open(db.clone(), dir.path().join("snapshots"), Kv)?;
+        let log = LogStore::open(&dir.path().join("raft-log"), &db)?;
+        Ok((dir, log, sm))
     }
 }
 
@@ -62,7 +64,7 @@ async fn state_vote_and_log_survive_restart() {
     ];
     {
         let db = Db::open_sled(dir.path().join("db")).unwrap();
-        let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
+        let mut log = LogStore::<Tc>::open(&dir.path().join("raft-log"), &db).unwrap();
         let mut sm = Sm::open(db, dir.path().join("snapshots"), Kv).unwrap();
         log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
@@ -77,7 +79,7 @@ async fn state_vote_and_log_survive_restart() {
         assert_eq!(snap.meta.last_log_id, Some(log_id(2, 1, 3)));
     }
     let db = Db::open_sled(dir.path().join("db")).unwrap();
-    let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
+    let mut log = LogStore::<Tc>::open(&dir.path().join("raft-log"), &db).unwrap();
     let mut sm = Sm::open(db, dir.path().join("snapshots"), Kv).unwrap();
     assert_eq!(
         log.read_vote().await.unwrap(),
@@ -100,17 +102,17 @@ async fn state_vote_and_log_survive_restart() {
 
 #[tokio::test]
 async fn corrupt_values_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
     let db = Db::memory();
-    let mut log = LogStore::<Tc>::open(db.clone()).unwrap();
-    db.tree("raft_meta")
-        .unwrap()
-        .insert(b"vote", b"\xff")
-        .unwrap();
+    {
+        // Written past the log store, as a bad disk or a bug would leave them.
+        let wal = yunkey_store::Wal::open(dir.path().join("raft-log")).unwrap();
+        wal.set_meta(b"vote", b"\xff").unwrap();
+        wal.append([(5, b"garbage".to_vec())]).unwrap();
+        wal.sync().unwrap();
+    }
+    let mut log = LogStore::<Tc>::open(&dir.path().join("raft-log"), &db).unwrap();
     assert!(log.read_vote().await.is_err());
-    db.tree("raft_log")
-        .unwrap()
-        .insert(&5u64.to_be_bytes(), b"garbage")
-        .unwrap();
     assert!(log.get_log_state().await.is_err());
     let snaps = tempfile::tempdir().unwrap();
     let mut sm = Sm::open(db.clone(), snaps.path(), Kv).unwrap();

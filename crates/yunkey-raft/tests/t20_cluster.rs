@@ -67,7 +67,7 @@ fn connector() -> Connector {
 async fn start(id: u64) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open_sled(dir.path().join("db")).unwrap();
-    let log = LogStore::<Tc>::open(db.clone()).unwrap();
+    let log = LogStore::<Tc>::open(&dir.path().join("raft-log"), &db).unwrap();
     let sm = StateMachineStore::open(db, dir.path().join("snapshots"), Kv).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -83,8 +83,8 @@ async fn stopped_raft_is_remote_error_and_garbage_is_invalid_argument() {
         2,
         config,
         net,
-        LogStore::<Tc>::open(db.clone()).unwrap(),
-        StateMachineStore::open(db, snaps.path(), Kv).unwrap(),
+        LogStore::<Tc>::open(&snaps.path().join("raft-log"), &db).unwrap(),
+        StateMachineStore::open(db, snaps.path().join("snapshots"), Kv).unwrap(),
     )
     .await
     .unwrap();

@@ -11,6 +11,9 @@
 //! page cache). Callers flush before they acknowledge (see the comments at each flush in the
 //! Raft store and the chip).
 //!
+//! Logs are not key-value data: [`Wal`] is an append-only segmented log of numbered entries
+//! (the Raft log), with one `fdatasync` per group commit and the same durability contract.
+//!
 //! It also holds the one helper for state files outside a database, [`write_file_atomic`].
 //!
 //! This crate depends on storage engines only; it knows nothing of Raft, chips or users.
@@ -19,11 +22,13 @@ mod error;
 mod file;
 mod memory;
 mod sled_engine;
+mod wal;
 
 pub mod conformance;
 
 pub use error::StoreError;
 pub use file::write_file_atomic;
+pub use wal::{Wal, WalOptions, DEFAULT_SEGMENT_BYTES, WAL_FORMAT_VERSION};
 
 use std::path::Path;
 use std::sync::Arc;

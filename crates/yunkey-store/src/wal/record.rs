@@ -1,0 +1,218 @@
+//! The write-ahead log's on-disk format.
+//!
+//! A segment file is a header, [`MAGIC`] then [`FORMAT_VERSION`] (little-endian `u16`), then
+//! records. A record is framed as `len: u32 LE | crc32(body): u32 LE | body`, and the body is a
+//! kind byte then its fields (integers little-endian):
+//!
+//! | kind | record | fields |
+//! |---|---|---|
+//! | 1 | entry | `index: u64`, then the entry's bytes |
+//! | 2 | truncate | `from: u64` (entries at or above it are gone) |
+//! | 3 | purge | `upto: u64` (entries at or below it are gone) |
+//! | 4 | meta | `key_len: u16`, key, value |
+//!
+//! A frame that does not fit, has length 0 or fails its checksum ends the readable log: at the
+//! tail of the newest segment that is a write torn by a crash; anywhere else it is corruption.
+
+/// First bytes of every segment file.
+pub(crate) const MAGIC: &[u8; 6] = b"YKWAL\0";
+/// The segment format this code writes and reads. A newer one is refused, not guessed at.
+pub const FORMAT_VERSION: u16 = 1;
+/// Length of the segment header.
+pub(crate) const HEADER_LEN: u64 = 8;
+/// Largest record body accepted, written or read (a longer length on disk is a torn frame).
+pub(crate) const MAX_BODY: usize = 64 << 20;
+/// Frame bytes before the body.
+const FRAME_LEN: usize = 8;
+/// Where an entry's bytes start, from the start of its frame.
+pub(crate) const ENTRY_DATA_AT: u64 = (FRAME_LEN + 1 + 8) as u64;
+
+const KIND_ENTRY: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+const KIND_PURGE: u8 = 3;
+const KIND_META: u8 = 4;
+
+/// One record, borrowing its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record<'a> {
+    Entry { index: u64, data: &'a [u8] },
+    Truncate { from: u64 },
+    Purge { upto: u64 },
+    Meta { key: &'a [u8], value: &'a [u8] },
+}
+
+/// The segment header.
+pub(crate) fn header() -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..6].copy_from_slice(MAGIC);
+    h[6..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Checks a segment header; the error says what is wrong.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < HEADER_LEN as usize || &bytes[..6] != MAGIC {
+        return Err("not a yunkey log segment (bad magic)".into());
+    }
+    let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "log segment format {version}, this build reads format {FORMAT_VERSION}: \
+             run the yunkey version that wrote it"
+        ));
+    }
+    Ok(())
+}
+
+/// Appends `record`, framed, to `out`. Fails only for a body over [`MAX_BODY`].
+pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_LEN]);
+    match record {
+        Record::Entry { index, data } => {
+            out.push(KIND_ENTRY);
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        Record::Truncate { from } => {
+            out.push(KIND_TRUNCATE);
+            out.extend_from_slice(&from.to_le_bytes());
+        }
+        Record::Purge { upto } => {
+            out.push(KIND_PURGE);
+            out.extend_from_slice(&upto.to_le_bytes());
+        }
+        Record::Meta { key, value } => {
+            let key_len = u16::try_from(key.len())
+                .map_err(|_| format!("meta key of {} bytes (at most 65535)", key.len()))?;
+            out.push(KIND_META);
+            out.extend_from_slice(&key_len.to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(value);
+        }
+    }
+    let body_len = out.len() - start - FRAME_LEN;
+    if body_len > MAX_BODY {
+        out.truncate(start);
+        return Err(format!(
+            "record of {body_len} bytes; the log takes at most {MAX_BODY}"
+        ));
+    }
+    let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Reads the record at the start of `buf`: `Ok(None)` at a clean end (no bytes left),
+/// `Ok(Some((record, frame length)))`, or `Err` naming why the frame is not a whole record.
+pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, String> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf.len() < FRAME_LEN {
+        return Err(format!("{} stray bytes", buf.len()));
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_BODY || buf.len() - FRAME_LEN < len {
+        return Err(format!("frame of length {len} does not fit"));
+    }
+    let body = &buf[FRAME_LEN..FRAME_LEN + len];
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let u64_at = |at: usize| -> Result<u64, String> {
+        body.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| "record too short".to_string())
+    };
+    let record = match body[0] {
+        KIND_ENTRY => Record::Entry {
+            index: u64_at(1)?,
+            data: &body[9..],
+        },
+        KIND_TRUNCATE => Record::Truncate { from: u64_at(1)? },
+        KIND_PURGE => Record::Purge { upto: u64_at(1)? },
+        KIND_META => {
+            let key_len = body
+                .get(1..3)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+                .ok_or("record too short")?;
+            let key = body.get(3..3 + key_len).ok_or("record too short")?;
+            Record::Meta {
+                key,
+                value: &body[3 + key_len..],
+            }
+        }
+        other => return Err(format!("unknown record kind {other}")),
+    };
+    Ok(Some((record, FRAME_LEN + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_entries_start_where_said() {
+        let records = [
+            Record::Entry {
+                index: 7,
+                data: b"seven",
+            },
+            Record::Entry {
+                index: 8,
+                data: b"",
+            },
+            Record::Truncate { from: 8 },
+            Record::Purge { upto: 3 },
+            Record::Meta {
+                key: b"vote",
+                value: b"\x01\x02",
+            },
+        ];
+        let mut buf = Vec::new();
+        for r in &records {
+            encode(r, &mut buf).unwrap();
+        }
+        let data_at = ENTRY_DATA_AT as usize;
+        assert_eq!(&buf[data_at..data_at + 5], b"seven");
+        let mut pos = 0;
+        for expected in &records {
+            let (got, n) = decode(&buf[pos..]).unwrap().unwrap();
+            assert_eq!(&got, expected);
+            pos += n;
+        }
+        assert_eq!(decode(&buf[pos..]), Ok(None));
+    }
+
+    #[test]
+    fn torn_and_corrupt_frames_are_errors() {
+        let mut buf = Vec::new();
+        encode(
+            &Record::Entry {
+                index: 1,
+                data: b"payload",
+            },
+            &mut buf,
+        )
+        .unwrap();
+        for cut in 1..buf.len() {
+            assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = buf.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(decode(&flipped).unwrap_err(), "checksum mismatch");
+        assert!(decode(&[0u8; 16]).is_err(), "zeros are not a record");
+    }
+
+    #[test]
+    fn headers_name_their_version() {
+        assert!(check_header(&header()).is_ok());
+        let mut newer = header();
+        newer[6] = 2;
+        assert!(check_header(&newer).unwrap_err().contains("format 2"));
+        assert!(check_header(b"garbage!").is_err());
+    }
+}
