@@ -14,6 +14,16 @@ pub enum StoreError {
         /// The database directory.
         path: String,
     },
+    /// A value too large for the store to take (nothing was written).
+    #[error("{what} of {bytes} bytes is too large: at most {max}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The most the store takes.
+        max: usize,
+    },
     /// A stored value could not be decoded.
     #[error("stored value under {key} is corrupt: {reason}")]
     Corrupt {

@@ -169,22 +169,17 @@ impl Wal {
     /// log appends at the end and truncates before it overwrites, but the log does not insist:
     /// openraft's storage suite writes out of order, and below the purge point.
     pub fn append(&self, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<()> {
-        let mut st = self.state()?;
         let mut buf = Vec::new();
         let mut locs = Vec::new();
         for (index, data) in entries {
             let at = buf.len() as u64;
-            record::encode(&Record::Entry { index, data: &data }, &mut buf).map_err(|reason| {
-                StoreError::Corrupt {
-                    key: format!("log entry {index}"),
-                    reason,
-                }
-            })?;
+            record::encode(&Record::Entry { index, data: &data }, &mut buf)?;
             locs.push((index, at + record::ENTRY_DATA_AT, data.len()));
         }
         if locs.is_empty() {
             return Ok(());
         }
+        let mut st = self.state()?;
         let (seq, base) = self.write(&mut st, &buf)?;
         for (index, offset, len) in locs {
             st.entries.insert(
@@ -361,10 +356,7 @@ impl Wal {
 
     fn write_record(&self, st: &mut State, r: &Record<'_>) -> Result<()> {
         let mut buf = Vec::new();
-        record::encode(r, &mut buf).map_err(|reason| StoreError::Corrupt {
-            key: "log record".into(),
-            reason,
-        })?;
+        record::encode(r, &mut buf)?;
         self.write(st, &buf).map(|_| ())
     }
 

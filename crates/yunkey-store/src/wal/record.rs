@@ -14,6 +14,8 @@
 //! A frame that does not fit, has length 0 or fails its checksum ends the readable log: at the
 //! tail of the newest segment that is a write torn by a crash; anywhere else it is corruption.
 
+use crate::StoreError;
+
 /// First bytes of every segment file.
 pub(crate) const MAGIC: &[u8; 6] = b"YKWAL\0";
 /// The segment format this code writes and reads. A newer one is refused, not guessed at.
@@ -64,8 +66,9 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends `record`, framed, to `out`. Fails only for a body over [`MAX_BODY`].
-pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+/// Appends `record`, framed, to `out`. Fails only for a body over [`MAX_BODY`] (or a meta key
+/// over 65,535 bytes), and then `out` is unchanged.
+pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     match record {
@@ -83,8 +86,14 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), Strin
             out.extend_from_slice(&upto.to_le_bytes());
         }
         Record::Meta { key, value } => {
-            let key_len = u16::try_from(key.len())
-                .map_err(|_| format!("meta key of {} bytes (at most 65535)", key.len()))?;
+            let key_len = u16::try_from(key.len()).map_err(|_| {
+                out.truncate(start);
+                StoreError::TooLarge {
+                    what: "log meta key",
+                    bytes: key.len(),
+                    max: u16::MAX as usize,
+                }
+            })?;
             out.push(KIND_META);
             out.extend_from_slice(&key_len.to_le_bytes());
             out.extend_from_slice(key);
@@ -94,9 +103,11 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), Strin
     let body_len = out.len() - start - FRAME_LEN;
     if body_len > MAX_BODY {
         out.truncate(start);
-        return Err(format!(
-            "record of {body_len} bytes; the log takes at most {MAX_BODY}"
-        ));
+        return Err(StoreError::TooLarge {
+            what: "log record",
+            bytes: body_len,
+            max: MAX_BODY,
+        });
     }
     let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
     out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());

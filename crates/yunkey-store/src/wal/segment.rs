@@ -53,10 +53,7 @@ pub(crate) fn create(dir: &Path, seq: u64, records: &[Record<'_>]) -> Result<Seg
     let tmp = final_path.with_extension("wal.tmp");
     let mut bytes = record::header().to_vec();
     for r in records {
-        record::encode(r, &mut bytes).map_err(|reason| StoreError::Corrupt {
-            key: final_path.display().to_string(),
-            reason,
-        })?;
+        record::encode(r, &mut bytes)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .read(true)

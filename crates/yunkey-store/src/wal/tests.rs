@@ -246,3 +246,14 @@ fn concurrent_appends_and_syncs_lose_nothing() {
         (1..=200).map(entry).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn an_entry_too_large_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path()).unwrap();
+    let err = wal
+        .append([entry(1), (2, vec![0u8; record::MAX_BODY + 1])])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    assert_eq!(wal.bounds().unwrap(), None);
+}
