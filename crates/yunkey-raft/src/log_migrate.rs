@@ -89,9 +89,7 @@ fn copy(log: &Tree, meta: &Tree, dir: &Path) -> Result<(), StoreError> {
     drop(wal);
     std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(parent, e))?;
+        yunkey_store::sync_dir(parent).map_err(|e| io(parent, e))?;
     }
     Ok(())
 }

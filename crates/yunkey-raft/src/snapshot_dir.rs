@@ -129,8 +129,7 @@ impl SnapshotDir {
 
     /// fsyncs the directory (its entries: creations, renames, deletions).
     pub(crate) fn sync(&self) -> io::Result<()> {
-        std::fs::File::open(&self.path)
-            .and_then(|d| d.sync_all())
+        yunkey_store::sync_dir(&self.path)
             .map_err(|e| io_context(e, format!("cannot fsync {}", self.path.display())))
     }
 

@@ -1,5 +1,6 @@
 //! The one way yunkey writes a state file outside a database (a key, a certificate, an
-//! endpoint file): atomically and durably.
+//! endpoint file): atomically and durably; and the one way it makes a directory's entries
+//! durable.
 
 use std::io::Write;
 use std::path::Path;
@@ -29,9 +30,15 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result
     drop(f);
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// `fsync` of a directory, so that the names created, renamed or removed in it survive a
+/// power loss.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

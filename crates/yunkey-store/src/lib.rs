@@ -27,7 +27,7 @@ mod wal;
 pub mod conformance;
 
 pub use error::StoreError;
-pub use file::write_file_atomic;
+pub use file::{sync_dir, write_file_atomic};
 pub use wal::{Wal, WalOptions, DEFAULT_SEGMENT_BYTES, WAL_FORMAT_VERSION};
 
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! every blob file not synced yet (and `fsync` of the blob directory when one was added), so
 //! when [`crate::Db::flush`] returns, everything written before it is on stable storage.
 
-use crate::{Batch, DbEngine, Entry, Result, StoreError, TreeEngine};
+use crate::{sync_dir, Batch, DbEngine, Entry, Result, StoreError, TreeEngine};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
@@ -96,11 +96,6 @@ fn blob_names(dir: &Path) -> std::io::Result<HashSet<OsString>> {
     std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
         .collect()
-}
-
-/// `fsync` of a directory, so the entries made in it survive a power loss.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl SledDb {

@@ -136,11 +136,9 @@ pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<V
     Ok(buf)
 }
 
-/// fsyncs a directory, so that names created or removed in it are durable.
+/// [`crate::sync_dir`], with the directory named in the error.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+    crate::sync_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// An IO error on `path`.
