@@ -44,7 +44,7 @@ fn copy(log: &Tree, meta: &Tree, dir: &Path) -> Result<(), StoreError> {
     name.push(".import");
     let tmp = dir.with_file_name(name);
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     }
     let wal = Wal::open(&tmp)?;
     for key in [KEY_VOTE, KEY_COMMITTED, KEY_LAST_PURGED] {
@@ -87,15 +87,11 @@ fn copy(log: &Tree, meta: &Tree, dir: &Path) -> Result<(), StoreError> {
     wal.append(chunk)?;
     wal.sync()?;
     drop(wal);
-    std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+    std::fs::rename(&tmp, dir).map_err(|e| StoreError::io(dir, e))?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        yunkey_store::sync_dir(parent).map_err(|e| io(parent, e))?;
+        yunkey_store::sync_dir(parent).map_err(|e| StoreError::io(parent, e))?;
     }
     Ok(())
-}
-
-fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Engine(format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

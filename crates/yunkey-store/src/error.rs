@@ -34,6 +34,13 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// An IO error on `path`, naming the path.
+    pub fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        StoreError::Engine(format!("{}: {e}", path.display()))
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Engine(e.to_string())

@@ -104,7 +104,7 @@ impl Wal {
     pub fn open_with(dir: impl AsRef<Path>, options: WalOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| segment::io(&dir, e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 segment::sync_dir(parent)?;
             }
@@ -115,12 +115,12 @@ impl Wal {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| segment::io(&lock_path, e))?;
+            .map_err(|e| StoreError::io(&lock_path, e))?;
         lock.try_lock().map_err(|e| match e {
             std::fs::TryLockError::WouldBlock => StoreError::Locked {
                 path: dir.display().to_string(),
             },
-            std::fs::TryLockError::Error(e) => segment::io(&lock_path, e),
+            std::fs::TryLockError::Error(e) => StoreError::io(&lock_path, e),
         })?;
         let mut state = State {
             segments: Vec::new(),
@@ -285,7 +285,7 @@ impl Wal {
                 .max()
                 .expect("a run is not empty");
             let span = segment::read_at(file, start, (end - start) as usize)
-                .map_err(|e| segment::io(&segment::path(&self.0.dir, seq), e))?;
+                .map_err(|e| StoreError::io(&segment::path(&self.0.dir, seq), e))?;
             for (index, loc) in run {
                 let at = (loc.offset - start) as usize;
                 out.push((*index, span[at..at + loc.len].to_vec()));
@@ -349,7 +349,7 @@ impl Wal {
         }
         for seq in obsolete {
             let p = segment::path(&self.0.dir, seq);
-            std::fs::remove_file(&p).map_err(|e| segment::io(&p, e))?;
+            std::fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))?;
         }
         segment::sync_dir(&self.0.dir)
     }
@@ -395,7 +395,7 @@ impl Wal {
         current
             .file
             .sync_data()
-            .map_err(|e| segment::io(&segment::path(&self.0.dir, current.seq), e))?;
+            .map_err(|e| StoreError::io(&segment::path(&self.0.dir, current.seq), e))?;
         let seq = current.seq + 1;
         let mut restated: Vec<Record<'_>> = st
             .meta

@@ -27,12 +27,12 @@ pub(crate) fn path(dir: &Path, seq: u64) -> PathBuf {
 /// a crash while a segment was being created.
 pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, StoreError> {
     let mut seqs = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let item = item.map_err(|e| io(dir, e))?;
+    for item in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let item = item.map_err(|e| StoreError::io(dir, e))?;
         let name = item.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".wal.tmp") {
-            std::fs::remove_file(item.path()).map_err(|e| io(&item.path(), e))?;
+            std::fs::remove_file(item.path()).map_err(|e| StoreError::io(&item.path(), e))?;
         } else if let Some(hex) = name.strip_suffix(".wal") {
             let seq = u64::from_str_radix(hex, 16).map_err(|_| StoreError::Corrupt {
                 key: item.path().display().to_string(),
@@ -61,10 +61,11 @@ pub(crate) fn create(dir: &Path, seq: u64, records: &[Record<'_>]) -> Result<Seg
         .create(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    file.write_all(&bytes).map_err(|e| io(&tmp, e))?;
-    file.sync_data().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &final_path).map_err(|e| io(&final_path, e))?;
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    file.write_all(&bytes)
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    file.sync_data().map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
     sync_dir(dir)?;
     Ok(Segment {
         seq,
@@ -88,8 +89,8 @@ pub(crate) fn replay(
         .read(true)
         .write(true)
         .open(&p)
-        .map_err(|e| io(&p, e))?;
-    let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
+        .map_err(|e| StoreError::io(&p, e))?;
+    let bytes = std::fs::read(&p).map_err(|e| StoreError::io(&p, e))?;
     let corrupt = |reason: String| StoreError::Corrupt {
         key: p.display().to_string(),
         reason,
@@ -111,8 +112,9 @@ pub(crate) fn replay(
                     reason,
                     "Raft log: cutting a record torn by a crash (it was never acknowledged)"
                 );
-                file.set_len(pos as u64).map_err(|e| io(&p, e))?;
-                file.sync_all().map_err(|e| io(&p, e))?;
+                file.set_len(pos as u64)
+                    .map_err(|e| StoreError::io(&p, e))?;
+                file.sync_all().map_err(|e| StoreError::io(&p, e))?;
                 break;
             }
             Err(reason) => {
@@ -138,10 +140,5 @@ pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<V
 
 /// [`crate::sync_dir`], with the directory named in the error.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    crate::sync_dir(dir).map_err(|e| io(dir, e))
-}
-
-/// An IO error on `path`.
-pub(crate) fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Engine(format!("{}: {e}", path.display()))
+    crate::sync_dir(dir).map_err(|e| StoreError::io(dir, e))
 }
