@@ -16,7 +16,7 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use tokio::sync::Mutex;
-use yunkey_store::{Batch, Db, Tree};
+use yunkey_store::{Batch, Db, Staged, Tree};
 
 use crate::apply::Apply;
 use crate::codec::{any, decode, encode};
@@ -32,6 +32,9 @@ pub(crate) const SNAP_TREE: &str = "raft_snapshot";
 pub(crate) const KEY_APPLIED: &[u8] = b"\x00applied";
 /// Reserved `sm` key: bincode `StoredMembership` last applied.
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"\x00membership";
+/// Most entries applied to `sm` in one atomic batch: bounds the memory a long catch-up (at
+/// startup, after a snapshot) holds in staged writes.
+const MAX_ENTRIES_PER_BATCH: usize = 1024;
 
 pub(crate) type SResult<T> = Result<T, StorageError<u64>>;
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
@@ -158,20 +161,25 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
         I::IntoIter: Send,
     {
         let _g = self.inner.sm_lock.lock().await;
-        let sm = &self.inner.sm;
         let mut out = Vec::new();
-        // Not flushed here: the log is durable, so entries lost from `sm` in a crash are applied
-        // again on restart; the atomic batch keeps state and applied index consistent. Snapshots
-        // flush before logs are purged.
+        // One atomic batch per group of entries: each entry reads what the entries before it
+        // in the group wrote (`Staged`), and the group's writes, with the last entry's id as
+        // the applied index, reach `sm` together. Not flushed here: the log is durable, so
+        // entries lost from `sm` in a crash are applied again on restart; the atomic batch
+        // keeps state and applied index consistent. Snapshots flush before logs are purged.
+        let mut staged = Staged::new(&self.inner.sm);
+        let mut in_group = 0;
+        let mut last = None;
         for entry in entries {
             let log_id = entry.log_id;
+            let state = staged.tree();
             let mut batch = Batch::new();
             let resp = match entry.payload {
                 EntryPayload::Blank => C::R::default(),
                 EntryPayload::Normal(cmd) => self
                     .inner
                     .app
-                    .apply(sm, &mut batch, &cmd)
+                    .apply(state, &mut batch, &cmd)
                     .map_err(|e| StorageIOError::apply(log_id, any(e)))?,
                 EntryPayload::Membership(m) => {
                     let stored = Membership::new(Some(log_id), m);
@@ -186,9 +194,24 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
                 KEY_APPLIED,
                 encode(&log_id).map_err(|e| StorageIOError::apply(log_id, any(e)))?,
             );
-            sm.apply(batch)
+            state
+                .apply(batch)
                 .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
             out.push(resp);
+            last = Some(log_id);
+            in_group += 1;
+            if in_group == MAX_ENTRIES_PER_BATCH {
+                staged
+                    .commit()
+                    .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+                staged = Staged::new(&self.inner.sm);
+                in_group = 0;
+            }
+        }
+        if let Some(log_id) = last {
+            staged
+                .commit()
+                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
         }
         Ok(out)
     }

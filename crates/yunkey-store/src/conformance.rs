@@ -59,6 +59,12 @@ fn ranges_and_prefixes(db: &Db) {
     assert_eq!(t.last().unwrap().unwrap().0, b"v/a".to_vec());
     let all: Vec<_> = t.scan_prefix(b"").collect();
     assert_eq!(all.len(), 5);
+    assert_eq!(t.range(b"u/b", Some(b"u/b")).count(), 0, "an empty range");
+    assert_eq!(
+        t.range(b"v/a", Some(b"u/a")).count(),
+        0,
+        "a range ending before it starts"
+    );
 }
 
 fn trees_are_separate(db: &Db) {

@@ -14,6 +14,9 @@
 //! Logs are not key-value data: [`Wal`] is an append-only segmented log of numbered entries
 //! (the Raft log), with one `fdatasync` per group commit and the same durability contract.
 //!
+//! [`Staged`] layers writes over a tree and applies them as one batch: the Raft state machine
+//! applies a group of entries that way.
+//!
 //! It also holds the one helper for state files outside a database, [`write_file_atomic`].
 //!
 //! This crate depends on storage engines only; it knows nothing of Raft, chips or users.
@@ -22,12 +25,14 @@ mod error;
 mod file;
 mod memory;
 mod sled_engine;
+mod staged;
 mod wal;
 
 pub mod conformance;
 
 pub use error::StoreError;
 pub use file::{sync_dir, write_file_atomic};
+pub use staged::Staged;
 pub use wal::{Wal, WalOptions, DEFAULT_SEGMENT_BYTES, WAL_FORMAT_VERSION};
 
 use std::path::Path;
