@@ -3,7 +3,9 @@
 //! read here is trustworthy.
 
 use der::Decode;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex};
 use tonic::{Request, Status};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
@@ -67,12 +69,73 @@ impl fmt::Display for Role {
     }
 }
 
-/// The URI subject alternative names of a DER certificate.
-fn uri_sans(der: &[u8]) -> Vec<String> {
+/// What a certificate says about its holder, read once per distinct certificate
+/// ([`identity_of_certificate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    /// The role its URI SANs name, if any.
+    role: Option<Role>,
+    /// The user and device its URI SANs name, if exactly one of each.
+    device: Option<(String, String)>,
+    /// Its subject, printed (`None` if it does not parse).
+    subject: Option<String>,
+}
+
+/// Distinct certificates remembered by [`identity_of_certificate`]; the cache is emptied when
+/// it is full. A cluster has a handful of node, client and operator certificates; device
+/// certificates come and go.
+const IDENTITY_CACHE_ENTRIES: usize = 4096;
+
+/// The cache of [`identity_of_certificate`], by the certificate's DER bytes.
+static IDENTITIES: LazyLock<Mutex<HashMap<Vec<u8>, Arc<Identity>>>> =
+    LazyLock::new(Default::default);
+
+/// The identity in a DER certificate. Every RPC reads its caller's (the access check, the
+/// audit name), and parsing the certificate and printing its subject each time cost about 5 %
+/// of a coordinator's CPU under load, so the answer is kept per certificate's bytes. A
+/// certificate is public, and what is kept is derived from it alone.
+fn identity_of_certificate(der: &[u8]) -> Arc<Identity> {
+    // A panic while the lock was held cannot leave a wrong entry: entries are inserted whole.
+    let lock = || IDENTITIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = lock().get(der) {
+        return found.clone();
+    }
+    let identity = Arc::new(read_identity(der));
+    let mut cache = lock();
+    if cache.len() >= IDENTITY_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(der.to_vec(), identity.clone());
+    identity
+}
+
+fn read_identity(der: &[u8]) -> Identity {
     let Ok(cert) = Certificate::from_der(der) else {
-        return Vec::new();
+        return Identity {
+            role: None,
+            device: None,
+            subject: None,
+        };
     };
-    let Some(exts) = cert.tbs_certificate.extensions else {
+    let subject = Some(cert.tbs_certificate.subject.to_string());
+    let sans = uri_sans(&cert);
+    let one = |prefix: &str| {
+        let mut found = sans.iter().filter_map(|u| u.strip_prefix(prefix));
+        match (found.next(), found.next()) {
+            (Some(id), None) if !id.is_empty() => Some(id.to_owned()),
+            _ => None,
+        }
+    };
+    Identity {
+        role: sans.iter().find_map(|uri| Role::from_uri(uri)),
+        device: one(USER_URI_PREFIX).zip(one(DEVICE_URI_PREFIX)),
+        subject,
+    }
+}
+
+/// The URI subject alternative names of a certificate.
+fn uri_sans(cert: &Certificate) -> Vec<String> {
+    let Some(exts) = &cert.tbs_certificate.extensions else {
         return Vec::new();
     };
     let oid = der::oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME;
@@ -89,21 +152,13 @@ fn uri_sans(der: &[u8]) -> Vec<String> {
 
 /// The role in a DER certificate, if it names one.
 pub fn role_of_certificate(der: &[u8]) -> Option<Role> {
-    uri_sans(der).iter().find_map(|uri| Role::from_uri(uri))
+    identity_of_certificate(der).role
 }
 
 /// The user and device a device certificate names (`urn:yunkey:user:<id>` and
 /// `urn:yunkey:device:<id>`), if it names exactly one of each.
 pub fn device_of_certificate(der: &[u8]) -> Option<(String, String)> {
-    let sans = uri_sans(der);
-    let one = |prefix: &str| {
-        let mut found = sans.iter().filter_map(|u| u.strip_prefix(prefix));
-        match (found.next(), found.next()) {
-            (Some(id), None) if !id.is_empty() => Some(id.to_owned()),
-            _ => None,
-        }
-    };
-    Some((one(USER_URI_PREFIX)?, one(DEVICE_URI_PREFIX)?))
+    identity_of_certificate(der).device.clone()
 }
 
 /// A certificate's notAfter, in Unix seconds (`None` if it does not parse).
@@ -123,18 +178,17 @@ pub const DEVICE_URI_PREFIX: &str = "urn:yunkey:device:";
 /// A printable name of the caller of `req`: `<role>:<certificate subject>`, or
 /// `anonymous` without a certificate. For audit records.
 pub fn peer_name<T>(req: &Request<T>) -> String {
-    let Some(der) = req
-        .peer_certs()
-        .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
-    else {
+    let Some(certs) = req.peer_certs() else {
         return "anonymous".to_owned();
     };
-    let role = role_of_certificate(&der)
-        .map(Role::as_str)
-        .unwrap_or("unknown");
-    match Certificate::from_der(&der) {
-        Ok(cert) => format!("{role}:{}", cert.tbs_certificate.subject),
-        Err(_) => role.to_owned(),
+    let Some(leaf) = certs.first() else {
+        return "anonymous".to_owned();
+    };
+    let identity = identity_of_certificate(leaf.as_ref());
+    let role = identity.role.map(Role::as_str).unwrap_or("unknown");
+    match &identity.subject {
+        Some(subject) => format!("{role}:{subject}"),
+        None => role.to_owned(),
     }
 }
 
@@ -186,5 +240,40 @@ pub fn check_certs<C: AsRef<[u8]>>(
             "client certificate names no yunkey role; {target} requires role {}",
             names()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_remembered_and_the_cache_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::ClusterCa::init(&dir.path().join("ca")).unwrap();
+        let subject = crate::pki::Subject {
+            role: Role::Node,
+            name: "node-1".into(),
+            hosts: vec!["localhost".into()],
+        };
+        let files = ca.issue(&subject, &dir.path().join("node")).unwrap();
+        let pem = std::fs::read(files.cert.unwrap()).unwrap();
+        let der =
+            der::Encode::to_der(&<Certificate as der::DecodePem>::from_pem(&pem).unwrap()).unwrap();
+        assert_eq!(role_of_certificate(&der), Some(Role::Node));
+        let first = identity_of_certificate(&der);
+        assert!(Arc::ptr_eq(&first, &identity_of_certificate(&der)));
+        assert!(
+            first.subject.as_deref().unwrap().contains("node-1"),
+            "{first:?}"
+        );
+        for i in 0..IDENTITY_CACHE_ENTRIES as u32 + 10 {
+            let garbage = i.to_be_bytes();
+            assert_eq!(role_of_certificate(&garbage), None);
+            assert_eq!(device_of_certificate(&garbage), None);
+        }
+        assert!(IDENTITIES.lock().unwrap().len() <= IDENTITY_CACHE_ENTRIES);
+        // Forgotten when the cache was emptied, and read again the same.
+        assert_eq!(role_of_certificate(&der), Some(Role::Node));
     }
 }
