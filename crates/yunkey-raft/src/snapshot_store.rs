@@ -32,6 +32,10 @@ pub(crate) const KEY_CURRENT: &[u8] = b"current_file";
 pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 /// `raft_snapshot` key: big-endian `u64` count of snapshots built by this node.
 const KEY_COUNTER: &[u8] = b"counter";
+/// A build folds the writes it held back into `sm` while applies go on until at most this
+/// many keys are left; those are folded in with applies stopped (a batch of this size takes
+/// milliseconds).
+const FINAL_FOLD_KEYS: usize = 4096;
 
 type Meta = SnapshotMeta<u64, BasicNode>;
 
@@ -108,21 +112,30 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     }
 
     /// Writes `sm` to a new snapshot file, records it, and returns it.
+    ///
+    /// Applies go on meanwhile: `sm` is held still at the applied index the build starts from
+    /// (new writes are held in memory on top of it, where applies and readers see them),
+    /// written out without a lock, and the held writes are then folded back into `sm` in
+    /// atomic batches while applies continue; only the last few are folded in with applies
+    /// stopped ([`FINAL_FOLD_KEYS`]).
     pub(crate) async fn build_snapshot_file(&self) -> SResult<Snapshot<C>> {
+        let _one = self.inner.build_lock.lock().await;
         let tmp = self.inner.dir.temp_path("build");
-        let (last_log_id, last_membership, counter, summary) = {
-            // A consistent view: apply is blocked while `sm` is written out. Memory stays
-            // bounded: records stream from the tree through a buffered writer to the file.
+        let (last_log_id, last_membership, counter) = {
             let _g = self.inner.sm_lock.lock().await;
             let last_log_id: Option<LogId<u64>> = self.read_sm_key(KEY_APPLIED)?;
             let last_membership: Membership = self.read_sm_key(KEY_MEMBERSHIP)?.unwrap_or_default();
             let counter = self.read_counter()? + 1;
-            let (sm, path) = (self.inner.sm.clone(), tmp.clone());
-            let summary = blocking(move || snapshot::write_tree(&sm, &path))
-                .await
-                .map_err(|e| snap_write_err(None, e))?;
-            (last_log_id, last_membership, counter, summary)
+            self.inner.live.hold();
+            (last_log_id, last_membership, counter)
         };
+        // Memory stays bounded: records stream from the tree through a buffered writer to the
+        // file.
+        let (sm, path) = (self.inner.sm.clone(), tmp.clone());
+        let written = blocking(move || snapshot::write_tree(&sm, &path)).await;
+        // Whether or not the file was written, the held writes go back into `sm`.
+        self.fold_held_writes().await?;
+        let summary = written.map_err(|e| snap_write_err(None, e))?;
         let snapshot_id = match &last_log_id {
             Some(l) => format!(
                 "{}-{}-{}-{}",
@@ -149,6 +162,26 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
             meta,
             snapshot: Box::new(stored?),
         })
+    }
+
+    /// Folds the writes held during a build back into `sm` and stops holding: layer by layer
+    /// while applies go on, then, once at most [`FINAL_FOLD_KEYS`] are left, the rest with
+    /// applies stopped.
+    async fn fold_held_writes(&self) -> SResult<()> {
+        loop {
+            let inner = self.inner.clone();
+            let left = blocking(move || inner.live.commit_oldest().map_err(io_err))
+                .await
+                .map_err(write_err)?;
+            if left <= FINAL_FOLD_KEYS {
+                break;
+            }
+        }
+        let _g = self.inner.sm_lock.lock().await;
+        let inner = self.inner.clone();
+        blocking(move || inner.live.commit().map_err(io_err))
+            .await
+            .map_err(write_err)
     }
 
     /// Makes the built file at `tmp` the current snapshot unless the current one is newer,
@@ -226,6 +259,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     ) -> SResult<()> {
         let read_fail = |e: io::Error| snap_read_err(Some(meta), e);
         let write_fail = |e: io::Error| snap_write_err(Some(meta), e);
+        let _one = self.inner.build_lock.lock().await;
         let _sm = self.inner.sm_lock.lock().await;
         // A received file is ours to adopt; any other file (another store's snapshot) is first
         // copied in. Either way the bytes are on disk before they are checked and trusted.

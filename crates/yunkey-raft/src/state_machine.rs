@@ -41,13 +41,19 @@ pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
 pub(crate) struct Inner<A> {
     pub(crate) db: Db,
+    /// The stored state: only `live` writes it, and a snapshot install.
     pub(crate) sm: Tree,
+    /// `sm` as applies and readers see it: straight through, or, while a snapshot is
+    /// written from `sm`, with the writes since the build began held in memory on top.
+    pub(crate) live: Staged,
     pub(crate) snap: Tree,
     pub(crate) dir: SnapshotDir,
     pub(crate) app: A,
-    /// Held while applying, while writing a consistent view of `sm` to a snapshot file, and
-    /// while installing a snapshot.
+    /// Held while applying, while installing a snapshot, and for the two moments a build
+    /// starts and stops holding writes (not while it writes the file).
     pub(crate) sm_lock: Mutex<()>,
+    /// Held through a whole snapshot build or install: one at a time.
+    pub(crate) build_lock: Mutex<()>,
     /// Held while replacing the stored snapshot (its file and its record).
     pub(crate) snap_lock: Mutex<()>,
 }
@@ -56,8 +62,10 @@ pub(crate) struct Inner<A> {
 /// runs the application's [`Apply`] and keeps its state in the `sm` tree.
 ///
 /// The last applied log id and membership live in `sm` under reserved keys (first byte 0x00),
-/// written in the same atomic batch as each entry's writes, so state and applied index never
-/// diverge. Snapshots are files in a snapshot directory (see [`StateMachineStore::open`]);
+/// written in the same atomic batch as the writes of the entries up to it (one batch per group
+/// of entries applied together), so state and applied index never diverge. A snapshot build
+/// does not stop applies: while it writes `sm` out, new writes are held in memory on top of
+/// it, then folded back in (`snapshot_store.rs`). Snapshots are files in a snapshot directory (see [`StateMachineStore::open`]);
 /// the `raft_snapshot` tree records the current one's metadata and file name. Cloning gives
 /// another handle on the same store (that is what the snapshot builder is).
 pub struct StateMachineStore<C: TypeConfig, A: Apply<C>> {
@@ -103,11 +111,13 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         let store = Self {
             inner: Arc::new(Inner {
                 db,
+                live: Staged::passthrough(&sm),
                 sm,
                 snap,
                 dir,
                 app,
                 sm_lock: Mutex::new(()),
+                build_lock: Mutex::new(()),
                 snap_lock: Mutex::new(()),
             }),
             _c: PhantomData,
@@ -119,7 +129,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// The application's state (the `sm` tree), for reads. Keys starting with 0x00 are the
     /// store's own.
     pub fn state(&self) -> Tree {
-        self.inner.sm.clone()
+        self.inner.live.tree().clone()
     }
 
     /// The id of the last applied log entry.
@@ -131,7 +141,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         &self,
         key: &[u8],
     ) -> SResult<Option<T>> {
-        match self.inner.sm.get(key).map_err(read_err)? {
+        match self.inner.live.tree().get(key).map_err(read_err)? {
             None => Ok(None),
             Some(v) => decode(&v)
                 .map(Some)
@@ -167,7 +177,7 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
         // the applied index, reach `sm` together. Not flushed here: the log is durable, so
         // entries lost from `sm` in a crash are applied again on restart; the atomic batch
         // keeps state and applied index consistent. Snapshots flush before logs are purged.
-        let mut staged = Staged::new(&self.inner.sm);
+        let mut staged = Staged::new(self.inner.live.tree());
         let mut in_group = 0;
         let mut last = None;
         for entry in entries {
@@ -204,7 +214,7 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
                 staged
                     .commit()
                     .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
-                staged = Staged::new(&self.inner.sm);
+                staged = Staged::new(self.inner.live.tree());
                 in_group = 0;
             }
         }

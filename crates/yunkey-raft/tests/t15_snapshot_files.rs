@@ -253,3 +253,76 @@ async fn only_the_current_snapshot_file_is_kept() {
     let (_, _sm) = open(dir.path());
     assert_eq!(snapshot_files(dir.path()), files);
 }
+
+/// A snapshot build does not stop applies: an apply started while the build is writing its
+/// file returns while that file is still growing; the snapshot holds the state as of the
+/// build's start, and the applies made meanwhile are in the store (also after it reopens)
+/// and not in the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_go_on_while_a_snapshot_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut sm) = open(dir.path());
+    let n = 60_000;
+    sm.apply(entries(n)).await.unwrap();
+    // The size of the file being built, if one is.
+    let building = || {
+        std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with("build-"))
+            .and_then(|e| e.metadata().ok())
+            .map(|m| m.len())
+    };
+    let mut index = n;
+    let mut snap = None;
+    let mut sizes_after_apply = Vec::new();
+    for _attempt in 0..5 {
+        let mut builder = sm.get_snapshot_builder().await;
+        let build = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+        while !build.is_finished() {
+            if building().is_none() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            index += 1;
+            let entry = Entry {
+                log_id: log_id(1, 1, index),
+                payload: EntryPayload::Normal(set(&format!("during-{index}"), "x")),
+            };
+            sm.apply([entry]).await.unwrap();
+            sizes_after_apply.extend(building());
+        }
+        let built = build.await.unwrap();
+        let full = std::fs::metadata(built.snapshot.path()).unwrap().len();
+        snap = Some(built);
+        if sizes_after_apply.iter().any(|&s| s < full) {
+            break;
+        }
+        sizes_after_apply.clear();
+    }
+    assert!(
+        !sizes_after_apply.is_empty(),
+        "no apply returned while the snapshot file was being written"
+    );
+    let snap = snap.unwrap();
+    let built_at = snap.meta.last_log_id.unwrap().index;
+    assert!(built_at < index, "applies went on after the build began");
+    assert_eq!(sm.last_applied().unwrap(), Some(log_id(1, 1, index)));
+
+    // The snapshot is the state as of its own index: installed elsewhere, it has every key up
+    // to that index and none after.
+    let other = tempfile::tempdir().unwrap();
+    let (_, mut dst) = open(other.path());
+    let received = receive(&mut dst, &file_bytes(&snap)).await;
+    dst.install_snapshot(&snap.meta, received).await.unwrap();
+    let during = |sm: &Sm| sm.state().scan_prefix(b"during-").count() as u64;
+    assert_eq!(during(&dst), built_at - n);
+    assert_eq!(during(&sm), index - n);
+
+    // Everything held during the build reached the stored tree.
+    db.flush().unwrap();
+    drop((sm, dst, db));
+    let (_, sm) = open(dir.path());
+    assert_eq!(during(&sm), index - n);
+    assert_eq!(sm.last_applied().unwrap(), Some(log_id(1, 1, index)));
+}
