@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use openraft::{BasicNode, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use yunkey_store::Batch;
+use yunkey_store::{Batch, COMMIT_STEP_WRITES};
 
 use crate::apply::Apply;
 use crate::codec::{any, blocking, decode, encode, io_err};
@@ -32,10 +32,6 @@ pub(crate) const KEY_CURRENT: &[u8] = b"current_file";
 pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 /// `raft_snapshot` key: big-endian `u64` count of snapshots built by this node.
 const KEY_COUNTER: &[u8] = b"counter";
-/// A build folds the writes it held back into `sm` while applies go on until at most this
-/// many keys are left; those are folded in with applies stopped (a batch of this size takes
-/// milliseconds).
-const FINAL_FOLD_KEYS: usize = 4096;
 
 type Meta = SnapshotMeta<u64, BasicNode>;
 
@@ -116,8 +112,8 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// Applies go on meanwhile: `sm` is held still at the applied index the build starts from
     /// (new writes are held in memory on top of it, where applies and readers see them),
     /// written out without a lock, and the held writes are then folded back into `sm` in
-    /// atomic batches while applies continue; only the last few are folded in with applies
-    /// stopped ([`FINAL_FOLD_KEYS`]).
+    /// short atomic steps while applies continue; only the last step (at most
+    /// [`COMMIT_STEP_WRITES`] writes) is taken with applies stopped.
     pub(crate) async fn build_snapshot_file(&self) -> SResult<Snapshot<C>> {
         let _one = self.inner.build_lock.lock().await;
         let tmp = self.inner.dir.temp_path("build");
@@ -164,16 +160,16 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         })
     }
 
-    /// Folds the writes held during a build back into `sm` and stops holding: layer by layer
-    /// while applies go on, then, once at most [`FINAL_FOLD_KEYS`] are left, the rest with
+    /// Folds the writes held during a build back into `sm` and stops holding: in steps while
+    /// applies go on, then, once at most [`COMMIT_STEP_WRITES`] are left, the rest with
     /// applies stopped.
     async fn fold_held_writes(&self) -> SResult<()> {
         loop {
             let inner = self.inner.clone();
-            let left = blocking(move || inner.live.commit_oldest().map_err(io_err))
+            let left = blocking(move || inner.live.commit_next().map_err(io_err))
                 .await
                 .map_err(write_err)?;
-            if left <= FINAL_FOLD_KEYS {
+            if left <= COMMIT_STEP_WRITES {
                 break;
             }
         }

@@ -9,11 +9,18 @@
 //!   entry on every coordinator (docs/performance.md, run L);
 //! - while a snapshot is written from the tree, new writes are held in memory
 //!   ([`Staged::hold`]) so that the tree stands still without stopping the writers; then they
-//!   are folded back in steps ([`Staged::commit_oldest`]) while writes go on.
+//!   are folded back in short atomic steps ([`Staged::commit_next`]) while writes go on.
+//!
+//! Held writes are kept twice: merged (the newest write of each key, for reads) and as the
+//! batches they came in, in order (for committing). Committing a run of consecutive batches
+//! as one atomic batch leaves the tree as it would be after the last of them, so a crash
+//! between two steps leaves a state the writers had passed through, never a mix. Steps are
+//! bounded ([`COMMIT_STEP_WRITES`]) because sled blocks every reader of the database while
+//! it applies a batch.
 
 use crate::{Batch, Entry, Result, Tree, TreeEngine};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -21,21 +28,28 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 /// Staged writes: `Some(value)` sets a key, `None` removes it; the latest write per key.
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// One batch as it was written: its writes in order.
+type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Most writes one [`Staged::commit_next`] step applies to the base: sled blocks its readers
+/// while it applies a batch, for about a millisecond per thousand writes on the development
+/// machine.
+pub const COMMIT_STEP_WRITES: usize = 4096;
+
 /// Writes staged over a base tree; see the module documentation.
 ///
 /// [`Staged::tree`] is a [`Tree`] whose reads (`get`, `range`, `first`, `last`, `len`) see the
 /// base with the staged writes on top. While the `Staged` holds writes, its writes (`insert`,
-/// `remove`, `apply`, `clear`) are staged in memory and the base does not change; otherwise
-/// they go straight to the base. Staged writes live in layers, oldest first; new writes go
-/// to the newest. Other handles on the base see none of them until they are committed, and
-/// then a whole layer at once. Dropping a `Staged` discards what it still holds.
+/// `remove`, `apply`, `clear`) are held in memory and the base does not change; otherwise
+/// they go straight to the base. Other handles on the base see held writes only once they
+/// are committed. Dropping a `Staged` discards what it still holds.
 pub struct Staged {
-    layers: Arc<Layers>,
+    layer: Arc<Layer>,
     view: Tree,
 }
 
 impl Staged {
-    /// A `Staged` over `base` that holds its writes from the start (one empty layer).
+    /// A `Staged` over `base` that holds its writes from the start.
     pub fn new(base: &Tree) -> Self {
         let staged = Self::passthrough(base);
         staged.hold();
@@ -44,14 +58,14 @@ impl Staged {
 
     /// A `Staged` over `base` that writes straight through until [`Staged::hold`].
     pub fn passthrough(base: &Tree) -> Self {
-        let layers = Arc::new(Layers {
+        let layer = Arc::new(Layer {
             base: base.clone(),
-            stack: RwLock::new(Vec::new()),
+            held: RwLock::new(None),
             committing: Mutex::new(()),
         });
         Self {
-            view: Tree(layers.clone()),
-            layers,
+            view: Tree(layer.clone()),
+            layer,
         }
     }
 
@@ -61,68 +75,79 @@ impl Staged {
     }
 
     /// From now on, writes are held in memory and the base stands still, until
-    /// [`Staged::commit`]. Holding already: nothing changes.
+    /// [`Staged::commit`]. A write going straight through finishes first. Holding already:
+    /// nothing changes.
     pub fn hold(&self) {
-        let mut stack = self.layers.stack_mut();
-        if stack.is_empty() {
-            stack.push(Arc::default());
+        let mut held = self.layer.held_mut();
+        if held.is_none() {
+            *held = Some(Arc::default());
         }
     }
 
     /// Whether writes are being held.
     pub fn is_holding(&self) -> bool {
-        !self.layers.stack().is_empty()
+        self.layer.held().is_some()
     }
 
-    /// How many keys have a staged write (a key written in several layers counts once per
-    /// layer).
-    pub fn staged_keys(&self) -> usize {
-        self.layers.stack().iter().map(|l| lock(l).len()).sum()
+    /// How many held writes are not committed yet (as written: a key written twice counts
+    /// twice).
+    pub fn held_writes(&self) -> usize {
+        self.layer
+            .held()
+            .as_ref()
+            .map_or(0, |h| lock(h).queued_writes)
     }
 
     /// Applies every held write to the base as one atomic batch (nothing if none) and stops
     /// holding: later writes go straight to the base. The caller keeps writers out while this
     /// runs (a write during it could be lost); readers may go on.
     pub fn commit(&self) -> Result<()> {
-        let _one = lock(&self.layers.committing);
-        let layers: Vec<_> = self.layers.stack().clone();
-        let mut all = Writes::new();
-        for layer in &layers {
-            all.extend(lock(layer).iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        self.layers.apply_to_base(all)?;
-        self.layers.stack_mut().clear();
+        let _one = lock(&self.layer.committing);
+        let Some(held) = self.layer.held().clone() else {
+            return Ok(());
+        };
+        let rest: Vec<Ops> = lock(&held).queue.iter().cloned().collect();
+        self.layer.apply_to_base(rest)?;
+        *self.layer.held_mut() = None;
         Ok(())
     }
 
-    /// Folds the oldest held layer into the base as one atomic batch while writes go on: a
-    /// new layer takes the writes from here, the oldest is applied to the base, then dropped.
-    /// Returns how many staged keys are left (in the newer layers). Not holding: nothing,
-    /// `Ok(0)`. To stop holding, call this until few keys are left, then [`Staged::commit`]
-    /// with the writers stopped for that short moment.
-    pub fn commit_oldest(&self) -> Result<usize> {
-        let _one = lock(&self.layers.committing);
-        let oldest = {
-            let mut stack = self.layers.stack_mut();
-            let Some(oldest) = stack.first().cloned() else {
-                return Ok(0);
-            };
-            stack.push(Arc::default());
-            oldest
+    /// Applies the oldest held batches to the base as one atomic batch of at most
+    /// [`COMMIT_STEP_WRITES`] writes (or one batch, if that one is larger) while writes go on;
+    /// they stay readable as before. Returns how many held writes are left. Not holding:
+    /// nothing, `Ok(0)`. To stop holding, call this until few are left, then
+    /// [`Staged::commit`] with the writers stopped for that short moment.
+    pub fn commit_next(&self) -> Result<usize> {
+        let _one = lock(&self.layer.committing);
+        let Some(held) = self.layer.held().clone() else {
+            return Ok(0);
         };
-        // The oldest layer stays readable while the base takes its writes: readers see the
-        // same values before, during and after.
-        let writes = lock(&oldest).clone();
-        self.layers.apply_to_base(writes)?;
-        let mut stack = self.layers.stack_mut();
-        stack.remove(0);
-        Ok(stack.iter().map(|l| lock(l).len()).sum())
+        let step = {
+            let h = lock(&held);
+            let mut step = Vec::new();
+            let mut writes = 0;
+            for ops in &h.queue {
+                if !step.is_empty() && writes + ops.len() > COMMIT_STEP_WRITES {
+                    break;
+                }
+                writes += ops.len();
+                step.push(ops.clone());
+            }
+            step
+        };
+        let (batches, writes) = (step.len(), step.iter().map(Vec::len).sum::<usize>());
+        self.layer.apply_to_base(step)?;
+        // Only now are they dropped from the queue: a commit that failed leaves them held.
+        let mut h = lock(&held);
+        h.queue.drain(..batches);
+        h.queued_writes -= writes;
+        Ok(h.queued_writes)
     }
 }
 
 impl std::fmt::Debug for Staged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Staged({} keys)", self.staged_keys())
+        write!(f, "Staged({} held writes)", self.held_writes())
     }
 }
 
@@ -132,60 +157,71 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The engine behind [`Staged::tree`]: the base and the layers of held writes, oldest first.
-struct Layers {
+/// Writes held in memory.
+#[derive(Default)]
+struct Held {
+    /// The newest held write of each key: what readers see.
+    merged: Writes,
+    /// The batches not committed yet, oldest first.
+    queue: VecDeque<Ops>,
+    /// Writes in `queue`.
+    queued_writes: usize,
+}
+
+/// The engine behind [`Staged::tree`].
+struct Layer {
     base: Tree,
-    stack: RwLock<Vec<Arc<Mutex<Writes>>>>,
+    /// `Some` while holding.
+    held: RwLock<Option<Arc<Mutex<Held>>>>,
     /// One commit at a time.
     committing: Mutex<()>,
 }
 
-impl Layers {
-    fn stack(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Mutex<Writes>>>> {
-        self.stack.read().unwrap_or_else(|e| e.into_inner())
+impl Layer {
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Option<Arc<Mutex<Held>>>> {
+        self.held.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stack_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Mutex<Writes>>>> {
-        self.stack.write().unwrap_or_else(|e| e.into_inner())
+    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Mutex<Held>>>> {
+        self.held.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn apply_to_base(&self, writes: Writes) -> Result<()> {
-        if writes.is_empty() {
-            return Ok(());
-        }
+    /// Applies consecutive batches to the base as one atomic batch (nothing if empty).
+    fn apply_to_base(&self, batches: Vec<Ops>) -> Result<()> {
         let mut batch = Batch::new();
-        for (key, value) in writes {
+        for (key, value) in batches.into_iter().flatten() {
             match value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
             }
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.base.apply(batch)
     }
 
-    /// The newest staged write of each key in `[from, to)`, across the layers.
-    fn staged_range(&self, from: &[u8], to: Option<&[u8]>) -> Writes {
+    /// The held writes of keys in `[from, to)` (empty when not holding).
+    fn held_range(&self, from: &[u8], to: Option<&[u8]>) -> Writes {
         let upper = match to {
             Some(t) => Bound::Excluded(t.to_vec()),
             None => Bound::Unbounded,
         };
-        let mut out = Writes::new();
-        for layer in self.stack().iter() {
-            let layer = lock(layer);
-            out.extend(
-                layer
-                    .range((Bound::Included(from.to_vec()), upper.clone()))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+        match self.held().as_ref() {
+            None => Writes::new(),
+            Some(h) => lock(h)
+                .merged
+                .range((Bound::Included(from.to_vec()), upper))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
-        out
     }
 }
 
-impl TreeEngine for Layers {
+impl TreeEngine for Layer {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        for layer in self.stack().iter().rev() {
-            if let Some(staged) = lock(layer).get(key) {
+        if let Some(h) = self.held().as_ref() {
+            if let Some(staged) = lock(h).merged.get(key) {
                 return Ok(staged.clone());
             }
         }
@@ -193,17 +229,19 @@ impl TreeEngine for Layers {
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
-        let stack = self.stack();
-        match stack.last() {
-            Some(top) => {
-                let mut top = lock(top);
-                for (key, value) in batch.into_ops() {
-                    top.insert(key, value);
-                }
-                Ok(())
-            }
-            None => self.base.apply(batch),
+        let held = self.held();
+        let Some(h) = held.as_ref() else {
+            // Straight through, with `hold` waiting for it.
+            return self.base.apply(batch);
+        };
+        let ops = batch.into_ops();
+        let mut h = lock(h);
+        for (key, value) in &ops {
+            h.merged.insert(key.clone(), value.clone());
         }
+        h.queued_writes += ops.len();
+        h.queue.push_back(ops);
+        Ok(())
     }
 
     fn range(
@@ -215,7 +253,7 @@ impl TreeEngine for Layers {
             // An empty range (BTreeMap panics on one that ends before it starts).
             return Box::new(std::iter::empty());
         }
-        let staged = self.staged_range(from, to);
+        let staged = self.held_range(from, to);
         Box::new(Merged {
             base: self.base.0.range(from, to).peekable(),
             staged: staged.into_iter().peekable(),
@@ -223,7 +261,7 @@ impl TreeEngine for Layers {
     }
 
     fn last(&self) -> Result<Option<Entry>> {
-        let staged = self.staged_range(&[], None);
+        let staged = self.held_range(&[], None);
         let staged_last = staged
             .iter()
             .rev()
@@ -249,7 +287,7 @@ impl TreeEngine for Layers {
 
     fn len(&self) -> usize {
         let mut len = self.base.len();
-        for (key, value) in self.staged_range(&[], None) {
+        for (key, value) in self.held_range(&[], None) {
             let in_base = matches!(self.base.get(&key), Ok(Some(_)));
             match (value.is_some(), in_base) {
                 (true, false) => len += 1,
@@ -261,21 +299,17 @@ impl TreeEngine for Layers {
     }
 
     fn clear(&self) -> Result<()> {
-        if self.stack().is_empty() {
+        if self.held().is_none() {
             return self.base.clear();
         }
-        let mut removed = Writes::new();
+        let mut removals = Batch::new();
         for entry in self.base.range(&[], None) {
-            removed.insert(entry?.0, None);
+            removals.remove(entry?.0);
         }
-        for key in self.staged_range(&[], None).into_keys() {
-            removed.insert(key, None);
+        for key in self.held_range(&[], None).into_keys() {
+            removals.remove(key);
         }
-        let stack = self.stack();
-        if let Some(top) = stack.last() {
-            lock(top).append(&mut removed);
-        }
-        Ok(())
+        self.apply(removals)
     }
 }
 
@@ -366,7 +400,7 @@ mod tests {
                 _ => {}
             }
             if step % 50 == 49 {
-                staged.commit_oldest().unwrap();
+                staged.commit_next().unwrap();
             }
             if step == 450 {
                 staged.commit().unwrap();
@@ -404,18 +438,64 @@ mod tests {
         live.tree().insert(b"b", b"2").unwrap();
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "held");
         assert_eq!(live.tree().get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
-        // The oldest layer goes in; a write after it stays held, readable, and on top.
-        assert_eq!(live.commit_oldest().unwrap(), 0);
+        // The held batches go in; a write after them stays held, readable, and on top.
+        assert_eq!(live.held_writes(), 2);
+        assert_eq!(live.commit_next().unwrap(), 0);
         live.tree().insert(b"a", b"3").unwrap();
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(base.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(live.tree().get(b"a").unwrap().as_deref(), Some(&b"3"[..]));
-        assert_eq!(live.staged_keys(), 1);
+        assert_eq!(live.held_writes(), 1);
         live.commit().unwrap();
         assert!(!live.is_holding());
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"3"[..]));
         live.tree().remove(b"b").unwrap();
         assert_eq!(base.get(b"b").unwrap(), None, "straight through again");
+    }
+
+    /// A step commits whole batches, oldest first, at most `COMMIT_STEP_WRITES` writes
+    /// unless one batch alone is larger: the base is always as some batch left it.
+    #[test]
+    fn steps_commit_whole_batches_in_order() {
+        let db = Db::memory();
+        let base = db.tree("t").unwrap();
+        let live = Staged::passthrough(&base);
+        live.hold();
+        let batch = |tag: u8, n: usize| {
+            let mut b = Batch::new();
+            for i in 0..n {
+                b.insert([tag, (i >> 8) as u8, i as u8].to_vec(), vec![tag]);
+            }
+            b.insert(b"last".to_vec(), vec![tag]);
+            b
+        };
+        let third = COMMIT_STEP_WRITES / 3;
+        live.tree().apply(batch(1, third)).unwrap();
+        live.tree().apply(batch(2, third)).unwrap();
+        live.tree()
+            .apply(batch(3, COMMIT_STEP_WRITES + 10))
+            .unwrap();
+        live.tree().apply(batch(4, 5)).unwrap();
+        let last = || base.get(b"last").unwrap();
+        let left = live.commit_next().unwrap();
+        assert_eq!(last(), Some(vec![2]), "batches 1 and 2 fit in one step");
+        assert_eq!(left, COMMIT_STEP_WRITES + 11 + 6);
+        assert_eq!(
+            live.commit_next().unwrap(),
+            6,
+            "batch 3 alone is larger than a step"
+        );
+        assert_eq!(last(), Some(vec![3]));
+        assert_eq!(
+            live.tree().get(b"last").unwrap(),
+            Some(vec![4]),
+            "readers see the newest"
+        );
+        live.commit().unwrap();
+        assert_eq!(last(), Some(vec![4]));
+        assert_eq!(base.len(), 2 * third + COMMIT_STEP_WRITES + 10 + 5 + 1);
+        live.commit().unwrap();
+        assert_eq!(live.commit_next().unwrap(), 0, "nothing held");
     }
 
     #[test]
@@ -426,7 +506,7 @@ mod tests {
         let staged = Staged::new(&base);
         staged.tree().insert(b"a", b"2").unwrap();
         staged.tree().insert(b"b", b"3").unwrap();
-        assert_eq!(staged.staged_keys(), 2);
+        assert_eq!(staged.held_writes(), 2);
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         drop(staged);
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
