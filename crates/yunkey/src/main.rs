@@ -12,11 +12,6 @@
 //!   enrolments, Raft writes and leader failover of a coordinator cluster.
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
-//! It picks the process's allocator: mimalloc (glibc's malloc took up to a quarter of a
-//! coordinator's CPU under load; docs/performance.md).
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admission;
 mod bench;
