@@ -54,8 +54,8 @@ pub fn raft_config() -> openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 500,
-        // A snapshot build holds the apply lock while it streams the state to a file (about
-        // 25 s at a million users, docs/performance.md), so builds are rare: every 100,000
+        // A snapshot build writes the whole state to a file (about 25 s at a million users,
+        // docs/performance.md; applies go on meanwhile), so builds are rare: every 100,000
         // entries (about 120 MB of log), and lagging followers mostly catch up from the log.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
         max_in_snapshot_log_to_keep: 1000,
