@@ -114,6 +114,10 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
     /// written out without a lock, and the held writes are then folded back into `sm` in
     /// short atomic steps while applies continue; only the last step (at most
     /// [`COMMIT_STEP_WRITES`] writes) is taken with applies stopped.
+    ///
+    /// Not cancel-safe: dropped midway, it leaves writes held in memory. openraft runs each
+    /// build in a task of its own, which ends only with the runtime; after a restart `sm` is
+    /// as the build found it, with its applied index, and the log re-applies the rest.
     pub(crate) async fn build_snapshot_file(&self) -> SResult<Snapshot<C>> {
         let _one = self.inner.build_lock.lock().await;
         let tmp = self.inner.dir.temp_path("build");

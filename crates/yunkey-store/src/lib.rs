@@ -169,13 +169,19 @@ impl Tree {
         self.0.apply(batch)
     }
 
-    /// Entries with `from <= key < to` (or to the end), in key order.
+    /// Entries with `from <= key < to` (or to the end), in key order; none if `to <= from`.
     pub fn range(
         &self,
         from: &[u8],
         to: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<Entry>> + Send {
-        self.0.range(from, to)
+        // Engines see only ranges that are not empty (BTreeMap panics on one that ends
+        // before it starts).
+        let empty = matches!(to, Some(t) if t <= from);
+        (!empty)
+            .then(|| self.0.range(from, to))
+            .into_iter()
+            .flatten()
     }
 
     /// Entries whose key starts with `prefix`, in key order.

@@ -249,10 +249,6 @@ impl TreeEngine for Layer {
         from: &[u8],
         to: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
-        if matches!(to, Some(t) if t <= from) {
-            // An empty range (BTreeMap panics on one that ends before it starts).
-            return Box::new(std::iter::empty());
-        }
         let staged = self.held_range(from, to);
         Box::new(Merged {
             base: self.base.0.range(from, to).peekable(),
