@@ -104,7 +104,7 @@ pub async fn enroll(
     let now = crate::clock::now();
     let code_sha256 = yunkey_crypto::sha256(code.as_bytes());
     let expires_at = now + core.config.activation_ttl_secs;
-    let (generated, holders) = crate::replicas::create_key(
+    let (generated, first) = crate::replicas::generate(
         core,
         &chosen,
         algorithm.to_proto(),
@@ -114,12 +114,23 @@ pub async fn enroll(
         Some((code_sha256, expires_at)),
     )
     .await?;
+    // The copies to the replicas and the certificate's signature (by the CA key, in a chip)
+    // need only the generated key: they run at the same time.
+    let (copies, certificate) = tokio::join!(
+        crate::replicas::copy_to(
+            core,
+            &chosen[1..],
+            &generated,
+            KeyPurpose::User,
+            &req.user_id
+        ),
+        core.issuer
+            .user_certificate(&ca, &generated.wrapped_key, &req.display_name),
+    );
+    let holders: Vec<_> = std::iter::once(first).chain(copies).collect();
 
     let outcome = async {
-        let certificate = core
-            .issuer
-            .user_certificate(&ca, &generated.wrapped_key, &req.display_name)
-            .await?;
+        let certificate = certificate?;
         let user = UserRecord {
             user_id: req.user_id.clone(),
             algorithm: algorithm.to_proto() as i32,

@@ -22,6 +22,26 @@ pub async fn create_key(
     distid: &str,
     activation: Option<([u8; 32], i64)>,
 ) -> Result<(GenerateKeyResponse, Vec<HolderRecord>)> {
+    let (generated, first) = generate(
+        core, chosen, algorithm, purpose, user_id, distid, activation,
+    )
+    .await?;
+    let copies = copy_to(core, &chosen[1..], &generated, purpose, user_id).await;
+    Ok((generated, std::iter::once(first).chain(copies).collect()))
+}
+
+/// The first half of [`create_key`]: generates the key in `chosen[0]` (refused with
+/// NoCapacity or Unavailable when `chosen` is empty). Returns the chip's answer and the
+/// holder it makes.
+pub async fn generate(
+    core: &Core,
+    chosen: &[&ChipRecord],
+    algorithm: Algorithm,
+    purpose: KeyPurpose,
+    user_id: &str,
+    distid: &str,
+    activation: Option<([u8; 32], i64)>,
+) -> Result<(GenerateKeyResponse, HolderRecord)> {
     let first = chosen.first().ok_or_else(|| {
         if core
             .view
@@ -47,11 +67,23 @@ pub async fn create_key(
         })
         .await
         .map_err(CoordError::Chip)?;
-    let mut holders = vec![HolderRecord {
+    let holder = HolderRecord {
         chip_id: first.chip_id.clone(),
         key_handle: generated.key_handle.clone(),
-    }];
-    for replica in &chosen[1..] {
+    };
+    Ok((generated, holder))
+}
+
+/// The second half of [`create_key`]: copies the generated key to `replicas`, all at once.
+/// Returns the holders made, in `replicas`' order; a copy that fails is logged and skipped.
+pub async fn copy_to(
+    core: &Core,
+    replicas: &[&ChipRecord],
+    generated: &GenerateKeyResponse,
+    purpose: KeyPurpose,
+    user_id: &str,
+) -> Vec<HolderRecord> {
+    let copies = replicas.iter().map(|replica| async move {
         let copied = async {
             core.chips
                 .at(&replica.chip_id, &replica.endpoint)?
@@ -65,14 +97,19 @@ pub async fn create_key(
         }
         .await;
         match copied {
-            Ok(resp) => holders.push(HolderRecord {
+            Ok(resp) => Some(HolderRecord {
                 chip_id: replica.chip_id.clone(),
                 key_handle: resp.key_handle,
             }),
             Err(e) => {
-                tracing::warn!(chip = %replica.chip_id, error = %e, ?purpose, "replica copy failed")
+                tracing::warn!(chip = %replica.chip_id, error = %e, ?purpose, "replica copy failed");
+                None
             }
         }
-    }
-    Ok((generated, holders))
+    });
+    futures::future::join_all(copies)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
