@@ -91,8 +91,9 @@ static IDENTITIES: LazyLock<Mutex<HashMap<Vec<u8>, Arc<Identity>>>> =
     LazyLock::new(Default::default);
 
 /// The identity in a DER certificate. Every RPC reads its caller's (the access check, the
-/// audit name), and parsing the certificate and printing its subject each time cost about 5 %
-/// of a coordinator's CPU under load, so the answer is kept per certificate's bytes. A
+/// audit name), and parsing the certificate and printing its subject each time cost 2.7 % of
+/// the machine under load (docs/performance.md, run L), so the answer is kept per
+/// certificate's bytes. A
 /// certificate is public, and what is kept is derived from it alone.
 fn identity_of_certificate(der: &[u8]) -> Arc<Identity> {
     // A panic while the lock was held cannot leave a wrong entry: entries are inserted whole.

@@ -100,13 +100,20 @@ impl Staged {
 
     /// Applies every held write to the base as one atomic batch (nothing if none) and stops
     /// holding: later writes go straight to the base. The caller keeps writers out while this
-    /// runs (a write during it could be lost); readers may go on.
+    /// runs (a write during it could be lost); readers may go on. The held batches are moved
+    /// into the base's batch, not copied (this runs once per group of applied Raft entries):
+    /// if the base refuses it, the error is returned and they are gone, which its user treats
+    /// as fatal (openraft stops a node whose state machine fails to write).
     pub fn commit(&self) -> Result<()> {
         let _one = lock(&self.layer.committing);
         let Some(held) = self.layer.held().clone() else {
             return Ok(());
         };
-        let rest: Vec<Ops> = lock(&held).queue.iter().cloned().collect();
+        let rest: Vec<Ops> = {
+            let mut h = lock(&held);
+            h.queued_writes = 0;
+            h.queue.drain(..).collect()
+        };
         self.layer.apply_to_base(rest)?;
         *self.layer.held_mut() = None;
         Ok(())
