@@ -70,6 +70,8 @@ pub struct Core {
     pub node_id: u64,
     /// Raft.
     pub raft: RaftHandle,
+    /// Group commit of this node's proposals ([`Core::propose`]).
+    pub batcher: crate::batch::Batcher,
     /// Applied state on this node.
     pub view: StateView,
     /// Chip connections and health.
@@ -90,7 +92,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// Assembles a core. Fails only on a malformed risk service endpoint.
+    /// Assembles a core and starts its batching task (so it runs on a Tokio runtime). Fails
+    /// only on a malformed risk service endpoint.
     pub fn new(
         node_id: u64,
         raft: RaftHandle,
@@ -107,6 +110,7 @@ impl Core {
         };
         Ok(Self {
             node_id,
+            batcher: crate::batch::Batcher::start(raft.clone(), node_id),
             raft,
             view,
             issuer: CertIssuer::new(chips.clone()),
@@ -134,7 +138,8 @@ impl Core {
         }
     }
 
-    /// Commits `op` through Raft and returns its result; a rejection becomes an error.
+    /// Commits `op` through Raft (in one log entry with other commands proposed here at the
+    /// same time: [`crate::batch`]) and returns its result; a rejection becomes an error.
     pub async fn propose(&self, request_id: &str, actor: &str, op: Op) -> Result<CommandResult> {
         let cmd = Command {
             request_id: request_id.to_owned(),
@@ -142,7 +147,7 @@ impl Core {
             now: crate::clock::now(),
             op,
         };
-        match self.raft.write(cmd).await? {
+        match self.batcher.write(&self.raft, cmd).await? {
             CommandResult::Rejected(r) => Err(r.into()),
             other => Ok(other),
         }

@@ -296,6 +296,9 @@ impl From<crate::state::Rejection> for CoordError {
                 CoordError::Internal("the code-signing key already exists".into())
             }
             R::UnknownRelease(id) => CoordError::ReleaseNotFound(id),
+            R::NestedBatch => {
+                CoordError::Internal("a batch of commands inside a batch was proposed".into())
+            }
             R::StaleBinding { committed } => CoordError::Unavailable(format!(
                 "another change to this user's key committed first (binding seq {committed}); retry"
             )),

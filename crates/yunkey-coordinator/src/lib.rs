@@ -12,15 +12,17 @@
 //! signs.
 //!
 //! Layout: [`state`] (records, commands, apply), [`raft`] (type config and handle),
-//! [`placement`] (pure placement), [`chips`] (connections, health), [`ca`] (certificates
-//! signed inside chips), the operations [`enroll`], [`devices`], [`signing`], [`admin`], [`membership`], and
-//! the gRPC adapters in [`service`]. [`node`] assembles a running coordinator.
+//! [`batch`] (group commit of proposals), [`placement`] (pure placement), [`chips`]
+//! (connections, health), [`ca`] (certificates signed inside chips), the operations
+//! [`enroll`], [`devices`], [`signing`], [`admin`], [`membership`], and the gRPC adapters in
+//! [`service`]. [`node`] assembles a running coordinator.
 //!
 //! It depends on the proto, crypto, store, net and raft crates; never on a chip
 //! implementation (chips are reached only over gRPC).
 
 pub mod admin;
 pub mod audit;
+pub mod batch;
 pub mod bindings;
 pub mod ca;
 pub mod chip_client;

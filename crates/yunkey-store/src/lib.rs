@@ -76,6 +76,11 @@ impl Batch {
         self.ops.len()
     }
 
+    /// Appends `other`'s writes after this batch's own, in their order.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     pub(crate) fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.ops
     }

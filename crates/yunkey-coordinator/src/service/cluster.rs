@@ -68,6 +68,7 @@ async fn status(core: &Core) -> Result<StatusResponse, CoordError> {
         status.sm2_user_ca_certificate = ca.certificate;
     }
     status.version = env!("CARGO_PKG_VERSION").to_owned();
+    status.command_format = crate::state::COMMAND_FORMAT;
     status.repair_pending_users = core
         .repair_pending
         .load(std::sync::atomic::Ordering::Relaxed);

@@ -23,10 +23,12 @@ impl App {
         batch: &mut Batch,
         cmd: &Command,
     ) -> Result<CommandResult, StoreError> {
-        if let Op::Probe = cmd.op {
+        match &cmd.op {
             // A probe only exercises Raft: no state, no request record, no audit record (a
             // health check run every few seconds would otherwise grow the audit trail).
-            return Ok(CommandResult::Probed);
+            Op::Probe => return Ok(CommandResult::Probed),
+            Op::Batch(commands) => return super::apply_batch::apply(self, tree, batch, commands),
+            _ => {}
         }
         let view = StateView::new(tree.clone());
         let kind = cmd.op.kind();
@@ -249,6 +251,7 @@ fn apply_op(
         }
         // Answered in `apply_command` before any write.
         Op::Probe => Ok(CommandResult::Probed),
+        Op::Batch(_) => reject(Rejection::NestedBatch),
     }
 }
 

@@ -207,7 +207,23 @@ pub enum Op {
         /// The distinguishing ID (not the default one).
         distid: String,
     },
+    /// Several commands in one log entry (group commit, command format
+    /// [`COMMAND_FORMAT_BATCH`]): applied in order, each exactly as if it were an entry of
+    /// its own (its own request id, audit records and result); the entry's result is
+    /// [`CommandResult::Batch`], one result per command. The wrapper itself has no request id
+    /// and leaves no record. A batch inside a batch is rejected. Proposed only once every
+    /// member applies this format (`crate::batch`).
+    Batch(Vec<Command>),
 }
+
+/// The newest Raft command format this build applies, reported in `Status` as
+/// `command_format`. 1: one command per entry; 2 ([`COMMAND_FORMAT_BATCH`]): also
+/// [`Op::Batch`].
+pub const COMMAND_FORMAT: u32 = 2;
+
+/// The command format that brought [`Op::Batch`]: a node proposes batches only when every
+/// member reports at least this one, since an older node cannot read such an entry.
+pub const COMMAND_FORMAT_BATCH: u32 = 2;
 
 impl Op {
     /// Short name for logs, metrics and the audit trail.
@@ -235,6 +251,7 @@ impl Op {
             Op::RevokeRelease { .. } => "revoke_release",
             Op::SetReleasePolicy(_) => "set_release_policy",
             Op::ConsumeChecked { .. } => "sign",
+            Op::Batch(_) => "batch",
             Op::RecordUserEvent { event, .. } => match event {
                 UserEvent::SignRefused { .. } => "sign_refused",
                 UserEvent::FaceEnrolled => "face_enroll",
@@ -267,7 +284,8 @@ impl Op {
             | Op::InitCodeSigning(_)
             | Op::RecordRelease(_)
             | Op::RevokeRelease { .. }
-            | Op::SetReleasePolicy(_) => None,
+            | Op::SetReleasePolicy(_)
+            | Op::Batch(_) => None,
         }
     }
 
@@ -359,7 +377,9 @@ impl Op {
                     &yunkey_crypto::sha256(certificate),
                 ],
             ),
-            Op::InitCodeSigning(_) | Op::SetReleasePolicy(_) => fingerprint(self.kind(), &[]),
+            Op::InitCodeSigning(_) | Op::SetReleasePolicy(_) | Op::Batch(_) => {
+                fingerprint(self.kind(), &[])
+            }
             Op::RecordRelease(r) => fingerprint(self.kind(), &[r.release_id.as_bytes()]),
             Op::RevokeRelease { release_id, .. } => {
                 fingerprint(self.kind(), &[release_id.as_bytes()])
@@ -470,6 +490,7 @@ impl fmt::Debug for Op {
                 user_id, device_id, ..
             } => write!(f, "RenewDevice({user_id}, {device_id})"),
             Op::Probe => f.write_str("Probe"),
+            Op::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
             Op::InitCodeSigning(_) => f.write_str("InitCodeSigning"),
             Op::RecordRelease(r) => write!(
                 f,
@@ -592,6 +613,8 @@ pub enum CommandResult {
     ReleasePolicySet,
     /// A user event is in the audit trail.
     Recorded,
+    /// The results of an [`Op::Batch`]'s commands, in order.
+    Batch(Vec<CommandResult>),
 }
 
 impl fmt::Debug for CommandResult {
@@ -626,6 +649,7 @@ impl fmt::Debug for CommandResult {
                 write!(f, "ActivationFailureCounted({failures}, burnt: {burnt})")
             }
             CommandResult::DeviceRenewed => f.write_str("DeviceRenewed"),
+            CommandResult::Batch(results) => f.debug_list().entries(results).finish(),
         }
     }
 }
@@ -698,4 +722,6 @@ pub enum Rejection {
     CodeSigningExists,
     /// No release with this id.
     UnknownRelease(String),
+    /// An [`Op::Batch`] inside a batch.
+    NestedBatch,
 }

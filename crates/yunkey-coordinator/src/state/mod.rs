@@ -6,6 +6,7 @@
 //! land in one atomic batch.
 
 mod apply;
+mod apply_batch;
 mod apply_devices;
 mod apply_fleet;
 mod apply_release;
@@ -19,7 +20,10 @@ mod model_risk;
 mod view;
 
 pub use apply::App;
-pub use command::{fingerprint, Command, CommandResult, Op, PriorRequest, Rejection};
+pub use command::{
+    fingerprint, Command, CommandResult, Op, PriorRequest, Rejection, COMMAND_FORMAT,
+    COMMAND_FORMAT_BATCH,
+};
 pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner,
     LedgerEntry, NodeIdRecord, Rebinding, UserRecord, UserState,

@@ -1,0 +1,390 @@
+//! Group commit of proposals: commands proposed on this node at the same time go to Raft as
+//! one log entry ([`Op::Batch`]), so that concurrent signatures and enrolments share one
+//! append, one replication round, one forward to the leader and one apply instead of one each.
+//!
+//! A command is proposed at once when no batch is in flight; while [`MAX_IN_FLIGHT`] batches
+//! are, the commands that arrive wait and go together in the next one (at most
+//! [`MAX_BATCH`]). So one caller alone waits for nothing more than before, and under load the
+//! batches grow with the load. Each command keeps its own request id, audit records and
+//! result; a batch that fails to commit fails each of its callers with the same error, and
+//! each retries with its own request id as before.
+//!
+//! Rolling upgrades: a node older than command format [`COMMAND_FORMAT_BATCH`] cannot read a
+//! batch entry, so batching starts only once every member has reported that format in
+//! `Status` ([`watch_members`]); until then each command is an entry of its own, as before.
+//! A member is remembered once seen: rolling a member back to an older build afterwards is
+//! not supported (docs/operations.md, "Upgrades and batched log entries").
+
+use crate::core::Core;
+use crate::error::{CoordError, Result};
+use crate::raft::RaftHandle;
+use crate::state::{Command, CommandResult, Op, COMMAND_FORMAT_BATCH};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
+use yunkey_proto::v1::StatusRequest;
+
+/// Most commands in one batch entry. An enrolment is about 2 KB, so an entry stays well
+/// under a megabyte.
+pub const MAX_BATCH: usize = 128;
+
+/// Batches of one node in flight at once; more commands wait and join the next batch.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// How often [`watch_members`] asks members it has not seen at the batch format yet.
+pub const MEMBER_POLL: Duration = Duration::from_secs(2);
+
+/// Commands waiting for a batch, beyond which callers wait to queue.
+const QUEUE: usize = 4096;
+
+struct Pending {
+    cmd: Command,
+    reply: oneshot::Sender<Result<CommandResult>>,
+}
+
+/// The proposals of one node; see the module documentation.
+pub struct Batcher {
+    queue: mpsc::Sender<Pending>,
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("open", &self.gate.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the batching task of `raft` (on the current Tokio runtime); it ends when the
+    /// batcher is dropped.
+    pub fn start(raft: RaftHandle, node_id: u64) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, rx));
+        Self {
+            queue,
+            gate: Arc::new(Gate::new(node_id)),
+        }
+    }
+
+    /// Whether every member applies batch entries, so that commands are batched.
+    pub fn is_open(&self) -> bool {
+        self.gate.is_open()
+    }
+
+    /// Commits `cmd` through Raft, in a batch with others when the gate is open, and returns
+    /// its own result once this node applied it.
+    pub async fn write(&self, raft: &RaftHandle, cmd: Command) -> Result<CommandResult> {
+        if !self.gate.is_open() {
+            return raft.write(cmd).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        if let Err(refused) = self.queue.send(Pending { cmd, reply }).await {
+            // The batching task is gone (shutting down): propose it alone.
+            return raft.write(refused.0.cmd).await;
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(CoordError::Unavailable(
+                "the coordinator is shutting down; retry with the same request_id".into(),
+            ))
+        })
+    }
+}
+
+/// Takes the waiting commands in batches, at most [`MAX_IN_FLIGHT`] at a time.
+async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Wait for a slot before gathering, so that what arrives meanwhile joins this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => group.push(pending),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            commit(&raft, group).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits one group and answers each of its callers.
+async fn commit(raft: &RaftHandle, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        let Pending { cmd, reply } = group.remove(0);
+        let _ = reply.send(raft.write(cmd).await);
+        return;
+    }
+    metrics::histogram!("yunkey_raft_batch_commands").record(group.len() as f64);
+    let (commands, replies): (Vec<Command>, Vec<_>) =
+        group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let wrapper = Command {
+        request_id: String::new(),
+        actor: "batch".into(),
+        now: crate::clock::now(),
+        op: Op::Batch(commands),
+    };
+    match raft.write(wrapper).await {
+        Ok(CommandResult::Batch(results)) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(other) => {
+            for reply in replies {
+                let _ = reply.send(Err(CoordError::Internal(format!(
+                    "a batch of commands was answered with {other:?}"
+                ))));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(for_each_caller(&e)));
+            }
+        }
+    }
+}
+
+/// The error of a failed batch write, for one of its callers: the same kind and message.
+fn for_each_caller(e: &CoordError) -> CoordError {
+    match e {
+        CoordError::Raft(m) => CoordError::Raft(m.clone()),
+        CoordError::Unavailable(m) => CoordError::Unavailable(m.clone()),
+        other => CoordError::Internal(other.to_string()),
+    }
+}
+
+/// Which members applied the batch format, as last seen.
+struct Gate {
+    node_id: u64,
+    /// Members seen reporting at least [`COMMAND_FORMAT_BATCH`].
+    seen: Mutex<HashSet<u64>>,
+    open: AtomicBool,
+}
+
+impl Gate {
+    fn new(node_id: u64) -> Self {
+        Self {
+            node_id,
+            seen: Mutex::new(HashSet::from([node_id])),
+            open: AtomicBool::new(false),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn seen(&self, node_id: u64) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&node_id)
+    }
+
+    fn mark(&self, node_id: u64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id);
+    }
+
+    /// Opens when every member of `members` was seen at the batch format; closes otherwise.
+    fn settle(&self, members: &[u64]) -> bool {
+        let open = members.iter().all(|id| self.seen(*id));
+        if open != self.open.swap(open, Ordering::Relaxed) {
+            tracing::info!(
+                node_id = self.node_id,
+                batching = open,
+                "proposals {} (every member applies command format {COMMAND_FORMAT_BATCH}: {open})",
+                if open {
+                    "are batched"
+                } else {
+                    "go one per log entry"
+                }
+            );
+        }
+        open
+    }
+}
+
+/// Asks every member not yet seen at command format [`COMMAND_FORMAT_BATCH`] for its
+/// `Status`, every [`MEMBER_POLL`], and opens this node's batching once all were. Runs for
+/// the life of the coordinator.
+pub async fn watch_members(core: Arc<Core>) {
+    loop {
+        let members: Vec<(u64, String)> = {
+            let m = core.raft.raft().metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect()
+        };
+        let gate = &core.batcher.gate;
+        for (id, address) in &members {
+            if gate.seen(*id) {
+                continue;
+            }
+            if let Some(format) = command_format(&core, address).await {
+                if format >= COMMAND_FORMAT_BATCH {
+                    gate.mark(*id);
+                }
+            }
+        }
+        let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
+        gate.settle(&ids);
+        tokio::time::sleep(MEMBER_POLL).await;
+    }
+}
+
+/// The command format the coordinator at `address` reports (0 from a build before format 2);
+/// `None` if it does not answer within a second.
+async fn command_format(core: &Core, address: &str) -> Option<u32> {
+    const WAIT: Duration = Duration::from_secs(1);
+    let mut client = ClusterServiceClient::new(core.raft.peer_channel(address).ok()?);
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(WAIT);
+    match tokio::time::timeout(WAIT, client.status(req)).await {
+        Ok(Ok(status)) => Some(status.into_inner().command_format),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_only_when_every_member_was_seen_at_the_format() {
+        let gate = Gate::new(1);
+        assert!(!gate.is_open(), "closed until the members were asked");
+        assert!(gate.settle(&[1]), "a one-member cluster batches");
+        assert!(!gate.settle(&[1, 2, 3]), "2 and 3 not seen yet");
+        assert!(!gate.is_open());
+        gate.mark(2);
+        assert!(!gate.settle(&[1, 2, 3]));
+        gate.mark(3);
+        assert!(gate.settle(&[1, 2, 3]));
+        // A new member closes it until it is seen too.
+        assert!(!gate.settle(&[1, 2, 3, 4]));
+        gate.mark(4);
+        assert!(gate.settle(&[1, 2, 3, 4]));
+    }
+
+    fn enroll(request_id: &str, user_id: &str) -> Command {
+        Command {
+            request_id: request_id.into(),
+            actor: "test".into(),
+            now: 1,
+            op: Op::EnrollUser {
+                user: crate::state::UserRecord {
+                    user_id: user_id.into(),
+                    algorithm: 1,
+                    public_key: vec![1],
+                    wrapped_key: vec![2],
+                    certificate: vec![3],
+                    state: crate::state::UserState::Active,
+                    holders: vec![],
+                    devices: vec![],
+                    activation: None,
+                    created_at: 1,
+                    revoked_reason: None,
+                    binding_seq: 0,
+                },
+                activation_code: String::new(),
+            },
+        }
+    }
+
+    /// On a real one-node Raft (openraft, the log and sled state in a temporary directory).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_proposals_share_entries_and_each_gets_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = yunkey_store::Db::open_sled(dir.path().join("raft")).unwrap();
+        let connect: yunkey_raft::Connector = Arc::new(|_| Err("a one-node cluster".into()));
+        let opened = crate::raft::open(
+            1,
+            dir.path().join("raft-log"),
+            db,
+            dir.path().join("snapshots"),
+            connect,
+            crate::raft::raft_config(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let (raft, view) = (opened.handle, opened.view);
+        raft.initialize_single(1, "https://127.0.0.1:1")
+            .await
+            .unwrap();
+        raft.wait_leader(Duration::from_secs(10)).await.unwrap();
+        let batcher = Batcher::start(raft.clone(), 1);
+        // Closed: one entry per command, as before batching existed.
+        let before = raft.status().last_log_index;
+        batcher
+            .write(&raft, enroll("first", "first"))
+            .await
+            .unwrap();
+        assert_eq!(raft.status().last_log_index, before + 1);
+        assert!(batcher.gate.settle(&[1]));
+
+        // 200 at once: users 0..150, and users 0..50 again under other request ids.
+        let before = raft.status().last_log_index;
+        let calls = (0..200).map(|i| {
+            let (user, request) = if i < 150 {
+                (format!("u{i}"), format!("r{i}"))
+            } else {
+                (format!("u{}", i - 150), format!("again{i}"))
+            };
+            let (batcher, raft) = (&batcher, &raft);
+            async move {
+                (
+                    user.clone(),
+                    batcher.write(raft, enroll(&request, &user)).await,
+                )
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let entries = raft.status().last_log_index - before;
+        assert!(
+            entries < 200 / 2,
+            "200 concurrent commands took {entries} log entries"
+        );
+        let mut enrolled = std::collections::BTreeMap::<String, usize>::new();
+        for (user, answer) in answers {
+            match answer.unwrap() {
+                CommandResult::Enrolled { user_id, .. } => {
+                    assert_eq!(user_id, user, "each caller gets its own result");
+                    *enrolled.entry(user).or_default() += 1;
+                }
+                CommandResult::Rejected(crate::state::Rejection::UserExists(id)) => {
+                    assert_eq!(id, user)
+                }
+                other => panic!("{user}: {other:?}"),
+            }
+        }
+        assert_eq!(enrolled.len(), 150);
+        assert!(enrolled.values().all(|n| *n == 1), "{enrolled:?}");
+        // "first" and the 150.
+        assert_eq!(view.user_count().unwrap(), 151);
+    }
+
+    #[test]
+    fn a_failed_batch_fails_each_caller_with_the_same_kind() {
+        let e = CoordError::Raft("could not commit: x".into());
+        assert!(matches!(for_each_caller(&e), CoordError::Raft(m) if m == "could not commit: x"));
+        let e = CoordError::Unavailable("later".into());
+        assert!(matches!(for_each_caller(&e), CoordError::Unavailable(m) if m == "later"));
+    }
+}
