@@ -119,6 +119,47 @@ impl CheckedDigest {
     }
 }
 
+/// A message the activation module has decided may be signed with a P-256 key: the message,
+/// its SHA-256 (the digest [`KeyCustody::sign`] would sign) and the key's public key. Only the
+/// module can make one.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedMessage<'a> {
+    digest: CheckedDigest,
+    message: &'a [u8],
+    public_key: &'a yunkey_crypto::ecdsa::PublicKey,
+}
+
+impl<'a> CheckedMessage<'a> {
+    /// `digest` must be the SHA-256 of `message` (the module computed it from these bytes).
+    pub(crate) fn new(
+        digest: Digest,
+        message: &'a [u8],
+        public_key: &'a yunkey_crypto::ecdsa::PublicKey,
+    ) -> Self {
+        debug_assert_eq!(yunkey_crypto::sha256(message), digest);
+        Self {
+            digest: CheckedDigest(digest),
+            message,
+            public_key,
+        }
+    }
+
+    /// The SHA-256 of [`CheckedMessage::message`].
+    pub fn digest(&self) -> &CheckedDigest {
+        &self.digest
+    }
+
+    /// The message.
+    pub fn message(&self) -> &'a [u8] {
+        self.message
+    }
+
+    /// The public key of the key that is to sign.
+    pub fn public_key(&self) -> &'a yunkey_crypto::ecdsa::PublicKey {
+        self.public_key
+    }
+}
+
 /// What a chip's key store offers the activation module. Every call may block (disk, token
 /// IO); implementations must be safe to call from many threads.
 pub trait KeyCustody: Send + Sync {
@@ -154,6 +195,18 @@ pub trait KeyCustody: Send + Sync {
     /// Signs a digest the module checked with the key; returns a DER signature (ECDSA with
     /// low S, or SM2's `SEQUENCE { r, s }`).
     fn sign(&self, key: &KeyRef, digest: &CheckedDigest) -> Result<Vec<u8>, ChipError>;
+
+    /// Signs a message the module checked with a P-256 key (the user's signature over a
+    /// transaction); returns a low-S DER ECDSA signature over its SHA-256. By default this is
+    /// [`KeyCustody::sign`] of the digest; a backend with a faster way that needs the message
+    /// overrides it (the soft custody signs with ring).
+    fn sign_message(
+        &self,
+        key: &KeyRef,
+        checked: &CheckedMessage<'_>,
+    ) -> Result<Vec<u8>, ChipError> {
+        self.sign(key, checked.digest())
+    }
 
     /// Destroys the key (a no-op for backends whose key lives only in the module's record).
     fn destroy(&self, key: &KeyRef) -> Result<(), ChipError>;

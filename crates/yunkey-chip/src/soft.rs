@@ -12,7 +12,7 @@
 //! which exists on disk only inside the module's sealed record; in memory it lives in wiped
 //! buffers.
 
-use crate::custody::{CheckedDigest, CustodyKey, Kek, KeyCustody, KeyRef};
+use crate::custody::{CheckedDigest, CheckedMessage, CustodyKey, Kek, KeyCustody, KeyRef};
 use crate::{ActivationModule, ChipConfig, ChipError};
 use std::path::Path;
 use std::sync::Arc;
@@ -139,6 +139,24 @@ impl KeyCustody for SoftCustody {
         // No public key is derived per signature: the scalar signs directly.
         SigningKey::sign_digest_with_secret(key.algorithm(), key.as_bytes(), digest.digest())
             .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))
+    }
+
+    fn sign_message(
+        &self,
+        key: &KeyRef,
+        checked: &CheckedMessage<'_>,
+    ) -> Result<Vec<u8>, ChipError> {
+        if key.algorithm() != Algorithm::EcdsaP256 {
+            return self.sign(key, checked.digest());
+        }
+        // ring, about four times faster than p256's digest signing; see
+        // `yunkey_crypto::ecdsa::PrivateKey::sign_message_with_secret`.
+        yunkey_crypto::ecdsa::PrivateKey::sign_message_with_secret(
+            key.as_bytes(),
+            checked.public_key(),
+            checked.message(),
+        )
+        .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))
     }
 
     fn destroy(&self, _key: &KeyRef) -> Result<(), ChipError> {

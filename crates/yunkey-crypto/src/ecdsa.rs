@@ -1,11 +1,14 @@
 //! ECDSA over P-256 with SHA-256. Keys travel as SubjectPublicKeyInfo DER, signatures as DER
-//! `ECDSA-Sig-Value`, the forms OpenSSL and every X.509 stack read. Signing is deterministic
-//! (RFC 6979), so signing the same digest twice with the same key gives the same bytes.
+//! `ECDSA-Sig-Value`, the forms OpenSSL and every X.509 stack read. Signatures are low-S.
+//! Signing with the `p256` crate is deterministic (RFC 6979): the same digest and key give
+//! the same bytes.
 //!
 //! Two backends sit behind these types: the `p256` crate (the reference: key handling,
-//! signing, verification of a prehashed digest) and `ring` for [`PublicKey::verify_message`],
-//! the hot path of every signature (the coordinator and the chip each verify the device's
-//! authorization), where ring is about four times faster. A test checks they agree.
+//! signing, verification of a prehashed digest) and `ring` for the hot path of every
+//! signature, where it is about four times faster: [`PublicKey::verify_message`] (the
+//! coordinator and the chip each verify the device's authorization) and
+//! [`PrivateKey::sign_message_with_secret`] (the chip's signature, randomized). Tests check
+//! they agree.
 
 use crate::{CryptoError, Digest};
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
@@ -91,6 +94,26 @@ impl fmt::Debug for PublicKey {
             hex::encode(&crate::sha256(&self.sec1)[..8])
         )
     }
+}
+
+/// The scalar 1: with its public point G, the key pair that overwrites a ring key pair after
+/// use ([`PrivateKey::sign_message_with_secret`]).
+const WIPE_SCALAR: [u8; 32] = {
+    let mut one = [0u8; 32];
+    one[31] = 1;
+    one
+};
+
+/// G, uncompressed (the public key of [`WIPE_SCALAR`]), computed once.
+fn wipe_point() -> &'static [u8] {
+    static POINT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    POINT.get_or_init(|| {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        p256::AffinePoint::GENERATOR
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    })
 }
 
 /// A P-256 private key. Zeroized on drop; its `Debug` never shows the scalar.
@@ -193,6 +216,57 @@ impl PrivateKey {
         Ok(der.as_bytes().to_vec())
     }
 
+    /// Signs `message` (hashed with SHA-256) with the key whose 32-byte scalar is `secret`
+    /// and whose public key is `public`, with ring: the chip's hot path, about four times
+    /// faster than [`PrivateKey::sign_digest_with_secret`] (docs/performance.md). ring checks
+    /// that `secret` and `public` belong together (it derives the public point, a fast
+    /// fixed-base multiplication) and refuses otherwise.
+    ///
+    /// Not deterministic: ring's nonce mixes fresh randomness into one derived from the key
+    /// and the message, so signing twice gives two different valid signatures (both low-S
+    /// here). What answers a retry with the same bytes is the stored request result and the
+    /// chip's replay guard (docs/security.md, "Replay defence").
+    ///
+    /// ring's key pair holds the scalar inline (no heap, no `Drop`; checked at compile time
+    /// below) and does not wipe it, so after signing the key pair is overwritten in place with
+    /// one of the public key 1·G, whose scalar is no secret. That costs one more fixed-base
+    /// multiplication per signature, and keeps this crate free of `unsafe`.
+    pub fn sign_message_with_secret(
+        secret: &[u8],
+        public: &PublicKey,
+        message: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        const _: () = assert!(
+            !std::mem::needs_drop::<EcdsaKeyPair>(),
+            "ring's EcdsaKeyPair owns heap memory now: overwriting it no longer covers its key"
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let pair = |secret: &[u8], public: &[u8]| {
+            EcdsaKeyPair::from_private_key_and_public_key(
+                &ECDSA_P256_SHA256_ASN1_SIGNING,
+                secret,
+                public,
+                &rng,
+            )
+        };
+        let mut key = pair(secret, &public.sec1)
+            .map_err(|_| CryptoError::Malformed("not the private key of this P-256 public key"))?;
+        let signed = key.sign(&rng, message);
+        key = pair(&WIPE_SCALAR, wipe_point()).expect("1 and G are a P-256 key pair");
+        // Keep the overwrite: the store would otherwise be dead and could be optimized away.
+        std::hint::black_box(&key);
+        let der = signed.map_err(|_| CryptoError::Malformed("signing failed"))?;
+        let sig = Signature::from_der(der.as_ref())
+            .map_err(|_| CryptoError::Malformed("signing failed"))?;
+        Ok(sig
+            .normalize_s()
+            .unwrap_or(sig)
+            .to_der()
+            .as_bytes()
+            .to_vec())
+    }
+
     pub(crate) fn inner(&self) -> &SigningKey {
         &self.0
     }
@@ -227,6 +301,62 @@ mod tests {
             sig,
             "RFC 6979 signatures are deterministic"
         );
+    }
+
+    #[test]
+    fn signing_with_ring_gives_valid_low_s_signatures_and_refuses_a_wrong_pair() {
+        let half_order = {
+            // n / 2 of P-256, big-endian: a low-S signature's s is at most this.
+            let mut n =
+                hex::decode("7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8")
+                    .unwrap();
+            n.reverse();
+            n
+        };
+        let mut distinct = std::collections::HashSet::new();
+        for i in 0..50u32 {
+            let key = PrivateKey::generate();
+            let public = key.public_key();
+            let message = format!("pay {i} EUR");
+            let sig = PrivateKey::sign_message_with_secret(
+                &key.to_secret_bytes(),
+                &public,
+                message.as_bytes(),
+            )
+            .unwrap();
+            // p256 and ring both accept it, over the message and over its digest.
+            public.verify_message(message.as_bytes(), &sig).unwrap();
+            public
+                .verify_digest(&crate::sha256(message.as_bytes()), &sig)
+                .unwrap();
+            let parsed = Signature::from_der(&sig).unwrap();
+            assert!(parsed.normalize_s().is_none(), "low S");
+            let mut s_le = parsed.s().to_bytes().to_vec();
+            s_le.reverse();
+            assert!(s_le.iter().rev().cmp(half_order.iter().rev()).is_le());
+            distinct.insert(sig);
+        }
+        assert_eq!(distinct.len(), 50);
+        // Twice the same message: two valid, different signatures (not RFC 6979).
+        let key = PrivateKey::generate();
+        let twice: Vec<Vec<u8>> = (0..2)
+            .map(|_| {
+                PrivateKey::sign_message_with_secret(
+                    &key.to_secret_bytes(),
+                    &key.public_key(),
+                    b"m",
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_ne!(twice[0], twice[1]);
+        // A scalar with another key's public key is refused, as are malformed scalars.
+        let other = PrivateKey::generate().public_key();
+        assert!(
+            PrivateKey::sign_message_with_secret(&key.to_secret_bytes(), &other, b"m").is_err()
+        );
+        assert!(PrivateKey::sign_message_with_secret(&[0u8; 32], &other, b"m").is_err());
+        assert!(PrivateKey::sign_message_with_secret(&[1u8; 31], &other, b"m").is_err());
     }
 
     #[test]

@@ -9,14 +9,14 @@
 //!    ([`authz::verify_authorization`]);
 //! 6. the chip-local replay guard ([`crate::replay`]);
 //! 7. only then the custody signs the digest of the canonical bytes, computed here: the
-//!    SHA-256 of (5) for a P-256 key, `SM3(Z_A || bytes)` with the key's distinguishing ID for
-//!    an SM2 key.
+//!    SHA-256 of (5) for a P-256 key (given with the bytes themselves, which the soft custody
+//!    signs with ring), `SM3(Z_A || bytes)` with the key's distinguishing ID for an SM2 key.
 //!
 //! Nothing a caller brings (certificates, keys) takes part in the decision: only the request's
 //! bytes and the key's binding, which only chips can change.
 
 use super::{now_unix, ActivationModule};
-use crate::custody::CheckedDigest;
+use crate::custody::{CheckedDigest, CheckedMessage};
 use crate::{ChipError, SignAuthorized, Signed};
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::validate;
@@ -89,9 +89,15 @@ impl ActivationModule {
             });
         }
         // 7.
-        let signature_der = self
-            .custody
-            .sign(&record.key_ref, &CheckedDigest::new(digest))?;
+        let signature_der = match record.public_key()? {
+            VerifyingKey::P256(public) => self.custody.sign_message(
+                &record.key_ref,
+                &CheckedMessage::new(digest, &req.canonical_transaction, &public),
+            )?,
+            VerifyingKey::Sm2(_) => self
+                .custody
+                .sign(&record.key_ref, &CheckedDigest::new(digest))?,
+        };
         self.replay.record(
             *tx_hash,
             &req.key_handle,
