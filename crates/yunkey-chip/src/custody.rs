@@ -160,6 +160,25 @@ impl<'a> CheckedMessage<'a> {
     }
 }
 
+/// Signs `message`, which the module built or checked, with `key` (whose public key is
+/// `public`): a P-256 key over its SHA-256 through [`KeyCustody::sign_message`] (a backend may
+/// sign the bytes faster than the digest), an SM2 key over `SM3(Z_A || message)`. The one way
+/// the module signs bytes (user signatures, certificates).
+pub(crate) fn sign_checked(
+    custody: &dyn KeyCustody,
+    key: &KeyRef,
+    public: &VerifyingKey,
+    message: &[u8],
+) -> Result<Vec<u8>, ChipError> {
+    match public {
+        VerifyingKey::P256(p) => custody.sign_message(
+            key,
+            &CheckedMessage::new(yunkey_crypto::sha256(message), message, p),
+        ),
+        VerifyingKey::Sm2(_) => custody.sign(key, &CheckedDigest(public.digest(message))),
+    }
+}
+
 /// What a chip's key store offers the activation module. Every call may block (disk, token
 /// IO); implementations must be safe to call from many threads.
 pub trait KeyCustody: Send + Sync {

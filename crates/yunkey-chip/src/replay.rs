@@ -2,9 +2,9 @@
 //!
 //! Rule: the chip remembers `tx_hash -> (key handle, signature)` until the authorization
 //! expires. A repeat of the same transaction with the same key (a coordinator retrying
-//! after a lost reply) gets the *same signature bytes* back, which is what signing again
-//! would give anyway (RFC 6979 is deterministic), so a retry is harmless and nothing new is
-//! signed. The same transaction hash with a *different* key is refused. The guard is
+//! after a lost reply) gets the *same signature bytes* back instead of a second signature
+//! (the soft chip's P-256 signatures are randomized), so a retry is harmless and nothing new
+//! is signed. The same transaction hash with a *different* key is refused. The guard is
 //! bounded: expired entries are dropped first, then the entries closest to expiry.
 
 use crate::ChipError;

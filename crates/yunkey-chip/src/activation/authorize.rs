@@ -16,7 +16,7 @@
 //! bytes and the key's binding, which only chips can change.
 
 use super::{now_unix, ActivationModule};
-use crate::custody::{CheckedDigest, CheckedMessage};
+use crate::custody::sign_checked;
 use crate::{ChipError, SignAuthorized, Signed};
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::validate;
@@ -89,15 +89,12 @@ impl ActivationModule {
             });
         }
         // 7.
-        let signature_der = match record.public_key()? {
-            VerifyingKey::P256(public) => self.custody.sign_message(
-                &record.key_ref,
-                &CheckedMessage::new(digest, &req.canonical_transaction, &public),
-            )?,
-            VerifyingKey::Sm2(_) => self
-                .custody
-                .sign(&record.key_ref, &CheckedDigest::new(digest))?,
-        };
+        let signature_der = sign_checked(
+            &*self.custody,
+            &record.key_ref,
+            &record.public_key()?,
+            &req.canonical_transaction,
+        )?;
         self.replay.record(
             *tx_hash,
             &req.key_handle,

@@ -11,7 +11,7 @@
 //! (the first 20 bytes of the SHA-256 of the subject's public key, RFC 7093 method 1), and, when
 //! it is not self-signed, an authority key identifier naming the issuer's.
 
-use crate::custody::{CheckedDigest, KeyCustody, KeyRef};
+use crate::custody::{sign_checked, KeyCustody, KeyRef};
 use crate::ChipError;
 use der::asn1::{BitString, Ia5String, OctetString, Utf8StringRef};
 use der::oid::ObjectIdentifier;
@@ -217,8 +217,7 @@ pub(super) fn issue(
         .to_der()
         .map_err(|e| cert_err("encoding the certificate", e))?;
     // The to-be-signed bytes were built here from checked input.
-    let digest = CheckedDigest::new(issuer.public_key.digest(&tbs_der));
-    let signature = issuer.custody.sign(issuer.key, &digest)?;
+    let signature = sign_checked(issuer.custody, issuer.key, &issuer.public_key, &tbs_der)?;
     Certificate {
         tbs_certificate: tbs,
         signature_algorithm: algorithm,
