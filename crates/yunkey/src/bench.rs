@@ -253,6 +253,7 @@ fn enrol_rate_per_core(window: Duration, algorithm: Algorithm, replicas: usize) 
     use yunkey_crypto::{cipher::Cipher, keywrap};
     let kek = yunkey_crypto::random_bytes::<32>();
     let ca = SigningKey::generate(algorithm);
+    let ca_pub = ca.public_key();
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < window {
@@ -264,7 +265,7 @@ fn enrol_rate_per_core(window: Duration, algorithm: Algorithm, replicas: usize) 
         }
         let mut body = key.public_key().to_spki_der();
         body.resize(400, 0x30);
-        std::hint::black_box(ca.sign_message(&body));
+        std::hint::black_box(chip_signature(&ca, &ca_pub, &body));
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
