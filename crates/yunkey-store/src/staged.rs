@@ -119,6 +119,24 @@ impl Staged {
         Ok(())
     }
 
+    /// Every held write as one batch, in the order they were written, without applying them:
+    /// for a caller that stages writes to read them back, then hands them on whole (an
+    /// `Op::Batch` of the coordinator's state machine). Not holding: an empty batch.
+    pub fn into_batch(self) -> Batch {
+        let Some(held) = self.layer.held_mut().take() else {
+            return Batch::new();
+        };
+        let mut h = lock(&held);
+        let mut batch = Batch::new();
+        for (key, value) in h.queue.drain(..).flatten() {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+
     /// Applies the oldest held batches to the base as one atomic batch of at most
     /// [`COMMIT_STEP_WRITES`] writes (or one batch, if that one is larger) while writes go on;
     /// they stay readable as before. Returns how many held writes are left. Not holding:
@@ -454,6 +472,29 @@ mod tests {
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"3"[..]));
         live.tree().remove(b"b").unwrap();
         assert_eq!(base.get(b"b").unwrap(), None, "straight through again");
+    }
+
+    #[test]
+    fn into_batch_hands_on_the_held_writes_in_order_without_applying_them() {
+        let db = Db::memory();
+        let base = db.tree("t").unwrap();
+        base.insert(b"kept", b"0").unwrap();
+        let staged = Staged::new(&base);
+        staged.tree().insert(b"a", b"1").unwrap();
+        let mut b = Batch::new();
+        b.insert(b"a".to_vec(), b"2".to_vec());
+        b.remove(b"kept".to_vec());
+        staged.tree().apply(b).unwrap();
+        assert_eq!(staged.tree().get(b"kept").unwrap(), None);
+        let batch = staged.into_batch();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(base.get(b"a").unwrap(), None, "not applied");
+        assert_eq!(base.get(b"kept").unwrap().as_deref(), Some(&b"0"[..]));
+        // Applied, the batch leaves the base as the staged view showed it.
+        base.apply(batch).unwrap();
+        assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(base.get(b"kept").unwrap(), None);
+        assert!(Staged::passthrough(&base).into_batch().is_empty());
     }
 
     /// A step commits whole batches, oldest first, at most `COMMIT_STEP_WRITES` writes

@@ -23,10 +23,10 @@ pub(super) fn apply(
         }
         let mut writes = Batch::new();
         results.push(app.apply_command(staged.tree(), &mut writes, cmd)?);
-        staged.tree().apply(writes.clone())?;
-        batch.extend(writes);
+        staged.tree().apply(writes)?;
     }
-    // `staged` held every write in memory and is dropped here: `batch` carries them.
+    // `staged` held every write in memory, in order; the entry's batch carries them.
+    batch.extend(staged.into_batch());
     Ok(CommandResult::Batch(results))
 }
 
