@@ -24,8 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
-use yunkey_proto::v1::StatusRequest;
 
 /// Most commands in one batch entry. An enrolment is about 2 KB, so an entry stays well
 /// under a megabyte.
@@ -251,14 +249,10 @@ pub async fn watch_members(core: Arc<Core>) {
 /// The command format the coordinator at `address` reports (0 from a build before format 2);
 /// `None` if it does not answer within a second.
 async fn command_format(core: &Core, address: &str) -> Option<u32> {
-    const WAIT: Duration = Duration::from_secs(1);
-    let mut client = ClusterServiceClient::new(core.raft.peer_channel(address).ok()?);
-    let mut req = tonic::Request::new(StatusRequest {});
-    req.set_timeout(WAIT);
-    match tokio::time::timeout(WAIT, client.status(req)).await {
-        Ok(Ok(status)) => Some(status.into_inner().command_format),
-        _ => None,
-    }
+    crate::membership::peer_status(core, address, Duration::from_secs(1))
+        .await
+        .ok()
+        .map(|status| status.command_format)
 }
 
 #[cfg(test)]

@@ -73,25 +73,35 @@ fn ensure_leader(core: &Core) -> Result<()> {
     }
 }
 
+/// The `Status` of the coordinator at `address`, asked with this node's identity within
+/// `wait`; why not, in words, otherwise.
+pub(crate) async fn peer_status(
+    core: &Core,
+    address: &str,
+    wait: std::time::Duration,
+) -> std::result::Result<yunkey_proto::v1::StatusResponse, String> {
+    let channel = core.raft.peer_channel(address).map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(wait);
+    tokio::time::timeout(wait, ClusterServiceClient::new(channel).status(req))
+        .await
+        .map_err(|_| format!("no answer within {} s", wait.as_secs()))?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
 /// Asks the coordinator at `address` (with this node's identity) which node it is: it must
 /// answer, as `node_id`. Catches a wrong or unreachable address before it joins the cluster.
 async fn probe_new_node(core: &Core, node_id: u64, address: &str) -> Result<()> {
-    let mut client = ClusterServiceClient::new(core.raft.peer_channel(address)?);
-    let mut req = tonic::Request::new(StatusRequest {});
-    req.set_timeout(PROBE_TIMEOUT);
-    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.status(req))
+    let status = peer_status(core, address, PROBE_TIMEOUT)
         .await
-        .map_err(|_| format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
-        .and_then(|r| r.map_err(|s| format!("{:?}: {}", s.code(), s.message())));
-    let status = answer
         .map_err(|why| {
             CoordError::Unavailable(format!(
                 "cannot reach node {node_id} at {address} ({why}); start it first \
                  (`yunkey coordinator --node-id {node_id} ...`) and check that the address is \
                  reachable from the leader, then retry the same AddNode. Nothing was changed"
             ))
-        })?
-        .into_inner();
+        })?;
     if status.node_id != node_id {
         return Err(CoordError::FailedPrecondition(format!(
             "the coordinator at {address} is node {}, not node {node_id}; give AddNode the id \

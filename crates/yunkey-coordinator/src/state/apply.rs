@@ -257,4 +257,4 @@ fn apply_op(
 
 #[cfg(test)]
 #[path = "apply_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -33,28 +33,11 @@ pub(super) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Activation, UserRecord, UserState};
+    use crate::state::UserRecord;
     use yunkey_store::Db;
 
     fn user(id: &str) -> UserRecord {
-        UserRecord {
-            user_id: id.into(),
-            algorithm: 1,
-            public_key: vec![1],
-            wrapped_key: vec![2],
-            certificate: vec![3],
-            state: UserState::Active,
-            holders: vec![],
-            devices: vec![],
-            activation: Some(Activation {
-                code_sha256: [7; 32],
-                expires_at: 1000,
-                enroll_request_id: format!("enroll-{id}"),
-            }),
-            created_at: 1,
-            revoked_reason: None,
-            binding_seq: 0,
-        }
+        crate::state::apply::tests::user(id, "CODE")
     }
 
     fn command(request_id: &str, now: i64, op: Op) -> Command {

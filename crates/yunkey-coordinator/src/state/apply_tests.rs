@@ -6,7 +6,8 @@ use crate::state::{
 };
 use yunkey_store::Db;
 
-fn user(id: &str, code: &str) -> UserRecord {
+/// An active user with no devices and a pending code (also for `apply_batch`'s tests).
+pub(in crate::state) fn user(id: &str, code: &str) -> UserRecord {
     UserRecord {
         user_id: id.into(),
         algorithm: 1,
