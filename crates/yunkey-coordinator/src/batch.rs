@@ -221,14 +221,7 @@ impl Gate {
 /// the life of the coordinator.
 pub async fn watch_members(core: Arc<Core>) {
     loop {
-        let members: Vec<(u64, String)> = {
-            let m = core.raft.raft().metrics().borrow().clone();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, node)| (*id, node.addr.clone()))
-                .collect()
-        };
+        let members = core.raft.members();
         let gate = &core.batcher.gate;
         for (id, address) in &members {
             if gate.seen(*id) {

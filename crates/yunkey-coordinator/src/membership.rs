@@ -115,14 +115,7 @@ async fn probe_new_node(core: &Core, node_id: u64, address: &str) -> Result<()> 
 /// On the leader: records every current member's id that is not recorded yet (the node that
 /// initialized the cluster, for one). Idempotent.
 pub async fn record_members(core: &Core, actor: &str) -> Result<()> {
-    let nodes: Vec<(u64, String)> = {
-        let m = core.raft.raft().metrics().borrow().clone();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect()
-    };
+    let nodes = core.raft.members();
     for (node_id, address) in nodes {
         if core.view.node_id(node_id)?.is_none() {
             match record(core, actor, node_id, &address).await {

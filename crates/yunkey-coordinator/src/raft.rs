@@ -218,6 +218,17 @@ impl RaftHandle {
         m.current_leader == Some(m.id)
     }
 
+    /// Every member (voters and learners) with its address, as this node's metrics show the
+    /// membership.
+    pub fn members(&self) -> Vec<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
     /// The current leader's id and address, if one is known.
     pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();
