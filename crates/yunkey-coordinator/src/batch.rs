@@ -197,9 +197,10 @@ impl Gate {
             .insert(node_id);
     }
 
-    /// Opens when every member of `members` was seen at the batch format; closes otherwise.
+    /// Opens when every member of `members` was seen at the batch format; closes otherwise,
+    /// and while no membership is known (a node not added to a cluster yet).
     fn settle(&self, members: &[u64]) -> bool {
-        let open = members.iter().all(|id| self.seen(*id));
+        let open = !members.is_empty() && members.iter().all(|id| self.seen(*id));
         if open != self.open.swap(open, Ordering::Relaxed) {
             tracing::info!(
                 node_id = self.node_id,
@@ -256,6 +257,7 @@ mod tests {
     fn the_gate_opens_only_when_every_member_was_seen_at_the_format() {
         let gate = Gate::new(1);
         assert!(!gate.is_open(), "closed until the members were asked");
+        assert!(!gate.settle(&[]), "closed before this node knows its cluster");
         assert!(gate.settle(&[1]), "a one-member cluster batches");
         assert!(!gate.settle(&[1, 2, 3]), "2 and 3 not seen yet");
         assert!(!gate.is_open());
