@@ -257,7 +257,10 @@ mod tests {
     fn the_gate_opens_only_when_every_member_was_seen_at_the_format() {
         let gate = Gate::new(1);
         assert!(!gate.is_open(), "closed until the members were asked");
-        assert!(!gate.settle(&[]), "closed before this node knows its cluster");
+        assert!(
+            !gate.settle(&[]),
+            "closed before this node knows its cluster"
+        );
         assert!(gate.settle(&[1]), "a one-member cluster batches");
         assert!(!gate.settle(&[1, 2, 3]), "2 and 3 not seen yet");
         assert!(!gate.is_open());

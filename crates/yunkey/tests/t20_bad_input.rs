@@ -9,7 +9,7 @@ use yunkey_client::{cluster_client, key_client, terminal_client};
 use yunkey_proto::v1::{
     Algorithm, Authorization, AuthorizationFormat, EnrollUserRequest, GetTimeRequest,
     GetUserRequest, RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
-    WriteProbeRequest,
+    VerifyRequest, WriteProbeRequest,
 };
 
 async fn counts(dev: &Dev) -> (u64, u64, u64) {
@@ -169,14 +169,31 @@ async fn sign_refusals() {
         Code::AlreadyExists,
         &["already used"],
     );
-    // ...while a retry with the first request id returns the very same signature.
-    let again = key
-        .sign(alice.sign_request("r-1", good.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again.signature, ok.signature);
-    assert_eq!(again.tx_hash, ok.tx_hash);
+    // ...while a retry with the first request id is signed again: the chip that signed first
+    // answers from its replay guard with the very same bytes; the other holder makes a new
+    // (randomized) signature of the same transaction. Both verify under alice's key.
+    for _ in 0..4 {
+        let again = key
+            .sign(alice.sign_request("r-1", good.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.tx_hash, ok.tx_hash);
+        if again.chip_id == ok.chip_id {
+            assert_eq!(again.signature, ok.signature, "the replay guard's answer");
+        }
+        let verified = key
+            .verify(VerifyRequest {
+                user_id: "alice".into(),
+                transaction: Some(good.clone()),
+                tx_hash: Vec::new(),
+                signature: again.signature.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(verified.valid, "{}", verified.reason);
+    }
 
     // Revoked users sign nothing.
     key.revoke_user(RevokeUserRequest {
