@@ -59,7 +59,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     check_signature_field("authorization.signature", &authorization.signature)?;
     let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
     // Without a request id, the transaction itself is the idempotency key: a blind retry of
-    // the same authorization gets the same signature instead of a replay error.
+    // the same authorization gets a signature instead of a replay error.
     let request_id =
         crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
 
