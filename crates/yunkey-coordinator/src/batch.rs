@@ -62,11 +62,9 @@ impl Batcher {
     /// batcher is dropped.
     pub fn start(raft: RaftHandle, node_id: u64) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx));
-        Self {
-            queue,
-            gate: Arc::new(Gate::new(node_id)),
-        }
+        let gate = Arc::new(Gate::new(node_id));
+        tokio::spawn(run(raft, rx, gate.clone()));
+        Self { queue, gate }
     }
 
     /// Whether every member applies batch entries, so that commands are batched.
@@ -94,7 +92,7 @@ impl Batcher {
 }
 
 /// Takes the waiting commands in batches, at most [`MAX_IN_FLIGHT`] at a time.
-async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Wait for a slot before gathering, so that what arrives meanwhile joins this batch.
@@ -108,19 +106,23 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (raft, gate) = (raft.clone(), gate.clone());
         tokio::spawn(async move {
-            commit(&raft, group).await;
+            commit(&raft, &gate, group).await;
             drop(slot);
         });
     }
 }
 
-/// Commits one group and answers each of its callers.
-async fn commit(raft: &RaftHandle, mut group: Vec<Pending>) {
-    if group.len() == 1 {
-        let Pending { cmd, reply } = group.remove(0);
-        let _ = reply.send(raft.write(cmd).await);
+/// Commits one group and answers each of its callers: one entry each if the group is one
+/// command, or if the gate closed since they were queued (a member that cannot read a batch
+/// joined).
+async fn commit(raft: &RaftHandle, gate: &Gate, group: Vec<Pending>) {
+    if group.len() == 1 || !gate.is_open() {
+        futures::future::join_all(group.into_iter().map(|Pending { cmd, reply }| async move {
+            let _ = reply.send(raft.write(cmd).await);
+        }))
+        .await;
         return;
     }
     metrics::histogram!("yunkey_raft_batch_commands").record(group.len() as f64);
