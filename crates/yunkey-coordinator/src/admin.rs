@@ -303,7 +303,9 @@ pub async fn ensure_ca_of(core: &Core, actor: &str, algorithm: SigAlgorithm) -> 
 }
 
 /// Commits a no-op [`Op::Probe`] through Raft (forwarded to the leader when needed) and
-/// returns once it is applied here: `ClusterService.WriteProbe`.
+/// returns once it is applied here: `ClusterService.WriteProbe`. It takes the path of every
+/// write, batched with the commands proposed beside it (`batch.rs`), so that it measures what
+/// they wait for; its log index is then the batch entry's.
 pub async fn write_probe(core: &Core, actor: &str) -> Result<yunkey_proto::v1::WriteProbeResponse> {
     let cmd = Command {
         request_id: String::new(),
@@ -311,7 +313,7 @@ pub async fn write_probe(core: &Core, actor: &str) -> Result<yunkey_proto::v1::W
         now: crate::clock::now(),
         op: Op::Probe,
     };
-    let (_, log_index) = core.raft.write_indexed(cmd).await?;
+    let (_, log_index) = core.batcher.write_indexed(&core.raft, cmd).await?;
     Ok(yunkey_proto::v1::WriteProbeResponse {
         node_id: core.node_id,
         log_index,

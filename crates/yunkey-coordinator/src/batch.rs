@@ -38,9 +38,13 @@ pub const MEMBER_POLL: Duration = Duration::from_secs(2);
 /// Commands waiting for a batch, beyond which callers wait to queue.
 const QUEUE: usize = 4096;
 
+/// A command's result and the index of the log entry that carried it (shared by the commands
+/// batched with it).
+type Indexed = (CommandResult, u64);
+
 struct Pending {
     cmd: Command,
-    reply: oneshot::Sender<Result<CommandResult>>,
+    reply: oneshot::Sender<Result<Indexed>>,
 }
 
 /// The proposals of one node; see the module documentation.
@@ -75,13 +79,19 @@ impl Batcher {
     /// Commits `cmd` through Raft, in a batch with others when the gate is open, and returns
     /// its own result once this node applied it.
     pub async fn write(&self, raft: &RaftHandle, cmd: Command) -> Result<CommandResult> {
+        Ok(self.write_indexed(raft, cmd).await?.0)
+    }
+
+    /// [`Batcher::write`], also returning the index of the log entry that carried the command
+    /// (the batch's, when it went in one).
+    pub async fn write_indexed(&self, raft: &RaftHandle, cmd: Command) -> Result<Indexed> {
         if !self.gate.is_open() {
-            return raft.write(cmd).await;
+            return raft.write_indexed(cmd).await;
         }
         let (reply, answer) = oneshot::channel();
         if let Err(refused) = self.queue.send(Pending { cmd, reply }).await {
             // The batching task is gone (shutting down): propose it alone.
-            return raft.write(refused.0.cmd).await;
+            return raft.write_indexed(refused.0.cmd).await;
         }
         answer.await.unwrap_or_else(|_| {
             Err(CoordError::Unavailable(
@@ -120,7 +130,7 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>)
 async fn commit(raft: &RaftHandle, gate: &Gate, group: Vec<Pending>) {
     if group.len() == 1 || !gate.is_open() {
         futures::future::join_all(group.into_iter().map(|Pending { cmd, reply }| async move {
-            let _ = reply.send(raft.write(cmd).await);
+            let _ = reply.send(raft.write_indexed(cmd).await);
         }))
         .await;
         return;
@@ -134,13 +144,13 @@ async fn commit(raft: &RaftHandle, gate: &Gate, group: Vec<Pending>) {
         now: crate::clock::now(),
         op: Op::Batch(commands),
     };
-    match raft.write(wrapper).await {
-        Ok(CommandResult::Batch(results)) if results.len() == replies.len() => {
+    match raft.write_indexed(wrapper).await {
+        Ok((CommandResult::Batch(results), index)) if results.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+                let _ = reply.send(Ok((result, index)));
             }
         }
-        Ok(other) => {
+        Ok((other, _)) => {
             for reply in replies {
                 let _ = reply.send(Err(CoordError::Internal(format!(
                     "a batch of commands was answered with {other:?}"
@@ -372,6 +382,42 @@ mod tests {
         assert!(enrolled.values().all(|n| *n == 1), "{enrolled:?}");
         // "first" and the 150.
         assert_eq!(view.user_count().unwrap(), 151);
+
+        // Probes batch too, and each learns the index of the entry that carried it.
+        let before = raft.status().last_log_index;
+        let probes = (0..64).map(|_| {
+            let probe = Command {
+                request_id: String::new(),
+                actor: "t".into(),
+                now: 1,
+                op: Op::Probe,
+            };
+            batcher.write_indexed(&raft, probe)
+        });
+        let indexes: std::collections::BTreeSet<u64> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .map(|r| {
+                let (result, index) = r.unwrap();
+                assert_eq!(result, CommandResult::Probed);
+                index
+            })
+            .collect();
+        let after = raft.status().last_log_index;
+        assert!(
+            indexes.len() < 64,
+            "64 probes took {} entries",
+            indexes.len()
+        );
+        assert!(
+            indexes.iter().all(|i| (before + 1..=after).contains(i)),
+            "{indexes:?} not in {before}..={after}"
+        );
+        assert_eq!(
+            indexes.len() as u64,
+            after - before,
+            "every entry carried a probe"
+        );
     }
 
     #[test]

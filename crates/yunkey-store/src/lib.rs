@@ -9,7 +9,7 @@
 //! Durability: nothing written is durable until [`Db::flush`] returns; when it returns,
 //! everything written before it is on stable storage (`fdatasync`, not only written to the
 //! page cache). Callers flush before they acknowledge (see the comments at each flush in the
-//! Raft store and the chip).
+//! Raft store and the chip). Concurrent flushes share syncs (group commit, `group_sync.rs`).
 //!
 //! Logs are not key-value data: [`Wal`] is an append-only segmented log of numbered entries
 //! (the Raft log), with one `fdatasync` per group commit and the same durability contract.
@@ -23,6 +23,7 @@
 
 mod error;
 mod file;
+mod group_sync;
 mod memory;
 mod sled_engine;
 mod staged;

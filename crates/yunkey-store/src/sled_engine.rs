@@ -7,6 +7,7 @@
 //! every blob file not synced yet (and `fsync` of the blob directory when one was added), so
 //! when [`crate::Db::flush`] returns, everything written before it is on stable storage.
 
+use crate::group_sync::GroupSync;
 use crate::{sync_dir, Batch, DbEngine, Entry, Result, StoreError, TreeEngine};
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -26,6 +27,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct SledDb {
     db: sled::Db,
     durable: DurablePoint,
+    group: GroupSync,
 }
 
 /// What [`SledDb`]'s flush syncs after sled's own flush (see the module doc).
@@ -127,7 +129,11 @@ impl SledDb {
                             path.join("db").display()
                         ))
                     })?;
-                    return Ok(Self { db, durable });
+                    return Ok(Self {
+                        db,
+                        durable,
+                        group: GroupSync::default(),
+                    });
                 }
             }
         }
@@ -153,10 +159,13 @@ impl DbEngine for SledDb {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        self.durable
-            .sync()
-            .map_err(|e| StoreError::Engine(format!("fdatasync after sled's flush: {e}")))
+        // Concurrent flushes (a chip storing keys for many enrolments at once) share syncs.
+        self.group.flush(|| {
+            self.db.flush()?;
+            self.durable
+                .sync()
+                .map_err(|e| StoreError::Engine(format!("fdatasync after sled's flush: {e}")))
+        })
     }
 
     fn size_on_disk(&self) -> Result<u64> {
