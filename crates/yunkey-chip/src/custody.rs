@@ -202,6 +202,18 @@ pub trait KeyCustody: Send + Sync {
     /// (AES-256-KWP, or SM4-KWP in an SM4 domain).
     fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError>;
 
+    /// [`KeyCustody::export_wrapped`] of a key whose public key the caller knows (the key
+    /// record keeps it): a backend that would otherwise derive it again may use it. The same
+    /// result; by default, `export_wrapped`.
+    fn export_wrapped_known(
+        &self,
+        key: &KeyRef,
+        _public_key: &VerifyingKey,
+        kek: &Kek,
+    ) -> Result<Vec<u8>, ChipError> {
+        self.export_wrapped(key, kek)
+    }
+
     /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend), a
     /// key of `algorithm` (the wrapped key's authenticated metadata names it).
     fn import_wrapped(

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::keywrap;
 use yunkey_crypto::seal::SealKey;
-use yunkey_crypto::sig::{Algorithm, SigningKey};
+use yunkey_crypto::sig::{Algorithm, SigningKey, VerifyingKey};
 use yunkey_store::Db;
 use zeroize::Zeroizing;
 
@@ -117,6 +117,25 @@ impl KeyCustody for SoftCustody {
             .map_err(|e| ChipError::storage("wrapping a key", e))
     }
 
+    fn export_wrapped_known(
+        &self,
+        key: &KeyRef,
+        public_key: &VerifyingKey,
+        kek: &Kek,
+    ) -> Result<Vec<u8>, ChipError> {
+        let VerifyingKey::P256(public) = public_key else {
+            return self.export_wrapped(key, kek);
+        };
+        if key.algorithm() != Algorithm::EcdsaP256 {
+            return self.export_wrapped(key, kek);
+        }
+        // The same PKCS#8 bytes, without p256 deriving the public key again.
+        let pkcs8 = yunkey_crypto::ecdsa::PrivateKey::pkcs8_der_from_parts(key.as_bytes(), public)
+            .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))?;
+        keywrap::wrap(kek.cipher(), kek.expose(), &pkcs8)
+            .map_err(|e| ChipError::storage("wrapping a key", e))
+    }
+
     fn import_wrapped(
         &self,
         wrapped: &[u8],
@@ -128,6 +147,16 @@ impl KeyCustody for SoftCustody {
         };
         let pkcs8 = keywrap::unwrap(kek.cipher(), kek.expose(), wrapped).map_err(|_| unseal())?;
         let pkcs8 = without_zero_padding(&pkcs8).ok_or_else(unseal)?;
+        if algorithm == Algorithm::EcdsaP256 {
+            // ring checks the document's public key against its scalar: one fast
+            // multiplication where p256 would do two (docs/performance.md).
+            let (secret, public) = yunkey_crypto::ecdsa::PrivateKey::pkcs8_der_to_parts(pkcs8)
+                .map_err(|_| unseal())?;
+            return Ok(CustodyKey {
+                public_key: VerifyingKey::P256(public),
+                key_ref: KeyRef::new(algorithm, secret.to_vec()),
+            });
+        }
         let key = SigningKey::from_pkcs8_der(pkcs8).map_err(|_| unseal())?;
         if key.algorithm() != algorithm {
             return Err(unseal());

@@ -31,6 +31,13 @@ impl PublicKey {
         Self { key, sec1 }
     }
 
+    /// Parses an uncompressed or compressed SEC1 point (checked to be on the curve).
+    pub fn from_sec1(point: &[u8]) -> Result<Self, CryptoError> {
+        VerifyingKey::from_sec1_bytes(point)
+            .map(Self::new)
+            .map_err(|_| CryptoError::BadPublicKey)
+    }
+
     /// Parses SubjectPublicKeyInfo DER.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, CryptoError> {
         VerifyingKey::from_public_key_der(der)
@@ -103,6 +110,39 @@ const WIPE_SCALAR: [u8; 32] = {
     one[31] = 1;
     one
 };
+
+/// Runs `f` with ring's key pair of `secret` and `public` (ring checks they match), then
+/// overwrites the key pair in place with one of 1·G, whose scalar is no secret: ring's key
+/// pair holds the scalar inline (no heap, no `Drop`; checked at compile time below) and does
+/// not wipe it. The overwrite costs one more fixed-base multiplication, and keeps this crate
+/// free of `unsafe`.
+fn with_ring_pair<T>(
+    secret: &[u8],
+    public: &PublicKey,
+    rng: &ring::rand::SystemRandom,
+    f: impl FnOnce(&ring::signature::EcdsaKeyPair) -> T,
+) -> Result<T, CryptoError> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    const _: () = assert!(
+        !std::mem::needs_drop::<EcdsaKeyPair>(),
+        "ring's EcdsaKeyPair owns heap memory now: overwriting it no longer covers its key"
+    );
+    let pair = |secret: &[u8], public: &[u8]| {
+        EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            secret,
+            public,
+            rng,
+        )
+    };
+    let mut key = pair(secret, &public.sec1)
+        .map_err(|_| CryptoError::Malformed("not the private key of this P-256 public key"))?;
+    let out = f(&key);
+    key = pair(&WIPE_SCALAR, wipe_point()).expect("1 and G are a P-256 key pair");
+    // Keep the overwrite: the store would otherwise be dead and could be optimized away.
+    std::hint::black_box(&key);
+    Ok(out)
+}
 
 /// G, uncompressed (the public key of [`WIPE_SCALAR`]), computed once.
 fn wipe_point() -> &'static [u8] {
@@ -227,35 +267,14 @@ impl PrivateKey {
     /// here). What answers a retry with the same bytes is the stored request result and the
     /// chip's replay guard (docs/security.md, "Replay defence").
     ///
-    /// ring's key pair holds the scalar inline (no heap, no `Drop`; checked at compile time
-    /// below) and does not wipe it, so after signing the key pair is overwritten in place with
-    /// one of the public key 1·G, whose scalar is no secret. That costs one more fixed-base
-    /// multiplication per signature, and keeps this crate free of `unsafe`.
+    /// ring's key pair is wiped after signing ([`with_ring_pair`]).
     pub fn sign_message_with_secret(
         secret: &[u8],
         public: &PublicKey,
         message: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-        const _: () = assert!(
-            !std::mem::needs_drop::<EcdsaKeyPair>(),
-            "ring's EcdsaKeyPair owns heap memory now: overwriting it no longer covers its key"
-        );
         let rng = ring::rand::SystemRandom::new();
-        let pair = |secret: &[u8], public: &[u8]| {
-            EcdsaKeyPair::from_private_key_and_public_key(
-                &ECDSA_P256_SHA256_ASN1_SIGNING,
-                secret,
-                public,
-                &rng,
-            )
-        };
-        let mut key = pair(secret, &public.sec1)
-            .map_err(|_| CryptoError::Malformed("not the private key of this P-256 public key"))?;
-        let signed = key.sign(&rng, message);
-        key = pair(&WIPE_SCALAR, wipe_point()).expect("1 and G are a P-256 key pair");
-        // Keep the overwrite: the store would otherwise be dead and could be optimized away.
-        std::hint::black_box(&key);
+        let signed = with_ring_pair(secret, public, &rng, |key| key.sign(&rng, message))?;
         let der = signed.map_err(|_| CryptoError::Malformed("signing failed"))?;
         let sig = Signature::from_der(der.as_ref())
             .map_err(|_| CryptoError::Malformed("signing failed"))?;
@@ -265,6 +284,66 @@ impl PrivateKey {
             .to_der()
             .as_bytes()
             .to_vec())
+    }
+
+    /// The key as PKCS#8 DER from its scalar and its public key: the same bytes as
+    /// [`PrivateKey::to_pkcs8_der`], without deriving the public key again (a p256 scalar
+    /// multiplication, the costliest step of wrapping a key for export).
+    pub fn pkcs8_der_from_parts(
+        secret: &[u8],
+        public: &PublicKey,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        use p256::pkcs8::der::Encode;
+        if secret.len() != 32 {
+            return Err(CryptoError::Malformed("a P-256 private key is 32 bytes"));
+        }
+        let encoding = |_| CryptoError::Malformed("encoding a P-256 key as PKCS#8 failed");
+        let ec_private_key = Zeroizing::new(
+            sec1::EcPrivateKey {
+                private_key: secret,
+                parameters: None,
+                public_key: Some(&public.sec1),
+            }
+            .to_der()
+            .map_err(encoding)?,
+        );
+        let info = p256::pkcs8::PrivateKeyInfo::new(
+            p256::pkcs8::AlgorithmIdentifierRef {
+                oid: p256::elliptic_curve::ALGORITHM_OID,
+                parameters: Some((&<p256::NistP256 as p256::pkcs8::AssociatedOid>::OID).into()),
+            },
+            &ec_private_key,
+        );
+        Ok(Zeroizing::new(info.to_der().map_err(encoding)?))
+    }
+
+    /// Opens PKCS#8 DER of a P-256 key into its scalar and public key. When the document
+    /// carries the public key (as [`PrivateKey::to_pkcs8_der`] writes it), ring checks that it
+    /// is the scalar's (one fast fixed-base multiplication, instead of p256's two); without
+    /// one, p256 derives it.
+    pub fn pkcs8_der_to_parts(der: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey), CryptoError> {
+        use p256::pkcs8::AssociatedOid;
+        let bad = || CryptoError::Malformed("not a PKCS#8 P-256 private key");
+        let info = p256::pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| bad())?;
+        info.algorithm
+            .assert_oids(p256::elliptic_curve::ALGORITHM_OID, p256::NistP256::OID)
+            .map_err(|_| bad())?;
+        let ec = sec1::EcPrivateKey::try_from(info.private_key).map_err(|_| bad())?;
+        if ec
+            .parameters
+            .is_some_and(|p| p.named_curve() != Some(p256::NistP256::OID))
+        {
+            return Err(bad());
+        }
+        let secret = Zeroizing::new(ec.private_key.to_vec());
+        let Some(point) = ec.public_key else {
+            let public = Self::from_secret_bytes(&secret)?.public_key();
+            return Ok((secret, public));
+        };
+        let public = PublicKey::from_sec1(point).map_err(|_| bad())?;
+        let rng = ring::rand::SystemRandom::new();
+        with_ring_pair(&secret, &public, &rng, |_| ())?;
+        Ok((secret, public))
     }
 
     pub(crate) fn inner(&self) -> &SigningKey {
@@ -281,6 +360,56 @@ impl fmt::Debug for PrivateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkcs8_from_parts_is_p256s_encoding_and_opens_back() {
+        for _ in 0..8 {
+            let key = PrivateKey::generate();
+            let secret = key.to_secret_bytes();
+            let public = key.public_key();
+            let der = PrivateKey::pkcs8_der_from_parts(&secret, &public).unwrap();
+            assert_eq!(*der, *key.to_pkcs8_der());
+            let (opened, opened_public) = PrivateKey::pkcs8_der_to_parts(&der).unwrap();
+            assert_eq!(*opened, *secret);
+            assert_eq!(opened_public, public);
+        }
+    }
+
+    #[test]
+    fn pkcs8_to_parts_refuses_a_public_key_that_is_not_the_scalars() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let mismatched =
+            PrivateKey::pkcs8_der_from_parts(&a.to_secret_bytes(), &b.public_key()).unwrap();
+        assert!(PrivateKey::pkcs8_der_to_parts(&mismatched).is_err());
+        assert!(PrivateKey::pkcs8_der_to_parts(b"not der").is_err());
+        assert!(PrivateKey::pkcs8_der_from_parts(&[1u8; 31], &a.public_key()).is_err());
+    }
+
+    #[test]
+    fn pkcs8_to_parts_derives_a_missing_public_key() {
+        use p256::pkcs8::der::Encode;
+        let key = PrivateKey::generate();
+        let secret = key.to_secret_bytes();
+        let ec = sec1::EcPrivateKey {
+            private_key: &secret,
+            parameters: None,
+            public_key: None,
+        }
+        .to_der()
+        .unwrap();
+        let der = p256::pkcs8::PrivateKeyInfo::new(
+            p256::pkcs8::AlgorithmIdentifierRef {
+                oid: p256::elliptic_curve::ALGORITHM_OID,
+                parameters: Some((&<p256::NistP256 as p256::pkcs8::AssociatedOid>::OID).into()),
+            },
+            &ec,
+        )
+        .to_der()
+        .unwrap();
+        let (opened, public) = PrivateKey::pkcs8_der_to_parts(&der).unwrap();
+        assert_eq!(*opened, *secret);
+        assert_eq!(public, key.public_key());
+    }
 
     #[test]
     fn sign_verify_roundtrip() {
