@@ -33,8 +33,9 @@ pub struct Written<R> {
 /// index) once it is applied on the leader. When it was forwarded, this node may not have
 /// applied it yet: wait for `log_index` before reading the local state.
 ///
-/// Tries `raft.client_write` locally; when this node is not the leader and a leader is known,
-/// sends the command to the leader's `ClientWrite` RPC over `net`'s cached channels. With no
+/// When this node's metrics name another node as the leader, sends the command to the
+/// leader's `ClientWrite` RPC over `net`'s cached channels; otherwise tries
+/// `raft.client_write` locally, and forwards if the local core names a leader. With no
 /// known leader, or on transient errors (leader unreachable, leadership moving, remote node
 /// shutting down), retries with a small backoff until `deadline` has passed.
 ///
@@ -54,6 +55,24 @@ pub async fn write<C: TypeConfig>(
         let remaining = end.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(WriteError::Unavailable(last));
+        }
+        // A follower that knows the leader forwards at once, without first asking its own
+        // Raft core to refuse the write (a round trip through the core and a copy of the
+        // command). If the leader it knows has moved on, that leader says so and we retry.
+        if let Some((leader_id, node)) = known_other_leader(raft, net.id()) {
+            match forward(raft, Some(leader_id), net, &node, &cmd, end).await? {
+                Attempt::Done((response, log_index)) => {
+                    return Ok(Written {
+                        response,
+                        log_index,
+                    })
+                }
+                Attempt::Retry(why) => last = why,
+            }
+            let remaining = end.saturating_duration_since(Instant::now());
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
         }
         let local = match tokio::time::timeout(remaining, raft.client_write(cmd.clone())).await {
             Err(_) => {
@@ -97,6 +116,15 @@ pub async fn write<C: TypeConfig>(
         tokio::time::sleep(backoff.min(remaining)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The leader this node's metrics name, with its address, when it is another node.
+fn known_other_leader<C: TypeConfig>(raft: &Raft<C>, me: u64) -> Option<(u64, BasicNode)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let leader = m.current_leader.filter(|id| *id != me)?;
+    let node = m.membership_config.membership().get_node(&leader)?.clone();
+    Some((leader, node))
 }
 
 /// Sends `cmd` to `leader`'s `ClientWrite` RPC, waiting at most until `end`.
