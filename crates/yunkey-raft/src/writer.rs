@@ -59,49 +59,11 @@ pub async fn write<C: TypeConfig>(
         // A follower that knows the leader forwards at once, without first asking its own
         // Raft core to refuse the write (a round trip through the core and a copy of the
         // command). If the leader it knows has moved on, that leader says so and we retry.
-        if let Some((leader_id, node)) = known_other_leader(raft, net.id()) {
-            match forward(raft, Some(leader_id), net, &node, &cmd, end).await? {
-                Attempt::Done((response, log_index)) => {
-                    return Ok(Written {
-                        response,
-                        log_index,
-                    })
-                }
-                Attempt::Retry(why) => last = why,
+        let attempt = match known_other_leader(raft, net.id()) {
+            Some((leader_id, node)) => {
+                forward(raft, Some(leader_id), net, &node, &cmd, end).await?
             }
-            let remaining = end.saturating_duration_since(Instant::now());
-            tokio::time::sleep(backoff.min(remaining)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
-        }
-        let local = match tokio::time::timeout(remaining, raft.client_write(cmd.clone())).await {
-            Err(_) => {
-                return Err(WriteError::Unavailable(
-                    "local write not applied before the deadline (it may still commit)".into(),
-                ))
-            }
-            Ok(r) => r,
-        };
-        let attempt = match local {
-            Ok(resp) => {
-                return Ok(Written {
-                    response: resp.data,
-                    log_index: resp.log_id.index,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                Some(node) if f.leader_id != Some(net.id()) => {
-                    forward(raft, f.leader_id, net, &node, &cmd, end).await?
-                }
-                _ => Attempt::Retry("no known leader".into()),
-            },
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                return Err(WriteError::Remote(e.to_string()))
-            }
-            Err(RaftError::Fatal(Fatal::StorageError(e))) => {
-                return Err(WriteError::Storage(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => return Err(WriteError::Fatal(e.to_string())),
+            None => write_here(raft, net, &cmd, remaining, end).await?,
         };
         match attempt {
             Attempt::Done((response, log_index)) => {
@@ -115,6 +77,38 @@ pub async fn write<C: TypeConfig>(
         let remaining = end.saturating_duration_since(Instant::now());
         tokio::time::sleep(backoff.min(remaining)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Offers `cmd` to this node's Raft core, and forwards it to the leader the core names.
+async fn write_here<C: TypeConfig>(
+    raft: &Raft<C>,
+    net: &GrpcNetworkFactory<C>,
+    cmd: &C::D,
+    remaining: Duration,
+    end: Instant,
+) -> Result<Attempt<(C::R, u64)>, WriteError> {
+    let local = match tokio::time::timeout(remaining, raft.client_write(cmd.clone())).await {
+        Err(_) => {
+            return Err(WriteError::Unavailable(
+                "local write not applied before the deadline (it may still commit)".into(),
+            ))
+        }
+        Ok(r) => r,
+    };
+    match local {
+        Ok(resp) => Ok(Attempt::Done((resp.data, resp.log_id.index))),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+            Some(node) if f.leader_id != Some(net.id()) => {
+                forward(raft, f.leader_id, net, &node, cmd, end).await
+            }
+            _ => Ok(Attempt::Retry("no known leader".into())),
+        },
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(WriteError::Remote(e.to_string()))
+        }
+        Err(RaftError::Fatal(Fatal::StorageError(e))) => Err(WriteError::Storage(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
     }
 }
 
