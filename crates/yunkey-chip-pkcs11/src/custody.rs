@@ -37,7 +37,7 @@ use yunkey_chip::custody::{CheckedDigest, CustodyKey, Kek, KeyRef};
 use yunkey_chip::{ChipError, KeyCustody};
 use yunkey_crypto::cipher::Cipher;
 use yunkey_crypto::ecdsa::PublicKey;
-use yunkey_crypto::sig::Algorithm;
+use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Label of the token's sealing key.
@@ -488,7 +488,12 @@ impl KeyCustody for Pkcs11Custody {
         })
     }
 
-    fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
+    fn export_wrapped(
+        &self,
+        key: &KeyRef,
+        _public_key: &VerifyingKey,
+        kek: &Kek,
+    ) -> Result<Vec<u8>, ChipError> {
         self.check_kek(kek)?;
         let id = key_id(key)?;
         self.token

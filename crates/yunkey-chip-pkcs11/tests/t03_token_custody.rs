@@ -130,7 +130,9 @@ fn keys_live_in_the_token_sensitive_and_only_wrappable() {
     custody.destroy(&key.key_ref).unwrap();
     assert!(objects(&view, &id).is_empty());
     let keys = kek();
-    assert!(custody.export_wrapped(&key.key_ref, keys.kek()).is_err());
+    assert!(custody
+        .export_wrapped(&key.key_ref, &key.public_key, keys.kek())
+        .is_err());
     custody
         .destroy(&key.key_ref)
         .expect("destroying twice is a no-op");
@@ -170,8 +172,12 @@ fn restart_keeps_the_sealing_key_and_the_chip() {
     let again = Pkcs11Custody::open(hsm.options(TokenSelector::Label(label.clone()))).unwrap();
     assert_eq!(&again.open(b"aad", &sealed).unwrap()[..], b"kept");
     let keys = kek();
-    let w1 = first.export_wrapped(&key.key_ref, keys.kek()).unwrap();
-    let w2 = again.export_wrapped(&key.key_ref, keys.kek()).unwrap();
+    let w1 = first
+        .export_wrapped(&key.key_ref, &key.public_key, keys.kek())
+        .unwrap();
+    let w2 = again
+        .export_wrapped(&key.key_ref, &key.public_key, keys.kek())
+        .unwrap();
     // Wraps are deterministic (RFC 5649), and both instances reach the same key object.
     assert_eq!(w1, w2);
 
@@ -277,7 +283,11 @@ fn sm4_key_wrapping_is_refused_with_the_reason() {
         }) => assert!(c.starts_with("pkcs11:"), "{c}"),
         other => panic!("{other:?}"),
     };
-    refused(custody.export_wrapped(&key.key_ref, sm4.kek()).map(drop));
+    refused(
+        custody
+            .export_wrapped(&key.key_ref, &key.public_key, sm4.kek())
+            .map(drop),
+    );
     let soft = PrivateKey::generate();
     let wrapped = keywrap::wrap(Cipher::Sm4, sm4.kek().expose(), &soft.to_pkcs8_der()).unwrap();
     refused(
@@ -296,7 +306,9 @@ fn sm4_key_wrapping_is_refused_with_the_reason() {
     );
     // The AES-256 key of the same custody still wraps.
     let aes = DomainKeys::derive(&SealKey::generate());
-    custody.export_wrapped(&key.key_ref, aes.kek()).unwrap();
+    custody
+        .export_wrapped(&key.key_ref, &key.public_key, aes.kek())
+        .unwrap();
 }
 
 #[test]
@@ -397,14 +409,14 @@ fn a_lost_login_is_restored_and_the_call_retried() {
         Pkcs11Custody::open(softhsm().options(TokenSelector::Label(label.unwrap()))).unwrap();
     let keys = kek();
     let expected = custody
-        .export_wrapped(&fresh_key.key_ref, keys.kek())
+        .export_wrapped(&fresh_key.key_ref, &fresh_key.public_key, keys.kek())
         .unwrap();
     inspect(&other.describe()["pkcs11:".len()..])
         .logout()
         .unwrap();
     assert_eq!(
         other
-            .export_wrapped(&fresh_key.key_ref, keys.kek())
+            .export_wrapped(&fresh_key.key_ref, &fresh_key.public_key, keys.kek())
             .unwrap(),
         expected
     );

@@ -199,20 +199,15 @@ pub trait KeyCustody: Send + Sync {
     fn generate(&self, algorithm: Algorithm) -> Result<CustodyKey, ChipError>;
 
     /// The private key as KWP (RFC 5649) of its PKCS#8 DER under `kek`, with the kek's cipher
-    /// (AES-256-KWP, or SM4-KWP in an SM4 domain).
-    fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError>;
-
-    /// [`KeyCustody::export_wrapped`] of a key whose public key the caller knows (the key
-    /// record keeps it): a backend that would otherwise derive it again may use it. The same
-    /// result; by default, `export_wrapped`.
-    fn export_wrapped_known(
+    /// (AES-256-KWP, or SM4-KWP in an SM4 domain). `public_key` is the key's own (the key
+    /// record keeps it): a backend that builds the PKCS#8 itself uses it instead of deriving
+    /// it again from the private key.
+    fn export_wrapped(
         &self,
         key: &KeyRef,
-        _public_key: &VerifyingKey,
+        public_key: &VerifyingKey,
         kek: &Kek,
-    ) -> Result<Vec<u8>, ChipError> {
-        self.export_wrapped(key, kek)
-    }
+    ) -> Result<Vec<u8>, ChipError>;
 
     /// Imports what [`KeyCustody::export_wrapped`] produced (on this or another backend), a
     /// key of `algorithm` (the wrapped key's authenticated metadata names it).

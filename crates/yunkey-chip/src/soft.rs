@@ -112,26 +112,20 @@ impl KeyCustody for SoftCustody {
         Ok(Self::custody_key(SigningKey::generate(algorithm)))
     }
 
-    fn export_wrapped(&self, key: &KeyRef, kek: &Kek) -> Result<Vec<u8>, ChipError> {
-        keywrap::wrap(kek.cipher(), kek.expose(), &Self::key(key)?.to_pkcs8_der())
-            .map_err(|e| ChipError::storage("wrapping a key", e))
-    }
-
-    fn export_wrapped_known(
+    fn export_wrapped(
         &self,
         key: &KeyRef,
         public_key: &VerifyingKey,
         kek: &Kek,
     ) -> Result<Vec<u8>, ChipError> {
-        let VerifyingKey::P256(public) = public_key else {
-            return self.export_wrapped(key, kek);
+        let pkcs8 = match public_key {
+            // The same PKCS#8 bytes as p256 writes, without p256 deriving the public key again.
+            VerifyingKey::P256(public) if key.algorithm() == Algorithm::EcdsaP256 => {
+                yunkey_crypto::ecdsa::PrivateKey::pkcs8_der_from_parts(key.as_bytes(), public)
+                    .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))?
+            }
+            _ => Self::key(key)?.to_pkcs8_der(),
         };
-        if key.algorithm() != Algorithm::EcdsaP256 {
-            return self.export_wrapped(key, kek);
-        }
-        // The same PKCS#8 bytes, without p256 deriving the public key again.
-        let pkcs8 = yunkey_crypto::ecdsa::PrivateKey::pkcs8_der_from_parts(key.as_bytes(), public)
-            .map_err(|_| ChipError::storage("reading a key", "a stored key is corrupt"))?;
         keywrap::wrap(kek.cipher(), kek.expose(), &pkcs8)
             .map_err(|e| ChipError::storage("wrapping a key", e))
     }

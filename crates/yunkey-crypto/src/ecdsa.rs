@@ -382,6 +382,9 @@ mod tests {
             PrivateKey::pkcs8_der_from_parts(&a.to_secret_bytes(), &b.public_key()).unwrap();
         assert!(PrivateKey::pkcs8_der_to_parts(&mismatched).is_err());
         assert!(PrivateKey::pkcs8_der_to_parts(b"not der").is_err());
+        // A key of another curve (SM2) is no P-256 key.
+        let sm2 = crate::sm2::PrivateKey::generate().to_pkcs8_der();
+        assert!(PrivateKey::pkcs8_der_to_parts(&sm2).is_err());
         assert!(PrivateKey::pkcs8_der_from_parts(&[1u8; 31], &a.public_key()).is_err());
     }
 

@@ -6,7 +6,7 @@ use super::ActivationModule;
 use crate::binding::Binding;
 use crate::wrapped::{DomainKeys, WrappedKey};
 use crate::{ChipError, GenerateKey, GeneratedKey, KeyPurpose};
-use yunkey_crypto::sig::{Algorithm, VerifyingKey};
+use yunkey_crypto::sig::Algorithm;
 use yunkey_crypto::validate::{self, InvalidField};
 
 pub(super) fn new_handle() -> String {
@@ -65,15 +65,9 @@ impl ActivationModule {
         record: &KeyRecord,
         keys: &DomainKeys,
     ) -> Result<Vec<u8>, ChipError> {
-        // The record's public key spares a backend deriving it again.
         let kwp =
-            match VerifyingKey::from_spki_der_as(record.algorithm(), &record.public_key_spki, "") {
-                Ok(public) => {
-                    self.custody
-                        .export_wrapped_known(&record.key_ref, &public, keys.kek())?
-                }
-                Err(_) => self.custody.export_wrapped(&record.key_ref, keys.kek())?,
-            };
+            self.custody
+                .export_wrapped(&record.key_ref, &record.public_key()?, keys.kek())?;
         Ok(WrappedKey {
             algorithm: record.algorithm(),
             purpose: record.purpose,
