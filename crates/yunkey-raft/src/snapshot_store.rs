@@ -23,12 +23,13 @@ use crate::snapshot::{self, FileSummary};
 use crate::snapshot_file::SnapshotFile;
 use crate::state_machine::{
     read_err, write_err, Membership, SResult, StateMachineStore, KEY_APPLIED, KEY_MEMBERSHIP,
+    SM_TREE,
 };
 use crate::{legacy, TypeConfig};
 
 /// `raft_snapshot` key: bincode [`SnapshotRecord`] of the current snapshot.
 pub(crate) const KEY_CURRENT: &[u8] = b"current_file";
-/// `raft_snapshot` key: present while `sm` is being replaced by the current snapshot.
+/// `raft_snapshot` key: an older version's marker of an install in progress (removed at open).
 pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 /// `raft_snapshot` key: big-endian `u64` count of snapshots built by this node.
 const KEY_COUNTER: &[u8] = b"counter";
@@ -75,36 +76,57 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         blocking(move || db.flush().map_err(io_err)).await
     }
 
-    /// At open (blocking): migrates a format-1 snapshot, finishes an interrupted install, and
-    /// removes snapshot files that are not the current one.
+    /// At open (blocking): migrates a format-1 snapshot, drops the state an older version kept
+    /// on disk, removes snapshot files that are not the current one, and loads the current
+    /// snapshot into `sm` (checked first: a file that fails its checksum stops the open).
     pub(crate) fn recover(&self) -> SResult<()> {
         legacy::migrate(&self.inner.db, &self.inner.snap, &self.inner.dir)
             .map_err(|e| read_err(format!("cannot migrate the format 1 snapshot: {e}")))?;
-        if self
-            .inner
-            .snap
-            .get(KEY_INSTALLING)
-            .map_err(read_err)?
-            .is_some()
-        {
-            tracing::warn!("finishing a snapshot install interrupted by a crash");
-            let record = self
-                .read_record()?
-                .ok_or_else(|| read_err("install marker present but no snapshot recorded"))?;
-            let path = self.inner.dir.path_of(&record.file);
-            let fail = |e: io::Error| {
-                read_err(format!(
-                    "cannot finish the interrupted snapshot install: {e}"
-                ))
-            };
-            snapshot::verify(&path).map_err(fail)?;
-            snapshot::load_into(&self.inner.sm, &path).map_err(fail)?;
-            self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
-            self.inner.db.flush().map_err(write_err)?;
-        }
-        let current = self.read_record()?.map(|r| r.file);
-        self.inner.dir.remove_snapshots_except(current.as_deref());
+        self.drop_stored_state()?;
+        let record = self.read_record()?;
+        self.inner
+            .dir
+            .remove_snapshots_except(record.as_ref().map(|r| r.file.as_str()));
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let path = self.inner.dir.path_of(&record.file);
+        let fail = |e: io::Error| {
+            read_err(format!(
+                "cannot load the current snapshot (restore the snapshot directory from a \
+                 backup, or remove this node's data directory and let it rejoin): {e}"
+            ))
+        };
+        let summary = snapshot::verify(&path).map_err(fail)?;
+        let records = snapshot::load_into(&self.inner.sm, &path).map_err(fail)?;
+        tracing::info!(
+            snapshot_id = %record.meta.snapshot_id,
+            records,
+            bytes = summary.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state loaded from the current snapshot; the log after it is applied again"
+        );
         Ok(())
+    }
+
+    /// Before the state machine moved to memory, the state was kept on disk (tree `sm` of
+    /// `db`) and an install in progress was marked (`installing`). The current snapshot and the
+    /// log stand for both now (logs are purged only up to a recorded snapshot), so an older
+    /// version's are removed once, at the first open.
+    fn drop_stored_state(&self) -> SResult<()> {
+        let old = self.inner.db.tree(SM_TREE).map_err(read_err)?;
+        let marker = self.inner.snap.get(KEY_INSTALLING).map_err(read_err)?;
+        if old.is_empty() && marker.is_none() {
+            return Ok(());
+        }
+        tracing::info!(
+            "removing the on-disk state of an older version: the state machine is kept in \
+             memory and rebuilt from the current snapshot and the log"
+        );
+        old.clear().map_err(write_err)?;
+        self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
+        self.inner.db.flush().map_err(write_err)
     }
 
     /// Writes `sm` to a new snapshot file, records it, and returns it.
@@ -217,7 +239,7 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
             .map_err(|e| snap_write_err(Some(meta), e))?;
         // Durability: the file is on disk under its name (fsynced, renamed, directory fsynced);
         // its record is flushed before the snapshot is reported, since openraft may then purge
-        // the logs it covers. The flush also persists `sm` up to the snapshot's applied index.
+        // the logs it covers, and a restart starts from it.
         self.flush()
             .await
             .map_err(|e| snap_write_err(Some(meta), e))?;
@@ -250,8 +272,8 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         Ok(to)
     }
 
-    /// Verifies `file`, records it as the current snapshot with the install marker, then
-    /// replaces `sm` with its records in bounded batches.
+    /// Verifies `file`, records it durably as the current snapshot, then replaces `sm` with its
+    /// records in bounded batches.
     pub(crate) async fn install_snapshot_file(
         &self,
         meta: &Meta,
@@ -305,17 +327,16 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
             if adopt {
                 file.keep(path.clone());
             }
-            // Crash safety: the record and the "installing" marker are written in one batch and
-            // flushed before `sm` is touched. Clearing and reloading `sm` is not atomic; if we
-            // crash midway, `open` sees the marker and redoes the load from the file.
-            let mut batch = Batch::new();
+            // Crash safety: the record is flushed before `sm` is touched. A crash at any point
+            // after it leaves a store that `open` loads from this file.
             let record = SnapshotRecord {
                 meta: meta.clone(),
                 file: name,
             };
-            batch.insert(KEY_CURRENT, encode(&record).map_err(write_err)?);
-            batch.insert(KEY_INSTALLING, b"1".to_vec());
-            self.inner.snap.apply(batch).map_err(write_err)?;
+            self.inner
+                .snap
+                .insert(KEY_CURRENT, &encode(&record).map_err(write_err)?)
+                .map_err(write_err)?;
             self.flush().await.map_err(write_fail)?;
             path
         };
@@ -325,8 +346,6 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         let loaded = blocking(move || snapshot::load_into(&sm, &load_path))
             .await
             .map_err(write_err)?;
-        self.inner.snap.remove(KEY_INSTALLING).map_err(write_err)?;
-        self.flush().await.map_err(write_err)?;
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             records = loaded,

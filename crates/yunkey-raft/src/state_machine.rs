@@ -40,8 +40,9 @@ pub(crate) type SResult<T> = Result<T, StorageError<u64>>;
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 
 pub(crate) struct Inner<A> {
+    /// The durable database: the `raft_snapshot` records.
     pub(crate) db: Db,
-    /// The stored state: only `live` writes it, and a snapshot install.
+    /// The state, in memory: only `live` writes it, and loading a snapshot.
     pub(crate) sm: Tree,
     /// `sm` as applies and readers see it: straight through, or, while a snapshot is
     /// written from `sm`, with the writes since the build began held in memory on top.
@@ -59,15 +60,26 @@ pub(crate) struct Inner<A> {
 }
 
 /// Raft state-machine storage (openraft's [`RaftStateMachine`] and [`RaftSnapshotBuilder`]):
-/// runs the application's [`Apply`] and keeps its state in the `sm` tree.
+/// runs the application's [`Apply`] and keeps its state in memory, in the `sm` tree of an
+/// in-memory [`Db`].
+///
+/// The state is not written to disk as it is applied: the Raft log is the durable record of
+/// every command, and snapshot files are the durable record of the state up to an index. When
+/// the store opens, it loads the current snapshot file (if any) and reports the snapshot's
+/// last log id as applied; openraft then applies the committed log entries after it again.
+/// Logs are purged only up to a snapshot that is on disk and recorded, so nothing a restart
+/// needs is ever gone. Applying into memory is what keeps every coordinator's CPU for the
+/// commands themselves (docs/performance.md, run M1: a follower spent half its CPU applying
+/// into sled).
 ///
 /// The last applied log id and membership live in `sm` under reserved keys (first byte 0x00),
 /// written in the same atomic batch as the writes of the entries up to it (one batch per group
-/// of entries applied together), so state and applied index never diverge. A snapshot build
-/// does not stop applies: while it writes `sm` out, new writes are held in memory on top of
-/// it, then folded back in (`snapshot_store.rs`). Snapshots are files in a snapshot directory (see [`StateMachineStore::open`]);
-/// the `raft_snapshot` tree records the current one's metadata and file name. Cloning gives
-/// another handle on the same store (that is what the snapshot builder is).
+/// of entries applied together), so readers never see state and applied index diverge. A
+/// snapshot build does not stop applies: while it writes `sm` out, new writes are held on top
+/// of it, then folded back in (`snapshot_store.rs`). Snapshots are files in a snapshot
+/// directory (see [`StateMachineStore::open`]); the `raft_snapshot` tree of the durable
+/// database records the current one's metadata and file name. Cloning gives another handle on
+/// the same store (that is what the snapshot builder is).
 pub struct StateMachineStore<C: TypeConfig, A: Apply<C>> {
     pub(crate) inner: Arc<Inner<A>>,
     _c: PhantomData<fn() -> C>,
@@ -97,15 +109,18 @@ pub(crate) fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
 }
 
 impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
-    /// Opens the state machine in `db` (trees `sm` and `raft_snapshot`) with the application's
-    /// `app`, keeping snapshot files in `snapshot_dir` (created if missing; the coordinator uses
-    /// `<data dir>/snapshots`). Nothing else may write in that directory.
+    /// Opens the state machine with the application's `app`: its snapshot records in `db`
+    /// (tree `raft_snapshot`), snapshot files in `snapshot_dir` (created if missing; the
+    /// coordinator uses `<data dir>/snapshots`; nothing else may write in that directory), the
+    /// state in memory, loaded from the current snapshot file.
     ///
-    /// Blocking (it may read and load a whole snapshot, and it flushes): call it at startup,
-    /// before building the Raft. It removes unfinished snapshot files a crash left behind and,
-    /// if a snapshot install was interrupted, finishes it from the snapshot file first.
+    /// Blocking (it reads and loads a whole snapshot, and it flushes): call it at startup,
+    /// before building the Raft, which then applies the log after the snapshot again. It
+    /// removes unfinished snapshot files a crash left behind, and the on-disk state an older
+    /// version kept in `db` (tree `sm`), which the snapshot and the log replace. A current
+    /// snapshot file that fails its checksum stops the open with an error naming the file.
     pub fn open(db: Db, snapshot_dir: impl Into<PathBuf>, app: A) -> SResult<Self> {
-        let sm = db.tree(SM_TREE).map_err(read_err)?;
+        let sm = Db::memory().tree(SM_TREE).map_err(read_err)?;
         let snap = db.tree(SNAP_TREE).map_err(read_err)?;
         let dir = SnapshotDir::open(snapshot_dir).map_err(read_err)?;
         let store = Self {
@@ -174,9 +189,9 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
         let mut out = Vec::new();
         // One atomic batch per group of entries: each entry reads what the entries before it
         // in the group wrote (`Staged`), and the group's writes, with the last entry's id as
-        // the applied index, reach `sm` together. Not flushed here: the log is durable, so
-        // entries lost from `sm` in a crash are applied again on restart; the atomic batch
-        // keeps state and applied index consistent. Snapshots flush before logs are purged.
+        // the applied index, reach `sm` together, so readers see whole groups. Nothing here
+        // is durable or needs to be: the log is, and on restart the entries after the
+        // snapshot are applied again. Snapshots are recorded durably before logs are purged.
         let mut staged = Staged::new(self.inner.live.tree());
         let mut in_group = 0;
         let mut last = None;

@@ -1,5 +1,6 @@
 //! Snapshot files: a round trip through a file, corrupt files rejected before any state is
-//! touched, an interrupted install finished on reopen, and what the snapshot directory holds.
+//! touched, the state rebuilt from the current snapshot on reopen (and an older version's
+//! on-disk state dropped), and what the snapshot directory holds.
 
 mod common;
 
@@ -25,7 +26,8 @@ fn entries(n: u64) -> Vec<Entry<Tc>> {
         .collect()
 }
 
-/// A sled-backed store in `dir` (database in `db`, snapshots in `snapshots`).
+/// A store in `dir` (records in the sled database `db`, snapshots in `snapshots`; the state
+/// itself is in memory, loaded from the current snapshot).
 fn open(dir: &Path) -> (Db, Sm) {
     let db = Db::open_sled(dir.join("db")).unwrap();
     let sm = Sm::open(db.clone(), dir.join("snapshots"), Kv).unwrap();
@@ -150,8 +152,11 @@ async fn flipped_byte_is_rejected_with_state_untouched() {
     assert_rejected(&bytes, "checksum mismatch").await;
 }
 
+/// An older version kept the state on disk (tree `sm`) and marked installs in progress; the
+/// first open drops both and loads the state from the current snapshot, which is exactly
+/// finishing an install that a crash interrupted.
 #[tokio::test]
-async fn interrupted_install_is_finished_on_reopen() {
+async fn an_older_versions_stored_state_is_replaced_by_the_snapshot() {
     let (_src_dir, src, snap) = source(500).await;
     let bytes = file_bytes(&snap);
     let dir = tempfile::tempdir().unwrap();
@@ -159,21 +164,21 @@ async fn interrupted_install_is_finished_on_reopen() {
         let (db, mut dst) = open(dir.path());
         let received = receive(&mut dst, &bytes).await;
         dst.install_snapshot(&snap.meta, received).await.unwrap();
-        // Simulate a crash midway through loading `sm`: the marker is back, `sm` half gone.
+        // What an older version left after a crash midway through an install: the marker,
+        // and a half-loaded state on disk.
         db.tree("raft_snapshot")
             .unwrap()
             .insert(b"installing", b"1")
             .unwrap();
-        let sm = db.tree("sm").unwrap();
-        let keys: Vec<Vec<u8>> = sm.range(&[], None).map(|kv| kv.unwrap().0).collect();
-        for k in keys.iter().step_by(2) {
-            sm.remove(k).unwrap();
-        }
+        let stale = db.tree("sm").unwrap();
+        stale.insert(b"key-000001", b"stale").unwrap();
+        stale.insert(b"\x00applied", b"\xff").unwrap();
         db.flush().unwrap();
     }
     let (db, dst) = open(dir.path());
     assert_eq!(dump(&dst), dump(&src));
     assert_eq!(dst.last_applied().unwrap(), Some(log_id(1, 1, 500)));
+    assert!(db.tree("sm").unwrap().is_empty(), "old on-disk state kept");
     assert!(db
         .tree("raft_snapshot")
         .unwrap()
@@ -182,14 +187,16 @@ async fn interrupted_install_is_finished_on_reopen() {
         .is_none());
 }
 
+/// The state is rebuilt from the current snapshot: a damaged one stops the open, with an error
+/// that says what to do, instead of starting with a wrong state.
 #[tokio::test]
-async fn interrupted_install_with_a_corrupt_file_refuses_to_open() {
+async fn a_corrupt_current_snapshot_refuses_to_open() {
     let (_src_dir, _src, snap) = source(50).await;
     let bytes = file_bytes(&snap);
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf;
     {
-        let (db, mut dst) = open(dir.path());
+        let (_, mut dst) = open(dir.path());
         let received = receive(&mut dst, &bytes).await;
         dst.install_snapshot(&snap.meta, received).await.unwrap();
         path = dst
@@ -200,18 +207,14 @@ async fn interrupted_install_with_a_corrupt_file_refuses_to_open() {
             .snapshot
             .path()
             .to_owned();
-        db.tree("raft_snapshot")
-            .unwrap()
-            .insert(b"installing", b"1")
-            .unwrap();
-        db.flush().unwrap();
     }
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let db = Db::open_sled(dir.path().join("db")).unwrap();
     let err = Sm::open(db, dir.path().join("snapshots"), Kv)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("interrupted snapshot install"), "{err}");
+    assert!(err.contains("cannot load the current snapshot"), "{err}");
+    assert!(err.contains("truncated"), "{err}");
 }
 
 #[tokio::test]
@@ -256,8 +259,8 @@ async fn only_the_current_snapshot_file_is_kept() {
 
 /// A snapshot build does not stop applies: an apply started while the build is writing its
 /// file returns while that file is still growing; the snapshot holds the state as of the
-/// build's start, and the applies made meanwhile are in the store (also after it reopens)
-/// and not in the snapshot.
+/// build's start, and the applies made meanwhile are in the state and not in the snapshot
+/// (so a reopened store starts from the snapshot, and the log brings the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_go_on_while_a_snapshot_is_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,10 +322,20 @@ async fn applies_go_on_while_a_snapshot_is_written() {
     assert_eq!(during(&dst), built_at - n);
     assert_eq!(during(&sm), index - n);
 
-    // Everything held during the build reached the stored tree.
-    db.flush().unwrap();
+    // Everything held during the build was folded back into the state: a read of each key
+    // written during the build finds it.
+    for i in (built_at + 1)..=index {
+        let key = format!("during-{i}");
+        assert_eq!(
+            sm.state().get(key.as_bytes()).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+
+    // Reopened, the store starts from the snapshot: the log (not kept by this test) would
+    // bring the applies after it.
     drop((sm, dst, db));
     let (_, sm) = open(dir.path());
-    assert_eq!(during(&sm), index - n);
-    assert_eq!(sm.last_applied().unwrap(), Some(log_id(1, 1, index)));
+    assert_eq!(during(&sm), built_at - n);
+    assert_eq!(sm.last_applied().unwrap(), snap.meta.last_log_id);
 }

@@ -1,5 +1,5 @@
 //! A 3-node in-process cluster over real tonic on ephemeral ports: forwarding, failover, and a
-//! learner catching up through a snapshot.
+//! learner catching up through a snapshot; a node restarted on its stores rebuilding its state.
 
 mod common;
 
@@ -38,12 +38,18 @@ impl Node {
         BasicNode::new(&self.addr)
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stop_keeping_stores().await;
+    }
+
+    /// Stops the node and hands back its directory, to start it again on the same stores.
+    async fn stop_keeping_stores(mut self) -> TempDir {
         self.raft.shutdown().await.expect("raft shutdown");
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(WAIT, self.server).await;
+        self._dir
     }
 
     /// Every `(key, value)` of the state machine, reserved keys included.
@@ -65,7 +71,11 @@ fn connector() -> Connector {
 }
 
 async fn start(id: u64) -> Node {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(id, tempfile::tempdir().unwrap()).await
+}
+
+/// Starts node `id` on the stores in `dir` (new or left by a node stopped before).
+async fn start_in(id: u64, dir: TempDir) -> Node {
     let db = Db::open_sled(dir.path().join("db")).unwrap();
     let log = LogStore::<Tc>::open(&dir.path().join("raft-log"), &db).unwrap();
     let sm = StateMachineStore::open(db, dir.path().join("snapshots"), Kv).unwrap();
@@ -403,5 +413,61 @@ async fn a_node_refuses_raft_requests_meant_for_another_id() {
     assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
     let legacy = client.vote(request(None)).await.unwrap_err();
     assert_eq!(legacy.code(), tonic::Code::InvalidArgument, "{legacy:?}");
+    node.stop().await;
+}
+
+/// The state is kept in memory: a node restarted on its stores rebuilds it from its snapshot
+/// and its log, with the entries after the snapshot applied again, ending where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rebuilds_its_state_from_snapshot_and_log() {
+    let node = start(1).await;
+    let members = BTreeMap::from([(1, node.node())]);
+    node.raft.initialize(members).await.unwrap();
+    leader_of(&[&node], None).await;
+    // 80 writes: a snapshot at 50 or so (LogsSinceLast(50)), the rest only in the log.
+    for i in 0..80 {
+        write(
+            &node.raft,
+            &node.net,
+            set(&format!("k{i:03}"), &i.to_string()),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    }
+    let r = write(&node.raft, &node.net, set("k000", "rewritten"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.response, Prev(Some("0".into())));
+    let snapshot = node
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot is built")
+        .await
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert!(snapshot.index < r.log_index, "entries after the snapshot");
+    let before = node.dump();
+    let applied = node.sm.last_applied().unwrap();
+
+    let node = start_in(1, node.stop_keeping_stores().await).await;
+    let m = node
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.last_applied == applied,
+            "the log after the snapshot applied again",
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.last_applied, applied);
+    assert_eq!(node.dump(), before);
+    // And it goes on from there.
+    leader_of(&[&node], None).await;
+    let r = write(&node.raft, &node.net, set("k079", "after"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.response, Prev(Some("79".into())));
     node.stop().await;
 }

@@ -4,7 +4,8 @@
 //! The coordinator's Raft log and state machine and the soft chip's sealed keys are written
 //! through [`Db`] and [`Tree`] only, never through an engine's own API, so an engine can be
 //! replaced without touching them. Two engines ship: [`Db::open_sled`] (on disk) and
-//! [`Db::memory`] (tests). Both pass the same [`conformance`] suite.
+//! [`Db::memory`] (tests, and the coordinator's Raft state machine, which the Raft log and
+//! snapshot files make durable). Both pass the same [`conformance`] suite.
 //!
 //! Durability: nothing written is durable until [`Db::flush`] returns; when it returns,
 //! everything written before it is on stable storage (`fdatasync`, not only written to the
@@ -119,7 +120,8 @@ impl Db {
         Ok(Self(Arc::new(sled_engine::SledDb::open(path.as_ref())?)))
     }
 
-    /// A fresh in-memory database (tests; nothing survives the process).
+    /// A fresh in-memory database: nothing survives the process. For tests, and for state
+    /// that is rebuilt from elsewhere at startup (the Raft state machine).
     pub fn memory() -> Self {
         Self(Arc::new(memory::MemDb::default()))
     }

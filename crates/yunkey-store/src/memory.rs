@@ -1,9 +1,22 @@
-//! The in-memory engine, for tests. Same semantics as sled, nothing on disk.
+//! The in-memory engine: same semantics as sled, nothing on disk.
+//!
+//! Used by tests, and by the coordinator's Raft state machine, whose durability is the Raft
+//! log and its snapshot files (it is rebuilt from them when a coordinator starts; see
+//! `yunkey_raft::StateMachineStore`). So it must behave under load: a range walks the tree in
+//! chunks of [`RANGE_CHUNK`] entries, taking the read lock once per chunk, so that a long
+//! scan (a snapshot of a million users) neither copies the whole tree nor stops writers for
+//! its whole length. Like sled's, such a scan is not a point-in-time view: entries written
+//! behind the scan's position after it started are not seen, entries ahead of it are.
 
 use crate::{Batch, DbEngine, Entry, Result, TreeEngine};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
+
+/// Entries a range reads per read-lock acquisition.
+const RANGE_CHUNK: usize = 1024;
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Default)]
 pub(crate) struct MemDb {
@@ -26,7 +39,7 @@ impl DbEngine for MemDb {
 }
 
 #[derive(Default)]
-struct MemTree(RwLock<BTreeMap<Vec<u8>, Vec<u8>>>);
+struct MemTree(Arc<RwLock<Map>>);
 
 impl TreeEngine for MemTree {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -49,16 +62,13 @@ impl TreeEngine for MemTree {
         from: &[u8],
         to: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
-        let map = self.0.read().expect("poisoned");
-        let upper = match to {
-            Some(t) => Bound::Excluded(t.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let items: Vec<_> = map
-            .range((Bound::Included(from.to_vec()), upper))
-            .map(|(k, v)| Ok((k.clone(), v.clone())))
-            .collect();
-        Box::new(items.into_iter())
+        Box::new(ChunkedRange {
+            map: self.0.clone(),
+            next: Bound::Included(from.to_vec()),
+            to: to.map(<[u8]>::to_vec),
+            buffered: VecDeque::new(),
+            done: false,
+        })
     }
 
     fn last(&self) -> Result<Option<Entry>> {
@@ -78,5 +88,116 @@ impl TreeEngine for MemTree {
     fn clear(&self) -> Result<()> {
         self.0.write().expect("poisoned").clear();
         Ok(())
+    }
+}
+
+/// A range over a [`MemTree`], read [`RANGE_CHUNK`] entries at a time.
+struct ChunkedRange {
+    map: Arc<RwLock<Map>>,
+    /// Where the next chunk starts.
+    next: Bound<Vec<u8>>,
+    /// Exclusive end, or none for the end of the tree.
+    to: Option<Vec<u8>>,
+    buffered: VecDeque<Entry>,
+    done: bool,
+}
+
+impl ChunkedRange {
+    fn fill(&mut self) {
+        let map = self.map.read().expect("poisoned");
+        let upper = match &self.to {
+            Some(t) => Bound::Excluded(t.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let lower = match &self.next {
+            Bound::Included(k) => Bound::Included(k.as_slice()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        // An empty or inverted range yields nothing (BTreeMap panics on an inverted one).
+        let empty = match (&lower, &upper) {
+            (Bound::Included(l), Bound::Excluded(u)) => l >= u,
+            (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+            _ => false,
+        };
+        if !empty {
+            self.buffered.extend(
+                map.range::<[u8], _>((lower, upper))
+                    .take(RANGE_CHUNK)
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        match self.buffered.back() {
+            Some((k, _)) if self.buffered.len() == RANGE_CHUNK => {
+                self.next = Bound::Excluded(k.clone());
+            }
+            _ => self.done = true,
+        }
+    }
+}
+
+impl Iterator for ChunkedRange {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffered.is_empty() && !self.done {
+            self.fill();
+        }
+        self.buffered.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_of(n: usize) -> MemTree {
+        let tree = MemTree::default();
+        let mut batch = Batch::new();
+        for i in 0..n {
+            batch.insert(format!("k{i:06}"), i.to_string());
+        }
+        tree.apply(batch).unwrap();
+        tree
+    }
+
+    fn keys(it: Box<dyn Iterator<Item = Result<Entry>> + Send>) -> Vec<String> {
+        it.map(|e| String::from_utf8(e.unwrap().0).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ranges_span_chunks_without_gaps_or_repeats() {
+        let n = 3 * RANGE_CHUNK + 7;
+        let tree = tree_of(n);
+        let all = keys(tree.range(b"", None));
+        let want: Vec<String> = (0..n).map(|i| format!("k{i:06}")).collect();
+        assert_eq!(all, want);
+        // Bounded both ends, ending exactly on a chunk boundary and inside one.
+        let from = format!("k{:06}", 5);
+        for len in [RANGE_CHUNK, RANGE_CHUNK + 1, 2 * RANGE_CHUNK - 1] {
+            let to = format!("k{:06}", 5 + len);
+            let got = keys(tree.range(from.as_bytes(), Some(to.as_bytes())));
+            assert_eq!(got, want[5..5 + len].to_vec(), "len {len}");
+        }
+        assert!(keys(tree.range(b"k000009", Some(b"k000003"))).is_empty());
+        assert!(keys(tree.range(b"k000003", Some(b"k000003"))).is_empty());
+    }
+
+    #[test]
+    fn a_range_does_not_hold_the_tree_between_chunks() {
+        let tree = tree_of(2 * RANGE_CHUNK);
+        let mut it = tree.range(b"", None);
+        assert!(it.next().is_some());
+        // A writer is not blocked by the open range...
+        let mut batch = Batch::new();
+        batch.insert("k999999", "late");
+        batch.remove(format!("k{:06}", 1));
+        tree.apply(batch).unwrap();
+        // ...and the range sees writes ahead of the chunk it has read, not those inside it.
+        let rest = keys(it);
+        assert_eq!(rest.len(), 2 * RANGE_CHUNK);
+        assert_eq!(rest.first().map(String::as_str), Some("k000001"));
+        assert_eq!(rest.last().map(String::as_str), Some("k999999"));
     }
 }
