@@ -6,10 +6,12 @@
 //!   last purged log id in a [`yunkey_store::Wal`] (an append-only segmented log, one
 //!   `fdatasync` per group commit), syncing at every point Raft requires durability.
 //! - **State-machine storage**: [`StateMachineStore`] runs the application's deterministic
-//!   [`Apply`] implementation and stores its state in the `sm` tree of a [`yunkey_store::Db`], with the
-//!   last applied log id written in the same atomic batch as each entry's writes. Its snapshots
-//!   are files in a snapshot directory ([`SnapshotFile`]): a versioned, checksummed stream of
-//!   the `sm` tree's records, built and installed in bounded memory whatever the state's size.
+//!   [`Apply`] implementation and keeps its state in memory (the `sm` tree of an in-memory
+//!   [`yunkey_store::Db`]), with the last applied log id written in the same atomic batch as
+//!   each group of entries' writes. Its snapshots are files in a snapshot directory
+//!   ([`SnapshotFile`]): a versioned, checksummed stream of the `sm` tree's records, built and
+//!   installed in bounded memory beside the state; their records are in a durable `Db`. At open
+//!   the state is loaded from the current snapshot, and openraft applies the log after it.
 //! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
 //!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
 //! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when

@@ -94,8 +94,8 @@ impl<C: TypeConfig, A: Apply<C>> StateMachineStore<C, A> {
         let path = self.inner.dir.path_of(&record.file);
         let fail = |e: io::Error| {
             read_err(format!(
-                "cannot load the current snapshot (restore the snapshot directory from a \
-                 backup, or remove this node's data directory and let it rejoin): {e}"
+                "cannot load the current snapshot (restore this node's snapshot directory from \
+                 a backup, or replace the node under a new id): {e}"
             ))
         };
         let summary = snapshot::verify(&path).map_err(fail)?;
