@@ -4,8 +4,8 @@
 //! Two uses in the Raft state machine:
 //! - it applies a group of log entries as one batch: each entry reads what the entries before
 //!   it in the group wrote, and the engine takes one batch per group instead of one per entry.
-//!   With sled that matters: every batch seals and writes sled's IO buffer (a `pwrite` and a
-//!   `sync_file_range`, on its IO thread pool), so a batch per entry cost a disk write per
+//!   Readers see whole groups; and on sled, where the state lived until 2026-12-03, every
+//!   batch sealed and wrote sled's IO buffer, so a batch per entry cost a disk write per
 //!   entry on every coordinator (docs/performance.md, run L);
 //! - while a snapshot is written from the tree, new writes are held in memory
 //!   ([`Staged::hold`]) so that the tree stands still without stopping the writers; then they
@@ -15,8 +15,8 @@
 //! batches they came in, in order (for committing). Committing a run of consecutive batches
 //! as one atomic batch leaves the tree as it would be after the last of them, so a crash
 //! between two steps leaves a state the writers had passed through, never a mix. Steps are
-//! bounded ([`COMMIT_STEP_WRITES`]) because sled blocks every reader of the database while
-//! it applies a batch.
+//! bounded ([`COMMIT_STEP_WRITES`]) because a base blocks its readers while it applies a
+//! batch (sled for its whole database, the in-memory engine behind its write lock).
 
 use crate::{Batch, Entry, Result, Tree, TreeEngine};
 use std::cmp::Ordering;
@@ -31,9 +31,9 @@ type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// One batch as it was written: its writes in order.
 type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
-/// Most writes one [`Staged::commit_next`] step applies to the base: sled blocks its readers
-/// while it applies a batch, for about a millisecond per thousand writes on the development
-/// machine.
+/// Most writes one [`Staged::commit_next`] step applies to the base, which blocks its readers
+/// while it applies a batch (sled for about a millisecond per thousand writes on the
+/// development machine; the in-memory engine for much less).
 pub const COMMIT_STEP_WRITES: usize = 4096;
 
 /// Writes staged over a base tree; see the module documentation.
