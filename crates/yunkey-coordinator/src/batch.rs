@@ -5,7 +5,9 @@
 //! A command is proposed at once when no batch is in flight; while [`MAX_IN_FLIGHT`] batches
 //! are, the commands that arrive wait and go together in the next one (at most
 //! [`MAX_BATCH`]). So one caller alone waits for nothing more than before, and under load the
-//! batches grow with the load. Each command keeps its own request id, audit records and
+//! batches grow with the load. A command that finds nothing waiting and a slot free is
+//! proposed by its caller's own task, as a group of one, without the two task hand-offs
+//! through the batching task (the common case at low concurrency). Each command keeps its own request id, audit records and
 //! result; a batch that fails to commit fails each of its callers with the same error, and
 //! each retries with its own request id as before.
 //!
@@ -51,6 +53,8 @@ struct Pending {
 pub struct Batcher {
     queue: mpsc::Sender<Pending>,
     gate: Arc<Gate>,
+    /// The [`MAX_IN_FLIGHT`] slots, shared with the batching task.
+    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -67,8 +71,9 @@ impl Batcher {
     pub fn start(raft: RaftHandle, node_id: u64) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let gate = Arc::new(Gate::new(node_id));
-        tokio::spawn(run(raft, rx, gate.clone()));
-        Self { queue, gate }
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(run(raft, rx, gate.clone(), slots.clone()));
+        Self { queue, gate, slots }
     }
 
     /// Whether every member applies batch entries, so that commands are batched.
@@ -88,6 +93,13 @@ impl Batcher {
         if !self.gate.is_open() {
             return raft.write_indexed(cmd).await;
         }
+        // Nothing waiting and a slot free (a free permit means no one waits for one): the
+        // batching task would propose this command alone at once; do it here.
+        if self.queue.capacity() == self.queue.max_capacity() {
+            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+                return raft.write_indexed(cmd).await;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         if let Err(refused) = self.queue.send(Pending { cmd, reply }).await {
             // The batching task is gone (shutting down): propose it alone.
@@ -102,8 +114,12 @@ impl Batcher {
 }
 
 /// Takes the waiting commands in batches, at most [`MAX_IN_FLIGHT`] at a time.
-async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>, gate: Arc<Gate>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn run(
+    raft: RaftHandle,
+    mut rx: mpsc::Receiver<Pending>,
+    gate: Arc<Gate>,
+    slots: Arc<Semaphore>,
+) {
     while let Some(first) = rx.recv().await {
         // Wait for a slot before gathering, so that what arrives meanwhile joins this batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -342,6 +358,23 @@ mod tests {
             .unwrap();
         assert_eq!(raft.status().last_log_index, before + 1);
         assert!(batcher.gate.settle(&[1]));
+
+        // Open, a command alone is proposed at once and alone (by its caller's own task).
+        for _ in 0..3 {
+            let before = raft.status().last_log_index;
+            let probe = Command {
+                request_id: String::new(),
+                actor: "t".into(),
+                now: 1,
+                op: Op::Probe,
+            };
+            let (result, index) = batcher.write_indexed(&raft, probe).await.unwrap();
+            assert_eq!(result, CommandResult::Probed);
+            assert_eq!(
+                (index, raft.status().last_log_index),
+                (before + 1, before + 1)
+            );
+        }
 
         // 200 at once: users 0..150, and users 0..50 again under other request ids.
         let before = raft.status().last_log_index;
