@@ -170,11 +170,10 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open_sled(dir.path().join("raft")).expect("open sled");
-    let mut store =
-        Store::open(db.clone(), dir.path().join("snapshots"), App).expect("open state machine");
+    let mut store = Store::open(db, dir.path().join("snapshots"), App).expect("open state machine");
     let view = StateView::new(store.state());
     println!(
-        "snapshot_scale: up to {target} users, checkpoints {checkpoints:?}, state in {}",
+        "snapshot_scale: up to {target} users, checkpoints {checkpoints:?}, snapshots in {}",
         dir.path().display()
     );
 
