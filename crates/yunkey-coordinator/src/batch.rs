@@ -14,15 +14,16 @@
 //! Rolling upgrades: a node older than command format [`COMMAND_FORMAT_BATCH`] cannot read a
 //! batch entry, so batching starts only once every member has reported that format in
 //! `Status` ([`watch_members`]); until then each command is an entry of its own, as before.
-//! A member is remembered once seen: rolling a member back to an older build afterwards is
-//! not supported (docs/operations.md, "Upgrades and batched log entries").
+//! The same watch tells the leader when every member applies prunes
+//! ([`Batcher::cluster_format`], `crate::prune`). A member's format is remembered once seen:
+//! rolling a member back to an older build afterwards is not supported (docs/operations.md, "Upgrades and batched log entries").
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
 use crate::raft::RaftHandle;
-use crate::state::{Command, CommandResult, Op, COMMAND_FORMAT_BATCH};
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::state::{Command, CommandResult, Op, COMMAND_FORMAT, COMMAND_FORMAT_BATCH};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -34,7 +35,7 @@ pub const MAX_BATCH: usize = 128;
 /// Batches of one node in flight at once; more commands wait and join the next batch.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// How often [`watch_members`] asks members it has not seen at the batch format yet.
+/// How often [`watch_members`] asks members it has not seen at this build's format yet.
 pub const MEMBER_POLL: Duration = Duration::from_secs(2);
 
 /// Commands waiting for a batch, beyond which callers wait to queue.
@@ -79,6 +80,11 @@ impl Batcher {
     /// Whether every member applies batch entries, so that commands are batched.
     pub fn is_open(&self) -> bool {
         self.gate.is_open()
+    }
+
+    /// The newest command format every member applies, as last seen (0 while unknown).
+    pub fn cluster_format(&self) -> u32 {
+        self.gate.cluster_format()
     }
 
     /// Commits `cmd` through Raft, in a batch with others when the gate is open, and returns
@@ -190,50 +196,62 @@ fn for_each_caller(e: &CoordError) -> CoordError {
     }
 }
 
-/// Which members applied the batch format, as last seen.
+/// The command format of each member, as last seen, and what follows for the cluster.
 struct Gate {
     node_id: u64,
-    /// Members seen reporting at least [`COMMAND_FORMAT_BATCH`].
-    seen: Mutex<HashSet<u64>>,
-    open: AtomicBool,
+    /// The newest format each member reported (this node: its own).
+    formats: Mutex<HashMap<u64, u32>>,
+    /// The lowest format of the members, when [`Gate::settle`] last looked (0: unknown).
+    cluster: AtomicU32,
 }
 
 impl Gate {
     fn new(node_id: u64) -> Self {
         Self {
             node_id,
-            seen: Mutex::new(HashSet::from([node_id])),
-            open: AtomicBool::new(false),
+            formats: Mutex::new(HashMap::from([(node_id, COMMAND_FORMAT)])),
+            cluster: AtomicU32::new(0),
         }
     }
 
+    /// Whether batches may be proposed (every member reads them).
     fn is_open(&self) -> bool {
-        self.open.load(Ordering::Relaxed)
+        self.cluster_format() >= COMMAND_FORMAT_BATCH
     }
 
-    fn seen(&self, node_id: u64) -> bool {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&node_id)
+    fn cluster_format(&self) -> u32 {
+        self.cluster.load(Ordering::Relaxed)
     }
 
-    fn mark(&self, node_id: u64) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node_id);
+    /// The format `node_id` was last seen at (0: never seen).
+    fn format_of(&self, node_id: u64) -> u32 {
+        let formats = self.formats.lock().unwrap_or_else(|e| e.into_inner());
+        formats.get(&node_id).copied().unwrap_or(0)
     }
 
-    /// Opens when every member of `members` was seen at the batch format; closes otherwise,
-    /// and while no membership is known (a node not added to a cluster yet).
+    fn mark(&self, node_id: u64, format: u32) {
+        let mut formats = self.formats.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = formats.entry(node_id).or_insert(0);
+        *seen = (*seen).max(format);
+    }
+
+    /// Takes the lowest format of `members` as the cluster's (0 while no membership is known:
+    /// a node not added to a cluster yet); batching opens at [`COMMAND_FORMAT_BATCH`].
+    /// Returns whether batching is open.
     fn settle(&self, members: &[u64]) -> bool {
-        let open = !members.is_empty() && members.iter().all(|id| self.seen(*id));
-        if open != self.open.swap(open, Ordering::Relaxed) {
+        let lowest = members
+            .iter()
+            .map(|id| self.format_of(*id))
+            .min()
+            .unwrap_or(0);
+        let before = self.cluster.swap(lowest, Ordering::Relaxed);
+        if before != lowest {
+            let open = lowest >= COMMAND_FORMAT_BATCH;
             tracing::info!(
                 node_id = self.node_id,
+                command_format = lowest,
                 batching = open,
-                "proposals {} (every member applies command format {COMMAND_FORMAT_BATCH}: {open})",
+                "every member applies command format {lowest}: proposals {}",
                 if open {
                     "are batched"
                 } else {
@@ -241,25 +259,24 @@ impl Gate {
                 }
             );
         }
-        open
+        lowest >= COMMAND_FORMAT_BATCH
     }
 }
 
-/// Asks every member not yet seen at command format [`COMMAND_FORMAT_BATCH`] for its
-/// `Status`, every [`MEMBER_POLL`], and opens this node's batching once all were. Runs for
-/// the life of the coordinator.
+/// Asks every member not yet seen at this build's command format ([`COMMAND_FORMAT`]) for
+/// its `Status`, every [`MEMBER_POLL`], and settles the cluster's format from what they
+/// said: batching opens at [`COMMAND_FORMAT_BATCH`], pruning at
+/// [`crate::state::COMMAND_FORMAT_PRUNE`]. Runs for the life of the coordinator.
 pub async fn watch_members(core: Arc<Core>) {
     loop {
         let members = core.raft.members();
         let gate = &core.batcher.gate;
         for (id, address) in &members {
-            if gate.seen(*id) {
+            if gate.format_of(*id) >= COMMAND_FORMAT {
                 continue;
             }
             if let Some(format) = command_format(&core, address).await {
-                if format >= COMMAND_FORMAT_BATCH {
-                    gate.mark(*id);
-                }
+                gate.mark(*id, format);
             }
         }
         let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
@@ -289,16 +306,27 @@ mod tests {
             !gate.settle(&[]),
             "closed before this node knows its cluster"
         );
+        assert_eq!(gate.cluster_format(), 0);
         assert!(gate.settle(&[1]), "a one-member cluster batches");
+        assert_eq!(gate.cluster_format(), COMMAND_FORMAT);
         assert!(!gate.settle(&[1, 2, 3]), "2 and 3 not seen yet");
         assert!(!gate.is_open());
-        gate.mark(2);
+        gate.mark(2, COMMAND_FORMAT);
         assert!(!gate.settle(&[1, 2, 3]));
-        gate.mark(3);
+        // A member of the batch format but not the prune format: batches, no prunes.
+        gate.mark(3, COMMAND_FORMAT_BATCH);
         assert!(gate.settle(&[1, 2, 3]));
+        assert_eq!(gate.cluster_format(), COMMAND_FORMAT_BATCH);
+        const { assert!(COMMAND_FORMAT_BATCH < crate::state::COMMAND_FORMAT_PRUNE) };
+        // Upgraded: prunes too. A format is never lowered by an older answer.
+        gate.mark(3, COMMAND_FORMAT);
+        gate.mark(3, 1);
+        assert!(gate.settle(&[1, 2, 3]));
+        assert_eq!(gate.cluster_format(), COMMAND_FORMAT);
         // A new member closes it until it is seen too.
         assert!(!gate.settle(&[1, 2, 3, 4]));
-        gate.mark(4);
+        assert_eq!(gate.cluster_format(), 0);
+        gate.mark(4, COMMAND_FORMAT);
         assert!(gate.settle(&[1, 2, 3, 4]));
     }
 

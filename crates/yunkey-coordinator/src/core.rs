@@ -21,6 +21,8 @@ pub struct CoordinatorConfig {
     pub write_timeout: Duration,
     /// How the reconciler paces repair, restore and drain.
     pub repair: crate::repair::RepairConfig,
+    /// When the leader prunes expired authorizations.
+    pub prune: crate::prune::PruneConfig,
     /// The rate limit per source address on unauthenticated calls (`RegisterDevice`,
     /// `GetTime`); `None`: no limit.
     pub unauthenticated_rate: Option<crate::service::source_limit::SourceRate>,
@@ -53,6 +55,7 @@ impl Default for CoordinatorConfig {
             activation_ttl_secs: 7 * 24 * 3600,
             write_timeout: Duration::from_secs(10),
             repair: crate::repair::RepairConfig::default(),
+            prune: crate::prune::PruneConfig::default(),
             unauthenticated_rate: Some(Default::default()),
             activation_attempts: DEFAULT_ACTIVATION_ATTEMPTS,
             max_devices: DEFAULT_MAX_DEVICES,

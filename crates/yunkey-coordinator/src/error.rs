@@ -325,6 +325,13 @@ impl From<crate::state::Rejection> for CoordError {
             R::DeviceRevoked(device_id) => CoordError::FailedPrecondition(format!(
                 "device {device_id} is revoked; a revoked device is not renewed"
             )),
+            R::AuthorizationExpired {
+                expires_at,
+                horizon,
+            } => CoordError::FailedPrecondition(format!(
+                "authorization expired at {expires_at}: the cluster no longer accepts authorizations \
+                 expiring at or before {horizon}; approve the transaction again on the device"
+            )),
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod explain;
 pub mod membership;
 pub mod node;
 pub mod placement;
+pub mod prune;
 pub mod raft;
 pub mod rebalance;
 pub mod release;

@@ -124,6 +124,7 @@ impl Node {
         tokio::spawn(crate::raft::export_metrics(core.raft.clone()));
         tokio::spawn(crate::repair::run(core.clone()));
         tokio::spawn(crate::batch::watch_members(core.clone()));
+        tokio::spawn(crate::prune::run(core.clone()));
 
         // One TLS 1.3 port for every caller: roles from the cluster CA, devices from the user
         // CA once the cluster has one.

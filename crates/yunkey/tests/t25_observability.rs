@@ -75,6 +75,34 @@ async fn metrics_and_reflection() {
     }
 }
 
+/// The leader forgets a consumed authorization once it expired (here with no grace and a
+/// prune every second), and says so in `yunkey_pruned_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_authorizations_are_pruned_by_the_leader() {
+    let dev = Dev::start_args(&["--prune-grace", "0", "--prune-every", "1"]);
+    let alice = enroll_with_device(&dev, "alice").await;
+    let mut key = key_client(dev.business().current_channel());
+    let mut tx = transaction("alice", "1");
+    tx.expires_at = common::now() + 2;
+    key.sign(alice.sign_request("", tx)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = scrape(&dev.metrics);
+        if text.contains(r#"yunkey_pruned_total{what="ledger"} 1"#) {
+            assert!(
+                text.contains(r#"yunkey_pruned_total{what="requests"} 1"#),
+                "the signature's stored result goes with its ledger entry:\n{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ledger entry was not pruned within 30 s:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring
 /// reference, the enrolment ceiling) and the fractions that performance.md quotes.
 #[test]

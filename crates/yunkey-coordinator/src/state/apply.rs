@@ -27,6 +27,11 @@ impl App {
             // A probe only exercises Raft: no state, no request record, no audit record (a
             // health check run every few seconds would otherwise grow the audit trail).
             Op::Probe => return Ok(CommandResult::Probed),
+            // Housekeeping: no request record and no audit record either (see `apply_prune`).
+            Op::Prune { horizon } => {
+                let view = StateView::new(tree.clone());
+                return super::apply_prune::apply(&view, &mut Writer { tree, batch }, *horizon);
+            }
             Op::Batch(commands) => return super::apply_batch::apply(self, tree, batch, commands),
             _ => {}
         }
@@ -96,6 +101,11 @@ pub(super) struct Writer<'a> {
 impl Writer<'_> {
     pub(super) fn put<T: serde::Serialize>(&mut self, key: &[u8], value: &T) {
         self.batch.insert(key, encode(value));
+    }
+
+    /// Writes a key with an empty value (an index entry).
+    pub(super) fn mark(&mut self, key: &[u8]) {
+        self.batch.insert(key, Vec::new());
     }
 
     pub(super) fn delete(&mut self, key: &[u8]) {
@@ -251,6 +261,10 @@ fn apply_op(
         }
         // Answered in `apply_command` before any write.
         Op::Probe => Ok(CommandResult::Probed),
+        Op::Prune { .. } => Err(StoreError::Corrupt {
+            key: "command".into(),
+            reason: "a prune reached apply_op".into(),
+        }),
         Op::Batch(_) => reject(Rejection::NestedBatch),
     }
 }

@@ -59,6 +59,15 @@ fn consume(
     {
         return reject(Rejection::UnknownDevice);
     }
+    // Once the cluster prunes, an entry expiring at or before the horizon may be gone: such
+    // an authorization is refused here whatever the proposer's clock said (`apply_prune`).
+    let horizon = view.pruned_until()?;
+    if let Some(horizon) = horizon.filter(|h| expires_at <= *h) {
+        return reject(Rejection::AuthorizationExpired {
+            expires_at,
+            horizon,
+        });
+    }
     if let Some(entry) = view.ledger(tx_hash)? {
         return reject(Rejection::AuthorizationUsed {
             consumed_at: entry.consumed_at,
@@ -74,6 +83,9 @@ fn consume(
             consumed_at: cmd.now,
         },
     );
+    if horizon.is_some() {
+        w.mark(&keys::expiry(expires_at, tx_hash));
+    }
     w.bump(keys::COUNT_SIGNATURES)?;
     Ok(CommandResult::Consumed)
 }

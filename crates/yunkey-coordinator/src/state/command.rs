@@ -214,16 +214,30 @@ pub enum Op {
     /// and leaves no record. A batch inside a batch is rejected. Proposed only once every
     /// member applies this format (`crate::batch`).
     Batch(Vec<Command>),
+    /// Housekeeping (command format [`COMMAND_FORMAT_PRUNE`]): raise the prune horizon to
+    /// `horizon` (never lowered) and forget up to a batch of consumed authorizations
+    /// expiring at or before it, with their requests' stored results; from then on the state
+    /// machine refuses an authorization expiring at or before the horizon. No request id,
+    /// no audit record. Proposed by the leader (`crate::prune`) once every member applies
+    /// this format.
+    Prune {
+        /// Unix seconds (the proposer's clock less [`crate::prune::PruneConfig::grace_secs`]).
+        horizon: i64,
+    },
 }
 
 /// The newest Raft command format this build applies, reported in `Status` as
 /// `command_format`. 1: one command per entry; 2 ([`COMMAND_FORMAT_BATCH`]): also
-/// [`Op::Batch`].
-pub const COMMAND_FORMAT: u32 = 2;
+/// [`Op::Batch`]; 3 ([`COMMAND_FORMAT_PRUNE`]): also [`Op::Prune`].
+pub const COMMAND_FORMAT: u32 = 3;
 
 /// The command format that brought [`Op::Batch`]: a node proposes batches only when every
 /// member reports at least this one, since an older node cannot read such an entry.
 pub const COMMAND_FORMAT_BATCH: u32 = 2;
+
+/// The command format that brought [`Op::Prune`]: the leader prunes only when every member
+/// reports at least this one.
+pub const COMMAND_FORMAT_PRUNE: u32 = 3;
 
 impl Op {
     /// Short name for logs, metrics and the audit trail.
@@ -252,6 +266,7 @@ impl Op {
             Op::SetReleasePolicy(_) => "set_release_policy",
             Op::ConsumeChecked { .. } => "sign",
             Op::Batch(_) => "batch",
+            Op::Prune { .. } => "prune",
             Op::RecordUserEvent { event, .. } => match event {
                 UserEvent::SignRefused { .. } => "sign_refused",
                 UserEvent::FaceEnrolled => "face_enroll",
@@ -285,7 +300,8 @@ impl Op {
             | Op::RecordRelease(_)
             | Op::RevokeRelease { .. }
             | Op::SetReleasePolicy(_)
-            | Op::Batch(_) => None,
+            | Op::Batch(_)
+            | Op::Prune { .. } => None,
         }
     }
 
@@ -377,7 +393,7 @@ impl Op {
                     &yunkey_crypto::sha256(certificate),
                 ],
             ),
-            Op::InitCodeSigning(_) | Op::SetReleasePolicy(_) | Op::Batch(_) => {
+            Op::InitCodeSigning(_) | Op::SetReleasePolicy(_) | Op::Batch(_) | Op::Prune { .. } => {
                 fingerprint(self.kind(), &[])
             }
             Op::RecordRelease(r) => fingerprint(self.kind(), &[r.release_id.as_bytes()]),
@@ -491,6 +507,7 @@ impl fmt::Debug for Op {
             } => write!(f, "RenewDevice({user_id}, {device_id})"),
             Op::Probe => f.write_str("Probe"),
             Op::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
+            Op::Prune { horizon } => write!(f, "Prune(until {horizon})"),
             Op::InitCodeSigning(_) => f.write_str("InitCodeSigning"),
             Op::RecordRelease(r) => write!(
                 f,
@@ -615,6 +632,17 @@ pub enum CommandResult {
     Recorded,
     /// The results of an [`Op::Batch`]'s commands, in order.
     Batch(Vec<CommandResult>),
+    /// An [`Op::Prune`] applied.
+    Pruned {
+        /// The horizon now (the one asked, or a later one already in force).
+        horizon: i64,
+        /// Ledger entries forgotten.
+        ledger: u64,
+        /// Stored request results forgotten with them.
+        requests: u64,
+        /// More is left to forget now: propose another prune.
+        more: bool,
+    },
 }
 
 impl fmt::Debug for CommandResult {
@@ -650,6 +678,15 @@ impl fmt::Debug for CommandResult {
             }
             CommandResult::DeviceRenewed => f.write_str("DeviceRenewed"),
             CommandResult::Batch(results) => f.debug_list().entries(results).finish(),
+            CommandResult::Pruned {
+                horizon,
+                ledger,
+                requests,
+                more,
+            } => write!(
+                f,
+                "Pruned(until {horizon}: {ledger} ledger entries, {requests} results, more: {more})"
+            ),
         }
     }
 }
@@ -724,4 +761,12 @@ pub enum Rejection {
     UnknownRelease(String),
     /// An [`Op::Batch`] inside a batch.
     NestedBatch,
+    /// The authorization expires at or before the prune horizon: its ledger entry may be
+    /// gone, so it is refused as expired.
+    AuthorizationExpired {
+        /// Its expiry.
+        expires_at: i64,
+        /// The horizon.
+        horizon: i64,
+    },
 }

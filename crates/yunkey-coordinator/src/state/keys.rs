@@ -8,6 +8,7 @@
 //! | `f/` | user id | failed activation attempts against the pending code (u32; absent: 0) |
 //! | `e/` | device id | why the device was revoked or removed (ended) |
 //! | `l/` | tx hash (32 bytes) | [`LedgerEntry`](super::LedgerEntry) |
+//! | `x/` | expiry (8 bytes, ordered), tx hash | empty: the ledger's expiry index (written once the cluster prunes, see `apply_prune`) |
 //! | `r/` | request id | stored first result of that request |
 //! | `c/` | chip id | [`ChipRecord`](super::ChipRecord) |
 //! | `s/` | chip id | Unix seconds since the chip is draining (absent: not draining) |
@@ -23,6 +24,8 @@
 //! | `m/domain` | | domain id |
 //! | `m/operator_key` | | the domain's operator key (SPKI DER) |
 //! | `m/audit_seq` | | next audit sequence (u64 BE) |
+//! | `m/pruned_until` | | the prune horizon (i64 BE): ledger entries expiring at or before it may be gone (absent: never pruned) |
+//! | `m/prune_sweep` | | [`Sweep`](super::apply_prune::Sweep): how far the walk over entries from before the first prune got |
 //! | `m/count/*` | | counters (u64 BE) |
 
 pub(crate) fn user(id: &str) -> Vec<u8> {
@@ -47,8 +50,34 @@ pub(crate) fn device_revocation(device_id: &str) -> Vec<u8> {
 }
 
 pub(crate) fn ledger(tx_hash: &[u8; 32]) -> Vec<u8> {
-    [&b"l/"[..], tx_hash].concat()
+    [LEDGER_PREFIX, tx_hash].concat()
 }
+
+/// An expiry as 8 bytes that sort like the number (the sign bit flipped, big-endian).
+fn ordered(expires_at: i64) -> [u8; 8] {
+    ((expires_at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub(crate) const EXPIRY_PREFIX: &[u8] = b"x/";
+
+pub(crate) fn expiry(expires_at: i64, tx_hash: &[u8; 32]) -> Vec<u8> {
+    [EXPIRY_PREFIX, &ordered(expires_at)[..], tx_hash].concat()
+}
+
+/// The first index key after every entry expiring at or before `expires_at`.
+pub(crate) fn expiry_after(expires_at: i64) -> Vec<u8> {
+    match expires_at.checked_add(1) {
+        Some(next) => [EXPIRY_PREFIX, &ordered(next)[..]].concat(),
+        None => b"x0".to_vec(),
+    }
+}
+
+/// The tx hash of an expiry index key.
+pub(crate) fn expiry_tx_hash(key: &[u8]) -> Option<[u8; 32]> {
+    key.get(EXPIRY_PREFIX.len() + 8..)?.try_into().ok()
+}
+
+pub(crate) const LEDGER_PREFIX: &[u8] = b"l/";
 
 pub(crate) fn request(id: &str) -> Vec<u8> {
     [b"r/", id.as_bytes()].concat()
@@ -93,6 +122,8 @@ pub(crate) const RELEASE_POLICY: &[u8] = b"m/release_policy";
 pub(crate) const DOMAIN: &[u8] = b"m/domain";
 pub(crate) const OPERATOR_KEY: &[u8] = b"m/operator_key";
 pub(crate) const AUDIT_SEQ: &[u8] = b"m/audit_seq";
+pub(crate) const PRUNED_UNTIL: &[u8] = b"m/pruned_until";
+pub(crate) const PRUNE_SWEEP: &[u8] = b"m/prune_sweep";
 pub(crate) const COUNT_USERS: &[u8] = b"m/count/users";
 pub(crate) const COUNT_DEVICES: &[u8] = b"m/count/devices";
 pub(crate) const COUNT_SIGNATURES: &[u8] = b"m/count/signatures";

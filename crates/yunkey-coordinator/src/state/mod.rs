@@ -9,6 +9,7 @@ mod apply;
 mod apply_batch;
 mod apply_devices;
 mod apply_fleet;
+mod apply_prune;
 mod apply_release;
 mod apply_sign;
 mod codec;
@@ -20,9 +21,10 @@ mod model_risk;
 mod view;
 
 pub use apply::App;
+pub use apply_prune::{Sweep, PRUNE_BATCH};
 pub use command::{
     fingerprint, Command, CommandResult, Op, PriorRequest, Rejection, COMMAND_FORMAT,
-    COMMAND_FORMAT_BATCH,
+    COMMAND_FORMAT_BATCH, COMMAND_FORMAT_PRUNE,
 };
 pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner,

@@ -22,7 +22,7 @@ impl StateView {
         Self { tree }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub(super) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.tree.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
@@ -160,6 +160,24 @@ impl StateView {
     /// The ledger entry of a consumed authorization.
     pub fn ledger(&self, tx_hash: &[u8; 32]) -> Result<Option<LedgerEntry>, StoreError> {
         self.get(&keys::ledger(tx_hash))
+    }
+
+    /// The prune horizon: ledger entries of authorizations expiring at or before it may be
+    /// gone, and the state machine refuses such an authorization as expired (`None`: the
+    /// cluster never pruned; see `apply_prune`).
+    pub fn pruned_until(&self) -> Result<Option<i64>, StoreError> {
+        self.get(keys::PRUNED_UNTIL)
+    }
+
+    /// Number of entries in the ledger of consumed authorizations (a walk: for tests and
+    /// tools, not for a request path).
+    pub fn ledger_len(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self.tree.scan_prefix(keys::LEDGER_PREFIX) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The stored outcome of an applied request.

@@ -334,6 +334,31 @@ pub struct CoordinatorArgs {
     pub risk: RiskCheckArgs,
     #[command(flatten)]
     pub domain: DomainCipherArgs,
+    #[command(flatten)]
+    pub prune: PruneArgs,
+}
+
+/// When the leader prunes the ledger of consumed authorizations (`yunkey coordinator` and
+/// `yunkey dev`).
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Seconds after an authorization's expiry (by the leader's clock) that its ledger entry
+    /// and its request's stored result are kept; from then on the cluster refuses it as
+    /// expired even on a coordinator whose clock lags. Set it above the clock skew between
+    /// coordinators.
+    #[arg(long, default_value_t = yunkey_coordinator::prune::GRACE_SECS, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..=30 * 86_400))]
+    pub prune_grace: i64,
+    /// Seconds between the leader's prunes.
+    #[arg(long, default_value_t = yunkey_coordinator::prune::PRUNE_EVERY.as_secs(), value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub prune_every: u64,
+}
+
+impl PruneArgs {
+    /// Sets these in a coordinator's configuration.
+    pub fn apply(&self, config: &mut yunkey_coordinator::core::CoordinatorConfig) {
+        config.prune.grace_secs = self.prune_grace;
+        config.prune.every = std::time::Duration::from_secs(self.prune_every);
+    }
 }
 
 /// The security domain's cipher (`yunkey coordinator` and `yunkey dev`).
@@ -606,6 +631,8 @@ pub struct DevArgs {
     pub risk: RiskCheckArgs,
     #[command(flatten)]
     pub domain: DomainCipherArgs,
+    #[command(flatten)]
+    pub prune: PruneArgs,
 }
 
 /// A signature algorithm as the CLI names it.
