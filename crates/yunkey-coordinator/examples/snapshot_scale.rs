@@ -170,7 +170,8 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open_sled(dir.path().join("raft")).expect("open sled");
-    let mut store = Store::open(db, dir.path().join("snapshots"), App).expect("open state machine");
+    let mut store =
+        Store::open(db, dir.path().join("snapshots"), App::default()).expect("open state machine");
     let view = StateView::new(store.state());
     println!(
         "snapshot_scale: up to {target} users, checkpoints {checkpoints:?}, snapshots in {}",
@@ -291,8 +292,12 @@ async fn main() {
         // Receive it into a fresh store, chunk by chunk as a follower would, then install it.
         let install_dir = tempfile::tempdir().expect("tempdir");
         let install_db = Db::open_sled(install_dir.path().join("raft")).expect("open sled");
-        let mut fresh = Store::open(install_db, install_dir.path().join("snapshots"), App)
-            .expect("open state machine");
+        let mut fresh = Store::open(
+            install_db,
+            install_dir.path().join("snapshots"),
+            App::default(),
+        )
+        .expect("open state machine");
         let started = Instant::now();
         let mut received = fresh
             .begin_receiving_snapshot()

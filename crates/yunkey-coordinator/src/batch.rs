@@ -365,6 +365,7 @@ mod tests {
             1,
             dir.path().join("raft-log"),
             db,
+            crate::state::App::default(),
             dir.path().join("snapshots"),
             connect,
             crate::raft::raft_config(),

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_log;
 pub mod batch;
 pub mod bindings;
 pub mod ca;

@@ -94,10 +94,14 @@ impl Node {
         let connect: yunkey_raft::Connector = Arc::new(move |node: &openraft::BasicNode| {
             raft_pool.get(&node.addr).map_err(|e| e.to_string())
         });
+        let audit_dir = opts.data_dir.join("audit");
+        let audit_log = crate::audit_log::AuditLog::open(&audit_dir)
+            .map_err(|e| CoordError::Internal(format!("cannot open the audit log: {e}")))?;
         let opened = crate::raft::open(
             opts.node_id,
             opts.data_dir.join("raft-log"),
             db,
+            crate::state::App::with_audit_log(Arc::new(audit_log)),
             opts.data_dir.join("snapshots"),
             connect,
             opts.raft.clone(),

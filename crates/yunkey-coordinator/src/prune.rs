@@ -1,9 +1,10 @@
 //! Forgetting what no longer matters, so that a coordinator's memory follows its users and
 //! not every signature ever made: the leader proposes an [`Op::Prune`] every
 //! [`PruneConfig::every`], with a horizon [`PruneConfig::grace_secs`] behind its clock, and
-//! the state machine
-//! deletes the ledger entries of authorizations expiring at or before it with their stored
-//! request results (`state::apply_prune` says how that stays safe). While a prune reports
+//! the state machine deletes the ledger entries of authorizations expiring at or before it
+//! with their stored request results (`state::apply_prune` says how that stays safe), and
+//! moves the audit trail's lines older than [`PruneConfig::audit_keep_secs`] to every
+//! coordinator's audit log ([`crate::audit_log`]). While a prune reports
 //! more to forget, the next follows at once, up to [`MAX_ROUNDS`] per tick.
 //!
 //! Rolling upgrades: a node older than command format [`COMMAND_FORMAT_PRUNE`] cannot read a
@@ -22,6 +23,9 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Default of [`PruneConfig::grace_secs`] (`--prune-grace`).
 pub const GRACE_SECS: i64 = 300;
 
+/// Default of [`PruneConfig::audit_keep_secs`] (`--audit-keep`): one hour.
+pub const AUDIT_KEEP_SECS: i64 = 3600;
+
 /// When the leader prunes.
 #[derive(Debug, Clone)]
 pub struct PruneConfig {
@@ -33,6 +37,9 @@ pub struct PruneConfig {
     /// the horizon; so this is the clock skew between coordinators that never turns a valid
     /// authorization into a refusal.
     pub grace_secs: i64,
+    /// How long the audit trail's lines stay in the replicated state (where `GetUserAudit`
+    /// reads them) before they move to every coordinator's audit log (`crate::audit_log`).
+    pub audit_keep_secs: i64,
 }
 
 impl Default for PruneConfig {
@@ -40,6 +47,7 @@ impl Default for PruneConfig {
         Self {
             every: PRUNE_EVERY,
             grace_secs: GRACE_SECS,
+            audit_keep_secs: AUDIT_KEEP_SECS,
         }
     }
 }
@@ -74,21 +82,24 @@ pub async fn run(core: Arc<Core>) {
 /// Proposes one prune with the horizon [`PruneConfig::grace_secs`] behind this node's
 /// clock; returns whether more is left to forget.
 pub async fn prune_once(core: &Core) -> Result<bool> {
-    let horizon = crate::clock::now() - core.config.prune.grace_secs;
-    match core
-        .propose("", "coordinator", Op::Prune { horizon })
-        .await?
-    {
+    let now = crate::clock::now();
+    let op = Op::Prune {
+        horizon: now - core.config.prune.grace_secs,
+        audit_before: now - core.config.prune.audit_keep_secs,
+    };
+    match core.propose("", "coordinator", op).await? {
         CommandResult::Pruned {
             ledger,
             requests,
+            audit,
             more,
             ..
         } => {
             metrics::counter!("yunkey_pruned_total", "what" => "ledger").increment(ledger);
             metrics::counter!("yunkey_pruned_total", "what" => "requests").increment(requests);
-            if ledger > 0 {
-                tracing::debug!(ledger, requests, horizon, more, "pruned");
+            metrics::counter!("yunkey_pruned_total", "what" => "audit").increment(audit);
+            if ledger + audit > 0 {
+                tracing::debug!(ledger, requests, audit, more, "pruned");
             }
             Ok(more)
         }

@@ -94,12 +94,15 @@ pub struct OpenedRaft {
     pub server: yunkey_raft::RaftGrpcServer<TypeConfig>,
 }
 
-/// Opens this node's Raft: the log in `log_dir`, the state machine in `db`, snapshot files in
-/// `snapshot_dir`. `connect` gives a channel to a peer (TLS, node identity).
+/// Opens this node's Raft: the log in `log_dir`, the state machine `app` (its durable records
+/// in `db`), snapshot files in `snapshot_dir`. `connect` gives a channel to a peer (TLS, node
+/// identity).
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     node_id: u64,
     log_dir: PathBuf,
     db: Db,
+    app: App,
     snapshot_dir: PathBuf,
     connect: yunkey_raft::Connector,
     config: openraft::Config,
@@ -108,7 +111,7 @@ pub async fn open(
     let storage =
         |e: openraft::StorageError<u64>| CoordError::Internal(format!("raft storage: {e}"));
     let log = yunkey_raft::LogStore::<TypeConfig>::open(&log_dir, &db).map_err(storage)?;
-    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, snapshot_dir, App)
+    let sm = yunkey_raft::StateMachineStore::<TypeConfig, App>::open(db, snapshot_dir, app)
         .map_err(storage)?;
     let view = StateView::new(sm.state());
     let net = yunkey_raft::GrpcNetworkFactory::<TypeConfig>::new(node_id, connect);

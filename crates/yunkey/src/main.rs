@@ -102,5 +102,43 @@ async fn run(g: &cli::Global, command: &cli::Command) -> anyhow::Result<()> {
         cli::Command::Release(cmd) => release::run(g, &cmd.command).await,
         cli::Command::Pki(args) => pki::run(g, &args.command),
         cli::Command::Risk(args) => risk::run(args).await,
+        cli::Command::AuditLog(args) => audit_log(g, &args.command),
     }
+}
+
+/// `yunkey audit-log`.
+fn audit_log(g: &cli::Global, cmd: &cli::AuditLogCommand) -> anyhow::Result<()> {
+    let cli::AuditLogCommand::Verify { dir } = cmd;
+    let report = yunkey_coordinator::audit_log::verify(dir)?;
+    anyhow::ensure!(
+        report.files > 0,
+        "{} holds no audit log file (audit-*.jsonl); give a coordinator's audit/ directory",
+        dir.display()
+    );
+    output::print(
+        g.json,
+        serde_json::json!({
+            "files": report.files,
+            "lines": report.lines,
+            "first_seq": report.first_seq,
+            "last_seq": report.last_seq,
+            "gaps": report.gaps,
+        }),
+        || {
+            let mut text = format!(
+                "audit log intact: {} lines in {} files, seq {} to {}",
+                report.lines,
+                report.files,
+                report.first_seq.unwrap_or_default(),
+                report.last_seq.unwrap_or_default()
+            );
+            for (first, last) in &report.gaps {
+                text.push_str(&format!(
+                    "\ngap: seq {first} to {last} are not in this node's log (another coordinator's holds them)"
+                ));
+            }
+            text
+        },
+    );
+    Ok(())
 }

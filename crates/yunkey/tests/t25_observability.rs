@@ -76,10 +76,18 @@ async fn metrics_and_reflection() {
 }
 
 /// The leader forgets a consumed authorization once it expired (here with no grace and a
-/// prune every second), and says so in `yunkey_pruned_total`.
+/// prune every second), and says so in `yunkey_pruned_total`; the audit trail's lines move
+/// to the coordinator's audit log, whose chain `yunkey audit-log verify` checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_authorizations_are_pruned_by_the_leader() {
-    let dev = Dev::start_args(&["--prune-grace", "0", "--prune-every", "1"]);
+    let dev = Dev::start_args(&[
+        "--prune-grace",
+        "0",
+        "--prune-every",
+        "1",
+        "--audit-keep",
+        "0",
+    ]);
     let alice = enroll_with_device(&dev, "alice").await;
     let mut key = key_client(dev.business().current_channel());
     let mut tx = transaction("alice", "1");
@@ -93,6 +101,10 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
                 text.contains(r#"yunkey_pruned_total{what="requests"} 1"#),
                 "the signature's stored result goes with its ledger entry:\n{text}"
             );
+            assert!(
+                text.contains(r#"yunkey_pruned_total{what="audit"}"#),
+                "{text}"
+            );
             break;
         }
         assert!(
@@ -101,6 +113,35 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    // Enrolment, device registration and the signature: in the log, chained.
+    let dir = dev.data.join("coordinator").join("audit");
+    let report = common::yunkey_ok(&["audit-log", "verify", dir.to_str().unwrap()]);
+    assert!(report.contains("audit log intact"), "{report}");
+    let json = common::yunkey_ok(&["--json", "audit-log", "verify", dir.to_str().unwrap()]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(value["lines"].as_u64().unwrap() >= 3, "{json}");
+    assert_eq!(value["gaps"], serde_json::json!([]), "{json}");
+    let logged: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(logged.contains(r#""action":"sign""#), "{logged}");
+    // A changed line is found.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("alice", "alicf", 1)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yunkey"))
+        .args(["audit-log", "verify", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was changed"), "{stderr}");
 }
 
 /// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring

@@ -13,9 +13,20 @@ use yunkey_store::{Batch, StoreError, Tree};
 
 /// The coordinator's state machine.
 #[derive(Debug, Default, Clone)]
-pub struct App;
+pub struct App {
+    /// Where the audit trail's lines go when a prune takes them out of the state (`None`:
+    /// they are dropped; only for tests and tools that keep no audit log).
+    audit_log: Option<std::sync::Arc<crate::audit_log::AuditLog>>,
+}
 
 impl App {
+    /// The state machine of a coordinator that keeps its audit log in `audit_log`.
+    pub fn with_audit_log(audit_log: std::sync::Arc<crate::audit_log::AuditLog>) -> Self {
+        Self {
+            audit_log: Some(audit_log),
+        }
+    }
+
     /// Applies one command; see the module doc.
     pub fn apply_command(
         &self,
@@ -28,9 +39,17 @@ impl App {
             // health check run every few seconds would otherwise grow the audit trail).
             Op::Probe => return Ok(CommandResult::Probed),
             // Housekeeping: no request record and no audit record either (see `apply_prune`).
-            Op::Prune { horizon } => {
+            Op::Prune {
+                horizon,
+                audit_before,
+            } => {
                 let view = StateView::new(tree.clone());
-                return super::apply_prune::apply(&view, &mut Writer { tree, batch }, *horizon);
+                let limits = super::apply_prune::Limits {
+                    horizon: *horizon,
+                    audit_before: *audit_before,
+                };
+                let mut w = Writer { tree, batch };
+                return super::apply_prune::apply(&view, &mut w, limits, self.audit_log.as_deref());
             }
             Op::Batch(commands) => return super::apply_batch::apply(self, tree, batch, commands),
             _ => {}
@@ -67,6 +86,10 @@ impl App {
         }
         let seq = w.bump(keys::AUDIT_SEQ)? - 1;
         if let Some(user_id) = cmd.op.user_id() {
+            // Once the cluster prunes, the record names its user line (`apply_prune`).
+            if view.pruned_until()?.is_some() {
+                w.put(&keys::audit_user(seq), &user_id.to_owned());
+            }
             w.put(
                 &keys::user_audit(user_id, seq),
                 &UserAuditRecord {

@@ -73,7 +73,7 @@ mod tests {
     /// Applies `cmd` as one entry, the way the Raft state machine does.
     fn entry(tree: &Tree, cmd: &Command) -> CommandResult {
         let mut batch = Batch::new();
-        let result = App.apply_command(tree, &mut batch, cmd).unwrap();
+        let result = App::default().apply_command(tree, &mut batch, cmd).unwrap();
         tree.apply(batch).unwrap();
         result
     }

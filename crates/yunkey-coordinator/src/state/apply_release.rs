@@ -77,7 +77,9 @@ mod tests {
             now,
             op,
         };
-        let r = App.apply_command(tree, &mut batch, &cmd).unwrap();
+        let r = App::default()
+            .apply_command(tree, &mut batch, &cmd)
+            .unwrap();
         tree.apply(batch).unwrap();
         r
     }

@@ -64,7 +64,9 @@ impl Sm {
             now,
             op,
         };
-        let r = App.apply_command(&self.tree, &mut batch, &cmd).unwrap();
+        let r = App::default()
+            .apply_command(&self.tree, &mut batch, &cmd)
+            .unwrap();
         self.tree.apply(batch).unwrap();
         r
     }

@@ -223,6 +223,10 @@ pub enum Op {
     Prune {
         /// Unix seconds (the proposer's clock less [`crate::prune::PruneConfig::grace_secs`]).
         horizon: i64,
+        /// Audit trail lines recorded before this (Unix seconds, the proposer's clock less
+        /// [`crate::prune::PruneConfig::audit_keep_secs`]) leave the state for every
+        /// coordinator's audit log (`crate::audit_log`).
+        audit_before: i64,
     },
 }
 
@@ -507,7 +511,10 @@ impl fmt::Debug for Op {
             } => write!(f, "RenewDevice({user_id}, {device_id})"),
             Op::Probe => f.write_str("Probe"),
             Op::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
-            Op::Prune { horizon } => write!(f, "Prune(until {horizon})"),
+            Op::Prune {
+                horizon,
+                audit_before,
+            } => write!(f, "Prune(until {horizon}, audit before {audit_before})"),
             Op::InitCodeSigning(_) => f.write_str("InitCodeSigning"),
             Op::RecordRelease(r) => write!(
                 f,
@@ -640,6 +647,8 @@ pub enum CommandResult {
         ledger: u64,
         /// Stored request results forgotten with them.
         requests: u64,
+        /// Audit trail lines moved to the audit log.
+        audit: u64,
         /// More is left to forget now: propose another prune.
         more: bool,
     },
@@ -682,10 +691,11 @@ impl fmt::Debug for CommandResult {
                 horizon,
                 ledger,
                 requests,
+                audit,
                 more,
             } => write!(
                 f,
-                "Pruned(until {horizon}: {ledger} ledger entries, {requests} results, more: {more})"
+                "Pruned(until {horizon}: {ledger} ledger entries, {requests} results, {audit} audit lines, more: {more})"
             ),
         }
     }

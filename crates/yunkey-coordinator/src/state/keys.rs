@@ -14,6 +14,7 @@
 //! | `s/` | chip id | Unix seconds since the chip is draining (absent: not draining) |
 //! | `a/` | big-endian sequence | [`AuditRecord`](super::AuditRecord) |
 //! | `w/` | user id, `/`, big-endian sequence | [`UserAuditRecord`](super::UserAuditRecord): the user's lines of the audit trail |
+//! | `z/` | big-endian sequence | user id: whose `w/` line goes with the `a/` record (written once the cluster prunes) |
 //! | `n/` | node id (u64 BE) | [`NodeIdRecord`](super::NodeIdRecord): every coordinator id ever added, never removed |
 //! | `v/` | release id | [`ReleaseRecord`](super::ReleaseRecord) |
 //! | `m/ca` | | [`CaRecord`](super::CaRecord): the ECDSA P-256 user CA |
@@ -25,7 +26,8 @@
 //! | `m/operator_key` | | the domain's operator key (SPKI DER) |
 //! | `m/audit_seq` | | next audit sequence (u64 BE) |
 //! | `m/pruned_until` | | the prune horizon (i64 BE): ledger entries expiring at or before it may be gone (absent: never pruned) |
-//! | `m/prune_sweep` | | [`Sweep`](super::apply_prune::Sweep): how far the walk over entries from before the first prune got |
+//! | `m/prune_sweep` | | [`Sweep`](super::apply_prune::Sweep): how far the walk over ledger entries from before the first prune got |
+//! | `m/audit_sweep` | | [`Sweep`](super::apply_prune::Sweep): how far the walk over users' audit lines from before the first prune got |
 //! | `m/count/*` | | counters (u64 BE) |
 
 pub(crate) fn user(id: &str) -> Vec<u8> {
@@ -92,9 +94,17 @@ pub(crate) fn draining(id: &str) -> Vec<u8> {
     [b"s/", id.as_bytes()].concat()
 }
 
+pub(crate) const AUDIT_PREFIX: &[u8] = b"a/";
+
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
-    [&b"a/"[..], &seq.to_be_bytes()].concat()
+    [AUDIT_PREFIX, &seq.to_be_bytes()].concat()
 }
+
+pub(crate) fn audit_user(seq: u64) -> Vec<u8> {
+    [&b"z/"[..], &seq.to_be_bytes()].concat()
+}
+
+pub(crate) const USER_AUDIT_PREFIX: &[u8] = b"w/";
 
 pub(crate) fn user_audit(user_id: &str, seq: u64) -> Vec<u8> {
     [&user_audit_prefix(user_id)[..], &seq.to_be_bytes()].concat()
@@ -102,7 +112,7 @@ pub(crate) fn user_audit(user_id: &str, seq: u64) -> Vec<u8> {
 
 /// `/` cannot occur in a user id, so one user's prefix never covers another's.
 pub(crate) fn user_audit_prefix(user_id: &str) -> Vec<u8> {
-    [b"w/", user_id.as_bytes(), b"/"].concat()
+    [USER_AUDIT_PREFIX, user_id.as_bytes(), b"/"].concat()
 }
 
 pub(crate) fn node_id(id: u64) -> Vec<u8> {
@@ -124,6 +134,7 @@ pub(crate) const OPERATOR_KEY: &[u8] = b"m/operator_key";
 pub(crate) const AUDIT_SEQ: &[u8] = b"m/audit_seq";
 pub(crate) const PRUNED_UNTIL: &[u8] = b"m/pruned_until";
 pub(crate) const PRUNE_SWEEP: &[u8] = b"m/prune_sweep";
+pub(crate) const AUDIT_SWEEP: &[u8] = b"m/audit_sweep";
 pub(crate) const COUNT_USERS: &[u8] = b"m/count/users";
 pub(crate) const COUNT_DEVICES: &[u8] = b"m/count/devices";
 pub(crate) const COUNT_SIGNATURES: &[u8] = b"m/count/signatures";

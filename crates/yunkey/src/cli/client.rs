@@ -174,7 +174,7 @@ impl Cli {
             if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
                 continue;
             }
-            if id == "json" && matches!(self.command, Command::Pki(_)) {
+            if id == "json" && matches!(self.command, Command::Pki(_) | Command::AuditLog(_)) {
                 continue;
             }
             let mut cmd = <Self as clap::CommandFactory>::command();
@@ -202,7 +202,8 @@ impl Cli {
         };
         let json = top.json
             || sub.is_some_and(|s| s.json)
-            || matches!(&self.command, Command::Pki(p) if p.output.0.json);
+            || matches!(&self.command, Command::Pki(p) if p.output.0.json)
+            || matches!(&self.command, Command::AuditLog(a) if a.output.0.json);
         Global {
             data: self.global.data.clone(),
             endpoint,

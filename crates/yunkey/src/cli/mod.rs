@@ -54,6 +54,29 @@ pub enum Command {
     /// The reference risk service (the business transaction module): serve it, check a rules
     /// file, create a face-template key.
     Risk(crate::risk::RiskArgs),
+    /// A coordinator's audit log (`audit/` in its data directory): check its hash chain.
+    AuditLog(AuditLogArgs),
+}
+
+/// `yunkey audit-log`.
+#[derive(Debug, Args)]
+pub struct AuditLogArgs {
+    #[command(flatten)]
+    pub output: Inherited<OutputArgs>,
+    #[command(subcommand)]
+    pub command: AuditLogCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditLogCommand {
+    /// Check every file of an audit log directory (for example `yunkey-data/coordinator/audit`):
+    /// each line's hash, each line chained to the one before from the oldest file kept, seqs
+    /// rising. Prints the lines, the seqs and any gaps (lines this node does not hold because
+    /// it installed a snapshot); fails naming the first broken line.
+    Verify {
+        /// The audit log directory.
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -71,7 +94,8 @@ impl Command {
             | Command::Chip(_)
             | Command::Coordinator(_)
             | Command::Pki(_)
-            | Command::Risk(_) => None,
+            | Command::Risk(_)
+            | Command::AuditLog(_) => None,
         }
     }
 
@@ -90,6 +114,7 @@ impl Command {
             Command::Release(_) => "release",
             Command::Pki(_) => "pki",
             Command::Risk(_) => "risk",
+            Command::AuditLog(_) => "audit-log",
         }
     }
 }
@@ -351,6 +376,11 @@ pub struct PruneArgs {
     /// Seconds between the leader's prunes.
     #[arg(long, default_value_t = yunkey_coordinator::prune::PRUNE_EVERY.as_secs(), value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub prune_every: u64,
+    /// Seconds the audit trail's lines stay in the coordinators' memory, where GetUserAudit
+    /// reads them; then they move to every coordinator's audit log (`audit/` in its data
+    /// directory: hash-chained, rotated files; `yunkey audit-log verify DIR` checks them).
+    #[arg(long, default_value_t = yunkey_coordinator::prune::AUDIT_KEEP_SECS, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..=366 * 86_400))]
+    pub audit_keep: i64,
 }
 
 impl PruneArgs {
@@ -358,6 +388,7 @@ impl PruneArgs {
     pub fn apply(&self, config: &mut yunkey_coordinator::core::CoordinatorConfig) {
         config.prune.grace_secs = self.prune_grace;
         config.prune.every = std::time::Duration::from_secs(self.prune_every);
+        config.prune.audit_keep_secs = self.audit_keep;
     }
 }
 
