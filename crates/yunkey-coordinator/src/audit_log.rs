@@ -22,7 +22,7 @@
 //! snapshot again. A node that took a snapshot from the leader instead of applying the log
 //! may miss lines that other coordinators hold: it writes a `gap` line naming them.
 
-use crate::state::{AuditRecord, UserAuditRecord};
+use crate::state::{AuditRecord, RiskCheck, UserAuditRecord};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +31,9 @@ use std::sync::Mutex;
 
 /// Size past which the current file is closed and the next line starts a new one.
 pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The format of a line's JSON, in its `v` field. 1: this one.
+pub const AUDIT_LOG_FORMAT: u32 = 1;
 
 /// One line of the trail leaving memory: the cluster-wide record and, for a command about a
 /// user, the user's line.
@@ -41,8 +44,37 @@ pub struct Exported {
     /// The cluster-wide record (`None`: only the user's line was kept, by a build before
     /// command format 3).
     pub record: Option<AuditRecord>,
-    /// The user and their line.
-    pub user: Option<(String, UserAuditRecord)>,
+    /// For a command about a user: the user's line.
+    pub user: Option<UserLine>,
+}
+
+/// A user's line of the trail, as the audit log keeps it (its seq, time and actor are the
+/// record's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLine {
+    /// The user.
+    pub user_id: String,
+    /// The command's kind (`sign`, `sign_refused`, `enroll`, ...).
+    pub action: String,
+    /// `ok` or the rejection.
+    pub outcome: String,
+    /// The transaction (SHA-256, hex), for signatures and refused signatures.
+    pub tx_hash: Option<String>,
+    /// The risk checks' decision, for signatures and refused signatures.
+    pub risk: Option<RiskCheck>,
+}
+
+impl UserLine {
+    /// The audit log's form of `user_id`'s line `line`.
+    pub fn new(user_id: String, line: UserAuditRecord) -> Self {
+        Self {
+            user_id,
+            action: line.action,
+            outcome: line.outcome,
+            tx_hash: line.tx_hash.map(hex::encode),
+            risk: line.risk,
+        }
+    }
 }
 
 /// What a line says.
@@ -64,6 +96,8 @@ pub enum Body {
 /// A line's JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The line's format ([`AUDIT_LOG_FORMAT`]).
+    pub v: u32,
     /// The trail position of the line (of a gap: its last missing seq).
     pub seq: u64,
     /// The previous line's hash (hex; zeros for the first line ever written).
@@ -213,6 +247,7 @@ impl Tail {
             self.file = Some((file, path, 0));
         }
         let entry = Entry {
+            v: AUDIT_LOG_FORMAT,
             seq,
             prev: hex::encode(self.last_hash),
             body,
@@ -267,6 +302,12 @@ fn parse(path: &Path, number: usize, line: &[u8]) -> Result<([u8; 32], Entry), A
         .ok_or_else(|| broken("the hash is not 64 hex digits".into()))?;
     let json = &line[space + 1..];
     let entry: Entry = serde_json::from_slice(json).map_err(|e| broken(e.to_string()))?;
+    if entry.v != AUDIT_LOG_FORMAT {
+        return Err(broken(format!(
+            "line format {} is not {AUDIT_LOG_FORMAT}; read it with a newer yunkey",
+            entry.v
+        )));
+    }
     let prev: [u8; 32] = hex::decode(&entry.prev)
         .ok()
         .and_then(|h| h.try_into().ok())

@@ -32,7 +32,7 @@ use super::keys;
 use super::model::{AuditRecord, LedgerEntry};
 use super::model_risk::UserAuditRecord;
 use super::view::StateView;
-use crate::audit_log::{AuditLog, Exported};
+use crate::audit_log::{AuditLog, Exported, UserLine};
 use serde::{Deserialize, Serialize};
 use yunkey_store::StoreError;
 
@@ -156,7 +156,7 @@ pub(super) fn apply(
                     let line = view.get::<UserAuditRecord>(&line_key)?;
                     w.delete(&line_key);
                     w.delete(&keys::audit_user(seq));
-                    line.map(|l| (user_id, l))
+                    line.map(|l| UserLine::new(user_id, l))
                 }
                 None => None,
             };
