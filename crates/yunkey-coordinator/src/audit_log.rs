@@ -167,13 +167,20 @@ impl AuditLog {
             last_seq: None,
             last_hash: [0; 32],
         };
-        if let Some(path) = files(dir)?.pop() {
-            let (complete, last) = read_tail(&path)?;
+        let mut files = files(dir)?;
+        if let Some(path) = files.pop() {
+            let (complete, mut last) = read_tail(&path)?;
             let file = OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(io(&path))?;
             file.set_len(complete).map_err(io(&path))?;
+            // A newest file with no line yet (a crash right after it was made) goes on from
+            // the file before it.
+            while last.is_none() {
+                let Some(before) = files.pop() else { break };
+                last = read_tail(&before)?.1;
+            }
             if let Some((hash, entry)) = last {
                 tail.last_seq = Some(entry.seq);
                 tail.last_hash = hash;
@@ -468,6 +475,21 @@ mod tests {
         let report = verify(dir.path()).unwrap();
         assert_eq!(report.last_seq, Some(9));
         assert!(report.first_seq > Some(0));
+    }
+
+    #[test]
+    fn an_empty_newest_file_goes_on_from_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_rotating_at(dir.path(), 100).unwrap();
+        log.append(&[line(0), line(1)]).unwrap();
+        drop(log);
+        // A crash right after the next file was made.
+        std::fs::File::create(dir.path().join(format!("audit-{:020}.jsonl", 2))).unwrap();
+        let log = AuditLog::open_rotating_at(dir.path(), 100).unwrap();
+        log.append(&[line(2)]).unwrap();
+        let report = verify(dir.path()).unwrap();
+        assert_eq!((report.lines, report.last_seq), (3, Some(2)));
+        assert!(report.gaps.is_empty());
     }
 
     #[test]
