@@ -271,38 +271,24 @@ fn next_prefix(prefix: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{App, Command, DeviceRecord, Op, Rejection};
-    use yunkey_store::{Batch, Db, Tree};
+    use crate::state::{App, Op, Rejection};
+    use yunkey_store::{Db, Tree};
 
     fn run(tree: &Tree, request_id: &str, op: Op) -> CommandResult {
         run_at(&App::default(), tree, 10, request_id, op)
     }
 
     fn run_at(app: &App, tree: &Tree, now: i64, request_id: &str, op: Op) -> CommandResult {
-        let mut batch = Batch::new();
-        let cmd = Command {
-            request_id: request_id.into(),
-            actor: "test".into(),
-            now,
-            op,
-        };
-        let result = app.apply_command(tree, &mut batch, &cmd).unwrap();
-        tree.apply(batch).unwrap();
-        result
+        crate::state::apply::tests::apply_as_entry(app, tree, now, request_id, op)
     }
 
     /// A state with user alice and her device `phone`.
     fn state() -> (Tree, StateView) {
         let tree = Db::memory().tree("sm").unwrap();
         let mut alice = crate::state::apply::tests::user("alice", "CODE");
-        alice.devices.push(DeviceRecord {
-            device_id: "phone".into(),
-            name: String::new(),
-            public_key: vec![],
-            certificate: vec![],
-            registered_at: 1,
-            revoked_at: None,
-        });
+        alice
+            .devices
+            .push(crate::state::apply::tests::device("phone"));
         let enrol = Op::EnrollUser {
             user: alice,
             activation_code: String::new(),

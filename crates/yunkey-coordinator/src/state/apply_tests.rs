@@ -35,7 +35,8 @@ fn rebinding(seq: u64) -> Rebinding {
     }
 }
 
-fn device(id: &str) -> DeviceRecord {
+/// A device record with no key (also for other modules' tests).
+pub(in crate::state) fn device(id: &str) -> DeviceRecord {
     DeviceRecord {
         device_id: id.into(),
         name: String::new(),
@@ -44,6 +45,26 @@ fn device(id: &str) -> DeviceRecord {
         registered_at: 1,
         revoked_at: None,
     }
+}
+
+/// Applies `op` as one log entry would (also for other modules' tests).
+pub(in crate::state) fn apply_as_entry(
+    app: &App,
+    tree: &Tree,
+    now: i64,
+    request_id: &str,
+    op: Op,
+) -> CommandResult {
+    let mut batch = Batch::new();
+    let cmd = Command {
+        request_id: request_id.into(),
+        actor: "test".into(),
+        now,
+        op,
+    };
+    let result = app.apply_command(tree, &mut batch, &cmd).unwrap();
+    tree.apply(batch).unwrap();
+    result
 }
 
 struct Sm {
@@ -57,18 +78,7 @@ impl Sm {
         }
     }
     fn run(&self, request_id: &str, now: i64, op: Op) -> CommandResult {
-        let mut batch = Batch::new();
-        let cmd = Command {
-            request_id: request_id.into(),
-            actor: "test".into(),
-            now,
-            op,
-        };
-        let r = App::default()
-            .apply_command(&self.tree, &mut batch, &cmd)
-            .unwrap();
-        self.tree.apply(batch).unwrap();
-        r
+        apply_as_entry(&App::default(), &self.tree, now, request_id, op)
     }
     fn view(&self) -> StateView {
         StateView::new(self.tree.clone())
