@@ -144,6 +144,35 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
     assert!(stderr.contains("was changed"), "{stderr}");
 }
 
+/// Bad input to the audit log's verifier and to the prune flags gets a message naming what
+/// to fix.
+#[test]
+fn audit_log_verify_and_prune_flags_refuse_bad_input() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_yunkey"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let err = run(&["audit-log", "verify", empty.path().to_str().unwrap()]);
+    assert!(err.contains("holds no audit log file"), "{err}");
+    let missing = empty.path().join("nope");
+    let err = run(&["audit-log", "verify", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("nope") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = run(&["dev", "--prune-grace=-5"]);
+    assert!(err.contains("--prune-grace"), "{err}");
+    let err = run(&["dev", "--prune-every", "0"]);
+    assert!(err.contains("--prune-every"), "{err}");
+    let err = run(&["coordinator", "--audit-keep", "forever"]);
+    assert!(err.contains("--audit-keep"), "{err}");
+}
+
 /// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring
 /// reference, the enrolment ceiling) and the fractions that performance.md quotes.
 #[test]
