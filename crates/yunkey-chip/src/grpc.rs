@@ -19,6 +19,9 @@ use yunkey_proto::v1::chip_service_server::{ChipService, ChipServiceServer};
 /// Longest opaque blob (certificate, envelope, wrapped key, transaction) accepted.
 const MAX_BLOB: usize = 16 * 1024;
 
+/// Most requests in one `SignAuthorizedBatch`.
+pub const MAX_SIGN_BATCH: usize = 256;
+
 /// The operator's admission of this chip, as the chip process was given it: the operator key
 /// (SPKI DER) and its signature over the chip's id and transport key. The chip reports it in
 /// `GetInfo` so that coordinators can pass it to the chip that exports the domain; the
@@ -44,6 +47,8 @@ pub struct ChipGrpc {
     /// Whether callers must present a node certificate (always, unless made by
     /// [`ChipGrpc::in_process`]).
     check_roles: bool,
+    /// Blocking threads one `SignAuthorizedBatch` spreads over: the machine's cores.
+    parallelism: usize,
 }
 
 impl std::fmt::Debug for ChipGrpc {
@@ -142,6 +147,7 @@ impl ChipGrpc {
             chip,
             admission: None,
             check_roles: true,
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -194,6 +200,17 @@ impl ChipGrpc {
         }
     }
 
+    fn record_signature(&self, result: &Result<crate::Signed, ChipError>, started: Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!("yunkey_chip_signatures_total", "chip" => self.chip.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("yunkey_chip_sign_seconds", "chip" => self.chip.clone())
+            .record(started.elapsed().as_secs_f64());
+    }
+
     async fn sign<F>(&self, f: F) -> Result<Response<pb::SignatureResponse>, Status>
     where
         F: FnOnce(&dyn ChipBackend) -> Result<crate::Signed, ChipError> + Send + 'static,
@@ -203,19 +220,86 @@ impl ChipGrpc {
         let result = tokio::task::spawn_blocking(move || f(&*backend))
             .await
             .map_err(|_| Status::internal("chip operation aborted"))?;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
-        metrics::counter!("yunkey_chip_signatures_total", "chip" => self.chip.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("yunkey_chip_sign_seconds", "chip" => self.chip.clone())
-            .record(start.elapsed().as_secs_f64());
-        let signed = result.map_err(|e| crate::status::to_status(&e))?;
-        Ok(Response::new(pb::SignatureResponse {
-            signature: signed.signature_der,
-            digest: signed.digest.to_vec(),
-        }))
+        self.record_signature(&result, start);
+        Ok(Response::new(signature_response(result?)))
+    }
+
+    /// Runs the valid requests of a batch on up to [`Self::parallelism`] blocking threads,
+    /// each thread a contiguous run of them; returns their results in order.
+    async fn sign_all(
+        &self,
+        requests: Vec<SignAuthorized>,
+    ) -> Result<Vec<Result<crate::Signed, ChipError>>, Status> {
+        let start = Instant::now();
+        let per_thread = requests.len().div_ceil(self.parallelism).max(1);
+        let mut runs = Vec::new();
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let run: Vec<SignAuthorized> = requests.by_ref().take(per_thread).collect();
+            let backend = self.backend.clone();
+            runs.push(tokio::task::spawn_blocking(move || {
+                run.iter()
+                    .map(|r| backend.sign_authorized(r))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut results = Vec::new();
+        for run in runs {
+            let run = run
+                .await
+                .map_err(|_| Status::internal("chip operation aborted"))?;
+            for result in run {
+                self.record_signature(&result, start);
+                results.push(result);
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn signature_response(signed: crate::Signed) -> pb::SignatureResponse {
+    pb::SignatureResponse {
+        signature: signed.signature_der,
+        digest: signed.digest.to_vec(),
+    }
+}
+
+/// Checks the fields of a `SignAuthorized` request: the one check of both the single call and
+/// each item of a batch.
+fn sign_request(r: pb::SignAuthorizedRequest) -> Result<SignAuthorized, Status> {
+    id("key_handle", &r.key_handle)?;
+    id("user_id", &r.user_id)?;
+    blob("canonical_transaction", &r.canonical_transaction)?;
+    let authz = r
+        .authorization
+        .ok_or_else(|| invalid("authorization", "is required"))?;
+    id("authorization.device_id", &authz.device_id)?;
+    blob("authorization.signature", &authz.signature)?;
+    let authorization_format = yunkey_crypto::authz::AuthorizationFormat::from_wire(authz.format)
+        .map_err(|e| crate::status::to_status(&e.into()))?;
+    Ok(SignAuthorized {
+        key_handle: r.key_handle,
+        user_id: r.user_id,
+        canonical_transaction: r.canonical_transaction,
+        device_id: authz.device_id,
+        authorization_signature: authz.signature,
+        authorization_format,
+        binding_seq: r.binding_seq,
+    })
+}
+
+/// One item's refusal, as the status the single call would have returned.
+fn item_error(status: &Status) -> pb::SignAuthorizedResult {
+    pb::SignAuthorizedResult {
+        result: Some(pb::sign_authorized_result::Result::Error(
+            pb::ChipItemError {
+                code: status.code() as i32,
+                kind: crate::status::error_kind(status)
+                    .unwrap_or_default()
+                    .to_owned(),
+                message: status.message().to_owned(),
+            },
+        )),
     }
 }
 
@@ -383,28 +467,60 @@ impl ChipService for ChipGrpc {
         req: Request<pb::SignAuthorizedRequest>,
     ) -> Result<Response<pb::SignatureResponse>, Status> {
         self.admit(&req)?;
-        let r = req.into_inner();
-        id("key_handle", &r.key_handle)?;
-        id("user_id", &r.user_id)?;
-        blob("canonical_transaction", &r.canonical_transaction)?;
-        let authz = r
-            .authorization
-            .ok_or_else(|| invalid("authorization", "is required"))?;
-        id("authorization.device_id", &authz.device_id)?;
-        blob("authorization.signature", &authz.signature)?;
-        let authorization_format =
-            yunkey_crypto::authz::AuthorizationFormat::from_wire(authz.format)
-                .map_err(|e| crate::status::to_status(&e.into()))?;
-        let request = SignAuthorized {
-            key_handle: r.key_handle,
-            user_id: r.user_id,
-            canonical_transaction: r.canonical_transaction,
-            device_id: authz.device_id,
-            authorization_signature: authz.signature,
-            authorization_format,
-            binding_seq: r.binding_seq,
-        };
+        let request = sign_request(req.into_inner())?;
         self.sign(move |b| b.sign_authorized(&request)).await
+    }
+
+    async fn sign_authorized_batch(
+        &self,
+        req: Request<pb::SignAuthorizedBatchRequest>,
+    ) -> Result<Response<pb::SignAuthorizedBatchResponse>, Status> {
+        self.admit(&req)?;
+        let items = req.into_inner().items;
+        if items.is_empty() || items.len() > MAX_SIGN_BATCH {
+            return Err(invalid(
+                "items",
+                &format!(
+                    "has {} requests; a batch holds 1 to {MAX_SIGN_BATCH}",
+                    items.len()
+                ),
+            ));
+        }
+        // Each item is checked on its own; a malformed one is answered as refused, in place.
+        let mut valid = Vec::with_capacity(items.len());
+        let mut refusals = Vec::with_capacity(items.len());
+        for item in items {
+            match sign_request(item) {
+                Ok(request) => {
+                    valid.push(request);
+                    refusals.push(None);
+                }
+                Err(status) => refusals.push(Some(status)),
+            }
+        }
+        let mut signed = self.sign_all(valid).await?.into_iter();
+        let results = refusals
+            .into_iter()
+            .map(|refusal| {
+                let result = match refusal {
+                    Some(status) => Err(status),
+                    None => signed
+                        .next()
+                        .expect("one result per valid item")
+                        .map_err(|e| crate::status::to_status(&e)),
+                };
+                result
+            })
+            .map(|result| match result {
+                Ok(s) => pb::SignAuthorizedResult {
+                    result: Some(pb::sign_authorized_result::Result::Signed(
+                        signature_response(s),
+                    )),
+                },
+                Err(refused) => item_error(&refused),
+            })
+            .collect();
+        Ok(Response::new(pb::SignAuthorizedBatchResponse { results }))
     }
 
     async fn bind_device(

@@ -199,6 +199,78 @@ async fn chip_service_over_tls_checks_roles() {
         .unwrap()
         .verify_digest(&hash, &signed.signature)
         .unwrap();
+    // A batch: each item is checked as the single call checks it and answered in its place.
+    let (tx2, hash2) = testing::canonical_tx("10", 60);
+    let (tx3, hash3) = testing::canonical_tx("11", 60);
+    let item = |tx: &[u8], binding_seq| pb::SignAuthorizedRequest {
+        key_handle: key.key_handle.clone(),
+        user_id: "alice".into(),
+        canonical_transaction: tx.to_vec(),
+        authorization: Some(pb::Authorization {
+            device_id: phone.device_id.clone(),
+            signature: phone.authorize(tx),
+            format: pb::AuthorizationFormat::Unspecified as i32,
+        }),
+        binding_seq,
+    };
+    let batch = node
+        .sign_authorized_batch(pb::SignAuthorizedBatchRequest {
+            items: vec![
+                item(&tx2, 1),
+                item(&tx3, 5),
+                pb::SignAuthorizedRequest {
+                    canonical_transaction: Vec::new(),
+                    ..item(&tx3, 1)
+                },
+                item(&tx3, 1),
+                // The transaction signed above: the chip's replay guard answers the same bytes.
+                item(&tx, 1),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use pb::sign_authorized_result::Result as Item;
+    let results: Vec<_> = batch.results.into_iter().map(|r| r.result).collect();
+    assert_eq!(results.len(), 5, "{results:?}");
+    let user_key = PublicKey::from_spki_der(&key.public_key).unwrap();
+    for (i, want) in [(0, hash2), (3, hash3)] {
+        let Some(Item::Signed(s)) = &results[i] else {
+            panic!("item {i} not signed: {:?}", results[i]);
+        };
+        assert_eq!(s.digest, want.to_vec(), "item {i}");
+        user_key.verify_digest(&want, &s.signature).unwrap();
+    }
+    let Some(Item::Error(behind)) = &results[1] else {
+        panic!(
+            "item 1 signed with a binding from the future: {:?}",
+            results[1]
+        );
+    };
+    assert_eq!(behind.code, Code::FailedPrecondition as i32, "{behind:?}");
+    assert_eq!(behind.kind, "binding_behind");
+    let Some(Item::Error(empty)) = &results[2] else {
+        panic!("item 2 signed an empty transaction: {:?}", results[2]);
+    };
+    assert_eq!(empty.code, Code::InvalidArgument as i32, "{empty:?}");
+    assert!(empty.message.contains("canonical_transaction"), "{empty:?}");
+    let Some(Item::Signed(again)) = &results[4] else {
+        panic!("item 4: {:?}", results[4]);
+    };
+    assert_eq!(again.signature, signed.signature);
+    for n in [0, yunkey_chip::grpc::MAX_SIGN_BATCH + 1] {
+        let status = node
+            .sign_authorized_batch(pb::SignAuthorizedBatchRequest {
+                items: vec![item(&tx2, 1); n],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("items") && status.message().contains("1 to 256"),
+            "{status:?}"
+        );
+    }
     // Field validation and error mapping.
     let status = node
         .issue_certificate(pb::IssueCertificateRequest {

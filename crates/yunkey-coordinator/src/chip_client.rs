@@ -87,6 +87,33 @@ impl ChipFailure {
         }
     }
 
+    /// Classifies one item's refusal in a batch answer, as if the chip had returned it as
+    /// the status of a single call.
+    pub fn from_item(chip_id: &str, item: &pb::ChipItemError) -> Self {
+        let mut status = Status::new(Code::from_i32(item.code), item.message.clone());
+        if let Ok(kind) = item.kind.parse() {
+            if !item.kind.is_empty() {
+                status
+                    .metadata_mut()
+                    .insert(yunkey_proto::chip_error::KIND_HEADER, kind);
+            }
+        }
+        Self::from_status(chip_id, &status)
+    }
+
+    /// Whether the chip does not know the call at all (an older chip; UNIMPLEMENTED with no
+    /// chip error kind), as against refusing what was asked.
+    pub fn call_unknown(&self) -> bool {
+        matches!(
+            self,
+            ChipFailure::Refused {
+                code: Code::Unimplemented,
+                kind: None,
+                ..
+            }
+        )
+    }
+
     /// Whether another holder of the same key may succeed where this chip did not.
     pub fn try_another_holder(&self) -> bool {
         !matches!(self, ChipFailure::Refused { .. })
@@ -196,6 +223,12 @@ pub trait ChipClient: Send + Sync + fmt::Debug {
         &self,
         r: pb::SignAuthorizedRequest,
     ) -> ChipResult<pb::SignatureResponse>;
+    /// `SignAuthorizedBatch`: the outer error is the call's own failure; each item's answer,
+    /// in the items' order, is inside.
+    async fn sign_authorized_batch(
+        &self,
+        items: Vec<pb::SignAuthorizedRequest>,
+    ) -> ChipResult<Vec<ChipResult<pb::SignatureResponse>>>;
     /// `IssueCertificate`.
     async fn issue_certificate(
         &self,
@@ -273,6 +306,39 @@ where
     result
 }
 
+/// Each item's answer of a batch, or a failure of the whole call if the chip did not answer
+/// each item once.
+fn batch_results(
+    chip_id: &str,
+    asked: usize,
+    answer: pb::SignAuthorizedBatchResponse,
+) -> ChipResult<Vec<ChipResult<pb::SignatureResponse>>> {
+    use pb::sign_authorized_result::Result as Item;
+    if answer.results.len() != asked {
+        return Err(ChipFailure::Failed {
+            chip_id: chip_id.to_owned(),
+            code: Code::Internal,
+            message: format!(
+                "answered {} results to a batch of {asked} signatures",
+                answer.results.len()
+            ),
+        });
+    }
+    Ok(answer
+        .results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(Item::Signed(signed)) => Ok(signed),
+            Some(Item::Error(e)) => Err(ChipFailure::from_item(chip_id, &e)),
+            None => Err(ChipFailure::Failed {
+                chip_id: chip_id.to_owned(),
+                code: Code::Internal,
+                message: "answered an empty result in a batch".into(),
+            }),
+        })
+        .collect())
+}
+
 fn request<M>(msg: M, timeout: Duration) -> tonic::Request<M> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(timeout);
@@ -305,6 +371,25 @@ macro_rules! grpc_chip_client {
                     client.get_info(request(pb::GetInfoRequest {}, timeout)),
                 )
                 .await
+            }
+
+            async fn sign_authorized_batch(
+                &self,
+                items: Vec<pb::SignAuthorizedRequest>,
+            ) -> ChipResult<Vec<ChipResult<pb::SignatureResponse>>> {
+                let mut client = self.client.clone();
+                let asked = items.len();
+                let answer = observed(
+                    &self.chip_id,
+                    "sign_authorized_batch",
+                    self.timeout,
+                    client.sign_authorized_batch(request(
+                        pb::SignAuthorizedBatchRequest { items },
+                        self.timeout,
+                    )),
+                )
+                .await?;
+                batch_results(&self.chip_id, asked, answer)
             }
 
             $(

@@ -6,6 +6,7 @@
 //! [`ChipsConfig::down_after`] is *down*. Health is local to each coordinator (it is an
 //! observation, not replicated state).
 
+use crate::chip_batch::{SignBatching, SignQueues};
 use crate::chip_client::{ChipClient, ChipFailure, ChipResult, GrpcChip};
 use crate::error::{CoordError, Result};
 use crate::state::{ChipRecord, HolderRecord, StateView};
@@ -27,6 +28,8 @@ pub struct ChipsConfig {
     pub down_after: Duration,
     /// Timeout of a chip operation on the sign path.
     pub call_timeout: Duration,
+    /// How signatures bound for one chip are batched ([`crate::chip_batch`]).
+    pub sign_batching: SignBatching,
 }
 
 impl Default for ChipsConfig {
@@ -36,6 +39,7 @@ impl Default for ChipsConfig {
             heartbeat_timeout: Duration::from_millis(500),
             down_after: Duration::from_secs(10),
             call_timeout: Duration::from_secs(2),
+            sign_batching: SignBatching::default(),
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct Chips {
     /// Clients that replace the network for some endpoints (unit tests: in-process chips).
     local: Arc<RwLock<HashMap<String, Arc<dyn ChipClient>>>>,
     round_robin: Arc<AtomicUsize>,
+    sign_queues: SignQueues,
 }
 
 impl Chips {
@@ -65,6 +70,7 @@ impl Chips {
     pub fn new(pool: ChannelPool, config: ChipsConfig) -> Self {
         Self {
             pool,
+            sign_queues: SignQueues::new(config.sign_batching),
             config,
             health: Arc::default(),
             endpoints: Arc::default(),
@@ -106,6 +112,16 @@ impl Chips {
             })
         })?;
         self.at(chip_id, &endpoint)
+    }
+
+    /// Has `chip` sign `request` (`SignAuthorized`), batched with the other signatures bound
+    /// for the same chip.
+    pub async fn sign_authorized(
+        &self,
+        chip: Arc<dyn ChipClient>,
+        request: yunkey_proto::v1::SignAuthorizedRequest,
+    ) -> ChipResult<yunkey_proto::v1::SignatureResponse> {
+        self.sign_queues.sign(chip, request).await
     }
 
     /// Serves `endpoint` with `client` instead of the network (unit tests: an in-process chip,

@@ -13,7 +13,7 @@
 //!
 //! Layout: [`state`] (records, commands, apply), [`raft`] (type config and handle),
 //! [`batch`] (group commit of proposals), [`placement`] (pure placement), [`chips`]
-//! (connections, health), [`ca`] (certificates signed inside chips), the operations
+//! (connections, health; [`chip_batch`] batches signatures per chip), [`ca`] (certificates signed inside chips), the operations
 //! [`enroll`], [`devices`], [`signing`], [`admin`], [`membership`], and the gRPC adapters in
 //! [`service`]. [`node`] assembles a running coordinator.
 //!
@@ -26,6 +26,7 @@ pub mod audit_log;
 pub mod batch;
 pub mod bindings;
 pub mod ca;
+pub mod chip_batch;
 pub mod chip_client;
 pub mod chips;
 pub mod clock;

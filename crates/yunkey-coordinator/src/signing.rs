@@ -166,7 +166,11 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                     binding_seq: user.binding_seq,
                 };
                 async move {
-                    match chip.sign_authorized(request.clone()).await {
+                    match core
+                        .chips
+                        .sign_authorized(chip.clone(), request.clone())
+                        .await
+                    {
                         // This holder missed a binding change: bring it up to date, once.
                         Err(failure) if failure.binding_behind() => {
                             crate::bindings::update_holder(&*chip, &holder, wrapped_key).await?;

@@ -308,6 +308,7 @@ pub const RPC_ROLES: &[RpcRule] = &[
     chip("RevokeBinding"),
     chip("SetActivation"),
     chip("SignAuthorized"),
+    chip("SignAuthorizedBatch"),
     chip("IssueCertificate"),
     chip("WrapKey"),
     chip("UnwrapKey"),
