@@ -113,8 +113,8 @@ const WIPE_SCALAR: [u8; 32] = {
 
 /// Runs `f` with ring's key pair of `secret` and `public` (ring checks they match), then
 /// overwrites the key pair in place with one of 1·G, whose scalar is no secret: ring's key
-/// pair holds the scalar inline (no heap, no `Drop`; checked at compile time below) and does
-/// not wipe it. The overwrite costs one more fixed-base multiplication, and keeps this crate
+/// pair holds the scalar inline (no heap, no `Drop`; see [`wipe_ring_pair`]) and does not
+/// wipe it. The overwrite costs one more fixed-base multiplication, and keeps this crate
 /// free of `unsafe`.
 fn with_ring_pair<T>(
     secret: &[u8],
@@ -122,26 +122,76 @@ fn with_ring_pair<T>(
     rng: &ring::rand::SystemRandom,
     f: impl FnOnce(&ring::signature::EcdsaKeyPair) -> T,
 ) -> Result<T, CryptoError> {
+    let mut key = open_ring_pair(secret, public, rng)?;
+    let out = f(&key);
+    wipe_ring_pair(&mut key, rng);
+    Ok(out)
+}
+
+/// ring's key pair of `secret` and `public`; ring derives the public key from the scalar and
+/// refuses a pair that does not match. The caller wipes it ([`wipe_ring_pair`]).
+pub(crate) fn open_ring_pair(
+    secret: &[u8],
+    public: &PublicKey,
+    rng: &ring::rand::SystemRandom,
+) -> Result<ring::signature::EcdsaKeyPair, CryptoError> {
+    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        secret,
+        &public.sec1,
+        rng,
+    )
+    .map_err(|_| CryptoError::Malformed("not the private key of this P-256 public key"))
+}
+
+/// Overwrites `key` in place with the key pair of 1·G, whose scalar is no secret: ring's key
+/// pair holds its scalar inline (no heap, no `Drop`; checked at compile time here) and does
+/// not wipe it.
+pub(crate) fn wipe_ring_pair(
+    key: &mut ring::signature::EcdsaKeyPair,
+    rng: &ring::rand::SystemRandom,
+) {
     use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
     const _: () = assert!(
         !std::mem::needs_drop::<EcdsaKeyPair>(),
         "ring's EcdsaKeyPair owns heap memory now: overwriting it no longer covers its key"
     );
-    let pair = |secret: &[u8], public: &[u8]| {
-        EcdsaKeyPair::from_private_key_and_public_key(
-            &ECDSA_P256_SHA256_ASN1_SIGNING,
-            secret,
-            public,
-            rng,
-        )
-    };
-    let mut key = pair(secret, &public.sec1)
-        .map_err(|_| CryptoError::Malformed("not the private key of this P-256 public key"))?;
-    let out = f(&key);
-    key = pair(&WIPE_SCALAR, wipe_point()).expect("1 and G are a P-256 key pair");
+    *key = EcdsaKeyPair::from_private_key_and_public_key(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        &WIPE_SCALAR,
+        wipe_point(),
+        rng,
+    )
+    .expect("1 and G are a P-256 key pair");
     // Keep the overwrite: the store would otherwise be dead and could be optimized away.
-    std::hint::black_box(&key);
-    Ok(out)
+    std::hint::black_box(&*key);
+}
+
+/// Signs `message` with ring's `key`: a DER signature, low-S like every signature of ours.
+pub(crate) fn ring_sign_low_s(
+    key: &ring::signature::EcdsaKeyPair,
+    rng: &ring::rand::SystemRandom,
+    message: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let der = key
+        .sign(rng, message)
+        .map_err(|_| CryptoError::Malformed("signing failed"))?;
+    let sig =
+        Signature::from_der(der.as_ref()).map_err(|_| CryptoError::Malformed("signing failed"))?;
+    Ok(sig
+        .normalize_s()
+        .unwrap_or(sig)
+        .to_der()
+        .as_bytes()
+        .to_vec())
+}
+
+impl PublicKey {
+    /// The uncompressed SEC1 point (the cache of opened pairs, [`crate::ring_pairs`], is keyed
+    /// by it).
+    pub(crate) fn sec1(&self) -> &[u8] {
+        &self.sec1
+    }
 }
 
 /// G, uncompressed (the public key of [`WIPE_SCALAR`]), computed once.
@@ -274,16 +324,9 @@ impl PrivateKey {
         message: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
         let rng = ring::rand::SystemRandom::new();
-        let signed = with_ring_pair(secret, public, &rng, |key| key.sign(&rng, message))?;
-        let der = signed.map_err(|_| CryptoError::Malformed("signing failed"))?;
-        let sig = Signature::from_der(der.as_ref())
-            .map_err(|_| CryptoError::Malformed("signing failed"))?;
-        Ok(sig
-            .normalize_s()
-            .unwrap_or(sig)
-            .to_der()
-            .as_bytes()
-            .to_vec())
+        with_ring_pair(secret, public, &rng, |key| {
+            ring_sign_low_s(key, &rng, message)
+        })?
     }
 
     /// The key as PKCS#8 DER from its scalar and its public key: the same bytes as

@@ -20,6 +20,7 @@ mod error;
 pub mod keywrap;
 pub mod names;
 pub mod release;
+pub mod ring_pairs;
 pub mod seal;
 pub mod sig;
 pub mod sm2;
