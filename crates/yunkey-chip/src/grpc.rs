@@ -501,15 +501,12 @@ impl ChipService for ChipGrpc {
         let mut signed = self.sign_all(valid).await?.into_iter();
         let results = refusals
             .into_iter()
-            .map(|refusal| {
-                let result = match refusal {
-                    Some(status) => Err(status),
-                    None => signed
-                        .next()
-                        .expect("one result per valid item")
-                        .map_err(|e| crate::status::to_status(&e)),
-                };
-                result
+            .map(|refusal| match refusal {
+                Some(status) => Err(status),
+                None => signed
+                    .next()
+                    .expect("one result per valid item")
+                    .map_err(|e| crate::status::to_status(&e)),
             })
             .map(|result| match result {
                 Ok(s) => pb::SignAuthorizedResult {

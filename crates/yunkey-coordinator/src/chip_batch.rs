@@ -6,13 +6,14 @@
 //! `SignAuthorized`; while a chip's batches are out, the next ones gather. Every item is
 //! checked by the chip exactly as a single call is, and answered on its own.
 //!
-//! A chip that does not know `SignAuthorizedBatch` (an older build) is remembered and served
-//! one call per signature from then on.
+//! A chip that does not know `SignAuthorizedBatch` (an older build) is served one call per
+//! signature; it is asked again after [`BATCH_RECHECK`], so an upgraded chip gets batches
+//! again without a coordinator restart.
 
 use crate::chip_client::{ChipClient, ChipFailure, ChipResult};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use yunkey_proto::v1 as pb;
 
@@ -25,12 +26,19 @@ pub struct SignBatching {
     pub in_flight: usize,
 }
 
-/// Most signatures the coordinators put in one batch (a chip takes up to
+/// Most signatures the coordinators put in one batch by default (`--chip-batch`; a chip takes up to
 /// `yunkey_chip::grpc::MAX_SIGN_BATCH`).
 pub const MAX_SIGN_BATCH: usize = 64;
 /// Batches outstanding per chip: one being signed while the next gathers, and one more so
 /// that a chip with two cores is never idle waiting on the network.
 pub const SIGN_IN_FLIGHT: usize = 3;
+
+/// How long a chip that did not know `SignAuthorizedBatch` is sent single calls before it is
+/// asked again.
+pub const BATCH_RECHECK: Duration = Duration::from_secs(60);
+
+/// When the chip of a queue last answered that it does not know `SignAuthorizedBatch`.
+type BatchUnknownSince = Arc<Mutex<Option<Instant>>>;
 
 impl Default for SignBatching {
     fn default() -> Self {
@@ -131,7 +139,7 @@ impl SignQueues {
 /// Sends what gathers in one chip's queue, `in_flight` batches at a time.
 async fn run_queue(mut receiver: mpsc::UnboundedReceiver<Pending>, batching: SignBatching) {
     let permits = Arc::new(Semaphore::new(batching.in_flight));
-    let batch_unknown = Arc::new(AtomicBool::new(false));
+    let batch_unknown = BatchUnknownSince::default();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -155,9 +163,13 @@ async fn run_queue(mut receiver: mpsc::UnboundedReceiver<Pending>, batching: Sig
 }
 
 /// Sends one gathered batch and hands each caller its answer.
-async fn send(batch: Vec<Pending>, batch_unknown: &AtomicBool) {
+async fn send(batch: Vec<Pending>, batch_unknown: &BatchUnknownSince) {
     metrics::histogram!("yunkey_chip_sign_batch_size").record(batch.len() as f64);
-    if batch.len() == 1 || batch_unknown.load(Ordering::Relaxed) {
+    let unknown = batch_unknown
+        .lock()
+        .expect("poisoned")
+        .is_some_and(|since| since.elapsed() < BATCH_RECHECK);
+    if batch.len() == 1 || unknown {
         return send_each(batch).await;
     }
     let client = batch[0].client.clone();
@@ -169,8 +181,8 @@ async fn send(batch: Vec<Pending>, batch_unknown: &AtomicBool) {
             }
         }
         Err(failure) if failure.call_unknown() => {
-            tracing::info!(chip = %client.chip_id(), "the chip does not know SignAuthorizedBatch (an older build): signing one call at a time");
-            batch_unknown.store(true, Ordering::Relaxed);
+            tracing::info!(chip = %client.chip_id(), recheck_secs = BATCH_RECHECK.as_secs(), "the chip does not know SignAuthorizedBatch (an older build): signing one call at a time");
+            *batch_unknown.lock().expect("poisoned") = Some(Instant::now());
             send_each(batch).await;
         }
         Err(failure) => {
@@ -192,8 +204,7 @@ async fn send_each(batch: Vec<Pending>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tonic::Code;
 
     /// A chip that answers after a pause, signs with the key handle's bytes, refuses handles

@@ -174,6 +174,7 @@ pub async fn run(args: &CoordinatorArgs) -> anyhow::Result<()> {
     args.risk.apply(&mut opts.config, &opts.tls)?;
     args.domain.apply(&mut opts.config);
     args.prune.apply(&mut opts.config);
+    args.chip_calls.apply(&mut opts.chips);
     opts.config.repair.sweep_every = std::time::Duration::from_secs(args.sweep_every);
     opts.config.repair.rebalance = args
         .rebalance_tolerance

@@ -105,6 +105,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     args.risk.apply(&mut opts.config, &opts.tls)?;
     args.domain.apply(&mut opts.config);
     args.prune.apply(&mut opts.config);
+    args.chip_calls.apply(&mut opts.chips);
     let (node, server) = Node::start(opts, listener, stopped(stop_rx.clone())).await?;
     let core = node.core.clone();
     core.raft.initialize_single(1, &advertise).await?;

@@ -147,7 +147,7 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
 /// Bad input to the audit log's verifier and to the prune flags gets a message naming what
 /// to fix.
 #[test]
-fn audit_log_verify_and_prune_flags_refuse_bad_input() {
+fn audit_log_verify_prune_and_chip_batch_flags_refuse_bad_input() {
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_yunkey"))
             .args(args)
@@ -171,6 +171,13 @@ fn audit_log_verify_and_prune_flags_refuse_bad_input() {
     assert!(err.contains("--prune-every"), "{err}");
     let err = run(&["coordinator", "--audit-keep", "forever"]);
     assert!(err.contains("--audit-keep"), "{err}");
+    for n in ["0", "257"] {
+        let err = run(&["dev", "--chip-batch", n]);
+        assert!(
+            err.contains("--chip-batch") && err.contains("1..=256"),
+            "{err}"
+        );
+    }
 }
 
 /// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring

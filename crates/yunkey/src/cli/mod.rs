@@ -361,6 +361,24 @@ pub struct CoordinatorArgs {
     pub domain: DomainCipherArgs,
     #[command(flatten)]
     pub prune: PruneArgs,
+    #[command(flatten)]
+    pub chip_calls: ChipCallArgs,
+}
+
+/// How a coordinator calls its chips on the sign path (`yunkey coordinator` and `yunkey dev`).
+#[derive(Debug, Clone, Args)]
+pub struct ChipCallArgs {
+    /// Most signatures sent to one chip in one `SignAuthorizedBatch`, gathered while that
+    /// chip's earlier calls are out; 1 sends each signature on its own (`SignAuthorized`).
+    #[arg(long, default_value_t = yunkey_coordinator::chip_batch::MAX_SIGN_BATCH as u16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub chip_batch: u16,
+}
+
+impl ChipCallArgs {
+    /// Sets these in a coordinator's chip configuration.
+    pub fn apply(&self, chips: &mut yunkey_coordinator::chips::ChipsConfig) {
+        chips.sign_batching.max_batch = usize::from(self.chip_batch);
+    }
 }
 
 /// When the leader prunes the ledger of consumed authorizations (`yunkey coordinator` and
@@ -664,6 +682,8 @@ pub struct DevArgs {
     pub domain: DomainCipherArgs,
     #[command(flatten)]
     pub prune: PruneArgs,
+    #[command(flatten)]
+    pub chip_calls: ChipCallArgs,
 }
 
 /// A signature algorithm as the CLI names it.
