@@ -20,7 +20,8 @@
 # etcd, etcd-bench or protoc needed),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
-# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 300-500).
+# YK_ELECTION=MIN-MAX passes --election-timeout to the coordinators (default: theirs, 300-500),
+# YK_ARGS adds flags to every coordinator's command line (for example YK_ARGS='--chip-batch 1').
 # Needs: cargo, etcd (apt-get install etcd-server etcd-client), protoc for the etcd-client
 # crate (apt-get install protobuf-compiler), jq.
 set -euo pipefail
@@ -150,7 +151,7 @@ for n in 1 2 3; do
     chips=""
     if [ "$n" = 1 ]; then init="--init"; chips="${CHIPS[*]}"; fi
     # --init only on the very first start (the restart command must not carry it).
-    echo "exec env YUNKEY_LOG=warn,openraft=off '$YUNKEY' --data '$WORK/node-$n' coordinator --node-id $n --listen 127.0.0.1:$(yk_port $n) --tls-dir '$PKI' ${YK_ELECTION:+--election-timeout $YK_ELECTION} $chips" >"$WORK/cmd/yk-$n"
+    echo "exec env YUNKEY_LOG=warn,openraft=off '$YUNKEY' --data '$WORK/node-$n' coordinator --node-id $n --listen 127.0.0.1:$(yk_port $n) --tls-dir '$PKI' ${YK_ELECTION:+--election-timeout $YK_ELECTION} ${YK_ARGS:-} $chips" >"$WORK/cmd/yk-$n"
     [ -n "$init" ] && sed "s/ coordinator / coordinator --init /" "$WORK/cmd/yk-$n" >"$WORK/cmd/yk-$n-init"
 done
 YK_CLIENT=(--endpoint "https://127.0.0.1:$(yk_port 1),https://127.0.0.1:$(yk_port 2),https://127.0.0.1:$(yk_port 3)"
