@@ -186,6 +186,8 @@ timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench --users "$SIGN_USE
     --concurrency "$SIGN_CONCURRENCY" --seconds "$SECONDS_PER_LEVEL" --replicas 2 \
     >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
 SIGN_LOAD_AFTER=$(load)
+# Where the bench's keys went (placement spreads them over the chips).
+"$YUNKEY" "${YK_OPERATOR[@]}" --endpoint "https://127.0.0.1:$(yk_port 1)" ctl chip list >&2
 
 YK_LOAD_BEFORE=$(load)
 echo "== yunkey bench cluster (load $YK_LOAD_BEFORE)" >&2

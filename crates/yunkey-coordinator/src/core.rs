@@ -91,6 +91,8 @@ pub struct Core {
     pub membership_lock: tokio::sync::Mutex<()>,
     /// The business's risk service, if the coordinators have one.
     pub risk: Option<crate::risk::RiskGate>,
+    /// Keys this node is placing and the registry does not count yet.
+    pub placing: crate::placement::InFlight,
     ca_spki: OnceLock<Vec<u8>>,
 }
 
@@ -123,6 +125,7 @@ impl Core {
             rebalance_pending: Default::default(),
             membership_lock: tokio::sync::Mutex::new(()),
             risk,
+            placing: Default::default(),
             ca_spki: OnceLock::new(),
         })
     }

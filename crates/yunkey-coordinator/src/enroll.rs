@@ -3,8 +3,10 @@
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
-use crate::placement::{self, Candidate};
-use crate::state::{Activation, CommandResult, HolderRecord, Op, UserRecord, UserState};
+
+use crate::state::{
+    Activation, ChipRecord, CommandResult, HolderRecord, Op, UserRecord, UserState,
+};
 use yunkey_crypto::sig::Algorithm as SigAlgorithm;
 use yunkey_crypto::validate::{self, InvalidField};
 use yunkey_proto::v1::{EnrollUserRequest, EnrollUserResponse, KeyHandleRequest, KeyPurpose};
@@ -89,15 +91,14 @@ pub async fn enroll(
     // enrolment.
     let ca = crate::admin::ensure_ca_of(core, actor, algorithm).await?;
 
-    let registry = core.view.chips()?;
-    let candidates: Vec<_> = registry
-        .iter()
-        .map(|chip| Candidate {
-            chip,
-            routable: core.placeable(&chip.chip_id),
-        })
-        .collect();
-    let chosen = placement::place(&candidates, core.config.replicas);
+    // Counted as placed on its chips until this enrolment ends (it commits, and the registry
+    // counts it, or it fails): enrolments at the same time spread over the chips.
+    let (chosen, _placing) = core.placing.place(
+        &core.view.chips()?,
+        |chip_id| core.placeable(chip_id),
+        core.config.replicas,
+    );
+    let chosen: Vec<&ChipRecord> = chosen.iter().collect();
     // The chip that generates the key seals the code's hash into the key's binding: only a
     // device that presents this code can ever be bound to the key.
     let code = new_activation_code();

@@ -4,8 +4,14 @@
 //! Rule: among routable chips with free capacity, prefer zones not yet used (by the chips
 //! chosen so far and, when a key is repaired, by its surviving holders), then the most free
 //! capacity (ties by chip id). Returns up to `replicas` chips.
+//!
+//! The registry counts a key on its chips once its enrolment commits. [`InFlight`] counts
+//! the keys this coordinator is placing and has not committed yet, so that enrolments at
+//! the same time spread over the chips instead of all choosing the emptiest ones.
 
 use crate::state::ChipRecord;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A chip as placement sees it.
 #[derive(Debug, Clone)]
@@ -14,6 +20,87 @@ pub struct Candidate<'a> {
     pub chip: &'a ChipRecord,
     /// Whether it is healthy enough to receive keys.
     pub routable: bool,
+}
+
+/// Keys this coordinator is placing now, by chip: chosen, not yet counted in the registry.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// Keeps the keys of one placement counted as placed until it drops (the enrolment has
+/// committed, and the registry counts them, or it failed).
+#[derive(Debug)]
+pub struct Placing {
+    in_flight: InFlight,
+    chips: Vec<String>,
+}
+
+impl InFlight {
+    /// Chooses up to `replicas` chips ([`place`]) among `registry`, each counted with the
+    /// keys this coordinator is placing on it now, `placeable` saying which may take keys;
+    /// the chosen chips count this key until the returned [`Placing`] drops.
+    pub fn place(
+        &self,
+        registry: &[ChipRecord],
+        placeable: impl Fn(&str) -> bool,
+        replicas: usize,
+    ) -> (Vec<ChipRecord>, Placing) {
+        let mut counts = self.counts.lock().expect("poisoned");
+        let counted: Vec<ChipRecord> = registry
+            .iter()
+            .map(|chip| ChipRecord {
+                placed: chip.placed + counts.get(&chip.chip_id).copied().unwrap_or(0),
+                ..chip.clone()
+            })
+            .collect();
+        let candidates: Vec<_> = counted
+            .iter()
+            .map(|chip| Candidate {
+                chip,
+                routable: placeable(&chip.chip_id),
+            })
+            .collect();
+        let chosen_ids: Vec<String> = place(&candidates, replicas)
+            .iter()
+            .map(|c| c.chip_id.clone())
+            .collect();
+        for id in &chosen_ids {
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+        let chosen = chosen_ids
+            .iter()
+            .filter_map(|id| registry.iter().find(|c| &c.chip_id == id).cloned())
+            .collect();
+        let placing = Placing {
+            in_flight: self.clone(),
+            chips: chosen_ids,
+        };
+        (chosen, placing)
+    }
+
+    /// Keys being placed on `chip_id` now.
+    pub fn on(&self, chip_id: &str) -> u64 {
+        let counts = self.counts.lock().expect("poisoned");
+        counts.get(chip_id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Placing {
+    fn drop(&mut self) {
+        let mut counts = match self.in_flight.counts.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for id in &self.chips {
+            if let Some(n) = counts.get_mut(id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(id);
+                }
+            }
+        }
+    }
 }
 
 /// Chooses up to `replicas` chips for a new key; see the module doc.
@@ -92,6 +179,42 @@ mod tests {
                 routable: true,
             })
             .collect()
+    }
+
+    #[test]
+    fn placements_in_flight_spread_over_the_chips() {
+        let chips = [
+            chip("a", "z1", 100, 0),
+            chip("b", "z2", 100, 0),
+            chip("c", "z3", 100, 0),
+            chip("d", "z4", 100, 0),
+        ];
+        let in_flight = InFlight::default();
+        let mut held = Vec::new();
+        let mut per_chip: std::collections::HashMap<String, u64> = Default::default();
+        // 40 enrolments at once, none committed: each chip gets its share, as if counted.
+        for _ in 0..40 {
+            let (chosen, placing) = in_flight.place(&chips, |_| true, 2);
+            assert_eq!(chosen.len(), 2);
+            for c in &chosen {
+                *per_chip.entry(c.chip_id.clone()).or_default() += 1;
+                // The registry's own record comes back, not the counted copy.
+                assert_eq!(c.placed, 0);
+            }
+            held.push(placing);
+        }
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(per_chip[id], 20, "{per_chip:?}");
+            assert_eq!(in_flight.on(id), 20);
+        }
+        // Done (committed or failed): no longer counted here.
+        drop(held);
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(in_flight.on(id), 0);
+        }
+        // An unplaceable chip is never chosen.
+        let (chosen, _placing) = in_flight.place(&chips, |id| id != "a", 3);
+        assert!(chosen.iter().all(|c| c.chip_id != "a"), "{chosen:?}");
     }
 
     #[test]
