@@ -91,12 +91,13 @@ impl ChipFailure {
     /// the status of a single call.
     pub fn from_item(chip_id: &str, item: &pb::ChipItemError) -> Self {
         let mut status = Status::new(Code::from_i32(item.code), item.message.clone());
-        if let Ok(kind) = item.kind.parse() {
-            if !item.kind.is_empty() {
-                status
-                    .metadata_mut()
-                    .insert(yunkey_proto::chip_error::KIND_HEADER, kind);
-            }
+        let kind = (!item.kind.is_empty())
+            .then(|| item.kind.parse().ok())
+            .flatten();
+        if let Some(kind) = kind {
+            status
+                .metadata_mut()
+                .insert(yunkey_proto::chip_error::KIND_HEADER, kind);
         }
         Self::from_status(chip_id, &status)
     }
