@@ -348,6 +348,15 @@ pub trait ChipBackend: Send + Sync {
     /// transaction bytes.
     fn sign_authorized(&self, request: &SignAuthorized) -> Result<Signed, ChipError>;
 
+    /// Whether [`ChipBackend::sign_authorized`] computes in memory, without waiting on a
+    /// device or a disk write (a soft chip: its key records are read from the store's cache
+    /// and it signs in-process). The gRPC server then runs small batches of signatures on
+    /// its own threads ([`crate::grpc::INLINE_SIGNATURES`]). `false` unless a backend says
+    /// so.
+    fn signs_in_memory(&self) -> bool {
+        false
+    }
+
     /// Builds and signs a certificate with a CA key; returns its DER.
     fn issue_certificate(&self, request: &IssueCertificate) -> Result<Vec<u8>, ChipError>;
 

@@ -185,6 +185,14 @@ pub trait KeyCustody: Send + Sync {
     /// A short description for logs and `GetInfo` (`soft`, `pkcs11:<token label>`).
     fn describe(&self) -> String;
 
+    /// Whether [`KeyCustody::sign`] and [`KeyCustody::open`] compute in this process's memory
+    /// without waiting on a device (a token, a remote HSM). Then the chip's gRPC server
+    /// signs small batches on its own threads instead of handing each one to a blocking
+    /// thread ([`crate::ChipBackend::signs_in_memory`]). `false` unless a custody says so.
+    fn signs_in_memory(&self) -> bool {
+        false
+    }
+
     /// Encrypts and authenticates one of the module's records under a key that never leaves
     /// the backend, binding `aad`.
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ChipError>;

@@ -104,6 +104,10 @@ impl KeyCustody for SoftCustody {
         }
     }
 
+    fn signs_in_memory(&self) -> bool {
+        true
+    }
+
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ChipError> {
         Ok(self.master.seal_with(self.seal_cipher, aad, plaintext))
     }

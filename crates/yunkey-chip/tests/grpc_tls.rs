@@ -258,6 +258,23 @@ async fn chip_service_over_tls_checks_roles() {
         panic!("item 4: {:?}", results[4]);
     };
     assert_eq!(again.signature, signed.signature);
+    // The batch above had 4 valid items, signed on the server's own thread (a soft chip signs
+    // in memory); more than `INLINE_SIGNATURES` go to blocking threads, answered the same way.
+    let n = yunkey_chip::grpc::INLINE_SIGNATURES + 2;
+    let many = node
+        .sign_authorized_batch(pb::SignAuthorizedBatchRequest {
+            items: vec![item(&tx, 1); n],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(many.results.len(), n);
+    for (i, r) in many.results.into_iter().enumerate() {
+        let Some(Item::Signed(s)) = r.result else {
+            panic!("item {i} of {n}: {:?}", r.result);
+        };
+        assert_eq!(s.signature, signed.signature, "item {i} of {n}");
+    }
     for n in [0, yunkey_chip::grpc::MAX_SIGN_BATCH + 1] {
         let status = node
             .sign_authorized_batch(pb::SignAuthorizedBatchRequest {

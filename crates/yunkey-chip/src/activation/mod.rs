@@ -257,6 +257,10 @@ impl ChipBackend for ActivationModule {
         r
     }
 
+    fn signs_in_memory(&self) -> bool {
+        self.custody.signs_in_memory()
+    }
+
     fn sign_authorized(&self, request: &SignAuthorized) -> Result<Signed, ChipError> {
         let tx_hash = yunkey_crypto::sha256(&request.canonical_transaction);
         let r = self.sign_authorized_checked(request, &tx_hash);
