@@ -13,15 +13,6 @@
 //!
 //! This crate wires the library crates together; it holds no business logic of its own.
 
-/// Every process of the cluster allocates through mimalloc: the request path (TLS records,
-/// HTTP/2 frames, protobuf and state records) makes many small short-lived allocations, and
-/// glibc's allocator spent about an eighth of a loaded coordinator's time in them. Built
-/// without its transparent-huge-page advice (`no_thp`): with it, every fresh page of a
-/// chip's many blocking threads faulted in a 2 MiB huge page to zero, and an enrolment burst
-/// ran at half the speed (docs/performance.md, items 17 and 24).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admission;
 mod bench;
 mod bench_cluster;
