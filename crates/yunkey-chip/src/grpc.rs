@@ -27,9 +27,9 @@ pub const MAX_SIGN_BATCH: usize = 256;
 
 /// Most signatures of one call that a backend signing in memory
 /// ([`ChipBackend::signs_in_memory`]) computes on the server's own thread: about 0.5 ms of
-/// work on the development machine (a check of the device's signature and a signature,
-/// ~0.13 ms each), short enough not to hold up the connections that thread also serves.
-/// Larger batches spread over blocking threads.
+/// work on the development machine (each is a check of the device's signature and a
+/// signature, about 0.11 ms together), short enough not to hold up the connections that
+/// thread also serves. Larger batches spread over blocking threads.
 pub const INLINE_SIGNATURES: usize = 4;
 
 /// The operator's admission of this chip, as the chip process was given it: the operator key
