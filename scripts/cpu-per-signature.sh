@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CPU time per authorized signature, process by process, through 3 coordinators + 4 chips
-# (docs/performance.md, "CPU per signature"). Throughput on a shared 2-core machine moves by
-# ±30 % from one minute to the next; where the CPU goes per signature moves much less, so this
-# is the figure to compare two builds by (run them one after the other, then in reverse).
+# (docs/performance.md, "How to run" and items 24, 25). Throughput on a shared 2-core machine
+# moves by ±30 % from one minute to the next, and the CPU per signature with it; system calls
+# and context switches per signature do not, and the split by process shows which process a
+# change moved. Compare two builds one after the other, then in reverse.
 #
 # It runs scripts/bench-coordinators.sh with one signing level (SIGN_CONCURRENCY, default 64)
 # of LEVEL_SECONDS (default 30), and WINDOW seconds (default 8) into the level reads each
