@@ -35,7 +35,7 @@ pub mod conformance;
 pub use error::StoreError;
 pub use file::{sync_dir, write_file_atomic};
 pub use staged::{Staged, COMMIT_STEP_WRITES};
-pub use wal::{Wal, WalOptions, DEFAULT_SEGMENT_BYTES, WAL_FORMAT_VERSION};
+pub use wal::{Wal, WalOptions, DEFAULT_SEGMENT_BYTES, WAL_FORMAT_VERSION, ZERO_FILL_BYTES};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -14,6 +14,15 @@
 //! last sync). A failed sync poisons the log: the state of the file is unknown, so every later
 //! call fails until the process restarts and reads back what is really on disk.
 //!
+//! Zeros ahead of the records: when a write would go past the end of the newest segment's
+//! file, the log writes [`ZERO_FILL_BYTES`] of zeros beyond it in the same write. The writes
+//! after it land inside the file, so their `fdatasync` flushes their data only: the file's
+//! size, and with it the file system's journal, changes once per stretch instead of once per
+//! sync (on ext4, on this project's machines, `fdatasync` after an append took a median
+//! 0.25–0.28 ms and a 90th percentile 0.39–0.63 ms; after an overwrite inside the file,
+//! 0.19–0.21 ms and 0.26–0.44 ms: docs/performance.md, item 26). The zeros read back as
+//! the segment's clean end.
+//!
 //! One process at a time: the directory is locked (`LOCK`, an advisory lock released when the
 //! last handle is dropped).
 
@@ -35,6 +44,10 @@ pub use record::FORMAT_VERSION as WAL_FORMAT_VERSION;
 
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Zeros written ahead of the records each time a write reaches the end of the newest
+/// segment's file (never past the segment's size).
+pub const ZERO_FILL_BYTES: u64 = 1 << 20;
 
 /// Options of [`Wal::open_with`].
 #[derive(Debug, Clone)]
@@ -369,8 +382,22 @@ impl Wal {
         if full {
             self.rotate(st)?;
         }
+        let segment_bytes = self.0.options.segment_bytes;
         let seg = st.segments.last_mut().expect("a segment is always open");
-        if let Err(e) = seg.file.write_all_at(buf, seg.len) {
+        let end = seg.len + buf.len() as u64;
+        let zero_filled;
+        let bytes = if seg.zero_fill && end > seg.size {
+            // The next stretch of zeros goes out with the records, in one write.
+            let size = (end + ZERO_FILL_BYTES).min(segment_bytes.max(end));
+            let mut with_zeros = Vec::with_capacity((size - seg.len) as usize);
+            with_zeros.extend_from_slice(buf);
+            with_zeros.resize((size - seg.len) as usize, 0);
+            zero_filled = with_zeros;
+            &zero_filled[..]
+        } else {
+            buf
+        };
+        if let Err(e) = seg.file.write_all_at(bytes, seg.len) {
             let why = format!("write: {e}");
             st.failed = Some(why.clone());
             return Err(StoreError::Engine(format!(
@@ -379,7 +406,8 @@ impl Wal {
             )));
         }
         let at = (seg.seq, seg.len);
-        seg.len += buf.len() as u64;
+        seg.size = seg.size.max(seg.len + bytes.len() as u64);
+        seg.len = end;
         let file = seg.file.clone();
         if !st.dirty.iter().any(|f| Arc::ptr_eq(f, &file)) {
             st.dirty.push(file);

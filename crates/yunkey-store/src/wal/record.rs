@@ -1,7 +1,8 @@
 //! The write-ahead log's on-disk format.
 //!
 //! A segment file is a header, [`MAGIC`] then [`FORMAT_VERSION`] (little-endian `u16`), then
-//! records. A record is framed as `len: u32 LE | crc32(body): u32 LE | body`, and the body is a
+//! records, then (format 2) zeros: the log writes zeros ahead of its records so that most
+//! writes land inside the file and leave its size alone (`super::ZERO_FILL_BYTES`). A record is framed as `len: u32 LE | crc32(body): u32 LE | body`, and the body is a
 //! kind byte then its fields (integers little-endian):
 //!
 //! | kind | record | fields |
@@ -11,15 +12,21 @@
 //! | 3 | purge | `upto: u64` (entries at or below it are gone) |
 //! | 4 | meta | `key_len: u16`, key, value |
 //!
-//! A frame that does not fit, has length 0 or fails its checksum ends the readable log: at the
-//! tail of the newest segment that is a write torn by a crash; anywhere else it is corruption.
+//! Zeros from a frame to the end of the file are a clean end. Any other frame that does not fit,
+//! has length 0 or fails its checksum ends the readable log: at the tail of the newest segment
+//! that is a write torn by a crash; anywhere else it is corruption.
+//!
+//! Format 1 (before 2026-12-03) is format 2 without the zeros; it is read as it is, and a
+//! segment keeps the format it was created with (only new segments are zero-filled).
 
 use crate::StoreError;
 
 /// First bytes of every segment file.
 pub(crate) const MAGIC: &[u8; 6] = b"YKWAL\0";
-/// The segment format this code writes and reads. A newer one is refused, not guessed at.
-pub const FORMAT_VERSION: u16 = 1;
+/// The segment format this code writes. A newer one is refused, not guessed at.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment format this code reads.
+pub(crate) const OLDEST_READABLE: u16 = 1;
 /// Length of the segment header.
 pub(crate) const HEADER_LEN: u64 = 8;
 /// Largest record body accepted, written or read (a longer length on disk is a torn frame).
@@ -51,19 +58,19 @@ pub(crate) fn header() -> [u8; HEADER_LEN as usize] {
     h
 }
 
-/// Checks a segment header; the error says what is wrong.
-pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
+/// Checks a segment header and returns its format; the error says what is wrong.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<u16, String> {
     if bytes.len() < HEADER_LEN as usize || &bytes[..6] != MAGIC {
         return Err("not a yunkey log segment (bad magic)".into());
     }
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "log segment format {version}, this build reads format {FORMAT_VERSION}: \
-             run the yunkey version that wrote it"
+            "log segment format {version}, this build reads formats {OLDEST_READABLE} to \
+             {FORMAT_VERSION}: run the yunkey version that wrote it"
         ));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Appends `record`, framed, to `out`. Fails only for a body over [`MAX_BODY`] (or a meta key
@@ -115,10 +122,12 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), Store
     Ok(())
 }
 
-/// Reads the record at the start of `buf`: `Ok(None)` at a clean end (no bytes left),
+/// Reads the record at the start of `buf`: `Ok(None)` at a clean end (no bytes left, or only
+/// zeros),
 /// `Ok(Some((record, frame length)))`, or `Err` naming why the frame is not a whole record.
 pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, String> {
-    if buf.is_empty() {
+    // Stops at the first byte that is not zero: within a real frame's length field.
+    if buf.iter().all(|&b| b == 0) {
         return Ok(None);
     }
     if buf.len() < FRAME_LEN {
@@ -215,15 +224,34 @@ mod tests {
         let mut flipped = buf.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(decode(&flipped).unwrap_err(), "checksum mismatch");
-        assert!(decode(&[0u8; 16]).is_err(), "zeros are not a record");
+        // The zeros a segment is filled with ahead of its records are its clean end...
+        assert_eq!(decode(&[0u8; 16]), Ok(None));
+        assert_eq!(decode(&[0u8; 3]), Ok(None));
+        // ... but a record cut short inside them is torn, as anywhere.
+        let mut torn_in_zeros = buf[..buf.len() - 3].to_vec();
+        torn_in_zeros.extend_from_slice(&[0u8; 64]);
+        assert!(decode(&torn_in_zeros).is_err());
+        let mut len_lost = buf.clone();
+        len_lost[..4].fill(0);
+        assert!(
+            decode(&len_lost).is_err(),
+            "zeros then bytes are not a clean end"
+        );
     }
 
     #[test]
     fn headers_name_their_version() {
-        assert!(check_header(&header()).is_ok());
+        assert_eq!(check_header(&header()), Ok(FORMAT_VERSION));
+        let mut first = header();
+        first[6] = 1;
+        assert_eq!(
+            check_header(&first),
+            Ok(1),
+            "format 1 segments are still read"
+        );
         let mut newer = header();
-        newer[6] = 2;
-        assert!(check_header(&newer).unwrap_err().contains("format 2"));
+        newer[6] = 3;
+        assert!(check_header(&newer).unwrap_err().contains("format 3"));
         assert!(check_header(b"garbage!").is_err());
     }
 }

@@ -16,6 +16,11 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<File>,
     /// Bytes of whole records (and header) in the file: where the next record goes.
     pub(crate) len: u64,
+    /// Bytes in the file: `len`, then the zeros written ahead of the records.
+    pub(crate) size: u64,
+    /// Whether the log writes zeros ahead of this segment's records (format 2 and later; a
+    /// format-1 segment stays as its format says).
+    pub(crate) zero_fill: bool,
 }
 
 /// Path of segment `seq` in `dir`.
@@ -71,6 +76,8 @@ pub(crate) fn create(dir: &Path, seq: u64, records: &[Record<'_>]) -> Result<Seg
         seq,
         file: Arc::new(file),
         len: bytes.len() as u64,
+        size: bytes.len() as u64,
+        zero_fill: true,
     })
 }
 
@@ -95,7 +102,8 @@ pub(crate) fn replay(
         key: p.display().to_string(),
         reason,
     };
-    record::check_header(&bytes).map_err(corrupt)?;
+    let format = record::check_header(&bytes).map_err(corrupt)?;
+    let mut size = bytes.len() as u64;
     let mut pos = record::HEADER_LEN as usize;
     loop {
         match record::decode(&bytes[pos..]) {
@@ -115,6 +123,7 @@ pub(crate) fn replay(
                 file.set_len(pos as u64)
                     .map_err(|e| StoreError::io(&p, e))?;
                 file.sync_all().map_err(|e| StoreError::io(&p, e))?;
+                size = pos as u64;
                 break;
             }
             Err(reason) => {
@@ -128,6 +137,8 @@ pub(crate) fn replay(
         seq,
         file: Arc::new(file),
         len: pos as u64,
+        size,
+        zero_fill: format >= 2,
     })
 }
 

@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 use super::*;
 
@@ -145,8 +145,8 @@ fn a_torn_tail_is_cut_and_the_rest_kept() {
         wal.sync().unwrap();
     }
     let newest = segment::path(dir.path(), *segments(dir.path()).last().unwrap());
-    let whole = std::fs::metadata(&newest).unwrap().len();
-    // Half a record, as a crash in the middle of a write leaves it.
+    let records_end = records_end(&newest);
+    // Half a record, as a crash in the middle of a write leaves it: inside the zeros.
     let mut half = Vec::new();
     record::encode(
         &Record::Entry {
@@ -158,20 +158,123 @@ fn a_torn_tail_is_cut_and_the_rest_kept() {
     .unwrap();
     half.truncate(half.len() / 2);
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&newest)
         .unwrap()
-        .write_all(&half)
+        .write_all_at(&half, records_end)
         .unwrap();
     let wal = Wal::open(dir.path()).unwrap();
     assert_eq!(wal.bounds().unwrap(), Some((1, 3)));
-    assert_eq!(std::fs::metadata(&newest).unwrap().len(), whole, "cut back");
+    assert_eq!(
+        std::fs::metadata(&newest).unwrap().len(),
+        records_end,
+        "cut back to the last whole record"
+    );
     wal.append([entry(4)]).unwrap();
     wal.sync().unwrap();
     drop(wal);
     assert_eq!(
         Wal::open(dir.path()).unwrap().range(4, None).unwrap(),
         vec![entry(4)]
+    );
+}
+
+/// Where the records of a segment end: after its last byte that is not zero (the entries of
+/// these tests end in a digit).
+fn records_end(segment: &Path) -> u64 {
+    let bytes = std::fs::read(segment).unwrap();
+    bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1
+}
+
+#[test]
+fn writes_land_inside_zeros_written_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = segment::path(dir.path(), 1);
+    {
+        let wal = Wal::open(dir.path()).unwrap();
+        wal.append([entry(1)]).unwrap();
+        wal.sync().unwrap();
+        let size = std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(size, records_end(&seg) + ZERO_FILL_BYTES);
+        // The next writes fit in the zeros: the file's size does not move.
+        wal.append((2..=50).map(entry)).unwrap();
+        wal.set_meta(b"vote", b"v1").unwrap();
+        wal.sync().unwrap();
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), size);
+    }
+    // The zeros read back as the clean end, and writes go on from the last record.
+    let wal = Wal::open(dir.path()).unwrap();
+    assert_eq!(wal.bounds().unwrap(), Some((1, 50)));
+    wal.append([entry(51)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path()).unwrap();
+    assert_eq!(
+        wal.range(0, None).unwrap(),
+        (1..=51).map(entry).collect::<Vec<_>>()
+    );
+    assert_eq!(wal.meta(b"vote").unwrap().as_deref(), Some(&b"v1"[..]));
+
+    // Small segments: the zeros stop at the segment's size, and full segments, zeros and
+    // all, read back whole.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = small(dir.path());
+        wal.append((1..=30).map(entry)).unwrap();
+        for i in 31..=40 {
+            wal.append([entry(i)]).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+    let all = segments(dir.path());
+    assert!(all.len() > 2, "{all:?}");
+    for seq in &all[1..all.len() - 1] {
+        let len = std::fs::metadata(segment::path(dir.path(), *seq))
+            .unwrap()
+            .len();
+        assert!(len <= 256, "segment {seq} is {len} bytes");
+    }
+    assert_eq!(
+        small(dir.path()).range(0, None).unwrap(),
+        (1..=40).map(entry).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_format_1_segment_is_read_and_written_as_format_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = segment::path(dir.path(), 1);
+    // A segment as the format-1 log wrote it: header, records, nothing after.
+    let mut bytes = record::header().to_vec();
+    bytes[6..8].copy_from_slice(&1u16.to_le_bytes());
+    for i in 1..=3 {
+        let (index, data) = entry(i);
+        record::encode(&Record::Entry { index, data: &data }, &mut bytes).unwrap();
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    {
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(
+            wal.range(0, None).unwrap(),
+            (1..=3).map(entry).collect::<Vec<_>>()
+        );
+        wal.append([entry(4)]).unwrap();
+        wal.sync().unwrap();
+    }
+    let after = std::fs::read(&seg).unwrap();
+    assert_eq!(
+        &after[6..8],
+        &1u16.to_le_bytes(),
+        "the segment keeps its format"
+    );
+    assert_eq!(
+        after.len() as u64,
+        records_end(&seg),
+        "no zeros after format-1 records"
+    );
+    assert_eq!(
+        Wal::open(dir.path()).unwrap().range(0, None).unwrap(),
+        (1..=4).map(entry).collect::<Vec<_>>()
     );
 }
 
