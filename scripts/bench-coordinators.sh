@@ -16,7 +16,8 @@
 # 4. prints a side-by-side table. Raw JSON stays in $WORK (printed) when KEEP=1.
 #
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
-# CHIPS (4), SIGN_USERS (256), SIGN_CONCURRENCY (1,8,32,64), YUNKEY_ONLY=1 (no etcd side: no
+# CHIPS (4), SIGN_USERS (256), SIGN_CONCURRENCY (1,8,32,64), SIGN_BATCH (1: KeyService.Sign;
+# N > 1: KeyService.SignBatch of N signatures per call), YUNKEY_ONLY=1 (no etcd side: no
 # etcd, etcd-bench or protoc needed),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
@@ -33,6 +34,7 @@ ROUNDS=${ROUNDS:-3}
 CHIPS_N=${CHIPS:-4}
 SIGN_USERS=${SIGN_USERS:-256}
 SIGN_CONCURRENCY=${SIGN_CONCURRENCY:-1,8,32,64}
+SIGN_BATCH=${SIGN_BATCH:-1}
 YUNKEY_ONLY=${YUNKEY_ONLY:-}
 BASE_PORT=${BASE_PORT:-17400}
 RUN_LIMIT=${RUN_LIMIT:-600}
@@ -184,7 +186,7 @@ SIGN_LOAD_BEFORE=$(load)
 echo "== yunkey bench: authorized signatures through the cluster (load $SIGN_LOAD_BEFORE)" >&2
 timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench --users "$SIGN_USERS" \
     --concurrency "$SIGN_CONCURRENCY" --seconds "$SECONDS_PER_LEVEL" --replicas 2 \
-    >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
+    --batch "$SIGN_BATCH" >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
 SIGN_LOAD_AFTER=$(load)
 # Where the bench's keys went (placement spreads them over the chips).
 "$YUNKEY" "${YK_OPERATOR[@]}" --endpoint "https://127.0.0.1:$(yk_port 1)" ctl chip list >&2
@@ -202,7 +204,7 @@ for c in $(seq "$CHIPS_N"); do "$CTL" stop "chip-$c"; done
 # ---------------------------------------------------------------- signatures table
 S=$WORK/signatures.json
 echo
-echo "Authorized signatures through 3 coordinators + $CHIPS_N chips (R = 2, $SIGN_USERS users): $(nproc) cores, $("$YUNKEY" --version)"
+echo "Authorized signatures through 3 coordinators + $CHIPS_N chips (R = 2, $SIGN_USERS users, $SIGN_BATCH per call): $(nproc) cores, $("$YUNKEY" --version)"
 echo "load average (1 min) before -> after: $SIGN_LOAD_BEFORE -> $SIGN_LOAD_AFTER"
 jq -r '"crypto ceiling, reference (ring, 2 verifications + 1 signature): \(.ring_ceiling_per_second|floor)/s",
        "crypto ceiling, ours (servers'"'"' code, device signature included): \(.crypto_ceiling_per_second|floor)/s",

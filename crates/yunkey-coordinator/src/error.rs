@@ -271,6 +271,21 @@ impl CoordError {
     }
 }
 
+impl CoordError {
+    /// This error as one refused item of a batch call (`SignBatch`): the code, message and
+    /// typed reason that [`CoordError::status`] gives for the same request alone.
+    pub fn to_item_error(&self) -> yunkey_proto::v1::SignItemError {
+        let status = self.status();
+        yunkey_proto::v1::SignItemError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            reason: yunkey_net::reason::Reason::of(&status)
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl From<CoordError> for Status {
     fn from(e: CoordError) -> Status {
         e.status()
@@ -342,6 +357,23 @@ pub type Result<T, E = CoordError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_item_error_says_what_the_status_says() {
+        let e = CoordError::RiskRefused {
+            refusal: crate::risk::Refusal::StepUpRequired,
+            message: "decision d-1: face needed".into(),
+        };
+        let item = e.to_item_error();
+        let status = e.status();
+        assert_eq!(item.code, status.code() as i32);
+        assert_eq!(item.code, Code::FailedPrecondition as i32);
+        assert_eq!(item.message, status.message());
+        assert_eq!(item.reason, "step-up-required");
+        let item = CoordError::AuthorizationUsed { consumed_at: 7 }.to_item_error();
+        assert_eq!(item.code, Code::AlreadyExists as i32);
+        assert_eq!(item.reason, "");
+    }
 
     #[test]
     fn refusals_on_a_users_state_look_alike_to_an_anonymous_caller() {

@@ -16,6 +16,9 @@ use yunkey_proto::v1::{
     SignAuthorizedRequest, SignRequest, SignResponse, VerifyRequest, VerifyResponse,
 };
 
+/// Most items in one `KeyService.SignBatch` call.
+pub const MAX_BATCH_ITEMS: usize = 256;
+
 /// Longest DER signature of a 256-bit curve (ECDSA P-256 or SM2).
 const MAX_SIGNATURE_LEN: usize = 72;
 

@@ -206,6 +206,7 @@ pub const RPC_ROLES: &[RpcRule] = &[
     key("RevokeDevice", "business API"),
     key("ReactivateUser", "business API"),
     key("Sign", "business API"),
+    key("SignBatch", "business API"),
     key("Verify", "business API"),
     key(
         "EnrollFace",

@@ -25,8 +25,8 @@ use yunkey_client::{key_client, terminal_client, Connection};
 use yunkey_crypto::sig::{Algorithm, SigningKey, VerifyingKey};
 use yunkey_crypto::{authz, tx};
 use yunkey_proto::v1::{
-    Authorization, EnrollUserRequest, RegisterDeviceRequest, RegisterDeviceResponse, SignRequest,
-    Transaction,
+    Authorization, EnrollUserRequest, RegisterDeviceRequest, RegisterDeviceResponse,
+    SignBatchRequest, SignBatchResponse, SignRequest, Transaction,
 };
 
 pub(crate) struct BenchUser {
@@ -272,24 +272,54 @@ fn enrol_rate_per_core(window: Duration, algorithm: Algorithm, replicas: usize) 
 }
 
 /// One level of authorized signatures: worker `w` uses `conns[w % len]` and signs for the
-/// users in turn.
+/// users in turn, `batch` signatures per call (`Sign` for 1, `SignBatch` for more).
 async fn run_level(
     conns: &[Connection],
     users: &Arc<Vec<BenchUser>>,
     concurrency: usize,
+    batch: usize,
     window: Duration,
 ) -> anyhow::Result<Level> {
     let seq = Arc::new(AtomicU64::new(0));
     load::run_level(concurrency, window, |w| {
         let (conn, users, seq) = (conns[w % conns.len()].clone(), users.clone(), seq.clone());
         move |i| {
-            let user = &users[(w + i as usize * concurrency) % users.len()];
-            let req = sign_request(user, seq.fetch_add(1, Ordering::Relaxed));
+            let mut requests = (0..batch).map(|k| {
+                let turn = (i as usize * batch + k) * concurrency + w;
+                sign_request(
+                    &users[turn % users.len()],
+                    seq.fetch_add(1, Ordering::Relaxed),
+                )
+            });
             let mut client = key_client(conn.current_channel());
-            async move { client.sign(req).await.map(|_| ()) }
+            let single = (batch == 1).then(|| requests.next()).flatten();
+            let items: Vec<_> = requests.collect();
+            async move {
+                match single {
+                    Some(req) => client.sign(req).await.map(|_| 1),
+                    None => signed_items(client.sign_batch(SignBatchRequest { items }).await?),
+                }
+            }
         }
     })
     .await
+}
+
+/// The items a `SignBatch` call signed; its first refused item, if any, fails the call (so
+/// the level reports it as an error).
+fn signed_items(reply: tonic::Response<SignBatchResponse>) -> Result<u64, tonic::Status> {
+    use yunkey_proto::v1::sign_result::Result as Outcome;
+    let results = reply.into_inner().results;
+    for r in &results {
+        match &r.result {
+            Some(Outcome::Signed(_)) => {}
+            Some(Outcome::Error(e)) => {
+                return Err(tonic::Status::new(e.code.into(), e.message.clone()))
+            }
+            None => return Err(tonic::Status::internal("a SignBatch result is empty")),
+        }
+    }
+    Ok(results.len() as u64)
 }
 
 /// `yunkey bench`.
@@ -316,6 +346,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let (users, enroll_rate) = setup_users(&business, &device, args.users, algorithm).await?;
     let users = Arc::new(users);
     let window = Duration::from_secs(args.seconds);
+    let batch = usize::from(args.batch);
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -336,7 +367,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
 
     let mut levels = Vec::new();
     for &c in &args.concurrency {
-        let level = run_level(&conns, &users, c.max(1), window).await?;
+        let level = run_level(&conns, &users, c.max(1), batch, window).await?;
         if let Some(e) = &level.first_error {
             eprintln!("bench: concurrency {c}: first error: {e}");
         }
@@ -348,6 +379,7 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         json!({
             "users": args.users,
             "algorithm": algorithm.name(),
+            "batch": batch,
             "enrollments_per_second": enroll_rate,
             "crypto_ceiling_per_second": ceiling,
             "crypto_per_core_per_second": per_core,
@@ -367,9 +399,14 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
                 "algorithm: {algorithm}\nenrolment: {enroll_rate:.0} users/s ({} users) = {:.1}% of its crypto ceiling {enrol_ceiling:.0}/s (key generation, {replicas} imports, a certificate signature; {enrol_per_core:.0}/s per core)\n\
                  crypto ceiling, ours: {ceiling:.0} signatures/s ({per_core:.0}/s per core x {cores} cores; the device signature included)\n\
                  crypto ceiling, reference: {ring_ceiling:.0} signatures/s (ring P-256, 2 verifications + 1 signature: {ring_per_core:.0}/s per core)\n\n\
-                 concurrency  signatures/s  p50 ms  p99 ms  errors\n",
+                 {}concurrency  signatures/s  p50 ms  p99 ms  errors\n",
                 args.users,
-                100.0 * enroll_rate / enrol_ceiling
+                100.0 * enroll_rate / enrol_ceiling,
+                if batch > 1 {
+                    format!("KeyService.SignBatch, {batch} signatures per call; latencies are of the calls\n")
+                } else {
+                    String::new()
+                }
             );
             for l in &levels {
                 out.push_str(&format!(

@@ -110,12 +110,12 @@ async fn run_level(
                         };
                         key.enroll_user(with_timeout(req, CALL_TIMEOUT))
                             .await
-                            .map(|_| ())
+                            .map(|_| 1)
                     }
                     Op::Write => cluster
                         .write_probe(with_timeout(WriteProbeRequest {}, CALL_TIMEOUT))
                         .await
-                        .map(|_| ()),
+                        .map(|_| 1),
                 }
             }
         }

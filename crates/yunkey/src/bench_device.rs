@@ -74,7 +74,7 @@ pub async fn run(g: &Global, args: &DeviceChannelBenchArgs) -> anyhow::Result<()
                     terminal_client(conn.current_channel())
                         .sign_transaction(req)
                         .await
-                        .map(|_| ())
+                        .map(|_| 1)
                 }
             }
         })
@@ -91,7 +91,7 @@ pub async fn run(g: &Global, args: &DeviceChannelBenchArgs) -> anyhow::Result<()
                     terminal_client(channel)
                         .sign_transaction(req)
                         .await
-                        .map(|_| ())
+                        .map(|_| 1)
                 }
             }
         })
@@ -104,7 +104,7 @@ pub async fn run(g: &Global, args: &DeviceChannelBenchArgs) -> anyhow::Result<()
                 let k = (w + i as usize * c) % users.len();
                 let req = sign_request(&users[k], seq(3, w, i));
                 let channel = business.current_channel();
-                async move { key_client(channel).sign(req).await.map(|_| ()) }
+                async move { key_client(channel).sign(req).await.map(|_| 1) }
             }
         })
         .await?;

@@ -1,6 +1,7 @@
 //! A closed-loop load at one concurrency level, shared by `yunkey bench` and
 //! `yunkey bench cluster`: that many workers each repeat one call for a time window; the
-//! result is the rate of successful calls, their p50/p99 latency and the errors.
+//! result is the rate of operations done by successful calls (one per call, or a batch
+//! call's items), the calls' p50/p99 latency and the errors.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,11 +12,11 @@ use std::time::{Duration, Instant};
 pub struct Level {
     /// Calls in flight.
     pub concurrency: usize,
-    /// Successful calls.
+    /// Operations done by successful calls (a batch call counts its items).
     pub ok: u64,
     /// Failed calls.
     pub errors: u64,
-    /// Successful calls per second.
+    /// Operations per second.
     pub rate: f64,
     /// Median latency of successful calls.
     pub p50_ms: f64,
@@ -37,7 +38,8 @@ impl Level {
 }
 
 /// Runs `concurrency` workers for `window`. `worker(w)` makes worker `w`'s call: called with
-/// 0, 1, 2, ... until the window closes, it returns one call's future.
+/// 0, 1, 2, ... until the window closes, it returns one call's future, which gives the number
+/// of operations the call did (1 for a single call).
 pub async fn run_level<W, C, Fut>(
     concurrency: usize,
     window: Duration,
@@ -46,7 +48,7 @@ pub async fn run_level<W, C, Fut>(
 where
     W: Fn(usize) -> C,
     C: FnMut(u64) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: Future<Output = Result<u64, tonic::Status>> + Send,
 {
     let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,9 +74,9 @@ where
                     let result = call(i).await;
                     i += 1;
                     match result {
-                        Ok(()) => {
+                        Ok(done) => {
                             local.record(t.elapsed().as_micros() as u64).ok();
-                            ok.fetch_add(1, Ordering::Relaxed);
+                            ok.fetch_add(done, Ordering::Relaxed);
                         }
                         Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);

@@ -6,10 +6,11 @@ mod common;
 use common::{enroll_with_device, expect, now, transaction, Dev};
 use tonic::Code;
 use yunkey_client::{cluster_client, key_client, terminal_client};
+use yunkey_proto::v1::sign_result::Result as Outcome;
 use yunkey_proto::v1::{
     Algorithm, Authorization, AuthorizationFormat, EnrollUserRequest, GetTimeRequest,
-    GetUserRequest, RegisterDeviceRequest, RevokeUserRequest, SignRequest, StatusRequest,
-    VerifyRequest, WriteProbeRequest,
+    GetUserRequest, RegisterDeviceRequest, RevokeUserRequest, SignBatchRequest, SignRequest,
+    StatusRequest, VerifyRequest, WriteProbeRequest,
 };
 
 async fn counts(dev: &Dev) -> (u64, u64, u64) {
@@ -209,6 +210,108 @@ async fn sign_refusals() {
         Code::PermissionDenied,
         &["revoked"],
     );
+}
+
+/// SignBatch: each item is answered in place as Sign would answer it alone; a refused item
+/// stops nothing else; a batch of no item or too many is refused whole and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_batch_items_answered_in_place() {
+    let dev = Dev::start();
+    let alice = enroll_with_device(&dev, "alice").await;
+    let bob = enroll_with_device(&dev, "bob").await;
+    let mut key = key_client(dev.business().current_channel());
+
+    let (tx_a, tx_b) = (transaction("alice", "5"), transaction("bob", "7"));
+    let mut tampered = alice.sign_request("", transaction("alice", "5"));
+    tampered.transaction.as_mut().unwrap().amount = "500".into();
+    let mut ghost = alice.sign_request("", transaction("ghost", "1"));
+    ghost.user_id = "ghost".into();
+    let items = vec![
+        alice.sign_request("", tx_a.clone()),
+        tampered,
+        bob.sign_request("", tx_b.clone()),
+        ghost,
+    ];
+    let results = key
+        .sign_batch(SignBatchRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    let signed = |i: usize| match &results[i].result {
+        Some(Outcome::Signed(s)) => s.clone(),
+        other => panic!("item {i}: {other:?}"),
+    };
+    let refused = |i: usize| match &results[i].result {
+        Some(Outcome::Error(e)) => e.clone(),
+        other => panic!("item {i}: {other:?}"),
+    };
+    for (i, user, tx) in [(0, "alice", &tx_a), (2, "bob", &tx_b)] {
+        let s = signed(i);
+        assert_eq!(s.certificate_chain.len(), 2, "item {i}");
+        let verified = key
+            .verify(VerifyRequest {
+                user_id: user.into(),
+                transaction: Some(tx.clone()),
+                tx_hash: Vec::new(),
+                signature: s.signature.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(verified.valid, "item {i}: {}", verified.reason);
+    }
+    let e = refused(1);
+    assert_eq!(e.code, Code::PermissionDenied as i32, "{e:?}");
+    assert!(
+        e.message.contains("does not cover this transaction"),
+        "{e:?}"
+    );
+    let e = refused(3);
+    assert_eq!(e.code, Code::NotFound as i32, "{e:?}");
+    assert!(e.message.contains("ghost"), "{e:?}");
+
+    // The first item's authorization is consumed: under another request id it is a replay;
+    // under its own (default) request id it is answered again, as Sign answers a retry.
+    let before = counts(&dev).await;
+    let results = key
+        .sign_batch(SignBatchRequest {
+            items: vec![
+                alice.sign_request("another-id", tx_a.clone()),
+                alice.sign_request("", tx_a.clone()),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    match &results[0].result {
+        Some(Outcome::Error(e)) => assert_eq!(e.code, Code::AlreadyExists as i32, "{e:?}"),
+        other => panic!("replay: {other:?}"),
+    }
+    match &results[1].result {
+        Some(Outcome::Signed(s)) => assert_eq!(s.tx_hash, signed(0).tx_hash),
+        other => panic!("retry: {other:?}"),
+    }
+
+    // No item, or more than 256: refused whole, naming `items`; nothing changes.
+    let before_sizes = counts(&dev).await;
+    expect(
+        key.sign_batch(SignBatchRequest { items: vec![] }).await,
+        Code::InvalidArgument,
+        &["items", "has 0 items", "1 to 256"],
+    );
+    let many = (0..257)
+        .map(|n| alice.sign_request("", transaction("alice", &(n + 1).to_string())))
+        .collect();
+    expect(
+        key.sign_batch(SignBatchRequest { items: many }).await,
+        Code::InvalidArgument,
+        &["items", "has 257 items", "1 to 256"],
+    );
+    assert_eq!(counts(&dev).await, before_sizes);
+    assert_eq!(before.0, before_sizes.0, "users");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! `KeyService`: the business backends' API (role `client`).
 
-use super::observe;
+use super::{observe, observe_typed};
 use crate::core::Core;
 use crate::error::CoordError;
 use crate::state::{Op, UserState};
@@ -13,8 +13,8 @@ use yunkey_proto::v1::{
     DeleteFaceRequest, DeleteFaceResponse, EnrollFaceRequest, EnrollFaceResponse,
     EnrollUserRequest, EnrollUserResponse, GetUserAuditRequest, GetUserAuditResponse,
     GetUserRequest, ReactivateUserRequest, ReactivateUserResponse, ReadConsistency,
-    RevokeDeviceRequest, RevokeUserRequest, SignRequest, SignResponse, User, VerifyRequest,
-    VerifyResponse,
+    RevokeDeviceRequest, RevokeUserRequest, SignBatchRequest, SignBatchResponse, SignRequest,
+    SignResponse, SignResult, User, VerifyRequest, VerifyResponse,
 };
 
 /// The `KeyService` implementation.
@@ -91,6 +91,58 @@ async fn revoke(core: &Core, actor: &str, req: RevokeUserRequest) -> Result<User
     crate::convert::user(&core.view, &user)
 }
 
+/// `SignBatch`: each item signed as `Sign` would sign it alone, on its own task (so that the
+/// items' checks spread over the runtime's threads and their commands and chip calls are
+/// batched together), each recorded as a `SignBatchItem` request; answered in the items'
+/// order.
+async fn sign_batch(
+    core: &Arc<Core>,
+    actor: &str,
+    source: Option<std::net::SocketAddr>,
+    req: SignBatchRequest,
+) -> Result<SignBatchResponse, CoordError> {
+    use crate::signing::MAX_BATCH_ITEMS;
+    use yunkey_proto::v1::sign_result::Result as Outcome;
+    let n = req.items.len();
+    if n == 0 || n > MAX_BATCH_ITEMS {
+        return Err(validate::InvalidField::new(
+            "items",
+            format!("has {n} items; send 1 to {MAX_BATCH_ITEMS} (more in further calls)"),
+        )
+        .into());
+    }
+    let tasks: Vec<_> = req
+        .items
+        .into_iter()
+        .map(|item| {
+            let (core, actor) = (core.clone(), actor.to_owned());
+            tokio::spawn(async move {
+                let caller = crate::signing::Caller {
+                    actor: &actor,
+                    channel: "business",
+                    source,
+                };
+                let signed = crate::signing::sign(&core, caller, item);
+                observe_typed("SignBatchItem", &actor, signed).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        let outcome = match task.await {
+            Ok(Ok(signed)) => Outcome::Signed(signed),
+            Ok(Err(e)) => Outcome::Error(e.to_item_error()),
+            Err(e) => Outcome::Error(
+                CoordError::Internal(format!("a batch item's task failed: {e}")).to_item_error(),
+            ),
+        };
+        results.push(SignResult {
+            result: Some(outcome),
+        });
+    }
+    Ok(SignBatchResponse { results })
+}
+
 #[tonic::async_trait]
 impl KeyService for KeyApi {
     async fn enroll_user(
@@ -164,6 +216,20 @@ impl KeyService for KeyApi {
             "Sign",
             &actor,
             crate::signing::sign(&self.core, caller, req.into_inner()),
+        )
+        .await
+    }
+
+    async fn sign_batch(
+        &self,
+        req: Request<SignBatchRequest>,
+    ) -> Result<Response<SignBatchResponse>, Status> {
+        let actor = admit(&req)?;
+        let source = req.remote_addr();
+        observe(
+            "SignBatch",
+            &actor,
+            sign_batch(&self.core, &actor, source, req.into_inner()),
         )
         .await
     }

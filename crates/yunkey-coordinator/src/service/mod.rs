@@ -26,20 +26,30 @@ pub(crate) async fn observe<T>(
     actor: &str,
     op: impl Future<Output = Result<T, CoordError>>,
 ) -> Result<Response<T>, Status> {
+    observe_typed(rpc, actor, op)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
+}
+
+/// [`observe`], keeping the typed result: for one item of a batch call, recorded as its own
+/// request under `rpc`.
+pub(crate) async fn observe_typed<T>(
+    rpc: &'static str,
+    actor: &str,
+    op: impl Future<Output = Result<T, CoordError>>,
+) -> Result<T, CoordError> {
     let started = Instant::now();
     let result = op.await;
-    match result {
-        Ok(v) => {
-            count(rpc, Code::Ok, started);
-            Ok(Response::new(v))
-        }
+    match &result {
+        Ok(_) => count(rpc, Code::Ok, started),
         Err(e) => {
             let code = e.code();
             count(rpc, code, started);
             tracing::info!(target: "yunkey::audit", rpc, actor, code = code_name(code), error = %e, "request refused");
-            Err(e.into())
         }
     }
+    result
 }
 
 /// [`observe`] for a call anyone may make (no client certificate): the caller gets

@@ -974,6 +974,11 @@ pub struct BenchArgs {
     /// Client connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// Signatures per call: 1 sends KeyService.Sign; more sends KeyService.SignBatch with
+    /// that many items (1 to 256), as a gateway relaying many phones would. The rate counts
+    /// signatures; the latencies are of the calls.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch: u16,
     /// The users' and their devices' keys: ECDSA P-256 or SM2 (the crypto ceiling is
     /// measured for the same algorithm).
     #[arg(long, value_enum, default_value_t = KeyAlgorithm::P256)]
