@@ -13,7 +13,8 @@
 # switches per signature (at the level's rate, which the bench prints).
 #
 # Environment: CARGO_TARGET_DIR (whose release/yunkey is run; built first unless NO_BUILD=1),
-# SIGN_CONCURRENCY, LEVEL_SECONDS, WINDOW, YK_ARGS (flags for every coordinator), KEEP=1
+# SIGN_CONCURRENCY, SIGN_BATCH (signatures per call, passed on), LEVEL_SECONDS, WINDOW,
+# YK_ARGS (flags for every coordinator), KEEP=1
 # (keeps the samples; printed).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
