@@ -269,9 +269,7 @@ impl CoordError {
         }
         status
     }
-}
 
-impl CoordError {
     /// This error as one refused item of a batch call (`SignBatch`): the code, message and
     /// typed reason that [`CoordError::status`] gives for the same request alone.
     pub fn to_item_error(&self) -> yunkey_proto::v1::SignItemError {

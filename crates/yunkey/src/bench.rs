@@ -284,20 +284,22 @@ async fn run_level(
     load::run_level(concurrency, window, |w| {
         let (conn, users, seq) = (conns[w % conns.len()].clone(), users.clone(), seq.clone());
         move |i| {
-            let mut requests = (0..batch).map(|k| {
-                let turn = (i as usize * batch + k) * concurrency + w;
-                sign_request(
-                    &users[turn % users.len()],
-                    seq.fetch_add(1, Ordering::Relaxed),
-                )
-            });
+            let mut items: Vec<_> = (0..batch)
+                .map(|k| {
+                    let turn = (i as usize * batch + k) * concurrency + w;
+                    sign_request(
+                        &users[turn % users.len()],
+                        seq.fetch_add(1, Ordering::Relaxed),
+                    )
+                })
+                .collect();
             let mut client = key_client(conn.current_channel());
-            let single = (batch == 1).then(|| requests.next()).flatten();
-            let items: Vec<_> = requests.collect();
             async move {
-                match single {
-                    Some(req) => client.sign(req).await.map(|_| 1),
-                    None => signed_items(client.sign_batch(SignBatchRequest { items }).await?),
+                if items.len() == 1 {
+                    let req = items.pop().expect("one item");
+                    client.sign(req).await.map(|_| 1)
+                } else {
+                    signed_items(client.sign_batch(SignBatchRequest { items }).await?)
                 }
             }
         }

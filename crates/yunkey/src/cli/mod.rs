@@ -977,7 +977,8 @@ pub struct BenchArgs {
     /// Signatures per call: 1 sends KeyService.Sign; more sends KeyService.SignBatch with
     /// that many items (1 to 256), as a gateway relaying many phones would. The rate counts
     /// signatures; the latencies are of the calls.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=yunkey_coordinator::signing::MAX_BATCH_ITEMS as i64))]
     pub batch: u16,
     /// The users' and their devices' keys: ECDSA P-256 or SM2 (the crypto ceiling is
     /// measured for the same algorithm).
