@@ -161,7 +161,8 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
             &user.holders,
             &format!("user {:?}'s key", req.user_id),
             |chip, holder| {
-                let request = SignAuthorizedRequest {
+                // Built again only for the rare retry, rather than copied for it each time.
+                let request = |holder: &crate::state::HolderRecord| SignAuthorizedRequest {
                     key_handle: holder.key_handle.clone(),
                     user_id: req.user_id.clone(),
                     canonical_transaction: canonical.clone(),
@@ -171,13 +172,13 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                 async move {
                     match core
                         .chips
-                        .sign_authorized(chip.clone(), request.clone())
+                        .sign_authorized(chip.clone(), request(&holder))
                         .await
                     {
                         // This holder missed a binding change: bring it up to date, once.
                         Err(failure) if failure.binding_behind() => {
                             crate::bindings::update_holder(&*chip, &holder, wrapped_key).await?;
-                            Ok(chip.sign_authorized(request).await?.signature)
+                            Ok(chip.sign_authorized(request(&holder)).await?.signature)
                         }
                         other => Ok(other?.signature),
                     }

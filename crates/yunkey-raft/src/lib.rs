@@ -8,7 +8,7 @@
 //! - **State-machine storage**: [`StateMachineStore`] runs the application's deterministic
 //!   [`Apply`] implementation and keeps its state in memory (the `sm` tree of an in-memory
 //!   [`yunkey_store::Db`]), with the last applied log id written in the same atomic batch as
-//!   each group of entries' writes. Its snapshots are files in a snapshot directory
+//!   each entry's writes. Its snapshots are files in a snapshot directory
 //!   ([`SnapshotFile`]): a versioned, checksummed stream of the `sm` tree's records, built and
 //!   installed in bounded memory beside the state; their records are in a durable `Db`. At open
 //!   the state is loaded from the current snapshot, and openraft applies the log after it.

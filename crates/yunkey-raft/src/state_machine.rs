@@ -32,9 +32,6 @@ pub(crate) const SNAP_TREE: &str = "raft_snapshot";
 pub(crate) const KEY_APPLIED: &[u8] = b"\x00applied";
 /// Reserved `sm` key: bincode `StoredMembership` last applied.
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"\x00membership";
-/// Most entries applied to `sm` in one atomic batch: bounds the memory a long catch-up (at
-/// startup, after a snapshot) holds in staged writes.
-const MAX_ENTRIES_PER_BATCH: usize = 1024;
 
 pub(crate) type SResult<T> = Result<T, StorageError<u64>>;
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
@@ -73,8 +70,8 @@ pub(crate) struct Inner<A> {
 /// into sled).
 ///
 /// The last applied log id and membership live in `sm` under reserved keys (first byte 0x00),
-/// written in the same atomic batch as the writes of the entries up to it (one batch per group
-/// of entries applied together), so readers never see state and applied index diverge. A
+/// written in the same atomic batch as the writes of the entry (one batch per entry), so
+/// readers never see state and applied index diverge. A
 /// snapshot build does not stop applies: while it writes `sm` out, new writes are held on top
 /// of it, then folded back in (`snapshot_store.rs`). Snapshots are files in a snapshot
 /// directory (see [`StateMachineStore::open`]); the `raft_snapshot` tree of the durable
@@ -187,17 +184,16 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
     {
         let _g = self.inner.sm_lock.lock().await;
         let mut out = Vec::new();
-        // One atomic batch per group of entries: each entry reads what the entries before it
-        // in the group wrote (`Staged`), and the group's writes, with the last entry's id as
-        // the applied index, reach `sm` together, so readers see whole groups. Nothing here
-        // is durable or needs to be: the log is, and on restart the entries after the
-        // snapshot are applied again. Snapshots are recorded durably before logs are purged.
-        let mut staged = Staged::new(self.inner.live.tree());
-        let mut in_group = 0;
-        let mut last = None;
+        // One atomic batch per entry, with the entry's id as the applied index, straight into
+        // the state in memory: readers see whole entries, and an entry reads what the ones
+        // before it wrote. Nothing here is durable or needs to be: the log is, and on restart
+        // the entries after the snapshot are applied again. Snapshots are recorded durably
+        // before logs are purged. (Until 2026-12-04 a group of entries was staged and applied
+        // as one batch, which sled needed; in memory it only copied every write once more:
+        // docs/performance.md, item 27.)
+        let state = self.inner.live.tree();
         for entry in entries {
             let log_id = entry.log_id;
-            let state = staged.tree();
             let mut batch = Batch::new();
             let resp = match entry.payload {
                 EntryPayload::Blank => C::R::default(),
@@ -223,20 +219,6 @@ impl<C: TypeConfig, A: Apply<C>> RaftStateMachine<C> for StateMachineStore<C, A>
                 .apply(batch)
                 .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
             out.push(resp);
-            last = Some(log_id);
-            in_group += 1;
-            if in_group == MAX_ENTRIES_PER_BATCH {
-                staged
-                    .commit()
-                    .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
-                staged = Staged::new(self.inner.live.tree());
-                in_group = 0;
-            }
-        }
-        if let Some(log_id) = last {
-            staged
-                .commit()
-                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
         }
         Ok(out)
     }

@@ -9,6 +9,7 @@
 //! behind the scan's position after it started are not seen, entries ahead of it are.
 
 use crate::{Batch, DbEngine, Entry, Result, TreeEngine};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +17,15 @@ use std::sync::{Arc, Mutex, RwLock};
 /// Entries a range reads per read-lock acquisition.
 const RANGE_CHUNK: usize = 1024;
 
-type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Longest key kept inside the tree's nodes rather than in a heap allocation of its own: the
+/// coordinator's keys are a short prefix and an id (a ledger key is 34 bytes, a request key
+/// for a request without a client id 71). A lookup in a tree of millions of keys compares a
+/// key in each node it passes; inline, those bytes are in the node's own cache lines instead
+/// of one cache miss each (docs/performance.md, item 27).
+const INLINE_KEY: usize = 72;
+
+type Key = SmallVec<[u8; INLINE_KEY]>;
+type Map = BTreeMap<Key, Vec<u8>>;
 
 #[derive(Default)]
 pub(crate) struct MemDb {
@@ -50,8 +59,8 @@ impl TreeEngine for MemTree {
         let mut map = self.0.write().expect("poisoned");
         for (k, v) in batch.into_ops() {
             match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
+                Some(v) => map.insert(Key::from_vec(k), v),
+                None => map.remove(k.as_slice()),
             };
         }
         Ok(())
@@ -73,12 +82,12 @@ impl TreeEngine for MemTree {
 
     fn last(&self) -> Result<Option<Entry>> {
         let map = self.0.read().expect("poisoned");
-        Ok(map.iter().next_back().map(|(k, v)| (k.clone(), v.clone())))
+        Ok(map.iter().next_back().map(|(k, v)| (k.to_vec(), v.clone())))
     }
 
     fn first(&self) -> Result<Option<Entry>> {
         let map = self.0.read().expect("poisoned");
-        Ok(map.iter().next().map(|(k, v)| (k.clone(), v.clone())))
+        Ok(map.iter().next().map(|(k, v)| (k.to_vec(), v.clone())))
     }
 
     fn len(&self) -> usize {
@@ -124,7 +133,7 @@ impl ChunkedRange {
             self.buffered.extend(
                 map.range::<[u8], _>((lower, upper))
                     .take(RANGE_CHUNK)
-                    .map(|(k, v)| (k.clone(), v.clone())),
+                    .map(|(k, v)| (k.to_vec(), v.clone())),
             );
         }
         match self.buffered.back() {

@@ -1,15 +1,17 @@
 //! Writes staged over a tree ([`Staged`]): reads through the staged view see them, and they
 //! reach the tree as atomic batches when committed.
 //!
-//! Two uses in the Raft state machine:
-//! - it applies a group of log entries as one batch: each entry reads what the entries before
-//!   it in the group wrote, and the engine takes one batch per group instead of one per entry.
-//!   Readers see whole groups; and on sled, where the state lived until 2026-12-03, every
-//!   batch sealed and wrote sled's IO buffer, so a batch per entry cost a disk write per
-//!   entry on every coordinator (docs/performance.md, run L);
-//! - while a snapshot is written from the tree, new writes are held in memory
-//!   ([`Staged::hold`]) so that the tree stands still without stopping the writers; then they
-//!   are folded back in short atomic steps ([`Staged::commit_next`]) while writes go on.
+//! Two uses:
+//! - the coordinator applies a log entry that carries many commands (`Op::Batch`) as one
+//!   batch: each command reads what the commands before it wrote ([`Staged::into_batch`]);
+//! - while a snapshot is written from the Raft state machine's tree, new writes are held in
+//!   memory ([`Staged::hold`]) so that the tree stands still without stopping the writers;
+//!   then they are folded back in short atomic steps ([`Staged::commit_next`]) while writes
+//!   go on.
+//!
+//! (Until 2026-12-04 the Raft state machine also staged a group of entries and applied it as
+//! one batch: on sled, where the state lived until 2026-12-03, every batch cost a disk write
+//! (docs/performance.md, run L); in memory that only copied every write once more.)
 //!
 //! Held writes are kept twice: merged (the newest write of each key, for reads) and as the
 //! batches they came in, in order (for committing). Committing a run of consecutive batches
@@ -56,12 +58,29 @@ impl Staged {
         staged
     }
 
+    /// A `Staged` over `base` that holds its writes from the start, for a caller that reads
+    /// them back and then hands them on whole ([`Staged::into_batch`]) or commits them at once
+    /// ([`Staged::commit`]). It keeps only the newest write of each key, moved rather than
+    /// copied (an entry of the coordinator's state machine that carries many commands is
+    /// applied that way: docs/performance.md, item 27), so [`Staged::commit_next`] has no
+    /// steps to take and commits everything in one.
+    pub fn overlay(base: &Tree) -> Self {
+        let staged = Self::with_order(base, false);
+        staged.hold();
+        staged
+    }
+
     /// A `Staged` over `base` that writes straight through until [`Staged::hold`].
     pub fn passthrough(base: &Tree) -> Self {
+        Self::with_order(base, true)
+    }
+
+    fn with_order(base: &Tree, keep_order: bool) -> Self {
         let layer = Arc::new(Layer {
             base: base.clone(),
             held: RwLock::new(None),
             committing: Mutex::new(()),
+            keep_order,
         });
         Self {
             view: Tree(layer.clone()),
@@ -109,12 +128,8 @@ impl Staged {
         let Some(held) = self.layer.held().clone() else {
             return Ok(());
         };
-        let rest: Vec<Ops> = {
-            let mut h = lock(&held);
-            h.queued_writes = 0;
-            h.queue.drain(..).collect()
-        };
-        self.layer.apply_to_base(rest)?;
+        let rest: Ops = lock(&held).take_writes(self.layer.keep_order);
+        self.layer.apply_to_base(vec![rest])?;
         *self.layer.held_mut() = None;
         Ok(())
     }
@@ -128,7 +143,7 @@ impl Staged {
         };
         let mut h = lock(&held);
         let mut batch = Batch::new();
-        for (key, value) in h.queue.drain(..).flatten() {
+        for (key, value) in h.take_writes(self.layer.keep_order) {
             match value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
@@ -147,6 +162,11 @@ impl Staged {
         let Some(held) = self.layer.held().clone() else {
             return Ok(0);
         };
+        if !self.layer.keep_order {
+            let all = lock(&held).take_writes(false);
+            self.layer.apply_to_base(vec![all])?;
+            return Ok(0);
+        }
         let step = {
             let h = lock(&held);
             let mut step = Vec::new();
@@ -187,10 +207,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Held {
     /// The newest held write of each key: what readers see.
     merged: Writes,
-    /// The batches not committed yet, oldest first.
+    /// The batches not committed yet, oldest first (none in an overlay: `merged` has them).
     queue: VecDeque<Ops>,
-    /// Writes in `queue`.
+    /// Writes not committed yet (as written: a key written twice counts twice).
     queued_writes: usize,
+}
+
+impl Held {
+    /// Every held write, to be applied as one batch: the queue in order, or in an overlay
+    /// the newest write of each key (the same end state). Leaves nothing held.
+    fn take_writes(&mut self, keep_order: bool) -> Ops {
+        self.queued_writes = 0;
+        if !keep_order {
+            std::mem::take(&mut self.merged).into_iter().collect()
+        } else {
+            self.queue.drain(..).flatten().collect()
+        }
+    }
 }
 
 /// The engine behind [`Staged::tree`].
@@ -200,6 +233,9 @@ struct Layer {
     held: RwLock<Option<Arc<Mutex<Held>>>>,
     /// One commit at a time.
     committing: Mutex<()>,
+    /// Whether held writes are also queued as batches, in order, for [`Staged::commit_next`]
+    /// (not in an [`Staged::overlay`]).
+    keep_order: bool,
 }
 
 impl Layer {
@@ -261,10 +297,14 @@ impl TreeEngine for Layer {
         };
         let ops = batch.into_ops();
         let mut h = lock(h);
+        h.queued_writes += ops.len();
+        if !self.keep_order {
+            h.merged.extend(ops);
+            return Ok(());
+        }
         for (key, value) in &ops {
             h.merged.insert(key.clone(), value.clone());
         }
-        h.queued_writes += ops.len();
         h.queue.push_back(ops);
         Ok(())
     }
@@ -495,6 +535,43 @@ mod tests {
         assert_eq!(base.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(base.get(b"kept").unwrap(), None);
         assert!(Staged::passthrough(&base).into_batch().is_empty());
+    }
+
+    /// An overlay reads like any staged view and hands on the newest write of each key:
+    /// applied, its batch leaves the base as the ordered batches would.
+    #[test]
+    fn an_overlay_hands_on_the_newest_write_of_each_key() {
+        let db = Db::memory();
+        let (base, model) = (db.tree("t").unwrap(), db.tree("model").unwrap());
+        for tree in [&base, &model] {
+            tree.insert(b"kept", b"0").unwrap();
+            tree.insert(b"gone", b"0").unwrap();
+        }
+        let overlay = Staged::overlay(&base);
+        let ordered = Staged::new(&model);
+        for staged in [&overlay, &ordered] {
+            staged.tree().insert(b"a", b"1").unwrap();
+            let mut b = Batch::new();
+            b.insert(b"a".to_vec(), b"2".to_vec());
+            b.remove(b"gone".to_vec());
+            b.insert(b"new".to_vec(), b"3".to_vec());
+            staged.tree().apply(b).unwrap();
+            assert_eq!(staged.tree().get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
+            assert_eq!(staged.tree().get(b"gone").unwrap(), None);
+            assert_eq!(staged.held_writes(), 4);
+        }
+        assert_eq!(base.get(b"a").unwrap(), None, "held, not applied");
+        let batch = overlay.into_batch();
+        assert_eq!(batch.len(), 3, "one write per key");
+        base.apply(batch).unwrap();
+        model.apply(ordered.into_batch()).unwrap();
+        let all = |t: &Tree| t.range(b"", None).map(|e| e.unwrap()).collect::<Vec<_>>();
+        assert_eq!(all(&base), all(&model));
+        // Committed rather than handed on: the same, in one step.
+        let overlay = Staged::overlay(&base);
+        overlay.tree().insert(b"late", b"4").unwrap();
+        assert_eq!(overlay.commit_next().unwrap(), 0);
+        assert_eq!(base.get(b"late").unwrap().as_deref(), Some(&b"4"[..]));
     }
 
     /// A step commits whole batches, oldest first, at most `COMMIT_STEP_WRITES` writes

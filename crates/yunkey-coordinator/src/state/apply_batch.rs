@@ -14,7 +14,7 @@ pub(super) fn apply(
     batch: &mut Batch,
     commands: &[Command],
 ) -> Result<CommandResult, StoreError> {
-    let staged = Staged::new(state);
+    let staged = Staged::overlay(state);
     let mut results = Vec::with_capacity(commands.len());
     for cmd in commands {
         if let Op::Batch(_) = cmd.op {

@@ -46,3 +46,47 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         None => Err(corrupt("empty value".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::DeviceRecord;
+
+    /// `DeviceRecord` as it was declared before its byte fields were read and written as
+    /// bytes (`serde_bytes`) rather than as sequences of `u8`.
+    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct DeviceAsSequences {
+        device_id: String,
+        name: String,
+        public_key: Vec<u8>,
+        certificate: Vec<u8>,
+        registered_at: i64,
+        revoked_at: Option<i64>,
+    }
+
+    #[test]
+    fn byte_fields_keep_their_stored_format() {
+        let device = DeviceRecord {
+            device_id: "dev-1".into(),
+            name: "phone".into(),
+            public_key: (0..=255).collect(),
+            certificate: vec![0x30, 0x82, 0, 1],
+            registered_at: 7,
+            revoked_at: Some(9),
+        };
+        let before = DeviceAsSequences {
+            device_id: "dev-1".into(),
+            name: "phone".into(),
+            public_key: (0..=255).collect(),
+            certificate: vec![0x30, 0x82, 0, 1],
+            registered_at: 7,
+            revoked_at: Some(9),
+        };
+        // The same bytes either way, so records written by older builds read as they are.
+        assert_eq!(encode(&device), encode(&before));
+        let read: DeviceRecord = decode(b"key", &encode(&before)).unwrap();
+        assert_eq!(read, device);
+        let back: DeviceAsSequences = decode(b"key", &encode(&device)).unwrap();
+        assert_eq!(back, before);
+    }
+}

@@ -33,6 +33,7 @@ pub enum Op {
         /// The domain it joined; the first admission sets the cluster's domain.
         domain_id: String,
         /// The domain's operator key (SPKI DER); the first admission records it.
+        #[serde(with = "serde_bytes")]
         operator_key: Vec<u8>,
     },
     /// Record the user CA (once).
@@ -157,6 +158,7 @@ pub enum Op {
         /// The device.
         device_id: String,
         /// The new certificate (DER).
+        #[serde(with = "serde_bytes")]
         certificate: Vec<u8>,
     },
     /// Record the code-signing key of terminal releases (once).

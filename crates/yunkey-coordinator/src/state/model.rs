@@ -41,8 +41,10 @@ pub struct DeviceRecord {
     /// Label given at registration.
     pub name: String,
     /// SubjectPublicKeyInfo DER.
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// Device certificate DER.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// Unix seconds.
     pub registered_at: i64,
@@ -58,14 +60,17 @@ pub struct UserRecord {
     /// Algorithm number as in the protobuf `Algorithm`.
     pub algorithm: i32,
     /// SubjectPublicKeyInfo DER.
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// The private key wrapped under the domain's keys, with its device binding as of
     /// `binding_seq` (restores the key if every holder dies; brings a holder's binding up to
     /// date).
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
     /// The seq of the binding in `wrapped_key`; chips behind it refuse to sign.
     pub binding_seq: u64,
     /// User certificate DER.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// Active or revoked.
     pub state: UserState,
@@ -95,10 +100,12 @@ pub struct ChipRecord {
     /// Keys placed on it by the cluster.
     pub placed: u64,
     /// Its transport public key (SPKI DER).
+    #[serde(with = "serde_bytes")]
     pub transport_key: Vec<u8>,
     /// Unix seconds.
     pub admitted_at: i64,
     /// The operator's admission signature over its id and transport key.
+    #[serde(with = "serde_bytes")]
     pub admission_signature: Vec<u8>,
 }
 
@@ -106,8 +113,10 @@ pub struct ChipRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaRecord {
     /// Self-signed CA certificate DER.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// CA key wrapped under the domain key.
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
     /// Chips holding the CA key.
     pub holders: Vec<HolderRecord>,
@@ -157,6 +166,7 @@ pub struct NodeIdRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rebinding {
     /// The key wrapped with the new binding.
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
     /// The binding's seq.
     pub binding_seq: u64,

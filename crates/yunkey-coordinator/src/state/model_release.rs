@@ -10,8 +10,10 @@ use super::model::HolderRecord;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeSigningRecord {
     /// Its certificate DER, issued by the user CA.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// The key wrapped under the domain key.
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
     /// Chips holding the key.
     pub holders: Vec<HolderRecord>,
@@ -27,6 +29,7 @@ pub struct ReleaseRecord {
     /// SHA-256 of the released file.
     pub file_sha256: [u8; 32],
     /// DER ECDSA signature by the code-signing key over the manifest message.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
     /// Unix seconds.
     pub signed_at: i64,
