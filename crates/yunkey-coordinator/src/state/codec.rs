@@ -53,16 +53,9 @@ mod tests {
     use crate::state::DeviceRecord;
 
     /// `DeviceRecord` as it was declared before its byte fields were read and written as
-    /// bytes (`serde_bytes`) rather than as sequences of `u8`.
-    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
-    struct DeviceAsSequences {
-        device_id: String,
-        name: String,
-        public_key: Vec<u8>,
-        certificate: Vec<u8>,
-        registered_at: i64,
-        revoked_at: Option<i64>,
-    }
+    /// bytes (`serde_bytes`) rather than as sequences of `u8`: bincode writes a struct as the
+    /// tuple of its fields.
+    type DeviceAsSequences = (String, String, Vec<u8>, Vec<u8>, i64, Option<i64>);
 
     #[test]
     fn byte_fields_keep_their_stored_format() {
@@ -74,14 +67,15 @@ mod tests {
             registered_at: 7,
             revoked_at: Some(9),
         };
-        let before = DeviceAsSequences {
-            device_id: "dev-1".into(),
-            name: "phone".into(),
-            public_key: (0..=255).collect(),
-            certificate: vec![0x30, 0x82, 0, 1],
-            registered_at: 7,
-            revoked_at: Some(9),
-        };
+        let d = device.clone();
+        let before: DeviceAsSequences = (
+            d.device_id,
+            d.name,
+            d.public_key,
+            d.certificate,
+            d.registered_at,
+            d.revoked_at,
+        );
         // The same bytes either way, so records written by older builds read as they are.
         assert_eq!(encode(&device), encode(&before));
         let read: DeviceRecord = decode(b"key", &encode(&before)).unwrap();
