@@ -27,6 +27,17 @@ const INLINE_KEY: usize = 72;
 type Key = SmallVec<[u8; INLINE_KEY]>;
 type Map = BTreeMap<Key, Vec<u8>>;
 
+/// A written key as the tree keeps it: inline whenever it is short enough. (`from_vec` alone
+/// goes by the vector's capacity, so a short key built by pushing, with room to spare, would
+/// stay on the heap.)
+fn key(k: Vec<u8>) -> Key {
+    if k.len() <= INLINE_KEY {
+        Key::from_slice(&k)
+    } else {
+        Key::from_vec(k)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct MemDb {
     trees: Mutex<HashMap<String, Arc<MemTree>>>,
@@ -59,7 +70,7 @@ impl TreeEngine for MemTree {
         let mut map = self.0.write().expect("poisoned");
         for (k, v) in batch.into_ops() {
             match v {
-                Some(v) => map.insert(Key::from_vec(k), v),
+                Some(v) => map.insert(key(k), v),
                 None => map.remove(k.as_slice()),
             };
         }
@@ -173,6 +184,21 @@ mod tests {
     fn keys(it: Box<dyn Iterator<Item = Result<Entry>> + Send>) -> Vec<String> {
         it.map(|e| String::from_utf8(e.unwrap().0).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn short_keys_are_kept_inline_whatever_their_capacity() {
+        let tree = MemTree::default();
+        let mut roomy = Vec::with_capacity(4 * INLINE_KEY);
+        roomy.extend_from_slice(&[7u8; INLINE_KEY]);
+        let long = vec![8u8; INLINE_KEY + 1];
+        let mut batch = Batch::new();
+        batch.insert(roomy, b"a".to_vec());
+        batch.insert(long, b"b".to_vec());
+        tree.apply(batch).unwrap();
+        let map = tree.0.read().unwrap();
+        let spilled: Vec<(usize, bool)> = map.keys().map(|k| (k.len(), k.spilled())).collect();
+        assert_eq!(spilled, [(INLINE_KEY, false), (INLINE_KEY + 1, true)]);
     }
 
     #[test]

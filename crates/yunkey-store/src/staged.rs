@@ -51,13 +51,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// A `Staged` over `base` that holds its writes from the start.
-    pub fn new(base: &Tree) -> Self {
-        let staged = Self::passthrough(base);
-        staged.hold();
-        staged
-    }
-
     /// A `Staged` over `base` that holds its writes from the start, for a caller that reads
     /// them back and then hands them on whole ([`Staged::into_batch`]) or commits them at once
     /// ([`Staged::commit`]). It keeps only the newest write of each key, moved rather than
@@ -412,6 +405,13 @@ mod tests {
     use super::*;
     use crate::Db;
 
+    /// A `Staged` over `base` that holds its (ordered) writes from the start.
+    fn held(base: &Tree) -> Staged {
+        let staged = Staged::passthrough(base);
+        staged.hold();
+        staged
+    }
+
     /// Same reads through a staged view as through a tree that took the writes directly,
     /// over a pseudo-random sequence of inserts, removes, batches and a clear, with the
     /// oldest layer folded into the base now and then and, from step 450, writes going
@@ -426,7 +426,7 @@ mod tests {
             base.insert(&key, &[i]).unwrap();
             model.insert(&key, &[i]).unwrap();
         }
-        let staged = Staged::new(&base);
+        let staged = held(&base);
         let mut seed = 0x9e37_79b9_u32;
         let mut rand = move |n: u32| {
             seed ^= seed << 13;
@@ -519,7 +519,7 @@ mod tests {
         let db = Db::memory();
         let base = db.tree("t").unwrap();
         base.insert(b"kept", b"0").unwrap();
-        let staged = Staged::new(&base);
+        let staged = held(&base);
         staged.tree().insert(b"a", b"1").unwrap();
         let mut b = Batch::new();
         b.insert(b"a".to_vec(), b"2".to_vec());
@@ -548,7 +548,7 @@ mod tests {
             tree.insert(b"gone", b"0").unwrap();
         }
         let overlay = Staged::overlay(&base);
-        let ordered = Staged::new(&model);
+        let ordered = held(&model);
         for staged in [&overlay, &ordered] {
             staged.tree().insert(b"a", b"1").unwrap();
             let mut b = Batch::new();
@@ -624,7 +624,7 @@ mod tests {
         let db = Db::memory();
         let base = db.tree("t").unwrap();
         base.insert(b"a", b"1").unwrap();
-        let staged = Staged::new(&base);
+        let staged = held(&base);
         staged.tree().insert(b"a", b"2").unwrap();
         staged.tree().insert(b"b", b"3").unwrap();
         assert_eq!(staged.held_writes(), 2);
