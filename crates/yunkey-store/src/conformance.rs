@@ -16,8 +16,16 @@ fn get_insert_remove(db: &Db) {
     t.insert(b"k", b"v1").unwrap();
     t.insert(b"k", b"v2").unwrap();
     assert_eq!(t.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        t.get_with(b"k", <[u8]>::to_vec).unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
     t.remove(b"k").unwrap();
     assert_eq!(t.get(b"k").unwrap(), None);
+    assert_eq!(
+        t.get_with(b"k", |_| unreachable!("no value")).unwrap(),
+        None::<()>
+    );
     t.remove(b"absent").unwrap();
     db.flush().unwrap();
 }

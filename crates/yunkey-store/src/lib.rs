@@ -98,6 +98,11 @@ pub(crate) trait DbEngine: Send + Sync {
 /// What an engine offers for one tree. Private to engines; callers use [`Tree`].
 pub(crate) trait TreeEngine: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Calls `f` with the value of `key` where the engine keeps it, if there is one, and
+    /// says whether there was. The engine may hold a lock while `f` runs. By default, a copy.
+    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        Ok(self.get(key)?.map(|v| f(&v)).is_some())
+    }
     fn apply(&self, batch: Batch) -> Result<()>;
     fn range(
         &self,
@@ -156,6 +161,21 @@ impl Tree {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.0.get(key)
+    }
+
+    /// `f` of the value of `key`, read where the tree keeps it rather than copied out first:
+    /// for a caller that decodes the value (a copy of a large value costs more than the
+    /// decoding; docs/performance.md, item 28). The tree may hold a lock while `f` runs, so
+    /// `f` must not use this tree.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.0.read(key, &mut |value| {
+            if let Some(f) = f.take() {
+                out = Some(f(value));
+            }
+        })?;
+        Ok(out)
     }
 
     /// Sets one key (a batch of one).

@@ -66,6 +66,16 @@ impl TreeEngine for MemTree {
         Ok(self.0.read().expect("poisoned").get(key).cloned())
     }
 
+    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        Ok(self
+            .0
+            .read()
+            .expect("poisoned")
+            .get(key)
+            .map(|v| f(v))
+            .is_some())
+    }
+
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut map = self.0.write().expect("poisoned");
         for (k, v) in batch.into_ops() {

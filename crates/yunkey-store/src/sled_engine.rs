@@ -185,6 +185,10 @@ impl TreeEngine for SledTree {
         Ok(self.0.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        Ok(self.0.get(key)?.map(|v| f(&v)).is_some())
+    }
+
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut b = sled::Batch::default();
         for (k, v) in batch.into_ops() {

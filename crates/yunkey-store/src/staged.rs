@@ -282,6 +282,15 @@ impl TreeEngine for Layer {
         self.base.get(key)
     }
 
+    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        if let Some(h) = self.held().as_ref() {
+            if let Some(staged) = lock(h).merged.get(key) {
+                return Ok(staged.as_deref().map(f).is_some());
+            }
+        }
+        self.base.0.read(key, f)
+    }
+
     fn apply(&self, batch: Batch) -> Result<()> {
         let held = self.held();
         let Some(h) = held.as_ref() else {
@@ -469,6 +478,9 @@ mod tests {
             }
             let view = staged.tree();
             assert_eq!(view.get(&key).unwrap(), model.get(&key).unwrap());
+            // Read in place: a held write, a held removal or the base's value, as `get`.
+            let in_place = view.get_with(&key, <[u8]>::to_vec).unwrap();
+            assert_eq!(in_place, model.get(&key).unwrap(), "step {step}");
             assert_eq!(view.first().unwrap(), model.first().unwrap(), "step {step}");
             assert_eq!(view.last().unwrap(), model.last().unwrap(), "step {step}");
             assert_eq!(view.len(), model.len(), "step {step}");

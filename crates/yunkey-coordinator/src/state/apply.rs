@@ -137,12 +137,13 @@ impl Writer<'_> {
 
     /// Increments a counter and returns its new value.
     pub(super) fn bump(&mut self, key: &[u8]) -> Result<u64, StoreError> {
-        let current = match self.tree.get(key)? {
-            Some(v) => {
-                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+        let current = match self.tree.get_with(key, |v| <[u8; 8]>::try_from(v).ok())? {
+            Some(Some(bytes)) => u64::from_be_bytes(bytes),
+            Some(None) => {
+                return Err(StoreError::Corrupt {
                     key: String::from_utf8_lossy(key).into_owned(),
                     reason: "counter is not 8 bytes".into(),
-                })?)
+                })
             }
             None => 0,
         };

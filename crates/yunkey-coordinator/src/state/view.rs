@@ -22,15 +22,16 @@ impl StateView {
         Self { tree }
     }
 
+    /// A record, decoded where the tree keeps it (no copy of the stored bytes first).
     pub(super) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.tree.get(key)?.map(|v| decode(key, &v)).transpose()
+        self.tree.get_with(key, |v| decode(key, v))?.transpose()
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
         Ok(self
             .tree
-            .get(key)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .get_with(key, |v| <[u8; 8]>::try_from(v).ok())?
+            .flatten()
             .map(u64::from_be_bytes)
             .unwrap_or(0))
     }
