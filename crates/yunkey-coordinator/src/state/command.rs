@@ -454,11 +454,7 @@ impl fmt::Debug for Op {
             Op::ConsumeAuthorization {
                 user_id, tx_hash, ..
             } => {
-                write!(
-                    f,
-                    "ConsumeAuthorization({user_id}, {})",
-                    hex::encode(tx_hash)
-                )
+                write!(f, "ConsumeAuthorization({user_id}, {})", Hex32(tx_hash))
             }
             Op::ConsumeChecked {
                 user_id,
@@ -466,7 +462,7 @@ impl fmt::Debug for Op {
                 risk,
                 ..
             } => {
-                write!(f, "ConsumeChecked({user_id}, {}", hex::encode(tx_hash))?;
+                write!(f, "ConsumeChecked({user_id}, {}", Hex32(tx_hash))?;
                 match risk {
                     Some(r) => write!(f, ", {})", RiskSummary(r)),
                     None => f.write_str(", no risk service)"),
@@ -481,7 +477,7 @@ impl fmt::Debug for Op {
                 } => write!(
                     f,
                     "SignRefused({user_id}, {device_id}, {}, {}, {refusal:?})",
-                    hex::encode(tx_hash),
+                    Hex32(tx_hash),
                     RiskSummary(risk)
                 ),
                 UserEvent::FaceEnrolled => write!(f, "FaceEnrolled({user_id})"),
@@ -525,7 +521,7 @@ impl fmt::Debug for Op {
                 r.version.0,
                 r.version.1,
                 r.version.2,
-                hex::encode(r.file_sha256)
+                Hex32(&r.file_sha256)
             ),
             Op::RevokeRelease { release_id, reason } => {
                 write!(f, "RevokeRelease({release_id}, {reason:?})")
@@ -539,6 +535,18 @@ impl fmt::Debug for Op {
                 None => write!(f, "SetReleasePolicy(no min, require {})", p.require_release),
             },
         }
+    }
+}
+
+/// A 32-byte hash in lowercase hex, written without a `String` of its own (the audit trail
+/// names a transaction hash in every signature's line).
+struct Hex32<'a>(&'a [u8; 32]);
+
+impl fmt::Display for Hex32<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -781,4 +789,27 @@ pub enum Rejection {
         /// The horizon.
         horizon: i64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_lines_name_hashes_as_before() {
+        let tx_hash: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let op = Op::ConsumeChecked {
+            user_id: "alice".into(),
+            device_id: "phone".into(),
+            tx_hash,
+            expires_at: 9,
+            risk: None,
+        };
+        // The cluster-wide audit trail stores this line: it keeps its exact wording.
+        let want = format!(
+            "ConsumeChecked(alice, {}, no risk service)",
+            hex::encode(tx_hash)
+        );
+        assert_eq!(format!("{op:?}"), want);
+    }
 }
