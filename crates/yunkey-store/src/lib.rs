@@ -15,8 +15,12 @@
 //! Logs are not key-value data: [`Wal`] is an append-only segmented log of numbered entries
 //! (the Raft log), with one `fdatasync` per group commit and the same durability contract.
 //!
-//! [`Staged`] layers writes over a tree and applies them as one batch: the Raft state machine
-//! applies a group of entries that way.
+//! [`Staged`] layers writes over a tree and applies them as one batch: the coordinator applies
+//! a log entry that carries many commands that way, and the Raft state machine holds its
+//! writes while a snapshot is written.
+//!
+//! Reads: [`Tree::get`] copies a value out; [`Tree::get_with`] hands it to a decoder where
+//! the engine keeps it, which is cheaper for large values.
 //!
 //! It also holds the one helper for state files outside a database, [`write_file_atomic`].
 //!
