@@ -12,7 +12,7 @@
 //! cargo run --release -p yunkey-coordinator --example apply_cost -- [PREFILL] [MEASURED]
 //! ```
 //!
-//! Defaults: 500,000 prefilled and 300,000 measured commands (about 1 GB of memory).
+//! Defaults: 500,000 prefilled and 300,000 measured commands (peak RSS about 1.5 GB, 11 s).
 
 use std::time::Instant;
 use yunkey_coordinator::state::{
