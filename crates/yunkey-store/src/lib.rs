@@ -101,12 +101,10 @@ pub(crate) trait DbEngine: Send + Sync {
 
 /// What an engine offers for one tree. Private to engines; callers use [`Tree`].
 pub(crate) trait TreeEngine: Send + Sync {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Calls `f` with the value of `key` where the engine keeps it, if there is one, and
-    /// says whether there was. The engine may hold a lock while `f` runs. By default, a copy.
-    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
-        Ok(self.get(key)?.map(|v| f(&v)).is_some())
-    }
+    /// says whether there was. The engine may hold a lock while `f` runs. The one read an
+    /// engine implements: [`Tree::get`] and [`Tree::get_with`] are made from it.
+    fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool>;
     fn apply(&self, batch: Batch) -> Result<()>;
     fn range(
         &self,
@@ -164,7 +162,7 @@ pub struct Tree(Arc<dyn TreeEngine>);
 impl Tree {
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.0.get(key)
+        self.get_with(key, <[u8]>::to_vec)
     }
 
     /// `f` of the value of `key`, read where the tree keeps it rather than copied out first:

@@ -62,10 +62,6 @@ impl DbEngine for MemDb {
 struct MemTree(Arc<RwLock<Map>>);
 
 impl TreeEngine for MemTree {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.0.read().expect("poisoned").get(key).cloned())
-    }
-
     fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         Ok(self
             .0

@@ -181,10 +181,6 @@ fn entry(r: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Entry> {
 }
 
 impl TreeEngine for SledTree {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.0.get(key)?.map(|v| v.to_vec()))
-    }
-
     fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         Ok(self.0.get(key)?.map(|v| f(&v)).is_some())
     }

@@ -273,15 +273,6 @@ impl Layer {
 }
 
 impl TreeEngine for Layer {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(h) = self.held().as_ref() {
-            if let Some(staged) = lock(h).merged.get(key) {
-                return Ok(staged.clone());
-            }
-        }
-        self.base.get(key)
-    }
-
     fn read(&self, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         if let Some(h) = self.held().as_ref() {
             if let Some(staged) = lock(h).merged.get(key) {

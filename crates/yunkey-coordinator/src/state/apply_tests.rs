@@ -618,3 +618,26 @@ fn risk_decisions_are_kept_with_the_signature_and_the_refusal_in_the_users_trail
         "{all:?}"
     );
 }
+
+#[test]
+fn a_counter_that_is_not_8_bytes_is_a_typed_corruption() {
+    let tree = Db::memory().tree("sm").unwrap();
+    let mut batch = Batch::new();
+    let mut w = Writer {
+        tree: &tree,
+        batch: &mut batch,
+    };
+    assert_eq!(w.bump(keys::COUNT_SIGNATURES).unwrap(), 1);
+    tree.insert(keys::COUNT_SIGNATURES, b"seven").unwrap();
+    let mut w = Writer {
+        tree: &tree,
+        batch: &mut batch,
+    };
+    match w.bump(keys::COUNT_SIGNATURES) {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, "m/count/signatures");
+            assert!(reason.contains("not 8 bytes"), "{reason}");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
