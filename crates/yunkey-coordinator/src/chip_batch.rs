@@ -2,7 +2,8 @@
 //! a caller's `SignAuthorized` waits in its chip's queue, and the queue's task sends what has
 //! gathered as one `SignAuthorizedBatch` (one RPC, one TLS record each way, one trip to the
 //! chip's blocking threads) with at most [`SignBatching::in_flight`] batches outstanding per
-//! chip. Batches grow with load by themselves: a lone request goes at once, as a plain
+//! chip. Batches grow with load by themselves: a lone request goes at once (after one yield
+//! to the runtime, so that callers woken together go together), as a plain
 //! `SignAuthorized`; while a chip's batches are out, the next ones gather. Every item is
 //! checked by the chip exactly as a single call is, and answered on its own.
 //!
@@ -147,11 +148,23 @@ async fn run_queue(mut receiver: mpsc::UnboundedReceiver<Pending>, batching: Sig
         let Some(first) = receiver.recv().await else {
             return;
         };
+        // Callers come in bursts (every signature of a committed Raft entry at once), and
+        // the first one's send wakes this task ahead of the rest: yield to the runtime while
+        // more keep arriving, so that the burst travels as one batch rather than as a single
+        // call for each free slot (run CB1, docs/performance.md item 29). A lone request
+        // waits for one yield.
         let mut batch = vec![first];
-        while batch.len() < batching.max_batch {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        loop {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < batching.max_batch {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == batching.max_batch {
+                break;
             }
         }
         let batch_unknown = batch_unknown.clone();
@@ -361,6 +374,55 @@ mod tests {
         assert_eq!(batches.iter().sum::<usize>() + singles, 20, "{batches:?}");
         assert!(batches.iter().all(|&n| (2..=8).contains(&n)), "{batches:?}");
         assert!(batches.len() <= 3, "{batches:?} and {singles} single calls");
+    }
+
+    /// As the sign path sees it: many tasks, each waiting for its Raft commit, are woken at
+    /// once by a task of the runtime and all call the same chip, whose queue is idle with
+    /// every slot free. (One worker, so that the order is the scheduler's alone: a woken task
+    /// runs next on its worker, ahead of those woken before it.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn callers_woken_together_travel_together() {
+        let chip = Arc::new(FakeChip {
+            knows_batch: true,
+            ..Default::default()
+        });
+        let queues = SignQueues::new(SignBatching {
+            max_batch: 64,
+            in_flight: 3,
+        });
+        // The queue exists and waits for work.
+        assert!(sign_many(&queues, &chip, 1, &[]).await[0].is_ok());
+        assert_eq!(chip.singles.load(Ordering::SeqCst), 1);
+        let (commit, committed) = tokio::sync::watch::channel(false);
+        let callers: Vec<_> = (0..40)
+            .map(|i| {
+                let (queues, chip, mut committed) =
+                    (queues.clone(), chip.clone(), committed.clone());
+                tokio::spawn(async move {
+                    committed.wait_for(|c| *c).await.unwrap();
+                    let client: Arc<dyn ChipClient> = chip;
+                    let request = pb::SignAuthorizedRequest {
+                        key_handle: format!("key-{i}"),
+                        ..Default::default()
+                    };
+                    queues.sign(client, request).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::spawn(async move { commit.send(true).unwrap() });
+        for (i, caller) in callers.into_iter().enumerate() {
+            let signed = caller.await.unwrap().unwrap();
+            assert_eq!(signed.signature, format!("key-{i}").into_bytes());
+        }
+        // Not a single call for each of the three free slots, then the rest.
+        let batches = chip.batches.lock().unwrap().clone();
+        let singles = chip.singles.load(Ordering::SeqCst) - 1;
+        assert_eq!(batches.iter().sum::<usize>() + singles, 40, "{batches:?}");
+        assert!(
+            singles <= 1 && batches.len() <= 2,
+            "{batches:?} and {singles} single calls"
+        );
     }
 
     #[tokio::test]
