@@ -94,6 +94,8 @@ pub struct Core {
     /// Keys this node is placing and the registry does not count yet.
     pub placing: crate::placement::InFlight,
     ca_spki: OnceLock<Vec<u8>>,
+    /// The user CAs' certificates (P-256, SM2), each read from the state once it exists.
+    ca_certificates: [OnceLock<Arc<[u8]>>; 2],
 }
 
 impl Core {
@@ -127,6 +129,7 @@ impl Core {
             risk,
             placing: Default::default(),
             ca_spki: OnceLock::new(),
+            ca_certificates: Default::default(),
         })
     }
 
@@ -207,6 +210,20 @@ impl Core {
                 "the {algorithm} user CA is not initialized yet; the cluster is still starting"
             ))
         })
+    }
+
+    /// The certificate of `algorithm`'s user CA, which every signature's chain ends with.
+    /// Write-once like the CA's key, so it is read from the state once.
+    pub fn ca_certificate(&self, algorithm: yunkey_crypto::sig::Algorithm) -> Result<Arc<[u8]>> {
+        let slot = &self.ca_certificates[match algorithm {
+            yunkey_crypto::sig::Algorithm::EcdsaP256 => 0,
+            yunkey_crypto::sig::Algorithm::Sm2 => 1,
+        }];
+        if let Some(certificate) = slot.get() {
+            return Ok(certificate.clone());
+        }
+        let certificate: Arc<[u8]> = self.ca_of(algorithm)?.certificate.into();
+        Ok(slot.get_or_init(|| certificate).clone())
     }
 
     /// The CA that certifies `user`'s key (the one of its algorithm).

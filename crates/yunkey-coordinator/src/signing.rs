@@ -7,7 +7,7 @@
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
-use crate::state::{Op, UserState};
+use crate::state::{Op, UserRef, UserState};
 use yunkey_crypto::authz;
 use yunkey_crypto::sig::{Algorithm, VerifyingKey};
 use yunkey_crypto::tx::{self, MAX_AUTHORIZATION_LIFETIME_SECS};
@@ -66,40 +66,25 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     let request_id =
         crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
 
-    let user = core
-        .view
-        .user(&req.user_id)?
-        .ok_or_else(|| CoordError::UserNotFound(req.user_id.clone()))?;
-    if user.state != UserState::Active {
-        return Err(CoordError::UserRevoked(req.user_id));
-    }
-    let device = user
-        .devices
-        .iter()
-        .find(|d| d.device_id == authorization.device_id)
-        .ok_or_else(|| CoordError::UnknownDevice {
-            user_id: req.user_id.clone(),
-            device_id: authorization.device_id.clone(),
-        })?;
-    if device.revoked_at.is_some() {
-        return Err(crate::devices::revoked(
-            core,
-            &req.user_id,
-            &device.device_id,
-        ));
-    }
+    let signer = match core.view.with_user(&req.user_id, |user| {
+        Signer::read(user, &authorization.device_id)
+    })? {
+        None => return Err(CoordError::UserNotFound(req.user_id)),
+        Some(Err(refused)) => {
+            return Err(refused.into_error(core, req.user_id, authorization.device_id))
+        }
+        Some(Ok(signer)) => signer,
+    };
     tx::check_expiry(
         tx.expires_at,
         crate::clock::now(),
         MAX_AUTHORIZATION_LIFETIME_SECS,
     )?;
-    let device_key = VerifyingKey::from_spki_der(&device.public_key)
-        .map_err(|e| CoordError::Internal(format!("stored device key: {e}")))?;
     authz::verify_authorization(
         format,
-        &device_key,
+        &signer.device_key,
         &req.user_id,
-        &device.device_id,
+        &authorization.device_id,
         &tx_hash,
         &authorization.signature,
     )
@@ -131,10 +116,15 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         if let Some(gate) = &core.risk {
             let subject = crate::risk::Subject {
                 user_id: &req.user_id,
-                device_id: &device.device_id,
+                device_id: &authorization.device_id,
                 transaction: &tx,
                 tx_hash,
-                context: crate::risk::context(caller.channel, caller.source, device, req.location),
+                context: crate::risk::context(
+                    caller.channel,
+                    caller.source,
+                    signer.device_registered_at,
+                    req.location,
+                ),
                 evidence: req.evidence.as_ref(),
             };
             risk = Some(crate::risk::before_signing(core, gate, actor, &subject).await?);
@@ -145,7 +135,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         actor,
         Op::ConsumeChecked {
             user_id: req.user_id.clone(),
-            device_id: device.device_id.clone(),
+            device_id: authorization.device_id.clone(),
             tx_hash,
             expires_at: tx.expires_at,
             risk,
@@ -153,32 +143,45 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     )
     .await?;
 
-    let ca = core.ca_of_user(&user)?;
-    let wrapped_key = &user.wrapped_key;
+    let ca_certificate = core.ca_certificate(signer.algorithm)?;
+    let (user_id, binding_seq) = (&req.user_id, signer.binding_seq);
     let (holder, signature) = core
         .chips
         .first_answer(
-            &user.holders,
+            &signer.holders,
             &format!("user {:?}'s key", req.user_id),
             |chip, holder| {
                 // Built again only for the rare retry, rather than copied for it each time.
-                let request = |holder: &crate::state::HolderRecord| SignAuthorizedRequest {
-                    key_handle: holder.key_handle.clone(),
-                    user_id: req.user_id.clone(),
-                    canonical_transaction: canonical.clone(),
-                    authorization: Some(authorization.clone()),
-                    binding_seq: user.binding_seq,
+                let request = |holder: &crate::state::HolderRecord, binding_seq| {
+                    SignAuthorizedRequest {
+                        key_handle: holder.key_handle.clone(),
+                        user_id: user_id.clone(),
+                        canonical_transaction: canonical.clone(),
+                        authorization: Some(authorization.clone()),
+                        binding_seq,
+                    }
                 };
                 async move {
                     match core
                         .chips
-                        .sign_authorized(chip.clone(), request(&holder))
+                        .sign_authorized(chip.clone(), request(&holder, binding_seq))
                         .await
                     {
-                        // This holder missed a binding change: bring it up to date, once.
+                        // This holder missed a binding change: bring it up to date with the
+                        // committed wrapped key, read again here (the path is rare), once.
                         Err(failure) if failure.binding_behind() => {
-                            crate::bindings::update_holder(&*chip, &holder, wrapped_key).await?;
-                            Ok(chip.sign_authorized(request(&holder)).await?.signature)
+                            let user = match core.view.user(user_id) {
+                                Ok(Some(user)) => user,
+                                Ok(None) => return Err(failure),
+                                Err(e) => {
+                                    tracing::warn!(user = %user_id, error = %e, "cannot read the user to update a holder's binding");
+                                    return Err(failure);
+                                }
+                            };
+                            crate::bindings::update_holder(&*chip, &holder, &user.wrapped_key)
+                                .await?;
+                            let retried = request(&holder, user.binding_seq);
+                            Ok(chip.sign_authorized(retried).await?.signature)
                         }
                         other => Ok(other?.signature),
                     }
@@ -186,12 +189,13 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
             },
         )
         .await?;
+    let distinguishing_id = core.view.distid(signer.algorithm, &req.user_id)?;
     Ok(SignResponse {
         tx_hash: tx_hash.to_vec(),
         signature,
-        certificate_chain: vec![user.certificate.clone(), ca.certificate.clone()],
+        certificate_chain: vec![signer.certificate, ca_certificate.to_vec()],
         chip_id: holder.chip_id,
-        distinguishing_id: core.view.user_distid(&user)?,
+        distinguishing_id,
     })
 }
 
@@ -257,4 +261,70 @@ pub fn verify(core: &Core, req: VerifyRequest) -> Result<VerifyResponse> {
         reason,
         tx_hash: tx_hash.to_vec(),
     })
+}
+
+/// What the sign path needs of the user and the authorizing device, read from the user
+/// record in place (`StateView::with_user`): the record is about 2 KB, and each signature
+/// needs these few fields of it.
+struct Signer {
+    algorithm: Algorithm,
+    binding_seq: u64,
+    certificate: Vec<u8>,
+    holders: Vec<crate::state::HolderRecord>,
+    device_key: VerifyingKey,
+    device_registered_at: i64,
+}
+
+/// Why a user's record refuses a signature before any cryptography.
+enum Refused {
+    UserRevoked,
+    UnknownDevice,
+    DeviceRevoked,
+    /// A stored field that does not parse (an internal error).
+    Stored(String),
+}
+
+impl Refused {
+    /// The caller's error; reads the state (so only once the record's read is over).
+    fn into_error(self, core: &Core, user_id: String, device_id: String) -> CoordError {
+        match self {
+            Refused::UserRevoked => CoordError::UserRevoked(user_id),
+            Refused::UnknownDevice => CoordError::UnknownDevice { user_id, device_id },
+            Refused::DeviceRevoked => crate::devices::revoked(core, &user_id, &device_id),
+            Refused::Stored(what) => CoordError::Internal(what),
+        }
+    }
+}
+
+impl Signer {
+    /// Checks the user's state and device, and keeps what the signature needs. It runs under
+    /// the tree's read lock, so it reads nothing else.
+    fn read(user: &UserRef<'_>, device_id: &str) -> std::result::Result<Self, Refused> {
+        if user.state != UserState::Active {
+            return Err(Refused::UserRevoked);
+        }
+        let device = user
+            .devices
+            .iter()
+            .find(|d| d.device_id == device_id)
+            .ok_or(Refused::UnknownDevice)?;
+        if device.revoked_at.is_some() {
+            return Err(Refused::DeviceRevoked);
+        }
+        let algorithm = Algorithm::from_proto(user.algorithm).ok_or_else(|| {
+            Refused::Stored(format!(
+                "user {} has an unknown algorithm {}",
+                user.user_id, user.algorithm
+            ))
+        })?;
+        Ok(Self {
+            algorithm,
+            binding_seq: user.binding_seq,
+            certificate: user.certificate.to_vec(),
+            holders: user.holders.iter().map(|h| h.to_record()).collect(),
+            device_key: VerifyingKey::from_spki_der(device.public_key)
+                .map_err(|e| Refused::Stored(format!("stored device key: {e}")))?,
+            device_registered_at: device.registered_at,
+        })
+    }
 }

@@ -18,7 +18,7 @@ pub use convert::to_wire;
 
 use crate::core::Core;
 use crate::error::{CoordError, Result};
-use crate::state::{DeviceRecord, Op, RiskCheck, UserEvent};
+use crate::state::{Op, RiskCheck, UserEvent};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -131,14 +131,14 @@ pub fn check_face_image(field: &'static str, image: &[u8]) -> Result<()> {
 pub fn context(
     channel: &'static str,
     source: Option<SocketAddr>,
-    device: &DeviceRecord,
+    device_registered_at: i64,
     location: Option<pb::Geolocation>,
 ) -> pb::RiskContext {
     pb::RiskContext {
         source_address: source.map(|a| a.to_string()).unwrap_or_default(),
         unix_seconds: crate::clock::now(),
         location,
-        device_registered_at: device.registered_at,
+        device_registered_at,
         channel: channel.to_owned(),
     }
 }

@@ -46,18 +46,24 @@ fn consume(
     tx_hash: &[u8; 32],
     expires_at: i64,
 ) -> Result<CommandResult, StoreError> {
-    let Some(user) = view.user(user_id)? else {
-        return reject(Rejection::UnknownUser(user_id.to_owned()));
-    };
-    if user.state != UserState::Active {
-        return reject(Rejection::UserRevoked(user_id.to_owned()));
-    }
-    if !user
-        .devices
-        .iter()
-        .any(|d| d.device_id == device_id && d.revoked_at.is_none())
-    {
-        return reject(Rejection::UnknownDevice);
+    // Read in place: of the user record only its state and devices count here.
+    let refused = view.with_user(user_id, |user| {
+        if user.state != UserState::Active {
+            Some(Rejection::UserRevoked(user_id.to_owned()))
+        } else if !user
+            .devices
+            .iter()
+            .any(|d| d.device_id == device_id && d.revoked_at.is_none())
+        {
+            Some(Rejection::UnknownDevice)
+        } else {
+            None
+        }
+    })?;
+    match refused {
+        None => return reject(Rejection::UnknownUser(user_id.to_owned())),
+        Some(Some(refusal)) => return reject(refusal),
+        Some(None) => {}
     }
     // Once the cluster prunes, an entry expiring at or before the horizon may be gone: such
     // an authorization is refused here whatever the proposer's clock said (`apply_prune`).

@@ -1,8 +1,7 @@
 //! Stored values: a format version byte, then bincode. A value that does not decode is an
 //! error that names the key, never a silent `None`.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use yunkey_store::StoreError;
 
 /// Version of the stored record format. Bump and add a migration when a record changes shape.
@@ -31,7 +30,12 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+/// A stored value. Owned records (`T: DeserializeOwned`) and records that borrow from
+/// `bytes` (`model_ref`) decode alike.
+pub(crate) fn decode<'de, T: Deserialize<'de>>(
+    key: &[u8],
+    bytes: &'de [u8],
+) -> Result<T, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason,

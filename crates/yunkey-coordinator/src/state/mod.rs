@@ -16,6 +16,7 @@ mod codec;
 mod command;
 mod keys;
 mod model;
+mod model_ref;
 mod model_release;
 mod model_risk;
 mod view;
@@ -30,6 +31,7 @@ pub use model::{
     Activation, AuditRecord, CaRecord, ChipRecord, DeviceRecord, HolderRecord, KeyOwner,
     LedgerEntry, NodeIdRecord, Rebinding, UserRecord, UserState,
 };
+pub use model_ref::{DeviceRef, HolderRef, UserRef};
 pub use model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 pub use model_risk::{FiredRule, RiskCheck, UserAuditRecord, UserEvent, Verdict};
 pub use view::StateView;

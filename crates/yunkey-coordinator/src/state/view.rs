@@ -4,6 +4,7 @@ use super::codec::decode;
 use super::command::PriorRequest;
 use super::keys;
 use super::model::{AuditRecord, CaRecord, ChipRecord, LedgerEntry, NodeIdRecord, UserRecord};
+use super::model_ref::UserRef;
 use super::model_release::{CodeSigningRecord, ReleasePolicy, ReleaseRecord};
 use super::model_risk::UserAuditRecord;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,22 @@ impl StateView {
         self.get(&keys::user(user_id))
     }
 
+    /// A user record read in place, without copying its strings and bytes (`model_ref`):
+    /// `f` sees it under the tree's read lock, so it must not read the state again (a
+    /// writer waiting between the two reads would stop both).
+    pub fn with_user<R>(
+        &self,
+        user_id: &str,
+        f: impl FnOnce(&UserRef<'_>) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let key = keys::user(user_id);
+        self.tree
+            .get_with(&key, |v| {
+                decode::<UserRef<'_>>(&key, v).map(|user| f(&user))
+            })?
+            .transpose()
+    }
+
     /// Failed activation attempts against the user's pending code.
     pub fn activation_failures(&self, user_id: &str) -> Result<u32, StoreError> {
         Ok(self.get(&keys::activation_failures(user_id))?.unwrap_or(0))
@@ -67,11 +84,19 @@ impl StateView {
     /// An SM2 user's distinguishing ID: the one given at enrolment, else the default. Empty
     /// for a P-256 user.
     pub fn user_distid(&self, user: &UserRecord) -> Result<String, StoreError> {
-        if Algorithm::from_proto(user.algorithm) != Some(Algorithm::Sm2) {
+        match Algorithm::from_proto(user.algorithm) {
+            Some(algorithm) => self.distid(algorithm, &user.user_id),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// [`Self::user_distid`] of the user `user_id`, whose key is of `algorithm`.
+    pub fn distid(&self, algorithm: Algorithm, user_id: &str) -> Result<String, StoreError> {
+        if algorithm != Algorithm::Sm2 {
             return Ok(String::new());
         }
         Ok(self
-            .get::<String>(&keys::user_distid(&user.user_id))?
+            .get::<String>(&keys::user_distid(user_id))?
             .unwrap_or_else(|| yunkey_crypto::sm2::DEFAULT_DISTID.to_owned()))
     }
 
