@@ -228,13 +228,15 @@ impl Core {
 
     /// The CA that certifies `user`'s key (the one of its algorithm).
     pub fn ca_of_user(&self, user: &crate::state::UserRecord) -> Result<CaRecord> {
-        let algorithm =
-            yunkey_crypto::sig::Algorithm::from_proto(user.algorithm).ok_or_else(|| {
-                CoordError::Internal(format!(
-                    "user {} has an unknown algorithm {}",
-                    user.user_id, user.algorithm
-                ))
-            })?;
-        self.ca_of(algorithm)
+        self.ca_of(user_algorithm(&user.user_id, user.algorithm)?)
     }
+}
+
+/// A stored user's algorithm; an unknown number is an internal error that names the user.
+pub fn user_algorithm(user_id: &str, algorithm: i32) -> Result<yunkey_crypto::sig::Algorithm> {
+    yunkey_crypto::sig::Algorithm::from_proto(algorithm).ok_or_else(|| {
+        CoordError::Internal(format!(
+            "user {user_id} has an unknown algorithm {algorithm}"
+        ))
+    })
 }

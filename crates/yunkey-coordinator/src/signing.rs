@@ -280,8 +280,8 @@ enum Refused {
     UserRevoked,
     UnknownDevice,
     DeviceRevoked,
-    /// A stored field that does not parse (an internal error).
-    Stored(String),
+    /// A stored field that does not parse.
+    Internal(CoordError),
 }
 
 impl Refused {
@@ -291,7 +291,7 @@ impl Refused {
             Refused::UserRevoked => CoordError::UserRevoked(user_id),
             Refused::UnknownDevice => CoordError::UnknownDevice { user_id, device_id },
             Refused::DeviceRevoked => crate::devices::revoked(core, &user_id, &device_id),
-            Refused::Stored(what) => CoordError::Internal(what),
+            Refused::Internal(e) => e,
         }
     }
 }
@@ -311,19 +311,16 @@ impl Signer {
         if device.revoked_at.is_some() {
             return Err(Refused::DeviceRevoked);
         }
-        let algorithm = Algorithm::from_proto(user.algorithm).ok_or_else(|| {
-            Refused::Stored(format!(
-                "user {} has an unknown algorithm {}",
-                user.user_id, user.algorithm
-            ))
-        })?;
+        let algorithm =
+            crate::core::user_algorithm(user.user_id, user.algorithm).map_err(Refused::Internal)?;
         Ok(Self {
             algorithm,
             binding_seq: user.binding_seq,
             certificate: user.certificate.to_vec(),
             holders: user.holders.iter().map(|h| h.to_record()).collect(),
-            device_key: VerifyingKey::from_spki_der(device.public_key)
-                .map_err(|e| Refused::Stored(format!("stored device key: {e}")))?,
+            device_key: VerifyingKey::from_spki_der(device.public_key).map_err(|e| {
+                Refused::Internal(CoordError::Internal(format!("stored device key: {e}")))
+            })?,
             device_registered_at: device.registered_at,
         })
     }
