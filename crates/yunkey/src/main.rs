@@ -42,7 +42,7 @@ use std::process::ExitCode;
 
 /// mimalloc instead of the C library's malloc for every process this binary runs: the sign
 /// path's allocations (requests, records, Raft entries; freed on other threads than they were
-/// made on) cost the leader and the followers a fifth of their CPU in glibc's malloc
+/// made on) cost the leader a seventh and each follower a fifth of its CPU in glibc's malloc
 /// (docs/performance.md, item 30). Key material is zeroized before it is freed, whichever
 /// allocator frees it. Transparent huge pages are off for the process (see `main`).
 #[global_allocator]
