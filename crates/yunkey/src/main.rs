@@ -52,11 +52,14 @@ fn main() -> ExitCode {
     // mimalloc asks for transparent huge pages for its arenas; a Raft follower then spent
     // 28 % of its CPU in the kernel zeroing 2 MB pages for buffers that live a moment
     // (docs/performance.md, item 30). Off for this process and what it starts, as TiKV and
-    // most databases advise; a kernel without the flag changes nothing.
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    // most databases advise; a kernel without the flag keeps its own setting (logged).
+    let thp = rustix::thread::disable_transparent_huge_pages(true);
     let cli = cli::Cli::parse_checked();
     let g = cli.resolve();
     init_tracing(&cli, &g);
+    if let Err(e) = thp {
+        tracing::debug!(error = %e, "cannot turn transparent huge pages off for this process");
+    }
     yunkey_net::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

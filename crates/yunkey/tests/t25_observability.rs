@@ -20,6 +20,19 @@ fn scrape(addr: &str) -> String {
     body
 }
 
+/// Every yunkey process turns transparent huge pages off for itself (`main`; with mimalloc
+/// they cost a follower a quarter of its CPU zeroing pages: docs/performance.md, item 30).
+#[test]
+fn a_running_cluster_has_transparent_huge_pages_off() {
+    let dev = Dev::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dev.pid())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("this kernel does not report THP_enabled in /proc/PID/status; not checked");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_reflection() {
     let dev = Dev::start();

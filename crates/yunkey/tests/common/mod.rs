@@ -225,6 +225,11 @@ impl Dev {
         }
     }
 
+    /// The process id of the running cluster.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the cluster is running").id()
+    }
+
     /// Kills the cluster with SIGKILL.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
