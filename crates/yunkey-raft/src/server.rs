@@ -88,6 +88,17 @@ fn parse<T: DeserializeOwned>(req: Request<RaftPayload>, what: &str) -> Result<T
         .map_err(|e| Status::invalid_argument(format!("malformed {what} payload: {e}")))
 }
 
+/// Counts an `AppendEntries` call received and the entries it carries: how many calls a
+/// follower serves per entry, and how many carry none (a heartbeat, or openraft telling the
+/// follower the new commit index, which it sends on its own whenever the follower's
+/// replication stream is idle; docs/performance.md, item 31).
+fn count_append(entries: usize) {
+    let carries = if entries == 0 { "nothing" } else { "entries" };
+    metrics::counter!("yunkey_raft_append_entries_received_total", "carries" => carries)
+        .increment(1);
+    metrics::counter!("yunkey_raft_entries_received_total").increment(entries as u64);
+}
+
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
@@ -101,6 +112,7 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_target(&request)?;
         let rpc: AppendEntriesRequest<C> = parse(request, "AppendEntries")?;
+        count_append(rpc.entries.len());
         reply(&self.raft.append_entries(rpc).await)
     }
 

@@ -3,13 +3,15 @@
 
 mod common;
 
-use common::{enroll_with_device, transaction, Dev};
+use common::{enroll_with_device, free_port, transaction, Cluster, Dev};
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-use yunkey_client::key_client;
+use yunkey_client::{cluster_client, key_client};
+use yunkey_proto::v1::AddNodeRequest;
 
 fn scrape(addr: &str) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -18,6 +20,68 @@ fn scrape(addr: &str) -> String {
     let mut body = String::new();
     conn.read_to_string(&mut body).unwrap();
     body
+}
+
+/// The value of the sample `series` (its name and labels exactly) in a scrape, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A follower counts the Raft `AppendEntries` calls it serves, those with log entries and
+/// those with none (heartbeats, commit-index updates), and the entries they carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_counts_the_append_entries_it_serves() {
+    const READY: Duration = Duration::from_secs(60);
+    let mut cluster = Cluster::new();
+    let chip = cluster.start_chip("chip-1", "zone-1");
+    let mut n1 = cluster.start_node(1, true, std::slice::from_ref(&chip.endpoint));
+    n1.wait_line("ready", READY);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut n2 = cluster.start_node_with(2, false, &[], &["--metrics", &metrics]);
+    let req = AddNodeRequest {
+        node_id: 2,
+        address: n2.endpoint.clone(),
+    };
+    cluster
+        .operator(&[&n1.endpoint])
+        .call(|ch| {
+            let req = req.clone();
+            async move { cluster_client(ch).add_node(req).await }
+        })
+        .await
+        .expect("AddNode 2");
+    n2.wait_line("ready", READY);
+
+    let with = r#"yunkey_raft_append_entries_received_total{carries="entries"}"#;
+    let without = r#"yunkey_raft_append_entries_received_total{carries="nothing"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&metrics);
+        let (calls, empty) = (sample(&text, with), sample(&text, without));
+        let entries = sample(&text, "yunkey_raft_entries_received_total");
+        // Joining replicates the log to the follower; the leader's heartbeat (100 ms) is a
+        // call without entries.
+        if calls >= 1.0 && empty >= 1.0 {
+            assert!(
+                entries >= calls,
+                "{calls} calls with entries carried {entries}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not count its AppendEntries calls:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Every yunkey process turns transparent huge pages off for itself (`main`; with mimalloc
