@@ -33,6 +33,7 @@ pub mod role;
 pub mod server_tls;
 pub mod sm2_tls;
 pub mod tls;
+pub mod whole_frames;
 
 pub use access::AccessLayer;
 pub use error::NetError;

@@ -19,6 +19,7 @@
 
 use crate::role::role_of_certificate;
 use crate::sm2_tls::{Sm2Ca, SM2SIG_SM3};
+use crate::whole_frames::WholeFrames;
 use crate::NetError;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -291,13 +292,14 @@ pub fn server_config(
 }
 
 /// TLS connections accepted on `listener` (with `TCP_NODELAY`), for
-/// `Server::serve_with_incoming`. Each handshake runs in its own task, bounded by
+/// `Server::serve_with_incoming`, each wrapped so that a small response goes out in one write
+/// ([`WholeFrames`]). Each handshake runs in its own task, bounded by
 /// [`HANDSHAKE_TIMEOUT`]; a failed one is logged at debug level and dropped. The accept loop
 /// ends when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<WholeFrames<TlsStream<TcpStream>>>> {
     let acceptor = TlsAcceptor::from(config);
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
@@ -323,7 +325,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(WholeFrames(tls))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{enroll_with_device, free_port, transaction, Cluster, Dev};
+use common::{enroll_with_device, free_port, transaction, Cluster, Dev, READY};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -39,7 +39,6 @@ fn sample(text: &str, series: &str) -> f64 {
 /// those with none (heartbeats, commit-index updates), and the entries they carried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_counts_the_append_entries_it_serves() {
-    const READY: Duration = Duration::from_secs(60);
     let mut cluster = Cluster::new();
     let chip = cluster.start_chip("chip-1", "zone-1");
     let mut n1 = cluster.start_node(1, true, std::slice::from_ref(&chip.endpoint));

@@ -6,15 +6,13 @@
 
 mod common;
 
-use common::{enroll_on, json, onboard, pay_output, Cluster, Dev};
+use common::{enroll_on, json, onboard, pay_output, Cluster, Dev, READY};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use yunkey_proto::v1 as pb;
 use yunkey_proto::v1::chip_service_client::ChipServiceClient;
 use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
 use yunkey_proto::v1::key_service_client::KeyServiceClient;
-
-const READY: Duration = Duration::from_secs(60);
 
 fn pay(dev: &Dev, user: &str, keystore: &Path, amount: &str) {
     let paid = json(&pay_output(dev, user, keystore, amount));

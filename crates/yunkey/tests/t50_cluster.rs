@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, Proc};
+use common::{Cluster, Proc, READY};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +17,6 @@ use yunkey_proto::v1::{
     AddNodeRequest, EnrollUserRequest, GetUserRequest, ReadConsistency, RemoveNodeRequest,
     StatusRequest, WriteProbeRequest,
 };
-
-const READY: Duration = Duration::from_secs(60);
 
 fn enroll_req(user_id: &str) -> EnrollUserRequest {
     EnrollUserRequest {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{pki_cli, transaction, Cluster, Proc, TestDevice};
+use common::{pki_cli, transaction, Cluster, Proc, TestDevice, READY};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use yunkey_net::pki::files;
 use yunkey_net::TlsFiles;
 use yunkey_proto::v1::{EnrollUserRequest, RegisterDeviceRequest};
 
-const READY: Duration = Duration::from_secs(60);
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "chip-hsm-user-pin";
 

@@ -6,15 +6,13 @@
 
 mod common;
 
-use common::{enroll_on, transaction, Cluster, Proc, TestDevice};
+use common::{enroll_on, transaction, Cluster, Proc, TestDevice, READY};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use yunkey_client::{key_client, Connection};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_proto::v1 as pb;
 use yunkey_proto::v1::cluster_service_client::ClusterServiceClient;
-
-const READY: Duration = Duration::from_secs(60);
 
 struct Fleet {
     cluster: Cluster,

@@ -15,7 +15,7 @@ mod common;
 
 use aho_corasick::AhoCorasick;
 use base64::Engine as _;
-use common::{enroll_on, transaction, Cluster, Proc, TestDevice};
+use common::{enroll_on, transaction, Cluster, Proc, TestDevice, READY};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,6 @@ use yunkey_client::{cluster_client, key_client, Connection};
 use yunkey_crypto::ecdsa::PublicKey;
 use yunkey_proto::v1 as pb;
 
-const READY: Duration = Duration::from_secs(60);
 /// What every process logs into its files: DEBUG, except the transport's frame-level noise.
 const LOG_FILTER: &str =
     "debug,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info,rustls=info,openraft=info";

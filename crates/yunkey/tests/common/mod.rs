@@ -17,6 +17,10 @@ use yunkey_proto::v1::{
     Authorization, EnrollUserRequest, RegisterDeviceRequest, SignRequest, Transaction,
 };
 
+/// How long a test waits for a process or a cluster to become ready (a node to print
+/// `ready`, a leader to be elected, a chip to answer): generous, for a loaded CI machine.
+pub const READY: Duration = Duration::from_secs(60);
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_yunkey")
@@ -753,7 +757,7 @@ impl Proc {
             name: name.to_owned(),
             endpoint: String::new(),
         };
-        let line = p.wait_line("endpoint: ", Duration::from_secs(60));
+        let line = p.wait_line("endpoint: ", READY);
         p.endpoint = line.trim_start_matches("endpoint: ").to_owned();
         p
     }
@@ -1358,7 +1362,7 @@ pub async fn start_three(
     let chip_urls: Vec<String> = chips.iter().map(|c| c.endpoint.clone()).collect();
     let mut nodes = std::collections::BTreeMap::new();
     let mut n1 = cluster.start_node(1, true, &chip_urls);
-    n1.wait_line("ready", Duration::from_secs(60));
+    n1.wait_line("ready", READY);
     nodes.insert(1, n1);
     for id in [2, 3] {
         let p = cluster.start_node(id, false, &[]);
@@ -1369,10 +1373,7 @@ pub async fn start_three(
         add_node(&admin, id, &nodes[&id].endpoint).await;
     }
     for id in [2, 3] {
-        nodes
-            .get_mut(&id)
-            .unwrap()
-            .wait_line("ready", Duration::from_secs(60));
+        nodes.get_mut(&id).unwrap().wait_line("ready", READY);
     }
     (chips, nodes)
 }
