@@ -18,6 +18,8 @@
 //!   signed by the key in its keystore.
 //! - [`sm2_tls`]: SM2 device certificates and `sm2sig_sm3` handshake signatures, which
 //!   rustls and webpki do not know.
+//! - [`whole_frames`]: the connection wrapper that lets h2 send a small message with its
+//!   headers and trailers in one write.
 //!
 //! It sits under every server and client of yunkey. It may depend on tonic, rustls and X.509
 //! crates, and on `yunkey-crypto` (pure computation) for SM2: no other yunkey crate, no
