@@ -5,9 +5,10 @@
 //! next frame: a unary response (HEADERS, DATA, trailers) becomes two TLS records and two
 //! `writev` calls, a request three. The threshold is 256 bytes on a connection that reports
 //! vectored writes, as `tokio_rustls` streams do, and 1 KiB on one that does not. [`WholeFrames`]
-//! reports none, so messages under 1 KiB (a `Sign` response, most chip calls and Raft
-//! appends of one signature) are copied into h2's buffer with their neighbours and go out
-//! in one record and one system call. On loopback each write also costs the receiving side
+//! reports none, so messages under 1 KiB (a `Sign` response, a follower's answer to
+//! `AppendEntries`) are copied into h2's buffer with their neighbours and go out in one
+//! record and one system call. The servers' connections use it (`server_tls::incoming`);
+//! the clients' (`pool`) do not yet. On loopback each write also costs the receiving side
 //! its wake-up (docs/performance.md, item 32). Larger payloads are written in two calls
 //! (the buffered frames, then the payload) instead of one vectored call.
 
