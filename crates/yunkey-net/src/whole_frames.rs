@@ -4,13 +4,16 @@
 //! (chained after its frame header, no copy), and must then write it out before it takes the
 //! next frame: a unary response (HEADERS, DATA, trailers) becomes two TLS records and two
 //! `writev` calls, a request three. The threshold is 256 bytes on a connection that reports
-//! vectored writes, as `tokio_rustls` streams do, and 1 KiB on one that does not. [`WholeFrames`]
-//! reports none, so messages under 1 KiB (a `Sign` response, a follower's answer to
-//! `AppendEntries`) are copied into h2's buffer with their neighbours and go out in one
-//! record and one system call. The servers' connections use it (`server_tls::incoming`);
-//! the clients' (`pool`) do not: there it saved writes but no CPU (item 32). On loopback each write also costs the receiving side
-//! its wake-up (docs/performance.md, item 32). Larger payloads are written in two calls
-//! (the buffered frames, then the payload) instead of one vectored call.
+//! vectored writes, as `tokio_rustls` streams do, and 1 KiB on one that does not.
+//! [`WholeFrames`] reports none, so messages under 1 KiB (a `Sign` response, a follower's
+//! answer to `AppendEntries`) are copied into h2's buffer with their neighbours and go out in
+//! one record and one system call. Larger payloads are written in two calls (the buffered
+//! frames, then the payload) instead of one vectored call.
+//!
+//! The servers' connections use it (`server_tls::incoming`). The clients' (`pool`) do not:
+//! there it saved writes but no CPU, since on loopback what a write costs is mostly the
+//! receiver's wake-up, which a message needs however many writes carry it
+//! (docs/performance.md, item 32).
 
 use std::io;
 use std::pin::Pin;
