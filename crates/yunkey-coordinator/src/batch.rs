@@ -97,19 +97,19 @@ impl Batcher {
     /// (the batch's, when it went in one).
     pub async fn write_indexed(&self, raft: &RaftHandle, cmd: Command) -> Result<Indexed> {
         if !self.gate.is_open() {
-            return raft.write_indexed(cmd).await;
+            return alone(raft, cmd).await;
         }
         // Nothing waiting and a slot free (a free permit means no one waits for one): the
         // batching task would propose this command alone at once; do it here.
         if self.queue.capacity() == self.queue.max_capacity() {
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                return raft.write_indexed(cmd).await;
+                return alone(raft, cmd).await;
             }
         }
         let (reply, answer) = oneshot::channel();
         if let Err(refused) = self.queue.send(Pending { cmd, reply }).await {
             // The batching task is gone (shutting down): propose it alone.
-            return raft.write_indexed(refused.0.cmd).await;
+            return alone(raft, refused.0.cmd).await;
         }
         answer.await.unwrap_or_else(|_| {
             Err(CoordError::Unavailable(
@@ -117,6 +117,13 @@ impl Batcher {
             ))
         })
     }
+}
+
+/// Proposes one command in an entry of its own. Boxed: openraft's write future is several
+/// kilobytes, and inline it would make every caller's future (each signature's task) that
+/// much larger, to be copied when the task is spawned (docs/performance.md, item 33).
+async fn alone(raft: &RaftHandle, cmd: Command) -> Result<Indexed> {
+    Box::pin(raft.write_indexed(cmd)).await
 }
 
 /// Takes the waiting commands in batches, at most [`MAX_IN_FLIGHT`] at a time.

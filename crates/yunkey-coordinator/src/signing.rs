@@ -127,7 +127,10 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                 ),
                 evidence: req.evidence.as_ref(),
             };
-            risk = Some(crate::risk::before_signing(core, gate, actor, &subject).await?);
+            // Boxed: the risk checks' future (gRPC calls to the business's services) is
+            // larger than the rest of this one; inline, every signature's task would carry
+            // and copy it, with or without a risk service (docs/performance.md, item 33).
+            risk = Some(Box::pin(crate::risk::before_signing(core, gate, actor, &subject)).await?);
         }
     }
     core.propose(
@@ -169,7 +172,9 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                     {
                         // This holder missed a binding change: bring it up to date with the
                         // committed wrapped key, read again here (the path is rare), once.
-                        Err(failure) if failure.binding_behind() => {
+                        // Boxed, as the risk checks are: a rare path kept out of the size
+                        // of every signature's future.
+                        Err(failure) if failure.binding_behind() => Box::pin(async {
                             let user = match core.view.user(user_id) {
                                 Ok(Some(user)) => user,
                                 Ok(None) => return Err(failure),
@@ -182,7 +187,8 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                                 .await?;
                             let retried = request(&holder, user.binding_seq);
                             Ok(chip.sign_authorized(retried).await?.signature)
-                        }
+                        })
+                        .await,
                         other => Ok(other?.signature),
                     }
                 }

@@ -13,6 +13,7 @@ pub use key::KeyApi;
 pub use terminal::TerminalApi;
 
 use crate::error::CoordError;
+use futures::FutureExt;
 use refusal_log::{RefusalLog, Verdict};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,35 +22,38 @@ use tonic::{Code, Response, Status};
 
 /// Runs one RPC's operation, recording `yunkey_rpc_requests_total{rpc,code}` and
 /// `yunkey_rpc_duration_seconds{rpc}`, and an audit line for refusals.
-pub(crate) async fn observe<T>(
+///
+/// Not `async fn`s, here and in [`observe_typed`]: an `async fn` keeps its future argument
+/// twice in its own future (once as the argument, once where it is awaited), and a sign
+/// call's future is kilobytes, copied whole when a task is spawned (docs/performance.md,
+/// item 33). `map` keeps it once.
+pub(crate) fn observe<'a, T: 'a>(
     rpc: &'static str,
-    actor: &str,
-    op: impl Future<Output = Result<T, CoordError>>,
-) -> Result<Response<T>, Status> {
-    observe_typed(rpc, actor, op)
-        .await
-        .map(Response::new)
-        .map_err(Status::from)
+    actor: &'a str,
+    op: impl Future<Output = Result<T, CoordError>> + 'a,
+) -> impl Future<Output = Result<Response<T>, Status>> + 'a {
+    observe_typed(rpc, actor, op).map(|result| result.map(Response::new).map_err(Status::from))
 }
 
 /// [`observe`], keeping the typed result: for one item of a batch call, recorded as its own
 /// request under `rpc`.
-pub(crate) async fn observe_typed<T>(
+pub(crate) fn observe_typed<'a, T: 'a>(
     rpc: &'static str,
-    actor: &str,
-    op: impl Future<Output = Result<T, CoordError>>,
-) -> Result<T, CoordError> {
+    actor: &'a str,
+    op: impl Future<Output = Result<T, CoordError>> + 'a,
+) -> impl Future<Output = Result<T, CoordError>> + 'a {
     let started = Instant::now();
-    let result = op.await;
-    match &result {
-        Ok(_) => count(rpc, Code::Ok, started),
-        Err(e) => {
-            let code = e.code();
-            count(rpc, code, started);
-            tracing::info!(target: "yunkey::audit", rpc, actor, code = code_name(code), error = %e, "request refused");
+    op.map(move |result| {
+        match &result {
+            Ok(_) => count(rpc, Code::Ok, started),
+            Err(e) => {
+                let code = e.code();
+                count(rpc, code, started);
+                tracing::info!(target: "yunkey::audit", rpc, actor, code = code_name(code), error = %e, "request refused");
+            }
         }
-    }
-    result
+        result
+    })
 }
 
 /// [`observe`] for a call anyone may make (no client certificate): the caller gets
