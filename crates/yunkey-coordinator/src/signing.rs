@@ -127,9 +127,9 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
                 ),
                 evidence: req.evidence.as_ref(),
             };
-            // Boxed: the risk checks' future (gRPC calls to the business's services) is
-            // larger than the rest of this one; inline, every signature's task would carry
-            // and copy it, with or without a risk service (docs/performance.md, item 33).
+            // Boxed, as the rare repair of a holder's binding below is: kept out of the size
+            // of every signature's future, which a deployment without risk checks would
+            // carry for nothing (docs/performance.md, item 33).
             risk = Some(Box::pin(crate::risk::before_signing(core, gate, actor, &subject)).await?);
         }
     }
