@@ -126,3 +126,33 @@ pub(crate) fn code_name(code: Code) -> &'static str {
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Core;
+    use crate::signing::{sign, Caller};
+    use yunkey_proto::v1::SignRequest;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, C, R>(_f: impl FnOnce(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Each item of a `SignBatch` call is a task holding `observe_typed(sign(..))`, copied
+    /// whole when it is spawned (docs/performance.md, item 33): neither may grow back to the
+    /// 9,232 and 18,552 bytes they were, by an `async fn` wrapper keeping the sign future
+    /// twice or by a large future (openraft's write) inline in the sign path.
+    #[test]
+    fn a_sign_task_stays_small() {
+        let signing = returned_size::<&'static Core, Caller<'static>, SignRequest, _>(sign);
+        let observed = returned_size(|core: &'static Core, caller: Caller<'static>, req| {
+            observe_typed("SignBatchItem", "actor", sign(core, caller, req))
+        });
+        assert!(signing < 6_000, "the sign future is {signing} bytes");
+        assert!(
+            observed < signing + 256,
+            "observing a {signing}-byte future takes {observed} bytes"
+        );
+    }
+}
