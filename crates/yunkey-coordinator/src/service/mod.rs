@@ -23,10 +23,10 @@ use tonic::{Code, Response, Status};
 /// Runs one RPC's operation, recording `yunkey_rpc_requests_total{rpc,code}` and
 /// `yunkey_rpc_duration_seconds{rpc}`, and an audit line for refusals.
 ///
-/// Not `async fn`s, here and in [`observe_typed`]: an `async fn` keeps its future argument
-/// twice in its own future (once as the argument, once where it is awaited), and a sign
-/// call's future is kilobytes, copied whole when a task is spawned (docs/performance.md,
-/// item 33). `map` keeps it once.
+/// Not `async fn`s, here and in [`observe_typed`] and [`observe_unauthenticated`]: an
+/// `async fn` keeps its future argument twice in its own future (once as the argument, once
+/// where it is awaited), and a sign call's future is kilobytes, copied whole when a task is
+/// spawned (docs/performance.md, item 33). `map` keeps it once.
 pub(crate) fn observe<'a, T: 'a>(
     rpc: &'static str,
     actor: &'a str,
@@ -60,15 +60,15 @@ pub(crate) fn observe_typed<'a, T: 'a>(
 /// [`CoordError::to_unauthenticated_status`], which tells nothing about users; the audit
 /// line keeps the distinct reason and the source address, but only as many lines as
 /// `refusals` lets through (the rest are counted in its summary line).
-pub(crate) async fn observe_unauthenticated<T>(
+pub(crate) fn observe_unauthenticated<'a, T: 'a>(
     rpc: &'static str,
-    actor: &str,
+    actor: &'a str,
     source: Option<SocketAddr>,
-    refusals: &RefusalLog,
-    op: impl Future<Output = Result<T, CoordError>>,
-) -> Result<Response<T>, Status> {
+    refusals: &'a RefusalLog,
+    op: impl Future<Output = Result<T, CoordError>> + 'a,
+) -> impl Future<Output = Result<Response<T>, Status>> + 'a {
     let started = Instant::now();
-    match op.await {
+    op.map(move |result| match result {
         Ok(v) => {
             count(rpc, Code::Ok, started);
             Ok(Response::new(v))
@@ -94,7 +94,7 @@ pub(crate) async fn observe_unauthenticated<T>(
             }
             Err(status)
         }
-    }
+    })
 }
 
 fn count(rpc: &'static str, code: Code, started: Instant) {
