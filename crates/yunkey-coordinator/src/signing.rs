@@ -62,9 +62,10 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     check_signature_field("authorization.signature", &authorization.signature)?;
     let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
     // Without a request id, the transaction itself is the idempotency key: a blind retry of
-    // the same authorization gets a signature instead of a replay error.
-    let request_id =
-        crate::enroll::request_id(&req.request_id, || format!("sign-{}", hex::encode(tx_hash)))?;
+    // the same authorization gets a signature instead of a replay error (see `Retry`).
+    if !req.request_id.is_empty() {
+        validate::identifier("request_id", &req.request_id)?;
+    }
 
     let signer = match core.view.with_user(&req.user_id, |user| {
         Signer::read(user, &authorization.device_id)
@@ -99,20 +100,14 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
 
     crate::risk::check_evidence(req.evidence.as_ref(), req.location.as_ref())?;
 
-    // A retry of a committed request gets its first result (from `propose`): it was checked
-    // and recorded then.
-    let mut risk = None;
-    if core
-        .prior(&request_id, "sign", &[req.user_id.as_bytes(), &tx_hash])?
-        .is_none()
-    {
-        // An obvious replay is refused here without a Raft write; the state machine makes
-        // the authoritative check when the entry applies.
-        if let Some(entry) = core.view.ledger(&tx_hash)? {
-            return Err(CoordError::AuthorizationUsed {
-                consumed_at: entry.consumed_at,
-            });
-        }
+    let retry = Retry {
+        request_id: &req.request_id,
+        user_id: &req.user_id,
+        device_id: &authorization.device_id,
+        tx_hash: &tx_hash,
+    };
+    if !retry.consumed(core)? {
+        let mut risk = None;
         if let Some(gate) = &core.risk {
             let subject = crate::risk::Subject {
                 user_id: &req.user_id,
@@ -132,20 +127,28 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
             // carry for nothing (docs/performance.md, item 33).
             risk = Some(Box::pin(crate::risk::before_signing(core, gate, actor, &subject)).await?);
         }
+        let consumed = core
+            .propose(
+                &req.request_id,
+                actor,
+                Op::ConsumeChecked {
+                    user_id: req.user_id.clone(),
+                    device_id: authorization.device_id.clone(),
+                    tx_hash,
+                    expires_at: tx.expires_at,
+                    risk,
+                },
+            )
+            .await;
+        match consumed {
+            Ok(_) => {}
+            // The same transaction without a request id, consumed by a copy of this call
+            // that was proposed at the same time: a retry after all.
+            Err(CoordError::AuthorizationUsed { .. })
+                if req.request_id.is_empty() && retry.consumed(core)? => {}
+            Err(e) => return Err(e),
+        }
     }
-    core.propose(
-        &request_id,
-        actor,
-        Op::ConsumeChecked {
-            user_id: req.user_id.clone(),
-            device_id: authorization.device_id.clone(),
-            tx_hash,
-            expires_at: tx.expires_at,
-            risk,
-        },
-    )
-    .await?;
-
     let ca_certificate = core.ca_certificate(signer.algorithm)?;
     let (user_id, binding_seq) = (&req.user_id, signer.binding_seq);
     let (holder, signature) = core
@@ -203,6 +206,56 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         chip_id: holder.chip_id,
         distinguishing_id,
     })
+}
+
+/// Whether a sign request repeats one whose authorization is already consumed: then it is
+/// signed again without a second consumption (the chip re-checks the authorization as for the
+/// first). With a request id, the request's stored result says so. Without one, the
+/// transaction is the key, and the ledger entry of its authorization is the record: that
+/// consume is proposed without a request id, so no request record repeats the ledger entry
+/// (docs/performance.md, item 34). An entry consumed under a request id of the caller's is
+/// not this request's, nor is one of another user or device: a replay, refused as used.
+struct Retry<'a> {
+    request_id: &'a str,
+    user_id: &'a str,
+    device_id: &'a str,
+    tx_hash: &'a [u8; 32],
+}
+
+impl Retry<'_> {
+    /// The request id that a sign without one was stored under until 2026-12-05: such
+    /// entries, consumed before, are still this request's.
+    fn legacy_request_id(&self) -> String {
+        format!("sign-{}", hex::encode(self.tx_hash))
+    }
+
+    /// `true` if this request's authorization is consumed already (a retry); an error if it
+    /// was consumed by another request; `false` if it is not consumed (as far as this node
+    /// has applied: the state machine makes the authoritative check).
+    fn consumed(&self, core: &Core) -> Result<bool> {
+        if !self.request_id.is_empty() {
+            let subject: [&[u8]; 2] = [self.user_id.as_bytes(), self.tx_hash];
+            if core.prior(self.request_id, "sign", &subject)?.is_some() {
+                return Ok(true);
+            }
+        }
+        match core.view.ledger(self.tx_hash)? {
+            None => Ok(false),
+            Some(entry)
+                if self.request_id.is_empty()
+                    && entry.user_id == self.user_id
+                    && entry.device_id == self.device_id
+                    && (entry.request_id.is_empty()
+                        || entry.request_id == self.legacy_request_id()) =>
+            {
+                Ok(true)
+            }
+            // An obvious replay is refused here without a Raft write.
+            Some(entry) => Err(CoordError::AuthorizationUsed {
+                consumed_at: entry.consumed_at,
+            }),
+        }
+    }
 }
 
 /// Checks a signature against a user's key: a P-256 signature over the transaction's SHA-256

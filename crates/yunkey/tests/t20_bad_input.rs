@@ -294,6 +294,36 @@ async fn sign_batch_items_answered_in_place() {
         Some(Outcome::Signed(s)) => assert_eq!(s.tx_hash, signed(0).tx_hash),
         other => panic!("retry: {other:?}"),
     }
+    // Neither went through Raft: the replay is refused by the ledger here, and the retry is
+    // known from the ledger entry, which is its record (no request record repeats it).
+    assert_eq!(
+        counts(&dev).await.2,
+        before.2,
+        "a replay and a retry write nothing"
+    );
+
+    // Two copies of a new request without a request id, proposed together: one consumes the
+    // authorization, the other is its retry, and both are signed.
+    let tx_c = transaction("alice", "9");
+    let results = key
+        .sign_batch(SignBatchRequest {
+            items: vec![
+                alice.sign_request("", tx_c.clone()),
+                alice.sign_request("", tx_c.clone()),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let hashes: Vec<Vec<u8>> = results
+        .iter()
+        .map(|r| match &r.result {
+            Some(Outcome::Signed(s)) => s.tx_hash.clone(),
+            other => panic!("a copy: {other:?}"),
+        })
+        .collect();
+    assert_eq!(hashes[0], hashes[1]);
 
     // No item, or more than 256: refused whole, naming `items`; nothing changes.
     let before_sizes = counts(&dev).await;
