@@ -152,9 +152,11 @@ fn main() {
                     let seq = n + k;
                     let u = &users[(seq as usize) % USERS];
                     let hash = tx_hash(seq);
+                    // A sign without a request id of the caller's is proposed without one
+                    // (its ledger entry is its record; `signing::Retry`).
                     command(
                         now,
-                        format!("sign-{}", hex::encode(hash)),
+                        String::new(),
                         Op::ConsumeChecked {
                             user_id: u.user_id.clone(),
                             device_id: u.devices[0].device_id.clone(),
