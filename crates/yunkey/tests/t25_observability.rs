@@ -166,16 +166,21 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
     ]);
     let alice = enroll_with_device(&dev, "alice").await;
     let mut key = key_client(dev.business().current_channel());
-    let mut tx = transaction("alice", "1");
-    tx.expires_at = common::now() + 2;
-    key.sign(alice.sign_request("", tx)).await.unwrap();
+    // One signature under a request id of the caller's (its result is stored), one without
+    // (its ledger entry is its only record).
+    for (request_id, n) in [("pay-1", "1"), ("", "2")] {
+        let mut tx = transaction("alice", n);
+        tx.expires_at = common::now() + 2;
+        key.sign(alice.sign_request(request_id, tx)).await.unwrap();
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let text = scrape(&dev.metrics);
-        if text.contains(r#"yunkey_pruned_total{what="ledger"} 1"#) {
+        if text.contains(r#"yunkey_pruned_total{what="ledger"} 2"#) {
             assert!(
                 text.contains(r#"yunkey_pruned_total{what="requests"} 1"#),
-                "the signature's stored result goes with its ledger entry:\n{text}"
+                "the stored result of the signature with a request id goes with its ledger \
+                 entry, and the other has none:\n{text}"
             );
             assert!(
                 text.contains(r#"yunkey_pruned_total{what="audit"}"#),
@@ -185,11 +190,11 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the ledger entry was not pruned within 30 s:\n{text}"
+            "the ledger entries were not pruned within 30 s:\n{text}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    // Enrolment, device registration and the signature: in the log, chained.
+    // Enrolment, device registration and the signatures: in the log, chained.
     let dir = dev.data.join("coordinator").join("audit");
     let report = common::yunkey_ok(&["audit-log", "verify", dir.to_str().unwrap()]);
     assert!(report.contains("audit log intact"), "{report}");
