@@ -63,9 +63,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     let (canonical, tx_hash) = tx::encode_and_hash(&tx)?;
     // Without a request id, the transaction itself is the idempotency key: a blind retry of
     // the same authorization gets a signature instead of a replay error (see `Retry`).
-    if !req.request_id.is_empty() {
-        validate::identifier("request_id", &req.request_id)?;
-    }
+    let request_id = crate::enroll::request_id(&req.request_id, String::new)?;
 
     let signer = match core.view.with_user(&req.user_id, |user| {
         Signer::read(user, &authorization.device_id)
@@ -101,7 +99,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
     crate::risk::check_evidence(req.evidence.as_ref(), req.location.as_ref())?;
 
     let retry = Retry {
-        request_id: &req.request_id,
+        request_id: &request_id,
         user_id: &req.user_id,
         device_id: &authorization.device_id,
         tx_hash: &tx_hash,
@@ -129,7 +127,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
         }
         let consumed = core
             .propose(
-                &req.request_id,
+                &request_id,
                 actor,
                 Op::ConsumeChecked {
                     user_id: req.user_id.clone(),
@@ -145,7 +143,7 @@ pub async fn sign(core: &Core, caller: Caller<'_>, req: SignRequest) -> Result<S
             // The same transaction without a request id, consumed by a copy of this call
             // that was proposed at the same time: a retry after all.
             Err(CoordError::AuthorizationUsed { .. })
-                if req.request_id.is_empty() && retry.consumed(core)? => {}
+                if request_id.is_empty() && retry.consumed(core)? => {}
             Err(e) => return Err(e),
         }
     }

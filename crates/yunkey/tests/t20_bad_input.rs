@@ -22,9 +22,15 @@ async fn counts(dev: &Dev) -> (u64, u64, u64) {
     (s.users, s.devices, s.applied_index)
 }
 
+/// A dev cluster whose leader does not prune while the test runs: a prune is a Raft write,
+/// and these tests read the applied index to check that refusals and retries write nothing.
+fn dev_without_prunes() -> Dev {
+    Dev::start_args(&["--prune-every", "86400"])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_refusals() {
-    let dev = Dev::start();
+    let dev = dev_without_prunes();
     let alice = enroll_with_device(&dev, "alice").await;
     let bob = enroll_with_device(&dev, "bob").await;
     let mut key = key_client(dev.business().current_channel());
@@ -216,7 +222,7 @@ async fn sign_refusals() {
 /// stops nothing else; a batch of no item or too many is refused whole and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_batch_items_answered_in_place() {
-    let dev = Dev::start();
+    let dev = dev_without_prunes();
     let alice = enroll_with_device(&dev, "alice").await;
     let bob = enroll_with_device(&dev, "bob").await;
     let mut key = key_client(dev.business().current_channel());
@@ -346,7 +352,7 @@ async fn sign_batch_items_answered_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_and_registration_refusals() {
-    let dev = Dev::start();
+    let dev = dev_without_prunes();
     let mut key = key_client(dev.business().current_channel());
     let mut terminal = terminal_client(dev.device().current_channel());
     let enroll = |user: &str, alg: i32, rid: &str| EnrollUserRequest {
