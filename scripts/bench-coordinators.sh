@@ -17,7 +17,8 @@
 #
 # Environment: CONCURRENCY (1,16,64), SECONDS_PER_LEVEL (5), ROUNDS (3), BASE_PORT (17400),
 # CHIPS (4), SIGN_USERS (256), SIGN_CONCURRENCY (1,8,32,64), SIGN_BATCH (1: KeyService.Sign;
-# N > 1: KeyService.SignBatch of N signatures per call), YUNKEY_ONLY=1 (no etcd side: no
+# N > 1: KeyService.SignBatch of N signatures per call), PACED (0.5: after the concurrency
+# levels, an open-loop level at these fractions of their best rate; empty for none), YUNKEY_ONLY=1 (no etcd side: no
 # etcd, etcd-bench or protoc needed),
 # BENCH_DIR (parent of the temporary work dir; default /tmp), KEEP=1 keeps the work dir,
 # NO_BUILD=1 uses the binaries already built, RUN_LIMIT (seconds for each bench run, 600),
@@ -35,6 +36,7 @@ CHIPS_N=${CHIPS:-4}
 SIGN_USERS=${SIGN_USERS:-256}
 SIGN_CONCURRENCY=${SIGN_CONCURRENCY:-1,8,32,64}
 SIGN_BATCH=${SIGN_BATCH:-1}
+PACED=${PACED-0.5}
 YUNKEY_ONLY=${YUNKEY_ONLY:-}
 BASE_PORT=${BASE_PORT:-17400}
 RUN_LIMIT=${RUN_LIMIT:-600}
@@ -186,7 +188,7 @@ SIGN_LOAD_BEFORE=$(load)
 echo "== yunkey bench: authorized signatures through the cluster (load $SIGN_LOAD_BEFORE)" >&2
 timeout "$RUN_LIMIT" "$YUNKEY" "${YK_CLIENT[@]}" --json bench --users "$SIGN_USERS" \
     --concurrency "$SIGN_CONCURRENCY" --seconds "$SECONDS_PER_LEVEL" --replicas 2 \
-    --batch "$SIGN_BATCH" >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
+    --batch "$SIGN_BATCH" ${PACED:+--paced-at "$PACED"} >"$WORK/signatures.json" || die "yunkey bench (signatures) failed (see $WORK/log)"
 SIGN_LOAD_AFTER=$(load)
 # Where the bench's keys went (placement spreads them over the chips).
 "$YUNKEY" "${YK_OPERATOR[@]}" --endpoint "https://127.0.0.1:$(yk_port 1)" ctl chip list >&2
@@ -210,7 +212,8 @@ jq -r '"crypto ceiling, reference (ring, 2 verifications + 1 signature): \(.ring
        "crypto ceiling, ours (servers'"'"' code, device signature included): \(.crypto_ceiling_per_second|floor)/s",
        "enrolment: \(.enrollments_per_second|floor)/s of a crypto ceiling of \(.enrolment_ceiling_per_second|floor)/s",
        (.levels[] | "  concurrency \(.concurrency): \(.signatures_per_second|floor)/s  p50 \(.p50_ms*100|round/100) ms  p99 \(.p99_ms*100|round/100) ms  errors \(.errors)"),
-       "best: \(.best_signatures_per_second|floor)/s = \(.best_fraction_of_ring_ceiling*1000|round/10)% of the reference, \(.best_fraction_of_ceiling*1000|round/10)% of ours"' "$S"
+       "best: \(.best_signatures_per_second|floor)/s = \(.best_fraction_of_ring_ceiling*1000|round/10)% of the reference, \(.best_fraction_of_ceiling*1000|round/10)% of ours",
+       (.paced[] | "  paced at \(.fraction_of_best) of best (open loop, asked \(.target_calls_per_second*'"$SIGN_BATCH"'|floor)/s): \(.signatures_per_second|floor)/s  p50 \(.p50_ms*100|round/100) ms  p99 \(.p99_ms*100|round/100) ms  in flight <= \(.max_in_flight)  errors \(.errors)")' "$S"
 if [ -n "$YUNKEY_ONLY" ]; then
     echo
     Y=$WORK/yunkey.json

@@ -271,8 +271,38 @@ fn enrol_rate_per_core(window: Duration, algorithm: Algorithm, replicas: usize) 
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// One level of authorized signatures: worker `w` uses `conns[w % len]` and signs for the
-/// users in turn, `batch` signatures per call (`Sign` for 1, `SignBatch` for more).
+/// One call of the load: `batch` signatures (`Sign` for 1, `SignBatch` for more) for the
+/// users from turn `first` on (`stride` apart), over `conn`.
+fn sign_call(
+    conn: &Connection,
+    users: &[BenchUser],
+    seq: &AtomicU64,
+    batch: usize,
+    first: usize,
+    stride: usize,
+) -> impl std::future::Future<Output = Result<u64, tonic::Status>> + Send + 'static {
+    let mut items: Vec<_> = (0..batch)
+        .map(|k| {
+            let turn = first + k * stride;
+            sign_request(
+                &users[turn % users.len()],
+                seq.fetch_add(1, Ordering::Relaxed),
+            )
+        })
+        .collect();
+    let mut client = key_client(conn.current_channel());
+    async move {
+        if items.len() == 1 {
+            let req = items.pop().expect("one item");
+            client.sign(req).await.map(|_| 1)
+        } else {
+            signed_items(client.sign_batch(SignBatchRequest { items }).await?)
+        }
+    }
+}
+
+/// One closed-loop level of authorized signatures: worker `w` uses `conns[w % len]` and signs
+/// for the users in turn.
 async fn run_level(
     conns: &[Connection],
     users: &Arc<Vec<BenchUser>>,
@@ -284,28 +314,33 @@ async fn run_level(
     load::run_level(concurrency, window, |w| {
         let (conn, users, seq) = (conns[w % conns.len()].clone(), users.clone(), seq.clone());
         move |i| {
-            let mut items: Vec<_> = (0..batch)
-                .map(|k| {
-                    let turn = (i as usize * batch + k) * concurrency + w;
-                    sign_request(
-                        &users[turn % users.len()],
-                        seq.fetch_add(1, Ordering::Relaxed),
-                    )
-                })
-                .collect();
-            let mut client = key_client(conn.current_channel());
-            async move {
-                if items.len() == 1 {
-                    let req = items.pop().expect("one item");
-                    client.sign(req).await.map(|_| 1)
-                } else {
-                    signed_items(client.sign_batch(SignBatchRequest { items }).await?)
-                }
-            }
+            let first = i as usize * batch * concurrency + w;
+            sign_call(&conn, &users, &seq, batch, first, concurrency)
         }
     })
     .await
 }
+
+/// One open-loop level: `rate` signatures per second (in calls of `batch`), call `i` over
+/// `conns[i % len]`, the users in turn.
+async fn run_paced(
+    conns: &[Connection],
+    users: &Arc<Vec<BenchUser>>,
+    rate: f64,
+    batch: usize,
+    window: Duration,
+) -> anyhow::Result<load::Paced> {
+    let seq = AtomicU64::new(0);
+    load::run_paced(rate / batch as f64, window, PACED_MAX_IN_FLIGHT, |i| {
+        let conn = &conns[i as usize % conns.len()];
+        sign_call(conn, users, &seq, batch, i as usize * batch, 1)
+    })
+    .await
+}
+
+/// The most calls a paced level keeps in flight; a call due beyond it waits, and the wait
+/// counts in its latency.
+pub const PACED_MAX_IN_FLIGHT: usize = 1024;
 
 /// The items a `SignBatch` call signed; its first refused item, if any, fails the call (so
 /// the level reports it as an error).
@@ -376,6 +411,17 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         levels.push(level);
     }
     let best = levels.iter().map(|l| l.rate).fold(0.0, f64::max);
+    let mut paced = Vec::new();
+    for &fraction in &args.paced_at {
+        if best <= 0.0 {
+            bail!("--paced-at needs a rate to pace against: no concurrency level signed anything");
+        }
+        let p = run_paced(&conns, &users, fraction * best, batch, window).await?;
+        if let Some(e) = &p.level.first_error {
+            eprintln!("bench: paced at {fraction} of the peak: first error: {e}");
+        }
+        paced.push((fraction, p));
+    }
     print(
         g.json,
         json!({
@@ -387,6 +433,11 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
             "crypto_per_core_per_second": per_core,
             "cores": cores,
             "levels": levels.iter().map(|l| l.json("signatures_per_second")).collect::<Vec<_>>(),
+            "paced": paced.iter().map(|(fraction, p)| {
+                let mut v = p.json("signatures_per_second");
+                v["fraction_of_best"] = (*fraction).into();
+                v
+            }).collect::<Vec<_>>(),
             "best_signatures_per_second": best,
             "best_fraction_of_ceiling": best / ceiling,
             "ring_ceiling_per_second": ring_ceiling,
@@ -414,6 +465,25 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
                 out.push_str(&format!(
                     "{:>11}  {:>12.0}  {:>6.2}  {:>6.2}  {:>6}\n",
                     l.concurrency, l.rate, l.p50_ms, l.p99_ms, l.errors
+                ));
+            }
+            if !paced.is_empty() {
+                out.push_str(&format!(
+                    "\npaced (open loop; latency from each call's due time; at most {PACED_MAX_IN_FLIGHT} in flight)\n\
+                     of best  asked/s  signatures/s  p50 ms  p99 ms  in flight  errors\n"
+                ));
+            }
+            for (fraction, p) in &paced {
+                let l = &p.level;
+                out.push_str(&format!(
+                    "{:>7.2}  {:>7.0}  {:>12.0}  {:>6.2}  {:>6.2}  {:>9}  {:>6}\n",
+                    fraction,
+                    p.target_rate * batch as f64,
+                    l.rate,
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.concurrency,
+                    l.errors
                 ));
             }
             out.push_str(&format!(

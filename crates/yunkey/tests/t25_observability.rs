@@ -225,8 +225,8 @@ async fn expired_authorizations_are_pruned_by_the_leader() {
     assert!(stderr.contains("was changed"), "{stderr}");
 }
 
-/// Bad input to the audit log's verifier and to the prune flags gets a message naming what
-/// to fix.
+/// Bad input to the audit log's verifier, the prune flags, `--chip-batch` and the bench's
+/// `--paced-at` gets a message naming what to fix.
 #[test]
 fn audit_log_verify_prune_and_chip_batch_flags_refuse_bad_input() {
     let run = |args: &[&str]| {
@@ -259,6 +259,13 @@ fn audit_log_verify_prune_and_chip_batch_flags_refuse_bad_input() {
             "{err}"
         );
     }
+    for f in ["0", "1.5", "-0.5", "half"] {
+        let err = run(&["bench", &format!("--paced-at={f}")]);
+        assert!(
+            err.contains("--paced-at") && err.contains("at most 1, such as 0.5"),
+            "{err}"
+        );
+    }
 }
 
 /// `yunkey bench` reports its rates beside the three ceilings of the same run (ours, the ring
@@ -277,6 +284,8 @@ fn bench_reports_rates_beside_its_ceilings() {
         "1",
         "--connections",
         "1",
+        "--paced-at",
+        "0.5",
     ]);
     let v = common::json(&out);
     let num = |k: &str| {
@@ -299,6 +308,18 @@ fn bench_reports_rates_beside_its_ceilings() {
         assert!(level["signatures_per_second"].as_f64().unwrap() > 0.0);
     }
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    // The open-loop level asks for half the best closed-loop rate, in calls of one signature.
+    let paced = v["paced"].as_array().expect("paced levels");
+    assert_eq!(paced.len(), 1, "one entry per --paced-at fraction: {v}");
+    let p = &paced[0];
+    assert_eq!(p["fraction_of_best"], 0.5);
+    assert!(close(
+        p["target_calls_per_second"].as_f64().unwrap(),
+        0.5 * num("best_signatures_per_second")
+    ));
+    assert_eq!(p["errors"], 0, "no failed signature: {p}");
+    assert!(p["ok"].as_u64().unwrap() > 0 && p["max_in_flight"].as_u64().unwrap() >= 1);
+    assert!(p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
     assert!(close(
         num("best_fraction_of_ring_ceiling"),
         num("best_signatures_per_second") / num("ring_ceiling_per_second")

@@ -511,6 +511,16 @@ impl DevicePolicyArgs {
     }
 }
 
+/// `--paced-at`: a fraction of the peak rate, above 0 and at most 1.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "{text:?} is not a fraction of the peak: give a number above 0 and at most 1, such as 0.5"
+        )),
+    }
+}
+
 /// `--unauthenticated-rate`: requests per second and burst per source address, or `None` for
 /// off.
 #[derive(Debug, Clone, Copy)]
@@ -974,6 +984,12 @@ pub struct BenchArgs {
     /// Client connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// After the concurrency levels, open-loop levels at these fractions of the best rate
+    /// they reached (0.5 = half the peak), --seconds each: calls leave on a fixed schedule
+    /// whether or not earlier ones have returned, and each call's latency counts from the
+    /// time it was due.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fraction)]
+    pub paced_at: Vec<f64>,
     /// Signatures per call: 1 sends KeyService.Sign; more sends KeyService.SignBatch with
     /// that many items (1 to 256), as a gateway relaying many phones would. The rate counts
     /// signatures; the latencies are of the calls.
