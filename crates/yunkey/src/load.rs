@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 /// The figures of one level.
@@ -46,6 +47,64 @@ impl Level {
     }
 }
 
+/// What the calls of one level gave, shared by the tasks that make them.
+#[derive(Clone)]
+struct Tally {
+    hist: Arc<Mutex<Histogram<u64>>>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            hist: Arc::new(Mutex::new(Histogram::new(3)?)),
+            ok: Arc::default(),
+            errors: Arc::default(),
+            first_error: Arc::default(),
+        })
+    }
+
+    /// Counts one call: a success's operations, with its latency in `hist`; a failure, whose
+    /// code and message are kept if it is the first.
+    fn count(
+        &self,
+        result: Result<u64, tonic::Status>,
+        latency: Duration,
+        hist: &mut Histogram<u64>,
+    ) {
+        match result {
+            Ok(done) => {
+                hist.record(latency.as_micros() as u64).ok();
+                self.ok.fetch_add(done, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().expect("poisoned");
+                if first.is_none() {
+                    *first = Some(format!("{:?}: {}", e.code(), e.message()));
+                }
+            }
+        }
+    }
+
+    /// The level's figures, `elapsed` after it started.
+    fn level(&self, concurrency: usize, elapsed: Duration) -> Level {
+        let hist = self.hist.lock().expect("poisoned");
+        let ok = self.ok.load(Ordering::Relaxed);
+        Level {
+            concurrency,
+            ok,
+            errors: self.errors.load(Ordering::Relaxed),
+            rate: ok as f64 / elapsed.as_secs_f64(),
+            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            first_error: self.first_error.lock().expect("poisoned").clone(),
+        }
+    }
+}
+
 /// Runs `concurrency` workers for `window`. `worker(w)` makes worker `w`'s call: called with
 /// 0, 1, 2, ... until the window closes, it returns one call's future, which gives the number
 /// of operations the call did (1 for a single call).
@@ -59,44 +118,24 @@ where
     C: FnMut(u64) -> Fut + Send + 'static,
     Fut: Future<Output = Result<u64, tonic::Status>> + Send,
 {
-    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
+    let tally = Tally::new()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(Mutex::new(None::<String>));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let mut call = worker(w);
-            let (hist, stop, ok, errors, first_error) = (
-                hist.clone(),
-                stop.clone(),
-                ok.clone(),
-                errors.clone(),
-                first_error.clone(),
-            );
+            let (tally, stop) = (tally.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut local = hdrhistogram::Histogram::<u64>::new(3).expect("valid bounds");
+                // Each worker times into its own histogram, merged at the end: no lock per call.
+                let mut local = Histogram::<u64>::new(3).expect("valid bounds");
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     let result = call(i).await;
                     i += 1;
-                    match result {
-                        Ok(done) => {
-                            local.record(t.elapsed().as_micros() as u64).ok();
-                            ok.fetch_add(done, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            let mut first = first_error.lock().expect("poisoned");
-                            if first.is_none() {
-                                *first = Some(format!("{:?}: {}", e.code(), e.message()));
-                            }
-                        }
-                    }
+                    tally.count(result, t.elapsed(), &mut local);
                 }
-                hist.lock().expect("poisoned").add(&local).ok();
+                tally.hist.lock().expect("poisoned").add(&local).ok();
             })
         })
         .collect();
@@ -105,19 +144,7 @@ where
     for w in workers {
         w.await?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let hist = hist.lock().expect("poisoned");
-    let ok = ok.load(Ordering::Relaxed);
-    let first_error = first_error.lock().expect("poisoned").clone();
-    Ok(Level {
-        concurrency,
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        rate: ok as f64 / elapsed,
-        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-        first_error,
-    })
+    Ok(tally.level(concurrency, started.elapsed()))
 }
 
 /// The figures of one open-loop level ([`run_paced`]).
@@ -160,10 +187,7 @@ where
         "a paced level needs a positive rate, not {rate}"
     );
     anyhow::ensure!(max_in_flight > 0, "a paced level needs room for one call");
-    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(Mutex::new(None::<String>));
+    let tally = Tally::new()?;
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut max_seen = 0;
     let mut calls = tokio::task::JoinSet::new();
@@ -175,50 +199,20 @@ where
         let slot = slots.clone().acquire_owned().await?;
         max_seen = max_seen.max(max_in_flight - slots.available_permits());
         let fut = call(i);
-        let (hist, ok, errors, first_error) = (
-            hist.clone(),
-            ok.clone(),
-            errors.clone(),
-            first_error.clone(),
-        );
+        let tally = tally.clone();
         calls.spawn(async move {
             let result = fut.await;
             let latency = due.elapsed();
             drop(slot);
-            match result {
-                Ok(done) => {
-                    let micros = latency.as_micros() as u64;
-                    hist.lock().expect("poisoned").record(micros).ok();
-                    ok.fetch_add(done, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    let mut first = first_error.lock().expect("poisoned");
-                    if first.is_none() {
-                        *first = Some(format!("{:?}: {}", e.code(), e.message()));
-                    }
-                }
-            }
+            tally.count(result, latency, &mut tally.hist.lock().expect("poisoned"));
         });
         // Reap finished calls as they go, so the set stays as small as what is in flight.
         while calls.try_join_next().transpose()?.is_some() {}
     }
     while calls.join_next().await.transpose()?.is_some() {}
-    let elapsed = started.elapsed().as_secs_f64();
-    let hist = hist.lock().expect("poisoned");
-    let ok = ok.load(Ordering::Relaxed);
-    let first_error = first_error.lock().expect("poisoned").clone();
     Ok(Paced {
         target_rate: rate,
-        level: Level {
-            concurrency: max_seen,
-            ok,
-            errors: errors.load(Ordering::Relaxed),
-            rate: ok as f64 / elapsed,
-            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-            first_error,
-        },
+        level: tally.level(max_seen, started.elapsed()),
     })
 }
 
