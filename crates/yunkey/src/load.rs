@@ -167,10 +167,10 @@ impl Paced {
     }
 }
 
-/// Sends `call(0)`, `call(1)`, ... at `rate` calls per second for `window`, each due at
-/// `start + i / rate`, with at most `max_in_flight` calls outstanding (when that many are,
-/// the next call waits, and its wait counts in its latency). A call's latency runs from the
-/// time it was due to its reply. Tokio's timer ticks in milliseconds, so the calls due
+/// Sends `call(0)`, `call(1)`, ... at `rate` calls per second for `window` (at least one
+/// call), each due at `start + i / rate`, with at most `max_in_flight` calls outstanding
+/// (when that many are, the next call waits, and its wait counts in its latency). A call's
+/// latency runs from the time it was due to its reply. Tokio's timer ticks in milliseconds, so the calls due
 /// within one tick leave together.
 pub async fn run_paced<C, Fut>(
     rate: f64,
@@ -192,7 +192,8 @@ where
     let mut max_seen = 0;
     let mut calls = tokio::task::JoinSet::new();
     let started = Instant::now();
-    let total = (rate * window.as_secs_f64()).round() as u64;
+    // At least one call, so that a rate too low for the window still gives a latency.
+    let total = ((rate * window.as_secs_f64()).round() as u64).max(1);
     for i in 0..total {
         let due = started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
@@ -256,6 +257,15 @@ mod tests {
             "the last calls waited for the ones before: p99 {} ms",
             p.level.p99_ms
         );
+    }
+
+    /// A rate too low for the window still sends one call, so the level has a latency.
+    #[tokio::test]
+    async fn a_slow_rate_sends_at_least_one_call() {
+        let p = run_paced(1.0, Duration::from_millis(100), 4, |_| async { Ok(1) })
+            .await
+            .unwrap();
+        assert_eq!((p.level.ok, p.level.errors, p.level.concurrency), (1, 0, 1));
     }
 
     #[tokio::test]
