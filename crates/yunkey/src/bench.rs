@@ -411,11 +411,11 @@ pub async fn run(g: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         levels.push(level);
     }
     let best = levels.iter().map(|l| l.rate).fold(0.0, f64::max);
+    if !args.paced_at.is_empty() && best <= 0.0 {
+        bail!("--paced-at needs a rate to pace against: no concurrency level signed anything");
+    }
     let mut paced = Vec::new();
     for &fraction in &args.paced_at {
-        if best <= 0.0 {
-            bail!("--paced-at needs a rate to pace against: no concurrency level signed anything");
-        }
         let p = run_paced(&conns, &users, fraction * best, batch, window).await?;
         if let Some(e) = &p.level.first_error {
             eprintln!("bench: paced at {fraction} of the peak: first error: {e}");

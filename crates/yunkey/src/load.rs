@@ -162,7 +162,9 @@ impl Paced {
         let mut v = self.level.json(rate_name);
         v["target_calls_per_second"] = self.target_rate.into();
         v["max_in_flight"] = self.level.concurrency.into();
-        v.as_object_mut().map(|o| o.remove("concurrency"));
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("concurrency");
+        }
         v
     }
 }
@@ -170,8 +172,8 @@ impl Paced {
 /// Sends `call(0)`, `call(1)`, ... at `rate` calls per second for `window` (at least one
 /// call), each due at `start + i / rate`, with at most `max_in_flight` calls outstanding
 /// (when that many are, the next call waits, and its wait counts in its latency). A call's
-/// latency runs from the time it was due to its reply. Tokio's timer ticks in milliseconds, so the calls due
-/// within one tick leave together.
+/// latency runs from the time it was due to its reply. Tokio's timer ticks in milliseconds,
+/// so the calls due within one tick leave together.
 pub async fn run_paced<C, Fut>(
     rate: f64,
     window: Duration,
@@ -221,16 +223,21 @@ where
 mod tests {
     use super::*;
 
-    /// Calls that take 20 ms each, due every 5 ms: the schedule keeps its rate (about four
-    /// calls overlap) and each latency is at least the call's own 20 ms.
-    #[tokio::test]
-    async fn paced_calls_leave_on_schedule_and_overlap() {
-        let p = run_paced(200.0, Duration::from_millis(500), 64, |_| async {
+    /// Calls of 20 ms each, due every 5 ms for `window`, at most `max_in_flight` at once.
+    async fn twenty_ms_calls_every_5_ms(window: Duration, max_in_flight: usize) -> Paced {
+        run_paced(200.0, window, max_in_flight, |_| async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(1)
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Calls that take 20 ms each, due every 5 ms: the schedule keeps its rate (about four
+    /// calls overlap) and each latency is at least the call's own 20 ms.
+    #[tokio::test]
+    async fn paced_calls_leave_on_schedule_and_overlap() {
+        let p = twenty_ms_calls_every_5_ms(Duration::from_millis(500), 64).await;
         assert_eq!(p.level.ok, 100, "every scheduled call ran");
         assert!(p.level.p50_ms >= 20.0, "p50 {}", p.level.p50_ms);
         assert!(
@@ -244,12 +251,7 @@ mod tests {
     /// wait shows in the latency (it counts from the time each call was due).
     #[tokio::test]
     async fn a_call_held_back_counts_its_wait() {
-        let p = run_paced(200.0, Duration::from_millis(200), 1, |_| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok(1)
-        })
-        .await
-        .unwrap();
+        let p = twenty_ms_calls_every_5_ms(Duration::from_millis(200), 1).await;
         assert_eq!(p.level.ok, 40);
         assert_eq!(p.level.concurrency, 1);
         assert!(
