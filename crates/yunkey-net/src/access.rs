@@ -334,6 +334,7 @@ pub const RPC_ROLES: &[RpcRule] = &[
         "internal: the risk service asks the biometric unit",
     ),
     raft("AppendEntries"),
+    raft("AppendEntriesStream"),
     raft("Vote"),
     raft("InstallSnapshot"),
     raft("ClientWrite"),

@@ -1,13 +1,17 @@
 //! [`RaftGrpcServer`]: the server side of `yunkey.v1.RaftService`, dispatching to a local Raft.
 
 use std::fmt::Debug;
+use std::pin::Pin;
+
+use futures::Stream;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, LogId, Raft};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 use yunkey_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use yunkey_proto::v1::RaftPayload;
 
@@ -63,8 +67,8 @@ pub const TARGET_HEADER: &str = "x-yunkey-raft-target";
 impl<C: TypeConfig> RaftGrpcServer<C> {
     /// Refuses a request whose [`TARGET_HEADER`] names another node (a request without it, from
     /// an older peer, is accepted).
-    fn check_target(&self, request: &Request<RaftPayload>) -> Result<(), Status> {
-        let Some(value) = request.metadata().get(TARGET_HEADER) else {
+    fn check_target(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let Some(value) = metadata.get(TARGET_HEADER) else {
             return Ok(());
         };
         let target: u64 = value
@@ -84,24 +88,63 @@ impl<C: TypeConfig> RaftGrpcServer<C> {
 }
 
 fn parse<T: DeserializeOwned>(req: Request<RaftPayload>, what: &str) -> Result<T, Status> {
-    decode(&req.into_inner().data)
+    parse_payload(&req.into_inner(), what)
+}
+
+fn parse_payload<T: DeserializeOwned>(payload: &RaftPayload, what: &str) -> Result<T, Status> {
+    decode(&payload.data)
         .map_err(|e| Status::invalid_argument(format!("malformed {what} payload: {e}")))
 }
 
 /// Counts an `AppendEntries` call received and the entries it carries: how many calls a
-/// follower serves per entry, and how many carry none (a heartbeat, or openraft telling the
+/// follower serves per entry, how many carry none (a heartbeat, or openraft telling the
 /// follower the new commit index, which it sends on its own whenever the follower's
-/// replication stream is idle; docs/performance.md, item 31).
-fn count_append(entries: usize) {
+/// replication stream is idle; docs/performance.md, item 31), and whether they came on the
+/// stream or as unary calls (from a leader of an older build, or after its stream was refused).
+fn count_append(entries: usize, via: &'static str) {
     let carries = if entries == 0 { "nothing" } else { "entries" };
-    metrics::counter!("yunkey_raft_append_entries_received_total", "carries" => carries)
+    metrics::counter!("yunkey_raft_append_entries_received_total", "carries" => carries, "via" => via)
         .increment(1);
     metrics::counter!("yunkey_raft_entries_received_total").increment(entries as u64);
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    reply_payload(value).map(Response::new)
+}
+
+fn reply_payload<T: Serialize>(value: &T) -> Result<RaftPayload, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-    Ok(Response::new(RaftPayload { data }))
+    Ok(RaftPayload { data })
+}
+
+/// The replies of one `AppendEntriesStream`, in the order of its requests.
+type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+/// Serves the requests of one `AppendEntriesStream` one after another, each answered before
+/// the next is read (the leader sends the next only after this reply). Reading and appending
+/// happen as the reply stream is polled: no task or channel of its own. A malformed request
+/// ends the stream with `INVALID_ARGUMENT`; the leader then opens a new one.
+fn append_replies<C: TypeConfig>(raft: Raft<C>, requests: Streaming<RaftPayload>) -> AppendReplies {
+    Box::pin(futures::stream::unfold(
+        Some((raft, requests)),
+        |state| async move {
+            let (raft, mut requests) = state?;
+            let payload = match requests.message().await {
+                Ok(Some(payload)) => payload,
+                // The leader closed the stream (it stepped down or dropped this follower's
+                // client), or the connection broke.
+                Ok(None) | Err(_) => return None,
+            };
+            let rpc: AppendEntriesRequest<C> = match parse_payload(&payload, "AppendEntries") {
+                Ok(rpc) => rpc,
+                Err(status) => return Some((Err(status), None)),
+            };
+            count_append(rpc.entries.len(), "stream");
+            let reply = reply_payload(&raft.append_entries(rpc).await);
+            let next = reply.is_ok().then_some((raft, requests));
+            Some((reply, next))
+        },
+    ))
 }
 
 #[tonic::async_trait]
@@ -110,14 +153,27 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.check_target(&request)?;
+        self.check_target(request.metadata())?;
         let rpc: AppendEntriesRequest<C> = parse(request, "AppendEntries")?;
-        count_append(rpc.entries.len());
+        count_append(rpc.entries.len(), "unary");
         reply(&self.raft.append_entries(rpc).await)
     }
 
+    type AppendEntriesStreamStream = AppendReplies;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        self.check_target(request.metadata())?;
+        Ok(Response::new(append_replies(
+            self.raft.clone(),
+            request.into_inner(),
+        )))
+    }
+
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_target(&request)?;
+        self.check_target(request.metadata())?;
         let rpc: VoteRequest<u64> = parse(request, "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -126,7 +182,7 @@ impl<C: TypeConfig> RaftService for RaftGrpcServer<C> {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.check_target(&request)?;
+        self.check_target(request.metadata())?;
         let rpc: InstallSnapshotRequest<C> = parse(request, "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }

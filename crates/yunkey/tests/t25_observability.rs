@@ -36,7 +36,8 @@ fn sample(text: &str, series: &str) -> f64 {
 }
 
 /// A follower counts the Raft `AppendEntries` calls it serves, those with log entries and
-/// those with none (heartbeats, commit-index updates), and the entries they carried.
+/// those with none (heartbeats, commit-index updates), and the entries they carried; all of
+/// them come on the leader's `AppendEntriesStream`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_counts_the_append_entries_it_serves() {
     let mut cluster = Cluster::new();
@@ -59,8 +60,10 @@ async fn a_follower_counts_the_append_entries_it_serves() {
         .expect("AddNode 2");
     n2.wait_line("ready", READY);
 
-    let with = r#"yunkey_raft_append_entries_received_total{carries="entries"}"#;
-    let without = r#"yunkey_raft_append_entries_received_total{carries="nothing"}"#;
+    // The leader sends them on its AppendEntriesStream (through TLS and the access table).
+    let with = r#"yunkey_raft_append_entries_received_total{carries="entries",via="stream"}"#;
+    let without = r#"yunkey_raft_append_entries_received_total{carries="nothing",via="stream"}"#;
+    let unary = "yunkey_raft_append_entries_received_total{carries=\"";
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = scrape(&metrics);
@@ -72,6 +75,12 @@ async fn a_follower_counts_the_append_entries_it_serves() {
             assert!(
                 entries >= calls,
                 "{calls} calls with entries carried {entries}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.starts_with(unary) && l.contains(r#"via="unary""#)),
+                "a leader of this build sent unary AppendEntries:\n{text}"
             );
             return;
         }
