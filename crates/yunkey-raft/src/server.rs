@@ -103,8 +103,12 @@ fn parse_payload<T: DeserializeOwned>(payload: &RaftPayload, what: &str) -> Resu
 /// stream or as unary calls (from a leader of an older build, or after its stream was refused).
 fn count_append(entries: usize, via: &'static str) {
     let carries = if entries == 0 { "nothing" } else { "entries" };
-    metrics::counter!("yunkey_raft_append_entries_received_total", "carries" => carries, "via" => via)
-        .increment(1);
+    metrics::counter!(
+        "yunkey_raft_append_entries_received_total",
+        "carries" => carries,
+        "via" => via
+    )
+    .increment(1);
     metrics::counter!("yunkey_raft_entries_received_total").increment(entries as u64);
 }
 
