@@ -13,7 +13,8 @@
 //!   installed in bounded memory beside the state; their records are in a durable `Db`. At open
 //!   the state is loaded from the current snapshot, and openraft applies the log after it.
 //! - **Network**: [`GrpcNetworkFactory`] (client side) and [`RaftGrpcServer`] (server side) carry
-//!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service.
+//!   openraft's messages, serialized with bincode, over the `yunkey.v1.RaftService` gRPC service
+//!   (`AppendEntries` on one long-lived stream per follower, unary calls to a peer without it).
 //! - **Write forwarding**: [`write()`] submits a command locally and forwards it to the leader when
 //!   this node is not the leader, retrying until a deadline; it returns the entry's log index.
 //! - **Promoting learners safely**: [`wait_caught_up()`] waits, on the leader, until a learner
