@@ -79,6 +79,15 @@ impl<C: TypeConfig> GrpcNetwork<C> {
         }
     }
 
+    /// Names the target node in a request's metadata: the receiver refuses a request meant for
+    /// another node id (see `TARGET_HEADER`).
+    fn name_target(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        metadata.insert(
+            crate::server::TARGET_HEADER,
+            tonic::metadata::MetadataValue::from(self.target),
+        );
+    }
+
     /// The cached channel to the target; failing to build one means it is unreachable.
     // The error is openraft's `RPCError`, which `RaftNetwork` returns as it is.
     #[allow(clippy::result_large_err)]
@@ -153,13 +162,10 @@ impl<C: TypeConfig> GrpcNetwork<C> {
             let channel = self
                 .factory
                 .channel(&self.node)
-                .map_err(|e| StreamFailure::Connect(Status::unavailable(e)))?;
+                .map_err(|e| StreamFailure::Failed(Status::unavailable(e)))?;
             let (requests, rx) = mpsc::channel(1);
             let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-            request.metadata_mut().insert(
-                crate::server::TARGET_HEADER,
-                tonic::metadata::MetadataValue::from(self.target),
-            );
+            self.name_target(request.metadata_mut());
             let replies = RaftServiceClient::new(channel)
                 .append_entries_stream(request)
                 .await
@@ -178,7 +184,7 @@ impl<C: TypeConfig> GrpcNetwork<C> {
                         );
                         StreamFailure::Unknown
                     }
-                    _ => StreamFailure::Connect(status),
+                    _ => StreamFailure::Failed(status),
                 })?
                 .into_inner();
             self.stream = Some(AppendStream { requests, replies });
@@ -196,7 +202,7 @@ impl<C: TypeConfig> GrpcNetwork<C> {
         };
         reply.map_err(|status| {
             self.stream = None;
-            StreamFailure::Call(status)
+            StreamFailure::Failed(status)
         })
     }
 
@@ -216,11 +222,7 @@ impl<C: TypeConfig> GrpcNetwork<C> {
         let mut client = RaftServiceClient::new(self.channel()?);
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(ttl);
-        // The receiver refuses a request meant for another node id (see `TARGET_HEADER`).
-        request.metadata_mut().insert(
-            crate::server::TARGET_HEADER,
-            tonic::metadata::MetadataValue::from(self.target),
-        );
+        self.name_target(request.metadata_mut());
         let fut = async move {
             match rpc {
                 RPCTypes::AppendEntries => client.append_entries(request).await,
@@ -241,10 +243,8 @@ impl<C: TypeConfig> GrpcNetwork<C> {
 enum StreamFailure {
     /// The target does not serve `AppendEntriesStream` (an older build) or refused to open it.
     Unknown,
-    /// The stream could not be opened.
-    Connect(Status),
-    /// The stream broke, or the target refused the request.
-    Call(Status),
+    /// The stream could not be opened, it broke, or the target refused the request.
+    Failed(Status),
 }
 
 impl<C: TypeConfig> RaftNetwork<C> for GrpcNetwork<C> {
@@ -270,9 +270,7 @@ impl<C: TypeConfig> RaftNetwork<C> for GrpcNetwork<C> {
                 self.stream_unknown_since = Some(Instant::now());
                 self.call(rpc_type, &rpc, ttl).await
             }
-            Ok(Err(StreamFailure::Connect(status) | StreamFailure::Call(status))) => {
-                Err(self.status_error(rpc_type, ttl, status))
-            }
+            Ok(Err(StreamFailure::Failed(status))) => Err(self.status_error(rpc_type, ttl, status)),
         }
     }
 
